@@ -1,0 +1,160 @@
+"""Render benchmark: svcnet's render against iptables-restore loading the same rules.
+
+Run (as root, from the repo):  .venv/bin/python bench/render_bench.py [--sizes 1000,10000]
+
+For each size it generates a description of N services x 5 endpoints over 100 nodes
+(every tenth service a NodePort; endpoints given as EndpointSlices, 2 documents per
+service), then measures, in one run:
+  - `svcnet render --node` as a whole process (load, validate, render, print);
+  - the render step alone for one node, and for all 100 nodes;
+  - iptables-nft-restore and iptables-legacy-restore loading that node's output into a
+    fresh scratch network namespace (created and deleted here; nothing touches the host).
+Ratios are against the faster loader measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from svcnet.desired import proxier_settings  # noqa: E402
+from svcnet.model.load import load_cluster  # noqa: E402
+from svcnet.render.iptables import render_nodes  # noqa: E402
+
+NODES = 100
+ENDPOINTS = 5
+
+
+def generate(n_services: int, path: Path) -> None:
+    """Write a description of n_services x 5 endpoints over 100 nodes."""
+    out = [
+        "apiVersion: svcnet.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: bench\nspec:\n"
+        "  clusterCIDR: 10.128.0.0/9\n  nodes:\n"
+    ]
+    for i in range(NODES):
+        out.append(f"    - name: node-{i:03d}\n      addresses: [192.168.{i // 200}.{i % 200 + 10}]\n"
+                   f"      podCIDR: 10.{128 + i // 128}.{(i % 128) * 2}.0/23\n")
+    for s in range(n_services):
+        name = f"svc-{s:05d}"
+        typ = "NodePort" if s % 10 == 0 else "ClusterIP"
+        out.append(
+            f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: bench\n"
+            f"spec:\n  type: {typ}\n  clusterIP: 10.{96 + s // 65536}.{(s // 256) % 256}.{s % 256 or 1}\n"
+            f"  ports:\n    - name: http\n      protocol: TCP\n      port: 80\n      targetPort: 8080\n"
+        )
+        out.append(
+            f"---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n"
+            f"  namespace: bench\n  labels:\n    kubernetes.io/service-name: {name}\n"
+            f"addressType: IPv4\nports:\n  - name: http\n    port: 8080\n    protocol: TCP\nendpoints:\n"
+        )
+        for e in range(ENDPOINTS):
+            node = (s * ENDPOINTS + e) % NODES
+            host = (s * ENDPOINTS + e) // NODES
+            ip = f"10.{128 + node // 128}.{(node % 128) * 2 + host // 254}.{host % 254 + 2}"
+            out.append(f"  - addresses: [{ip}]\n    nodeName: node-{node:03d}\n"
+                       f"    conditions: {{ready: true}}\n")
+    path.write_text("".join(out))
+
+
+def timed(fn, repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def load_time(loader: str, rules: Path, repeat: int) -> float | None:
+    """Median time of `loader --noflush` loading `rules` into a fresh scratch netns."""
+    if subprocess.run(["which", loader], capture_output=True).returncode:
+        return None
+    samples = []
+    for i in range(repeat):
+        ns = f"svcbench{os.getpid()}{i}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            with rules.open("rb") as f:
+                t0 = time.perf_counter()
+                subprocess.run(["ip", "netns", "exec", ns, loader, "--noflush"], stdin=f, check=True)
+                samples.append(time.perf_counter() - t0)
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    return statistics.median(samples)
+
+
+def bench(n: int, workdir: Path, repeat: int) -> dict[str, float | None]:
+    desc = workdir / f"desc-{n}.yaml"
+    generate(n, desc)
+    svcnet = [sys.executable, "-m", "svcnet.cli.main"]
+    rules = workdir / f"node-{n}.rules"
+
+    def whole() -> None:
+        with rules.open("w") as f:
+            subprocess.run([*svcnet, "render", "-f", str(desc), "--node", "node-000"], stdout=f, check=True,
+                           cwd=REPO)
+
+    t_whole = timed(whole, repeat)
+    t0 = time.perf_counter()
+    cluster = load_cluster([desc])
+    t_load = time.perf_counter() - t0
+    node0 = cluster.nodes[0]
+    one = {node0.name: proxier_settings(cluster, node0)}
+    every = {n.name: proxier_settings(cluster, n) for n in cluster.nodes}
+    t_one = timed(lambda: render_nodes(one, cluster.service_ports), repeat)
+    t_all = timed(lambda: render_nodes(every, cluster.service_ports), max(1, repeat // 2))
+    return {
+        "size_mb": desc.stat().st_size / 1e6,
+        "rules_lines": float(rules.read_text().count("\n")),
+        "whole": t_whole,
+        "load_validate_build": t_load,
+        "render_one": t_one,
+        "render_all": t_all,
+        "nft": load_time("iptables-nft-restore", rules, repeat),
+        "legacy": load_time("iptables-legacy-restore", rules, repeat),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("render_bench: run as root (the loaders need a scratch network namespace)")
+    with tempfile.TemporaryDirectory(prefix="svcnet-bench-") as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            r = bench(n, Path(tmp), args.repeat)
+            loaders = [v for v in (r["nft"], r["legacy"]) if v]
+            ref = min(loaders) if loaders else None
+            print(f"\n== {n} services x {ENDPOINTS} endpoints, {NODES} nodes: description "
+                  f"{r['size_mb']:.1f} MB, node-000 rules {int(r['rules_lines'] or 0)} lines")
+            for key, label in [
+                ("whole", "svcnet render --node (whole process)"),
+                ("load_validate_build", "  load + validate + build (in process)"),
+                ("render_one", "  render step, 1 node"),
+                ("render_all", f"  render step, all {NODES} nodes"),
+                ("nft", "iptables-nft-restore load"),
+                ("legacy", "iptables-legacy-restore load"),
+            ]:
+                v = r[key]
+                if v is None:
+                    print(f"  {label:44s}  n/a")
+                    continue
+                ratio = f"{v / ref:6.2f}x faster loader" if ref else ""
+                print(f"  {label:44s} {v:8.3f} s   {ratio}")
+            if r["render_one"]:
+                print(f"  all nodes / one node: {r['render_all'] / r['render_one']:.2f}x")  # type: ignore[operator]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""`svcnet validate`, `render`, `get` and `describe`: everything that needs no machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from svcnet.cli.common import fail, files_option, load_or_exit, print_diagnostics
+from svcnet.desired import node_artifacts_all, write_artifacts
+from svcnet.diagnostics import errors, warnings
+from svcnet.inspect.describe import describe_service
+from svcnet.inspect.get import RESOURCES, get
+from svcnet.model.load import check_paths
+from svcnet.render.dump import canonical_sort
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only, not warnings.")
+def validate(paths: tuple[str, ...], quiet: bool) -> None:
+    """Validate a description: schemas, then semantic checks. Exit 0 valid, 1 invalid."""
+    checked = check_paths(paths)
+    print_diagnostics(checked.diagnostics, show_warnings=not quiet)
+    errs, warns = errors(checked.diagnostics), warnings(checked.diagnostics)
+    if not checked.ok:
+        click.echo(f"invalid: {len(errs)} error(s), {len(warns)} warning(s)", err=True)
+        sys.exit(1)
+    c = checked.build.cluster  # type: ignore[union-attr]
+    click.echo(
+        f"valid: {len(c.nodes)} node(s), {len(c.services)} service(s), {len(c.pods)} pod(s), "
+        f"{len(warns)} warning(s)"
+    )
+
+
+@click.command()
+@files_option
+@click.option("--node", "node", metavar="NAME", help="Print this node's iptables-restore input.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write every node's artifacts under DIR/<node>/.")
+@click.option("--canonical", is_flag=True, help="Print in kube-proxy's canonical test order.")
+@click.option("--jumps", is_flag=True, help="Print the node's jump rules instead of the restore input.")
+@click.option("--netconf", is_flag=True, help="Print the node's address-config script instead.")
+def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical: bool, jumps: bool,
+           netconf: bool) -> None:
+    """Render what svcnet will apply: per node, the restore input, jump rules and address config."""
+    if bool(node) == bool(out):
+        fail("give exactly one of --node NAME or --out DIR", 2)
+    cluster = load_or_exit(paths)
+    if out:
+        written = write_artifacts(node_artifacts_all(cluster), out)
+        click.echo(f"wrote {len(written)} file(s) for {len(cluster.nodes)} node(s) under {out}", err=True)
+        return
+    names = [n.name for n in cluster.nodes]
+    if node not in names:
+        fail(f"no node {node!r} in the description (nodes: {', '.join(names)})", 1)
+    art = node_artifacts_all(cluster, [node])[node]  # type: ignore[list-item,index]
+    files = art.files()
+    if jumps:
+        text = files["jumps.rules"]
+    elif netconf:
+        text = files["netconf.sh"]
+    else:
+        text = canonical_sort(art.restore) if canonical else art.restore
+    click.echo(text, nl=False)
+
+
+@click.command(name="get")
+@click.argument("resource", type=click.Choice(sorted(RESOURCES)), metavar="services|pods|endpoints|nodes")
+@files_option
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json"]))
+def get_cmd(resource: str, paths: tuple[str, ...], namespace: str, all_namespaces: bool, output: str | None) -> None:
+    """Display objects of the description, as kubectl get (allocated values filled in)."""
+    cluster = load_or_exit(paths)
+    click.echo(get(cluster, resource, None if all_namespaces else namespace, output), nl=False)
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(["service", "services", "svc"]), metavar="service")
+@click.argument("name")
+@files_option
+@click.option("-n", "--namespace", default="default", show_default=True)
+def describe(kind: str, name: str, paths: tuple[str, ...], namespace: str) -> None:
+    """Show a service in detail, as kubectl describe service, Endpoints included."""
+    cluster = load_or_exit(paths)
+    for svc in cluster.services:
+        if svc.key == (namespace, name):
+            click.echo(describe_service(cluster, svc), nl=False)
+            return
+    fail(f'services "{name}" not found in namespace {namespace}', 1)

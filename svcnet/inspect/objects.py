@@ -1,0 +1,107 @@
+"""The model as Kubernetes objects (with allocated values filled in), for `-o yaml|json`."""
+
+from __future__ import annotations
+
+from svcnet.model.types import CLUSTER_IP, LOAD_BALANCER, Cluster, Node, Pod, Service, ServicePort
+
+
+def _meta(namespace: str | None, name: str, labels: tuple[tuple[str, str], ...] = ()) -> dict:
+    meta: dict = {"name": name}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    if labels:
+        meta["labels"] = dict(labels)
+    return meta
+
+
+def service_object(svc: Service) -> dict:
+    spec: dict = {"type": svc.type, "clusterIP": svc.cluster_ip or "None"}
+    if svc.cluster_ip:
+        spec["clusterIPs"] = [svc.cluster_ip]
+    ports = []
+    for p in svc.ports:
+        port: dict = {"protocol": p.protocol, "port": p.port, "targetPort": p.target_port}
+        if p.name:
+            port = {"name": p.name, **port}
+        if p.node_port:
+            port["nodePort"] = p.node_port
+        ports.append(port)
+    spec["ports"] = ports
+    if svc.selector:
+        spec["selector"] = dict(svc.selector)
+    spec["sessionAffinity"] = svc.session_affinity
+    if svc.session_affinity == "ClientIP":
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": svc.affinity_timeout}}
+    if svc.type != CLUSTER_IP or svc.external_ips:
+        spec["externalTrafficPolicy"] = svc.external_traffic_policy
+    spec["internalTrafficPolicy"] = svc.internal_traffic_policy
+    if svc.health_check_node_port:
+        spec["healthCheckNodePort"] = svc.health_check_node_port
+    if svc.external_ips:
+        spec["externalIPs"] = list(svc.external_ips)
+    if svc.lb_source_ranges:
+        spec["loadBalancerSourceRanges"] = list(svc.lb_source_ranges)
+    status: dict = {"loadBalancer": {}}
+    if svc.type == LOAD_BALANCER and svc.lb_ips:
+        status["loadBalancer"] = {"ingress": [{"ip": ip} for ip in svc.lb_ips]}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(svc.namespace, svc.name, svc.labels),
+            "spec": spec, "status": status}
+
+
+def pod_object(pod: Pod) -> dict:
+    meta = _meta(pod.namespace, pod.name, pod.labels)
+    if pod.owner:
+        kind, _, name = pod.owner.partition("/")
+        meta["ownerReferences"] = [{"kind": kind, "name": name}]
+    container: dict = {"name": "main"}
+    if pod.command:
+        container["command"] = list(pod.command)
+    if pod.ports:
+        container["ports"] = [
+            {**({"name": p.name} if p.name else {}), "containerPort": p.port, "protocol": p.protocol}
+            for p in pod.ports
+        ]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": pod.node_name, "containers": [container]},
+            "status": {"podIP": pod.ip, "podIPs": [{"ip": pod.ip}] if pod.ip else []}}
+
+
+def endpoint_slice_objects(ports: list[ServicePort]) -> list[dict]:
+    """One EndpointSlice per service port, as the EndpointSlice controller would roughly make."""
+    out = []
+    for sp in ports:
+        endpoints = [
+            {
+                "addresses": [ep.ip],
+                "conditions": {"ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating},
+                **({"nodeName": ep.node_name} if ep.node_name else {}),
+                **({"targetRef": {"kind": ep.target.split("/")[0], "name": ep.target.split("/", 1)[1]}}
+                   if ep.target else {}),
+            }
+            for ep in sp.endpoints
+        ]
+        slice_name = f"{sp.name}-{sp.port_name}" if sp.port_name else sp.name
+        out.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": slice_name, "namespace": sp.namespace,
+                         "labels": {"kubernetes.io/service-name": sp.name}},
+            "addressType": "IPv6" if sp.cluster_ip and ":" in sp.cluster_ip else "IPv4",
+            "ports": [{"name": sp.port_name, "port": sp.endpoints[0].port if sp.endpoints else None,
+                       "protocol": sp.protocol}],
+            "endpoints": endpoints,
+        })
+    return out
+
+
+def node_object(node: Node) -> dict:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(None, node.name),
+            "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": a} for a in node.addresses]}}
+
+
+def as_list(items: list[dict]) -> dict:
+    return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
+
+
+def cluster_services(cluster: Cluster, namespace: str | None) -> list[Service]:
+    return [s for s in cluster.services if namespace is None or s.namespace == namespace]

@@ -1,0 +1,183 @@
+"""Read a cluster description: files and directories of multi-document YAML.
+
+Documents are parsed with libyaml's C loader one at a time; the position of a field is
+looked up only when a diagnostic needs it (`Document.locate`), by composing that one
+document's node tree. Large descriptions therefore load at C speed, and errors still
+carry file, line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from itertools import pairwise
+from pathlib import Path
+
+import yaml
+
+from svcnet.diagnostics import Diagnostic, PathT, format_path
+
+try:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import CSafeLoader as FastLoader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as FastLoader  # type: ignore[assignment]
+
+YAML_SUFFIXES = (".yaml", ".yml")
+# A document marker at column 0 ends any scalar, so splitting on it is safe.
+_DOC_MARKER = re.compile(r"^(---|\.\.\.)(?=\s|$)", re.MULTILINE)
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class Document:
+    """One YAML document of a description file."""
+
+    file: str
+    index: int  # 0-based position in the file
+    line: int  # 1-based line where the document's text starts
+    text: str
+    obj: Any
+    _nodes: yaml.Node | None = field(default=None, repr=False)
+
+    def locate(self, path: PathT) -> tuple[int, int]:
+        """1-based (line, col) of the value at `path`, or of its closest existing parent."""
+        if self._nodes is None:
+            try:
+                self._nodes = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            except yaml.YAMLError:
+                return (self.line, 1)
+        node = self._nodes
+        if node is None:
+            return (self.line, 1)
+        for part in path:
+            nxt = _child(node, part)
+            if nxt is None:
+                break
+            node = nxt
+        return (self.line + node.start_mark.line, node.start_mark.column + 1)
+
+    def diag(self, path: PathT, message: str, severity: str = "error") -> Diagnostic:
+        line, col = self.locate(path)
+        return Diagnostic(self.file, line, col, format_path(path), message, severity)
+
+
+def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == part:
+                return value
+        return None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+        return node.value[part]
+    return None
+
+
+@dataclass
+class LoadResult:
+    documents: list[Document]
+    diagnostics: list[Diagnostic]
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
+    """Files as given; a directory means its `*.yaml`/`*.yml`, sorted (as `kubectl -f`)."""
+    files: list[Path] = []
+    diags: list[Diagnostic] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir() if c.suffix in YAML_SUFFIXES and c.is_file())
+            if not found:
+                diags.append(Diagnostic(str(p), 1, 1, "(file)", "directory holds no *.yaml or *.yml file"))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            diags.append(Diagnostic(str(p), 1, 1, "(file)", "no such file or directory"))
+    return files, diags
+
+
+def _split_documents(text: str) -> list[tuple[int, str]]:
+    """Split YAML text into (start line, document text) chunks at `---`/`...` markers."""
+    chunks: list[tuple[int, str]] = []
+    starts = [0] + [m.start() for m in _DOC_MARKER.finditer(text)]
+    bounds = [*starts, len(text)]
+    for begin, end in pairwise(bounds):
+        chunk = text[begin:end]
+        if chunk.startswith("..."):
+            continue
+        line = text.count("\n", 0, begin) + 1
+        if chunk.startswith("---"):
+            chunk = chunk[3:]
+            # keep the rest of the marker line so line numbers stay exact
+        chunks.append((line, chunk))
+    return chunks
+
+
+def load_text(name: str, text: str) -> LoadResult:
+    """Parse one file's text into documents; YAML errors become diagnostics."""
+    docs: list[Document] = []
+    diags: list[Diagnostic] = []
+    index = 0
+    for line, chunk in _split_documents(text):
+        if not chunk.strip() or all(
+            not ln.strip() or ln.lstrip().startswith("#") or ln.startswith("%") for ln in chunk.splitlines()
+        ):
+            continue
+        try:
+            obj = yaml.load(chunk, Loader=FastLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            ln = line + (mark.line if mark else 0)
+            col = (mark.column + 1) if mark else 1
+            msg = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+            diags.append(Diagnostic(name, ln, col, "(yaml)", f"invalid YAML: {msg}"))
+            index += 1
+            continue
+        except (yaml.YAMLError, RecursionError, ValueError) as exc:
+            diags.append(Diagnostic(name, line, 1, "(yaml)", f"invalid YAML: {exc}"))
+            index += 1
+            continue
+        if obj is None:
+            continue
+        docs.append(Document(name, index, line, chunk, obj))
+        index += 1
+    if not docs and not diags:
+        diags.append(Diagnostic(name, 1, 1, "(file)", "file holds no YAML document"))
+    return LoadResult(docs, diags)
+
+
+def read_text(path: Path) -> tuple[str | None, Diagnostic | None]:
+    """Read a file as UTF-8 text; binary or unreadable files give a diagnostic."""
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, Diagnostic(name, 1, 1, "(file)", f"cannot read: {exc.strerror or exc}")
+    if len(data) > MAX_FILE_BYTES:
+        return None, Diagnostic(name, 1, 1, "(file)", f"file is larger than {MAX_FILE_BYTES} bytes")
+    if b"\0" in data:
+        return None, Diagnostic(name, 1, 1, "(file)", "binary data (NUL byte): not a YAML file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return None, Diagnostic(name, line, 1, "(file)", "not UTF-8 text: not a YAML file")
+    return text.removeprefix("\ufeff"), None
+
+
+def load_paths(paths: Sequence[str | Path]) -> LoadResult:
+    """Load every document from the given files and directories."""
+    files, diags = expand_paths(paths)
+    docs: list[Document] = []
+    for path in files:
+        text, err = read_text(path)
+        if err:
+            diags.append(err)
+            continue
+        assert text is not None
+        result = load_text(str(path), text)
+        docs.extend(result.documents)
+        diags.extend(result.diagnostics)
+    return LoadResult(docs, diags)

@@ -1,0 +1,286 @@
+"""Typed model of a cluster: what the loader builds and every backend reads.
+
+The per-service-port view (`ServicePort`, `Endpoint`) mirrors kube-proxy's
+`ServicePortInfo`/`Endpoint`, and `ProxierSettings` mirrors the proxier's
+per-node configuration, so the renderer can follow `proxier.go` line by line.
+All IPs and CIDRs here are already canonical (Python's `ipaddress` form).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
+
+# Service types.
+CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"
+
+# detectLocalMode values (KubeProxyConfiguration spelling).
+DETECT_CLUSTER_CIDR = "ClusterCIDR"
+DETECT_NODE_CIDR = "NodeCIDR"
+DETECT_BRIDGE = "BridgeInterface"
+DETECT_IFACE_PREFIX = "InterfaceNamePrefix"
+DETECT_NONE = "None"
+
+# nfacct counters kube-proxy creates when the kernel supports them.
+NFACCT_INVALID_DROPPED = "ct_state_invalid_dropped_pkts"
+NFACCT_LOCALHOST_NPS = "localhost_nps_accepted_pkts"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an object came from: file, 1-based line, and document index."""
+
+    file: str
+    line: int = 1
+    doc: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One backend of a service port (an EndpointSlice endpoint or a selected pod)."""
+
+    ip: str
+    port: int
+    node_name: str | None = None
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    target: str | None = None  # "Pod/name" for display, when known
+
+    @property
+    def hostport(self) -> str:
+        """`ip:port`, or `[ip]:port` for IPv6 (Go's net.JoinHostPort)."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """One port of one Service, with its resolved endpoints (sorted by `ip:port` string)."""
+
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str
+    port: int
+    cluster_ip: str | None
+    type: str = CLUSTER_IP
+    target_port: int | str = 0
+    node_port: int = 0
+    external_ips: tuple[str, ...] = ()
+    lb_ips: tuple[str, ...] = ()
+    lb_source_ranges: tuple[str, ...] = ()
+    external_traffic_policy: str = "Cluster"
+    internal_traffic_policy: str = "Cluster"
+    health_check_node_port: int = 0
+    affinity_timeout: int | None = None  # seconds; None means sessionAffinity None
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def spn(self) -> str:
+        """kube-proxy's ServicePortName string: `ns/name` or `ns/name:port`."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+    @property
+    def proto(self) -> str:
+        """Lower-case protocol as used in match modules (`tcp`)."""
+        return self.protocol.lower()
+
+    @property
+    def externally_accessible(self) -> bool:
+        """NodePort, externalIPs or LB ingress IPs present (serviceport.go)."""
+        return bool(self.node_port or self.lb_ips or self.external_ips)
+
+    @property
+    def external_policy_local(self) -> bool:
+        """Effective externalTrafficPolicy Local (service/util.go ExternalPolicyLocal)."""
+        if self.external_traffic_policy != "Local":
+            return False
+        if self.type in (NODE_PORT, LOAD_BALANCER):
+            return True
+        return self.type == CLUSTER_IP and bool(self.external_ips)
+
+    @property
+    def internal_policy_local(self) -> bool:
+        return self.internal_traffic_policy == "Local"
+
+    @property
+    def effective_health_check_node_port(self) -> int:
+        """Health check port, only for LoadBalancer with effective eTP Local (NeedsHealthCheck)."""
+        if self.type == LOAD_BALANCER and self.external_policy_local:
+            return self.health_check_node_port
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDetector:
+    """How kube-proxy tells pod traffic from other traffic (localdetector.go)."""
+
+    mode: str = DETECT_CLUSTER_CIDR
+    cidr: str | None = None
+    interface: str | None = None  # bridge name or interface name prefix
+
+    def if_local(self) -> tuple[str, ...]:
+        """Match args for "traffic comes from a local pod"; empty if no detector."""
+        return self._args(negate=False)
+
+    def if_not_local(self) -> tuple[str, ...]:
+        """Match args for "traffic does not come from a local pod"; empty if no detector."""
+        return self._args(negate=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != DETECT_NONE and bool(self.cidr or self.interface)
+
+    def _args(self, negate: bool) -> tuple[str, ...]:
+        neg = ("!",) if negate else ()
+        if self.mode in (DETECT_CLUSTER_CIDR, DETECT_NODE_CIDR) and self.cidr:
+            return (*neg, "-s", self.cidr)
+        if self.mode == DETECT_BRIDGE and self.interface:
+            return (*neg, "-i", self.interface)
+        if self.mode == DETECT_IFACE_PREFIX and self.interface:
+            return (*neg, "-i", self.interface + "+")
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What kube-proxy detects on a live node; offline defaults documented in the README."""
+
+    random_fully: bool = True
+    nfacct_counters: frozenset[str] = frozenset()
+    tcp_be_liberal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProxierSettings:
+    """Everything the iptables renderer needs to know about one node."""
+
+    node_name: str
+    node_ips: tuple[str, ...]  # the first is the primary (InternalIP)
+    masquerade_mark: str = "0x00004000"
+    masquerade_all: bool = False
+    local_detector: LocalDetector = field(default_factory=LocalDetector)
+    localhost_nodeports: bool = True
+    nodeport_addresses: tuple[str, ...] = ()  # CIDRs; empty means all local addresses
+    facts: NodeFacts = field(default_factory=NodeFacts)
+    ip_family: int = 4
+    large_cluster_threshold: int = 1000
+
+    @property
+    def primary_ip(self) -> str:
+        return self.node_ips[0] if self.node_ips else ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The Cluster's `spec.proxy` (named after KubeProxyConfiguration)."""
+
+    mode: str = "iptables"
+    detect_local_mode: str = DETECT_CLUSTER_CIDR
+    bridge_interface: str | None = None
+    interface_name_prefix: str | None = None
+    masquerade_bit: int = 14
+    masquerade_all: bool = False
+    localhost_nodeports: bool = True
+    nodeport_addresses: tuple[str, ...] = ()
+
+    @property
+    def masquerade_mark(self) -> str:
+        """Go's `fmt.Sprintf("%#08x", 1<<bit)`: 14 gives 0x00004000."""
+        return "0x" + format(1 << self.masquerade_bit, "08x")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    addresses: tuple[str, ...]
+    pod_cidr: str
+    facts: NodeFacts = field(default_factory=NodeFacts)
+    source: Source | None = None
+
+    @property
+    def internal_ip(self) -> str:
+        return self.addresses[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPort:
+    name: str | None
+    port: int
+    protocol: str = TCP
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    namespace: str
+    name: str
+    node_name: str
+    ip: str
+    labels: tuple[tuple[str, str], ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    command: tuple[str, ...] = ()
+    owner: str | None = None  # "Deployment/name" for expanded pods
+    source: Source | None = None
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class SvcPortSpec:
+    """A Service's `spec.ports[]` entry after defaulting and allocation."""
+
+    name: str
+    protocol: str
+    port: int
+    target_port: int | str
+    node_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    namespace: str
+    name: str
+    type: str
+    cluster_ip: str
+    ports: tuple[SvcPortSpec, ...]
+    selector: tuple[tuple[str, str], ...] | None = None  # None: no selector (EndpointSlices)
+    session_affinity: str = "None"
+    affinity_timeout: int = 10800
+    external_traffic_policy: str = "Cluster"
+    internal_traffic_policy: str = "Cluster"
+    health_check_node_port: int = 0
+    external_ips: tuple[str, ...] = ()
+    lb_source_ranges: tuple[str, ...] = ()
+    lb_ips: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The whole description after validation, defaulting and allocation."""
+
+    name: str
+    service_cidr: str
+    cluster_cidr: str
+    node_port_range: tuple[int, int]
+    proxy: ProxyConfig
+    nodes: tuple[Node, ...]
+    services: tuple[Service, ...]
+    pods: tuple[Pod, ...]
+    service_ports: tuple[ServicePort, ...]  # sorted by (namespace, name, port name, protocol)
+    bridge: str = "cni0"
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)

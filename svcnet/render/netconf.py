@@ -1,0 +1,144 @@
+"""A node's address config: pod bridge, sysctls, host-gw routes and pod network namespaces.
+
+`node_netconf` derives the desired state from the model; `render_script` turns it into an
+idempotent POSIX sh script of `ip`/`sysctl` commands (every value shell-quoted), and
+`state_lines` into a stable text form used for diffs and drift checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import shlex
+from dataclasses import dataclass
+from functools import cache
+
+import jinja2
+
+from svcnet.model.types import Cluster, Node, Pod
+
+POD_IFACE = "eth0"
+NETNS_PREFIX = "svcnet_"
+VETH_PREFIX = "veth"
+
+
+@dataclass(frozen=True, slots=True)
+class Sysctl:
+    key: str
+    value: str
+    optional: bool = False  # set only where the kernel has the key (e.g. br_netfilter's)
+
+    @property
+    def proc_path(self) -> str:
+        return "/proc/sys/" + self.key.replace(".", "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    dst: str
+    via: str
+    node: str  # the node that owns dst, for comments
+
+
+@dataclass(frozen=True, slots=True)
+class PodNet:
+    namespace: str
+    name: str
+    netns: str
+    veth: str
+    address: str  # ip/prefix
+    gateway: str
+    command: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class NetConf:
+    node: str
+    bridge: str
+    bridge_address: str  # first address of the podCIDR, with prefix
+    sysctls: tuple[Sysctl, ...]
+    routes: tuple[Route, ...]
+    pods: tuple[PodNet, ...]
+
+
+def pod_netns(pod: Pod) -> str:
+    """Network namespace name of a pod: `svcnet_<namespace>_<name>` (both DNS-1123)."""
+    return f"{NETNS_PREFIX}{pod.namespace}_{pod.name}"
+
+
+def pod_veth(pod: Pod) -> str:
+    """Host side of the pod's veth: 12 characters, within the 15-character limit."""
+    return VETH_PREFIX + hashlib.sha256(f"{pod.namespace}/{pod.name}".encode()).hexdigest()[:8]
+
+
+def node_sysctls(cluster: Cluster) -> tuple[Sysctl, ...]:
+    """The sysctls these rules need (kube-proxy and the bridge CNI set the same)."""
+    out = [Sysctl("net.ipv4.ip_forward", "1")]
+    if cluster.proxy.localhost_nodeports:
+        out.append(Sysctl("net.ipv4.conf.all.route_localnet", "1"))
+    out.append(Sysctl("net.bridge.bridge-nf-call-iptables", "1", optional=True))
+    return tuple(out)
+
+
+def node_netconf(cluster: Cluster, node: Node) -> NetConf:
+    net = ipaddress.ip_network(node.pod_cidr)
+    gateway = str(net.network_address + 1)
+    routes = tuple(
+        Route(other.pod_cidr, other.internal_ip, other.name) for other in cluster.nodes if other.name != node.name
+    )
+    pods = tuple(
+        PodNet(
+            namespace=p.namespace,
+            name=p.name,
+            netns=pod_netns(p),
+            veth=pod_veth(p),
+            address=f"{p.ip}/{net.prefixlen}",
+            gateway=gateway,
+            command=p.command,
+            ports=tuple(sorted({cp.port for cp in p.ports})),
+        )
+        for p in cluster.pods
+        if p.node_name == node.name and p.ip
+    )
+    return NetConf(
+        node=node.name,
+        bridge=cluster.bridge,
+        bridge_address=f"{gateway}/{net.prefixlen}",
+        sysctls=node_sysctls(cluster),
+        routes=routes,
+        pods=pods,
+    )
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("svcnet.render", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    return env
+
+
+def render_script(conf: NetConf) -> str:
+    """Idempotent sh script that brings a node's address config to `conf`."""
+    return _environment().get_template("netconf.sh.j2").render(c=conf, pod_iface=POD_IFACE)
+
+
+def state_lines(conf: NetConf) -> list[str]:
+    """Stable one-line-per-fact form of the address config (for diffs and drift checks)."""
+    lines = [f"sysctl {s.key} = {s.value}" + (" (if present)" if s.optional else "") for s in conf.sysctls]
+    lines.append(f"bridge {conf.bridge} {conf.bridge_address}")
+    lines.extend(f"route {r.dst} via {r.via}" for r in conf.routes)
+    for p in conf.pods:
+        lines.append(f"pod {p.namespace}/{p.name} netns {p.netns} veth {p.veth} {p.address} via {p.gateway}")
+    return lines

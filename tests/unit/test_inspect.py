@@ -1,0 +1,74 @@
+"""`svcnet get` and `describe` print kubectl's layout for the seed example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from svcnet.cli.main import cli
+
+SEED = str(Path(__file__).resolve().parents[2] / "examples" / "seed")
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_get_services_columns():
+    out = run("get", "services", "-n", "k8s-test", "-f", SEED).splitlines()
+    assert out[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert out[1].split()[:5] == ["service", "NodePort", "10.111.35.139", "<none>", "8080:30000/TCP"]
+
+
+def test_get_all_namespaces_adds_namespace_column():
+    out = run("get", "svc", "-A", "-f", SEED).splitlines()
+    assert out[0].split()[0] == "NAMESPACE" and out[1].split()[0] == "k8s-test"
+
+
+def test_get_default_namespace_is_empty():
+    assert run("get", "services", "-f", SEED).splitlines() == [
+        "NAME   TYPE   CLUSTER-IP   EXTERNAL-IP   PORT(S)   AGE"]
+
+
+def test_get_pods_wide_shows_ip_and_node():
+    rows = [r.split() for r in run("get", "pods", "-n", "k8s-test", "-o", "wide", "-f", SEED).splitlines()[1:]]
+    assert {r[6] for r in rows} == {"node1", "node2"}
+    assert all(r[5].startswith("10.244.") for r in rows)
+
+
+def test_get_endpoints_lists_both_pods():
+    out = run("get", "endpoints", "-n", "k8s-test", "-f", SEED).splitlines()[1]
+    eps = out.split()[1].split(",")
+    assert len(eps) == 2 and all(e.endswith(":8080") for e in eps)
+
+
+def test_get_yaml_and_json_are_kubernetes_lists():
+    as_yaml = yaml.safe_load(run("get", "services", "-n", "k8s-test", "-o", "yaml", "-f", SEED))
+    as_json = json.loads(run("get", "services", "-n", "k8s-test", "-o", "json", "-f", SEED))
+    assert as_yaml == as_json
+    (svc,) = as_json["items"]
+    assert as_json["kind"] == "List"
+    assert svc["spec"]["ports"][0]["nodePort"] == 30000
+    assert svc["spec"]["clusterIP"] == "10.111.35.139"
+
+
+def test_describe_service_fields_and_endpoints():
+    out = run("describe", "service", "service", "-n", "k8s-test", "-f", SEED)
+    fields = dict(line.split(None, 1) if ":" not in line[:26] else (line[:26].strip(), line[26:])
+                  for line in out.splitlines())
+    assert fields["Name:"] == "service"
+    assert fields["Type:"] == "NodePort"
+    assert fields["IP:"] == "10.111.35.139"
+    assert fields["NodePort:"] == "http  30000/TCP"
+    assert len(fields["Endpoints:"].split(",")) == 2
+
+
+def test_describe_missing_service_fails():
+    result = CliRunner().invoke(cli, ["describe", "service", "nope", "-n", "k8s-test", "-f", SEED])
+    assert result.exit_code == 1
+    assert 'services "nope" not found' in result.output

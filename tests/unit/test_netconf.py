@@ -1,0 +1,52 @@
+"""The address config: desired state per node and its idempotent, quoted script."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from svcnet.desired import node_artifacts_all
+from svcnet.model.load import load_cluster
+from svcnet.render.netconf import node_netconf, render_script, state_lines
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
+
+
+def test_seed_node_netconf():
+    c = load_cluster([SEED])
+    conf = node_netconf(c, c.node("node1"))
+    assert conf.bridge == "cni0" and conf.bridge_address == "10.244.1.1/24"
+    assert [(r.dst, r.via) for r in conf.routes] == [("10.244.2.0/24", "192.168.56.12")]
+    (pod,) = conf.pods
+    assert pod.address.startswith("10.244.1.") and pod.address.endswith("/24")
+    assert pod.gateway == "10.244.1.1"
+    assert len(pod.veth) <= 15
+    assert pod.command[:2] == ("python3", "/var/lib/svcnet/podserver.py")
+    assert {s.key for s in conf.sysctls} >= {"net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet"}
+
+
+def test_script_lines_parse_as_shell_words_and_are_idempotent_forms():
+    c = load_cluster([SEED])
+    script = render_script(node_netconf(c, c.node("node2")))
+    for line in script.splitlines():
+        if line and not line.startswith("#"):
+            shlex.split(line)  # every line is valid, fully quoted shell
+    assert "ip addr replace 10.244.2.1/24 dev cni0" in script
+    assert "ip route replace 10.244.1.0/24 via 192.168.56.11" in script
+    # no bare "ip addr add" / "ip route add" that would fail on a second run
+    assert "addr add" not in script and "route add" not in script
+
+
+def test_state_lines_are_stable():
+    c = load_cluster([SEED])
+    a = state_lines(node_netconf(c, c.node("node1")))
+    b = state_lines(node_netconf(load_cluster([SEED]), c.node("node1")))
+    assert a == b and any(x.startswith("bridge cni0 ") for x in a)
+
+
+def test_artifacts_for_every_node(tmp_path: Path):
+    arts = node_artifacts_all(load_cluster([SEED]))
+    assert set(arts) == {"node1", "node2"}
+    files = arts["node1"].files()
+    assert set(files) == {"rules.restore", "jumps.rules", "netconf.sh", "netconf.state"}
+    assert files["rules.restore"].startswith("*filter\n") and files["rules.restore"].endswith("COMMIT\n")
