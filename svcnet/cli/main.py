@@ -15,6 +15,7 @@ COMMANDS = {
     "render": "svcnet.cli.describe:render",
     "get": "svcnet.cli.describe:get_cmd",
     "describe": "svcnet.cli.describe:describe",
+    "explain": "svcnet.cli.explain:explain",
     "demo": "svcnet.cli.demo:demo",
 }
 
