@@ -16,6 +16,7 @@ COMMANDS = {
     "get": "svcnet.cli.describe:get_cmd",
     "describe": "svcnet.cli.describe:describe",
     "explain": "svcnet.cli.explain:explain",
+    "lab": "svcnet.cli.lab:lab",
     "demo": "svcnet.cli.demo:demo",
 }
 

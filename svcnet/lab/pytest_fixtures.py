@@ -1,0 +1,101 @@
+"""Reusable pytest helpers: a lab that is always torn down, for any test suite.
+
+Use `running_lab(spec, name)` as a context manager, or expose the fixtures:
+    from svcnet.lab.pytest_fixtures import lab_factory  # noqa: F401  (in a conftest.py)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from svcnet.lab.down import lab_down
+from svcnet.lab.errors import LabError
+from svcnet.lab.node_ops import node_exec_argv
+from svcnet.lab.prereq import missing_tools
+from svcnet.lab.spec import LabNode, lab_nodes_from_files
+from svcnet.lab.state import Lab
+from svcnet.lab.up import lab_up
+
+Spec = Sequence[LabNode] | str | Path | Sequence[str | Path]
+_counter = itertools.count()
+
+
+def lab_unavailable_reason() -> str | None:
+    """Why this machine cannot run a lab (not root, tools missing), or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    missing = missing_tools()
+    if missing:
+        return "the lab needs " + ", ".join(sorted(set(missing.values())))
+    return None
+
+
+def unique_lab_name(prefix: str = "t") -> str:
+    """A lab name unique to this process and call (parallel test runs never collide)."""
+    return f"{prefix}{os.getpid()}x{next(_counter)}"
+
+
+def _nodes(spec: Spec) -> list[LabNode]:
+    if isinstance(spec, str | Path):
+        return lab_nodes_from_files([spec])
+    items = list(spec)
+    if items and all(isinstance(item, LabNode) for item in items):
+        return items  # type: ignore[return-value]
+    return lab_nodes_from_files(items)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def running_lab(spec: Spec, name: str | None = None, inventory_dir: str | Path | None = None) -> Iterator[Lab]:
+    """Bring a lab up for the block and always tear it down (also if the block fails).
+
+    spec: LabNodes, or cluster YAML path(s). The inventory goes to a temporary directory unless
+    inventory_dir is given.
+    """
+    name = name or unique_lab_name()
+    tmp = None if inventory_dir else tempfile.mkdtemp(prefix="svcnet-lab-inv-")
+    try:
+        lab = lab_up(_nodes(spec), name, inventory_dir or str(tmp))
+        try:
+            yield lab
+        finally:
+            lab_down(name)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_factory() -> Iterator[Callable[..., Lab]]:
+    """A function `make(spec, name=None) -> Lab`; every lab it made is torn down at session end."""
+    reason = lab_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with contextlib.ExitStack() as stack:
+
+        def make(spec: Spec, name: str | None = None) -> Lab:
+            try:
+                return stack.enter_context(running_lab(spec, name))
+            except LabError as exc:
+                pytest.fail(f"lab up failed: {exc}", pytrace=False)
+
+        yield make
+
+
+def node_run(lab: Lab, node: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a shell command on a lab machine (node or 'client') as `svcnet lab exec` does."""
+    return subprocess.run(
+        node_exec_argv(lab, node, ["sh", "-c", command]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )

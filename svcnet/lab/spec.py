@@ -1,0 +1,109 @@
+"""What the lab builds: one LabNode per cluster node, validated."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from svcnet.diagnostics import DescriptionError, errors
+from svcnet.lab.errors import LabError
+from svcnet.model.load import load_cluster
+from svcnet.model.types import Cluster
+
+CLIENT_NAME = "client"
+MAX_NODES = 200
+_NODE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LAB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class LabNode:
+    """One lab machine: its hostname and the IP addresses it owns (first is primary)."""
+
+    name: str
+    addresses: tuple[str, ...]
+
+
+def validate_lab_name(name: str) -> str:
+    """Return name if it is a safe lab name (used in paths and file names)."""
+    if not _LAB_NAME_RE.match(name or ""):
+        raise LabError(f"invalid lab name {name!r}: use 1-63 of [A-Za-z0-9_.-], starting alphanumeric")
+    return name
+
+
+def validate_nodes(nodes: Iterable[LabNode]) -> list[LabNode]:
+    """Check names (DNS labels, unique, not 'client') and addresses (unicast, unique)."""
+    result = list(nodes)
+    if not result:
+        raise LabError("the cluster has no nodes")
+    if len(result) > MAX_NODES:
+        raise LabError(f"too many nodes ({len(result)}); the lab supports at most {MAX_NODES}")
+    seen_names: set[str] = set()
+    seen_ips: dict[str, str] = {}
+    for node in result:
+        if not _NODE_NAME_RE.match(node.name or ""):
+            raise LabError(f"node {node.name!r}: name must be a DNS-1123 label (lowercase, digits, '-')")
+        if node.name == CLIENT_NAME:
+            raise LabError(f"node name {CLIENT_NAME!r} is reserved for the lab's outside machine")
+        if node.name in seen_names:
+            raise LabError(f"node {node.name!r} appears twice")
+        seen_names.add(node.name)
+        if not node.addresses:
+            raise LabError(f"node {node.name!r} has no addresses")
+        for raw in node.addresses:
+            ip = _parse_host_ip(node.name, raw)
+            if str(ip) in seen_ips:
+                raise LabError(f"node {node.name!r}: address {ip} is also used by node {seen_ips[str(ip)]!r}")
+            seen_ips[str(ip)] = node.name
+    return result
+
+
+def _parse_host_ip(node: str, raw: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        ip = ipaddress.ip_address(str(raw))
+    except ValueError:
+        raise LabError(f"node {node!r}: {raw!r} is not an IP address") from None
+    if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_link_local:
+        raise LabError(f"node {node!r}: {ip} cannot be a node address (loopback/multicast/link-local)")
+    return ip
+
+
+def _cluster(paths: Iterable[str | Path]) -> Cluster:
+    """The validated cluster description (files or directories, as everywhere in svcnet)."""
+    try:
+        return load_cluster([str(p) for p in paths])
+    except DescriptionError as exc:
+        lines = "\n".join(str(d) for d in errors(exc.diagnostics))
+        raise LabError(f"the cluster description is invalid:\n{lines}") from None
+
+
+def lab_nodes_from_files(paths: Iterable[str | Path]) -> list[LabNode]:
+    """The lab nodes (name, addresses) of a cluster description."""
+    return validate_nodes([LabNode(n.name, n.addresses) for n in _cluster(paths).nodes])
+
+
+def cluster_name_from_files(paths: Iterable[str | Path]) -> str | None:
+    """metadata.name of the Cluster (used as the default lab name)."""
+    try:
+        return _cluster(paths).name
+    except LabError:
+        return None
+
+
+def _nodes_of(doc: dict, where: str) -> list[LabNode]:
+    spec = doc.get("spec")
+    raw_nodes = spec.get("nodes") if isinstance(spec, dict) else None
+    if not isinstance(raw_nodes, list):
+        raise LabError(f"{where}: spec.nodes must be a list")
+    nodes = []
+    for i, raw in enumerate(raw_nodes):
+        if not isinstance(raw, dict) or "name" not in raw:
+            raise LabError(f"{where}: spec.nodes[{i}] needs a name")
+        addresses = raw.get("addresses")
+        if not isinstance(addresses, list) or not addresses:
+            raise LabError(f"{where}: spec.nodes[{i}] ({raw['name']}): addresses must be a non-empty list")
+        nodes.append(LabNode(str(raw["name"]), tuple(str(a) for a in addresses)))
+    return nodes

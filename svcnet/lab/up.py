@@ -1,0 +1,226 @@
+"""lab up: build a lab of network-namespace machines, each with its own sshd."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from svcnet.lab import netplan, procs, sshfiles
+from svcnet.lab.addressing import plan_switch
+from svcnet.lab.down import teardown
+from svcnet.lab.errors import LabError
+from svcnet.lab.layout import CLIENT_PORT, LAB_ROOT, NODE_PRIVATE_DIRS, LabLayout, lab_id
+from svcnet.lab.prereq import Tools, require_all
+from svcnet.lab.registry import ensure_mountpoints, locked
+from svcnet.lab.spec import LabNode, validate_lab_name, validate_nodes
+from svcnet.lab.state import Lab, LabState, NodeState, lab_names, lab_view, read_state, write_state
+
+READY_TIMEOUT = 15.0
+POLL = 0.01
+
+
+def lab_up(nodes: Sequence[LabNode], name: str, inventory_dir: str | Path = "inventory", root: Path = LAB_ROOT) -> Lab:
+    """Create the lab `name` for `nodes`; on any failure remove what was created and raise."""
+    tools = require_all()
+    validate_lab_name(name)
+    nodes = validate_nodes(nodes)
+    plan = plan_switch(nodes)
+    layout = LabLayout(name, root)
+    inventory_path = (Path(inventory_dir) / f"{name}.yaml").absolute()
+    _check_inventory_is_ours(inventory_path)
+    state = LabState(
+        name=name,
+        id=layout.id,
+        dir=str(layout.dir),
+        inventory_path=str(inventory_path),
+        switch_ns=layout.switch_ns,
+        client_ns=layout.client_ns,
+        client_addresses=plan.client_addresses,
+        client_prefixes=tuple(plan.prefix_len(a) for a in plan.client_addresses),
+        nodes=tuple(
+            NodeState(
+                name=n.name,
+                ns=layout.node_ns(i),
+                port=layout.switch_port(i),
+                addresses=n.addresses,
+                prefixes=tuple(plan.prefix_len(a) for a in n.addresses),
+            )
+            for i, n in enumerate(nodes)
+        ),
+        tools=asdict(tools),
+    )
+    _register(state, layout, root)
+    try:
+        state = _build(state, layout, tools)
+    except BaseException:
+        teardown(_latest(state, root), root)
+        raise
+    return lab_view(state)
+
+
+def _latest(state: LabState, root: Path) -> LabState:
+    """The state as last written (it records pids as they start), else the initial one."""
+    try:
+        return read_state(state.name, root)
+    except LabError:
+        return state
+
+
+def _register(state: LabState, layout: LabLayout, root: Path) -> None:
+    """Claim the lab's name and id and write its state before creating anything."""
+    with locked(root):
+        if layout.dir.exists():
+            raise LabError(f"lab {state.name!r} already exists: `svcnet lab down --name {state.name}` first")
+        for other in lab_names(root):
+            if lab_id(other) == state.id:
+                raise LabError(f"lab {state.name!r} has the same short id as lab {other!r}; pick another name")
+        stale = [ns for ns in state.namespaces if procs.netns_inode(ns) is not None]
+        if stale:
+            raise LabError(f"namespaces {', '.join(stale)} already exist: `svcnet lab down --all` to clean up")
+        ensure_mountpoints()
+        layout.dir.mkdir(mode=0o700, parents=True)
+        write_state(state)
+
+
+def _build(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
+    _write_keys_and_configs(state, layout, tools)
+    procs.run([tools.ip, "-batch", "-"], stdin=netplan.netns_batch("add", state.namespaces))
+    ports = [(n.port, n.ns) for n in state.nodes] + [(CLIENT_PORT, state.client_ns)]
+    procs.run([tools.ip, "-n", state.switch_ns, "-batch", "-"], stdin=netplan.switch_batch(ports))
+    hosts = [(n.ns, n.addresses, n.prefixes) for n in state.nodes]
+    hosts.append((state.client_ns, state.client_addresses, state.client_prefixes))
+    procs.run_all(
+        [([tools.ip, "-n", ns, "-batch", "-"], netplan.host_batch(addrs, prefixes)) for ns, addrs, prefixes in hosts]
+    )
+    state = _start_anchors(state, layout, tools)
+    state = _start_sshds(state, layout, tools)
+    state = _write_inventory(state, layout)
+    state = replace(state, phase="up")
+    write_state(state)
+    return state
+
+
+def _write_keys_and_configs(state: LabState, layout: LabLayout, tools: Tools) -> None:
+    comment = f"svcnet-lab-{state.name}"
+    keygen = [tools.ssh_keygen, "-q", "-t", "ed25519", "-N", ""]
+    procs.run_all(
+        [
+            ([*keygen, "-C", f"{comment}-host", "-f", str(layout.host_key)], None),
+            ([*keygen, "-C", comment, "-f", str(layout.client_key)], None),
+        ]
+    )
+    layout.authorized_keys.write_text(Path(f"{layout.client_key}.pub").read_text())
+    layout.sshd_config.write_text(sshfiles.sshd_config(layout.host_key, layout.authorized_keys))
+    ssh_nodes = [sshfiles.SshNode(n.name, n.ns, n.addresses) for n in state.nodes]
+    layout.ssh_config.write_text(
+        sshfiles.ssh_config(ssh_nodes, layout.client_key, layout.known_hosts, tools.ip, tools.nc)
+    )
+    host_pub = Path(f"{layout.host_key}.pub").read_text()
+    layout.known_hosts.write_text(sshfiles.known_hosts(ssh_nodes, host_pub))
+    for node in state.nodes:
+        for mountpoint in NODE_PRIVATE_DIRS:
+            layout.node_private_dir(node.name, mountpoint).mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def _start_anchors(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
+    """Start every node's anchor at once; wait until each has its own mount+UTS namespaces."""
+    commands = []
+    for node in state.nodes:
+        private = [(layout.node_private_dir(node.name, mp), mp) for mp in NODE_PRIVATE_DIRS]
+        argv = netplan.anchor_argv(tools.ip, tools.unshare, node.ns, node.name, private)
+        commands.append((argv, layout.node_dir(node.name) / "anchor.log"))
+    pids = procs.spawn_detached(commands)
+    nodes = tuple(replace(n, anchor_pid=pid) for n, pid in zip(state.nodes, pids, strict=True))
+    state = state.with_nodes(nodes)
+    write_state(state)
+    my_uts = procs.ns_inode("self", "uts")
+    _wait_all(
+        nodes,
+        lambda n: procs.comm(n.anchor_pid) == "sleep" and procs.ns_inode(n.anchor_pid, "uts") != my_uts,
+        lambda n: procs.is_alive(n.anchor_pid),
+        "anchor",
+        layout,
+    )
+    nodes = tuple(
+        replace(
+            n,
+            anchor_uts=procs.ns_inode(n.anchor_pid, "uts") or 0,
+            anchor_mnt=procs.ns_inode(n.anchor_pid, "mnt") or 0,
+        )
+        for n in nodes
+    )
+    state = state.with_nodes(nodes)
+    write_state(state)
+    return state
+
+
+def _start_sshds(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
+    """Start every node's sshd at once (inside the node); wait until all listen."""
+    commands = []
+    for node in state.nodes:
+        node_dir = layout.node_dir(node.name)
+        sshd = netplan.sshd_argv(
+            tools.sshd, layout.sshd_config, node.addresses, node_dir / "sshd.pid", node_dir / "sshd.log"
+        )
+        commands.append((netplan.enter_argv(tools.nsenter, node.anchor_pid, sshd), node_dir / "sshd.out"))
+    pids = procs.spawn_detached(commands)
+    nodes = tuple(replace(n, sshd_pid=pid) for n, pid in zip(state.nodes, pids, strict=True))
+    state = state.with_nodes(nodes)
+    write_state(state)
+    _wait_all(
+        nodes,
+        lambda n: procs.tcp_listeners(n.sshd_pid, sshfiles.SSH_PORT) >= len(n.addresses),
+        lambda n: procs.is_alive(n.sshd_pid),
+        "sshd",
+        layout,
+    )
+    return state
+
+
+def _wait_all(nodes, ready, alive, what: str, layout: LabLayout) -> None:
+    """Poll until ready(n) for every node; LabError naming the first node whose process died."""
+    pending = list(nodes)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while pending:
+        pending = [n for n in pending if not ready(n)]
+        for node in pending:
+            if not alive(node):
+                raise LabError(f"node {node.name}: {what} exited during start: {_log_tail(layout, node.name)}")
+        if pending and time.monotonic() > deadline:
+            raise LabError(f"{what} not ready after {READY_TIMEOUT:.0f}s on {', '.join(n.name for n in pending)}")
+        if pending:
+            time.sleep(POLL)
+
+
+def _log_tail(layout: LabLayout, node: str) -> str:
+    texts = []
+    for log in sorted(layout.node_dir(node).glob("*.log")) + sorted(layout.node_dir(node).glob("*.out")):
+        with contextlib.suppress(OSError):
+            texts.append(log.read_text().strip()[-400:])
+    return " | ".join(t for t in texts if t) or "(no output)"
+
+
+def _check_inventory_is_ours(path: Path) -> None:
+    if path.exists() and not path.read_text().startswith(sshfiles.INVENTORY_HEADER):
+        raise LabError(f"{path} exists and was not written by svcnet lab; move it away or use --inventory-dir")
+
+
+def _write_inventory(state: LabState, layout: LabLayout) -> LabState:
+    path = Path(state.inventory_path)
+    if not path.parent.exists():
+        state = replace(state, inventory_dir_created=True)
+        write_state(state)
+        path.parent.mkdir(parents=True)
+    ssh_nodes = [sshfiles.SshNode(n.name, n.ns, n.addresses) for n in state.nodes]
+    lab_vars = {
+        "name": state.name,
+        "dir": state.dir,
+        "known_hosts": str(layout.known_hosts),
+        "client_ns": state.client_ns,
+        "client_ip": state.client_addresses[0],
+    }
+    path.write_text(sshfiles.inventory(ssh_nodes, layout.client_key, layout.ssh_config, lab_vars))
+    return state
