@@ -68,6 +68,27 @@ def _pod_iface(cluster: Cluster, node: Node, src: str) -> str:
     return cluster.bridge
 
 
+def _live_rules(inventory_path: str, node: str) -> str:
+    """`iptables-save` (filter and nat) from the node, over a host-key-verified SSH session."""
+    from svcnet.transport.inventory import InventoryError, load_inventory
+    from svcnet.transport.nodes import open_node
+    from svcnet.transport.ssh import SSHError
+
+    try:
+        inv = load_inventory(inventory_path)
+        with open_node(inv, node) as session:
+            result = session.run("iptables-save -t filter && iptables-save -t nat", timeout=60)
+    except InventoryError as exc:
+        for d in exc.diagnostics:
+            click.echo(str(d), err=True)
+        fail(f"invalid inventory {inventory_path}", 1)
+    except (KeyError, SSHError) as exc:
+        fail(str(exc).strip('"'), 4)
+    if result.rc != 0:
+        fail(f"{node}: iptables-save failed: {result.stderr.strip()}", 2)
+    return result.stdout
+
+
 @click.command()
 @files_option
 @click.option("--node", "node_name", required=True, metavar="NAME", help="Node whose rules to trace.")
@@ -91,7 +112,7 @@ def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: s
     """Trace a first packet through the node's nat and filter rules: every chain and rule it meets,
     why each matched or not, branch probabilities, DNAT destinations, verdict and masquerade."""
     from svcnet.desired import node_artifacts
-    from svcnet.explain.combine import combine
+    from svcnet.explain.combine import combine, trace_live_text
     from svcnet.explain.report import render_json, render_text
     from svcnet.explain.trace import trace
 
@@ -117,10 +138,10 @@ def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: s
         fail(str(exc), EXIT_USAGE)
         return
     if live:
-        # TODO(lead): fetch `iptables-save` from the node over SSH (inventory) and call
-        # svcnet.explain.combine.trace_live_text(text, packet, ctx); the engine part is done.
-        fail("--live is not available yet: the SSH fetch of iptables-save is still to be wired "
-             f"(inventory {inventory or 'not given'})", EXIT_USAGE)
-    art = node_artifacts(cluster, node_name)
-    tr = trace(combine(art.restore, art.jump_rules), packet, ctx)
+        if not inventory:
+            fail("--live needs -i INVENTORY to reach the node", EXIT_USAGE)
+        tr = trace_live_text(_live_rules(str(inventory), node_name), packet, ctx)
+    else:
+        art = node_artifacts(cluster, node_name)
+        tr = trace(combine(art.restore, art.jump_rules), packet, ctx)
     click.echo(render_json(tr) if fmt == "json" else render_text(tr, only_matched=only_matched), nl=False)

@@ -235,8 +235,11 @@ class HostConfig:
         return host, int(port), user
 
     def connect_kwargs(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        """paramiko `connect()` keyword arguments (fabric's `connect_kwargs`)."""
-        kwargs: dict[str, Any] = {"timeout": timeout, "banner_timeout": timeout, "auth_timeout": timeout}
+        """paramiko `connect()` keyword arguments (fabric's `connect_kwargs`).
+
+        The TCP connect timeout is fabric's own `connect_timeout` (fabric refuses both).
+        """
+        kwargs: dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
         keys = [self.key_file] if self.key_file else (self.ssh_options().get("identityfile") or [])
         if keys:
             kwargs["key_filename"] = [str(Path(k).expanduser()) for k in keys]

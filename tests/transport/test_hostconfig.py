@@ -53,7 +53,9 @@ def test_proxycommand_tokens_expand_from_inventory(tmp_path: Path) -> None:
     kwargs = cfg.fabric_kwargs(timeout=3)
     assert kwargs["host"] == "10.1.0.2" and kwargs["port"] == 2201 and kwargs["user"] == "ops"
     assert kwargs["gateway"] == opts["proxycommand"]
-    assert kwargs["connect_kwargs"]["timeout"] == 3
+    assert kwargs["connect_timeout"] == 3
+    assert kwargs["connect_kwargs"]["banner_timeout"] == 3
+    assert "timeout" not in kwargs["connect_kwargs"]  # fabric refuses it next to connect_timeout
 
 
 def test_ssh_config_file_by_alias_and_by_address(tmp_path: Path) -> None:

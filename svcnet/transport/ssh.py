@@ -1,0 +1,162 @@
+"""SSH sessions to nodes with fabric, host keys verified against known_hosts.
+
+fabric's `Connection` auto-accepts unknown host keys; svcnet replaces that policy with
+paramiko's `RejectPolicy` (or, with `accept_new`, OpenSSH's `accept-new`: trust on first use,
+recorded in the known_hosts file; a changed key is still refused).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import fabric
+import invoke
+import paramiko
+
+from svcnet.transport.hostconfig import HostConfig
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+CHUNK = 65536
+
+
+class SSHError(Exception):
+    """A host could not be reached or refused us; `unreachable` as Ansible means it."""
+
+    def __init__(self, host: str, message: str):
+        super().__init__(f"{host}: {message}")
+        self.host = host
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: record unknown keys, refuse changed ones."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self.lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def known_hosts_path(host: HostConfig) -> Path:
+    """The known_hosts file: ssh's UserKnownHostsFile option if given, else ~/.ssh/known_hosts."""
+    opt = host.ssh_options().get("userknownhostsfile")
+    first = opt.split()[0] if isinstance(opt, str) and opt.strip() else DEFAULT_KNOWN_HOSTS
+    return Path(os.path.expanduser(first))
+
+
+class Session:
+    """One SSH connection to one node, reused for every command of a run."""
+
+    def __init__(self, host: HostConfig, accept_new_host_keys: bool = False, timeout: float = 10.0):
+        self.host = host
+        self.timeout = timeout
+        self.accept_new = accept_new_host_keys
+        self.conn: fabric.Connection | None = None
+
+    def open(self) -> Session:
+        host = self.host
+        try:
+            kwargs = host.fabric_kwargs(self.timeout)
+        except ValueError as exc:
+            raise SSHError(host.name, f"bad ssh arguments: {exc}") from exc
+        config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
+        conn = fabric.Connection(config=config, **kwargs)
+        known = known_hosts_path(host)
+        client: paramiko.SSHClient = conn.client
+        if known.exists():
+            client.load_host_keys(str(known))
+        policy = _AcceptNewPolicy(known) if self.accept_new else paramiko.RejectPolicy()
+        client.set_missing_host_key_policy(policy)
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise SSHError(host.name, f"host key for {exc.hostname} does not match {known}: refusing to connect "
+                                      "(possible man-in-the-middle; fix known_hosts if the key changed)") from exc
+        except paramiko.SSHException as exc:
+            text = str(exc)
+            if "not found in known_hosts" in text:
+                text = (f"host key of {kwargs['host']} is not in {known}; add it (ssh-keyscan) or pass "
+                        "--accept-new-host-keys to trust it on first use")
+            raise SSHError(host.name, text) from exc
+        except (TimeoutError, OSError, EOFError, invoke.exceptions.UnexpectedExit) as exc:
+            raise SSHError(host.name, f"cannot connect to {kwargs['host']}:{kwargs['port']}: {exc}") from exc
+        self.conn = conn
+        return self
+
+    def become_command(self, command: str, stdin: bytes) -> tuple[str, bytes]:
+        """Wrap `command` in sudo when the inventory asks for become (password on stdin, never argv)."""
+        host = self.host
+        if not host.become or (host.user == host.become_user):
+            return command, stdin
+        user = shlex.quote(host.become_user)
+        if host.become_password:
+            secret = host.become_password.get_secret_value().encode() + b"\n"
+            return f"sudo -S -p '' -u {user} -- sh -c {shlex.quote(command)}", secret + stdin
+        return f"sudo -n -u {user} -- sh -c {shlex.quote(command)}", stdin
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float | None = 300.0) -> Result:
+        """Run one command with `stdin` fed and closed; no PTY, nothing echoed or logged."""
+        command, stdin = self.become_command(command, stdin)
+        if self.conn is None:
+            self.open()
+        assert self.conn is not None and self.conn.transport is not None
+        t0 = time.perf_counter()
+        try:
+            chan = self.conn.transport.open_session(timeout=self.timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(CHUNK)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(CHUNK)
+                elif chan.exit_status_ready():
+                    break
+                else:
+                    data = chan.recv(CHUNK)  # blocks up to `timeout`
+                    if not data and chan.exit_status_ready():
+                        break
+                    out += data
+            while chan.recv_ready():
+                out += chan.recv(CHUNK)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(CHUNK)
+            rc = chan.recv_exit_status()
+            chan.close()
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(self.host.name, f"connection lost: {exc or type(exc).__name__}") from exc
+        return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"), time.perf_counter() - t0)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
