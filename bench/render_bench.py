@@ -15,6 +15,7 @@ Ratios are against the faster loader measured in the same run.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import statistics
 import subprocess
@@ -48,7 +49,7 @@ def generate(n_services: int, path: Path) -> None:
         typ = "NodePort" if s % 10 == 0 else "ClusterIP"
         out.append(
             f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: bench\n"
-            f"spec:\n  type: {typ}\n  clusterIP: 10.{96 + s // 65536}.{(s // 256) % 256}.{s % 256 or 1}\n"
+            f"spec:\n  type: {typ}\n  clusterIP: {ipaddress.ip_address('10.96.0.10') + s}\n"
             f"  ports:\n    - name: http\n      protocol: TCP\n      port: 80\n      targetPort: 8080\n"
         )
         out.append(

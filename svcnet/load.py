@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import yaml
 

@@ -45,14 +45,15 @@ def test_bad_nodes_are_rejected_with_a_located_message(nodes, message):
 
 def test_bad_cluster_files(tmp_path):
     missing = tmp_path / "missing.yaml"
-    with pytest.raises(LabError, match="missing.yaml:1:1: .*no such file"):
+    with pytest.raises(LabError, match=r"missing\.yaml:1:1: .*no such file"):
         lab_nodes_from_files([missing])
     other = tmp_path / "svc.yaml"
     other.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n")
-    with pytest.raises(LabError, match="no valid svcnet.dev/v1alpha1 Cluster"):
+    with pytest.raises(LabError, match=r"no valid svcnet\.dev/v1alpha1 Cluster"):
         lab_nodes_from_files([other])
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: svcnet.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x}\nspec:\n  nodes:\n    - name: a\n")
+    bad.write_text("apiVersion: svcnet.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x}\n"
+                   "spec:\n  nodes:\n    - name: a\n")
     with pytest.raises(LabError, match=r"bad.yaml:6:\d+: spec.nodes\[0\].addresses: is a required property"):
         lab_nodes_from_files([bad])
 

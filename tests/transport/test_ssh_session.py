@@ -57,7 +57,7 @@ def test_unknown_host_key_is_refused_by_default(lab, tmp_path: Path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     inv = inventory_with_known_hosts(lab, tmp_path, empty)
-    with pytest.raises(SSHError, match="not in .*--accept-new-host-keys"):
+    with pytest.raises(SSHError, match=r"not in .*--accept-new-host-keys"):
         open_node(inv, "node1")
 
 
