@@ -1,0 +1,1535 @@
+"""svcnet node agent: applies, checks, rolls back and tears down svcnet's state on one node.
+
+Stdlib-only, Python 3.9+, one file. Two ways to run it:
+
+* over SSH, source and request on stdin (see svcnet/agent/protocol.py): the bootstrap execs this
+  source with ``__name__ == "svcnet_agent"`` and calls ``main_request(request)``;
+* as a file: ``python3 /var/lib/svcnet/agent.py boot|confirm RUN_ID|rollback RUN_ID|teardown|
+  status|probe|request`` (``request`` reads a JSON request on stdin).
+
+Either way exactly one JSON response line goes to stdout (logs go to stderr); errors become
+``{"ok": false, "msg": ...}``, never a traceback on stdout. Everything svcnet owns: iptables
+chains named ``KUBE-*`` in filter/nat, the jump rules into them from built-in chains, the address
+config of its netconf (bridge, routes, pod netns/veths, sysctls it set), pod supervisors, files
+in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service. Nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_ETC_DIR = "/etc/svcnet"
+DEFAULT_STATE_DIR = "/var/lib/svcnet"
+DEFAULT_RUN_DIR = "/run/svcnet"
+NETNS_DIR = "/run/netns"
+SYSTEMD_RUN = "/run/systemd/system"
+SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+UNIT_NAME = "svcnet.service"
+
+OWNED_PREFIX = "KUBE-"
+TABLES = ("filter", "nat")
+BUILTIN_CHAINS = frozenset({"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"})
+STALE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+
+RESTORE_FILE = "rules.restore"
+JUMPS_FILE = "jumps.rules"
+NETCONF_SH = "netconf.sh"
+NETCONF_JSON = "netconf.json"
+ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_SH)
+# What an apply may change, and which artifact files belong to each part.
+PART_NETWORK, PART_RULES = "network", "rules"
+PARTS = (PART_NETWORK, PART_RULES)
+PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE), PART_NETWORK: (NETCONF_SH,)}
+AGENT_FILE = "agent.py"
+PODSERVER_FILE = "podserver.py"
+STATE_FILE = "state.json"
+PENDING_FILE = "pending.json"
+LOCK_FILE = "lock"
+SAVED_FILE = "rules.saved"
+BACKUP_DIR = "backup"
+LAST_ROLLBACK_FILE = "last-rollback.json"
+LOGS_DIR = "logs"
+PODS_DIR = "pods"
+
+CMD_TIMEOUT = 120.0
+POD_STOP_WAIT = 5.0
+IPTABLES_WAIT = "5"
+# Commands the agent needs, with the Debian package that provides each.
+REQUIRED_COMMANDS = {
+    "iptables": "iptables",
+    "iptables-save": "iptables",
+    "iptables-restore": "iptables",
+    "ip": "iproute2",
+    "sysctl": "procps",
+    "conntrack": "conntrack",
+    "unshare": "util-linux",
+}
+# Kernel features kube-proxy's rules use: (name, table, rule); each is loaded into a scratch netns.
+FEATURE_RULES = (
+    ("comment", "filter", '-A INPUT -m comment --comment "svcnet preflight" -j ACCEPT'),
+    ("conntrack", "filter", "-A INPUT -m conntrack --ctstate INVALID -j DROP"),
+    ("mark", "nat", "-A POSTROUTING -m mark ! --mark 0x00004000/0x00004000 -j RETURN"),
+    ("mark_target", "nat", "-A POSTROUTING -j MARK --xor-mark 0x00004000"),
+    ("statistic", "nat", "-A PREROUTING -m statistic --mode random --probability 0.5 -j RETURN"),
+    ("dnat", "nat", "-A PREROUTING -p tcp -m tcp -j DNAT --to-destination 10.0.0.1:80"),
+    ("masquerade", "nat", "-A POSTROUTING -j MASQUERADE"),
+    ("addrtype", "nat", "-A PREROUTING -m addrtype --dst-type LOCAL -j RETURN"),
+    ("recent", "nat", "-A PREROUTING -m recent --name KUBE-SEP-PREFLIGHT --rcheck --seconds 10800 --reap "
+                      "-j RETURN"),
+    ("random_fully", "nat", "-A POSTROUTING -j MASQUERADE --random-fully"),
+)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+SYSCTL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9 ._-]*$")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
+COUNTERS_RE = re.compile(r"^\[\d+:\d+\]\s+")
+# `python3 -c BOOTSTRAP` with {"agent": <this source>, "request": {...}} on stdin runs one request.
+# Only double quotes inside, so it can be single-quoted for a remote shell as is.
+BOOTSTRAP = (
+    'import sys,json;d=json.load(sys.stdin);g={"__name__":"svcnet_agent","AGENT_SOURCE":d["agent"]};'
+    'exec(compile(d["agent"],"svcnet-agent","exec"),g);g["main_request"](d["request"])'
+)
+
+
+class AgentError(Exception):
+    """A failure with a message meant for the operator."""
+
+
+def log(msg: str) -> None:
+    print("svcnet-agent: " + msg, file=sys.stderr, flush=True)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- paths and files
+
+
+class Paths:
+    """Where the agent keeps things on this node."""
+
+    def __init__(self, etc: str = DEFAULT_ETC_DIR, state: str = DEFAULT_STATE_DIR, run: str = DEFAULT_RUN_DIR):
+        self.etc = etc
+        self.state = state
+        self.run = run
+
+    @classmethod
+    def from_request(cls, req: dict) -> Paths:
+        return cls(
+            str(req.get("etc_dir") or DEFAULT_ETC_DIR),
+            str(req.get("state_dir") or DEFAULT_STATE_DIR),
+            str(req.get("run_dir") or DEFAULT_RUN_DIR),
+        )
+
+    def etc_file(self, name: str) -> str:
+        return os.path.join(self.etc, name)
+
+    def state_file(self, name: str) -> str:
+        return os.path.join(self.state, name)
+
+    @property
+    def pods_dir(self) -> str:
+        return os.path.join(self.run, PODS_DIR)
+
+    @property
+    def backup(self) -> str:
+        return os.path.join(self.state, BACKUP_DIR)
+
+    def cli_args(self) -> list[str]:
+        return ["--etc-dir", self.etc, "--state-dir", self.state, "--run-dir", self.run]
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_json(path: str) -> dict | None:
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_text(path: str, text: str, mode: int = 0o644) -> None:
+    """Atomic write (temp file + rename) so a crash never leaves half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def remove(path: str) -> bool:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def load_state(paths: Paths) -> dict:
+    return read_json(paths.state_file(STATE_FILE)) or {}
+
+
+def save_state(paths: Paths, state: dict) -> None:
+    write_json(paths.state_file(STATE_FILE), state)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run(argv: list[str], stdin: str | None = None, check: bool = True, timeout: float = CMD_TIMEOUT,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run argv (never a shell string); AgentError with stderr when it fails and `check`."""
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                              check=False, env=env)
+    except FileNotFoundError:
+        raise AgentError("command not found: " + argv[0]) from None
+    except subprocess.TimeoutExpired:
+        raise AgentError(f"command timed out after {timeout:.0f}s: {' '.join(argv)}") from None
+    if check and proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).strip()[-2000:]
+        raise AgentError(f"{' '.join(argv[:4])} failed (exit {proc.returncode}): {err}")
+    return proc
+
+
+def ok(cmd: list[str]) -> bool:
+    try:
+        return run(cmd, check=False).returncode == 0
+    except AgentError:
+        return False
+
+
+# --------------------------------------------------------------------------- iptables state
+
+
+def parse_save(text: str, table: str, prefix: str = OWNED_PREFIX) -> dict:
+    """Owned part of one table's `iptables-save` output.
+
+    Returns {"chains": [owned chain names], "rules": {chain: ["-A CHAIN ..." lines]},
+    "jumps": [[builtin chain, 1-based position, line]], "counts": {builtin chain: rule count}}.
+    """
+    chains: list[str] = []
+    rules: dict[str, list[str]] = {}
+    jumps: list[list] = []
+    counts: dict[str, int] = {}
+    in_table = False
+    for raw in text.splitlines():
+        line = COUNTERS_RE.sub("", raw.strip())
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            in_table = line[1:] == table
+            continue
+        if not in_table or line == "COMMIT":
+            continue
+        if line.startswith(":"):
+            name = line[1:].split()[0]
+            if name.startswith(prefix):
+                chains.append(name)
+                rules.setdefault(name, [])
+            continue
+        if not line.startswith("-A "):
+            continue
+        chain = line.split()[1]
+        if chain.startswith(prefix):
+            rules.setdefault(chain, []).append(line)
+            continue
+        counts[chain] = counts.get(chain, 0) + 1
+        if chain in BUILTIN_CHAINS and (rule_target(line) or "").startswith(prefix):
+            jumps.append([chain, counts[chain], line])
+    return {"chains": chains, "rules": rules, "jumps": jumps, "counts": counts}
+
+
+def rule_target(line: str) -> str | None:
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return None
+    for flag in ("-j", "-g", "--jump", "--goto"):
+        if flag in words[:-1]:
+            return words[words.index(flag) + 1]
+    return None
+
+
+def snapshot(prefix: str = OWNED_PREFIX) -> dict:
+    """The live owned rules of filter and nat."""
+    return {t: parse_save(run(["iptables-save", "-t", t]).stdout, t, prefix) for t in TABLES}
+
+
+def empty_snapshot() -> dict:
+    return {t: {"chains": [], "rules": {}, "jumps": [], "counts": {}} for t in TABLES}
+
+
+def normal_form(snap: dict) -> str:
+    """Order-independent text of owned chains + jump rules (counters stripped)."""
+    out = []
+    for table in TABLES:
+        st = snap[table]
+        out.append("*" + table)
+        out.extend(":" + c for c in sorted(st["chains"]))
+        for chain in sorted({j[0] for j in st["jumps"]}):
+            out.extend(j[2] for j in st["jumps"] if j[0] == chain)
+        for chain in sorted(st["chains"]):
+            out.extend(st["rules"].get(chain, []))
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def stale_chains(snap: dict) -> list[str]:
+    return sorted(c for c in snap["nat"]["chains"] if c.startswith(STALE_PREFIXES))
+
+
+def transition_text(live: dict, target: dict, keep_jumps: bool = False) -> str:
+    """One `iptables-restore --noflush` transaction taking live owned state to `target`.
+
+    Deletes live jump rules (unless keep_jumps), flushes/creates every owned chain of either side,
+    deletes owned chains `target` lacks, writes target's rules and inserts target's jump rules at
+    their recorded positions (clamped to the chain's current length).
+    """
+    out = []
+    for table in TABLES:
+        lv, tg = live[table], target[table]
+        if not (lv["chains"] or lv["jumps"] or tg["chains"] or tg["jumps"]):
+            continue
+        out.append("*" + table)
+        counts = dict(lv["counts"])
+        live_jumps = [j[2] for j in lv["jumps"]]
+        target_jumps = [j[2] for j in tg["jumps"]]
+        if keep_jumps:
+            extra = list(live_jumps)
+            for line in target_jumps:
+                if line in extra:
+                    extra.remove(line)
+            deletes, inserts = extra, []
+        else:
+            deletes, inserts = live_jumps, list(tg["jumps"])
+        for line in deletes:
+            chain = line.split()[1]
+            out.append("-D " + line[3:])
+            counts[chain] = counts.get(chain, 0) - 1
+        chains = list(tg["chains"]) + [c for c in lv["chains"] if c not in tg["chains"]]
+        out.extend(f":{c} - [0:0]" for c in chains)
+        out.extend("-X " + c for c in lv["chains"] if c not in tg["chains"])
+        for c in tg["chains"]:
+            out.extend(tg["rules"].get(c, []))
+        for chain, pos, line in sorted(inserts, key=lambda j: (j[0], j[1])):
+            where = max(1, min(int(pos), counts.get(chain, 0) + 1))
+            out.append(f"-I {chain} {where} {line[len('-A ' + chain) + 1:]}")
+            counts[chain] = counts.get(chain, 0) + 1
+        out.append("COMMIT")
+    return "\n".join(out) + "\n" if out else ""
+
+
+def iptables_restore(text: str, test: bool = False) -> None:
+    """`iptables-restore [-w 5] --noflush` (falls back without -w when unsupported)."""
+    base = ["iptables-restore"] + (["--test"] if test else [])
+    proc = run([*base, "-w", IPTABLES_WAIT, "--noflush"], stdin=text, check=False)
+    if proc.returncode != 0 and re.search(r"unrecognized option|invalid option|unknown option", proc.stderr):
+        proc = run([*base, "--noflush"], stdin=text, check=False)
+    if proc.returncode != 0:
+        raise AgentError("iptables-restore{} failed: {}".format(" --test" if test else "", proc.stderr.strip()[-3000:]))
+
+
+def parse_jumps(text: str, prefix: str = OWNED_PREFIX) -> list[tuple[str, str, list[str]]]:
+    """`-t TABLE -A CHAIN ARGS...` lines (svcnet/render/jumps.py) → (table, chain, args)."""
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise AgentError(f"jumps.rules line {n}: {exc}") from None
+        if len(words) < 6 or words[0] != "-t" or words[2] != "-A" or words[1] not in TABLES:
+            raise AgentError(f"jumps.rules line {n}: expected '-t filter|nat -A CHAIN ARGS... -j TARGET'")
+        args = words[4:]
+        target = args[args.index("-j") + 1] if "-j" in args[:-1] else ""
+        if words[3] not in BUILTIN_CHAINS or not target.startswith(prefix):
+            raise AgentError(f"jumps.rules line {n}: only jumps from built-in chains to {prefix}* chains "
+                             "are allowed")
+        out.append((words[1], words[3], args))
+    return out
+
+
+def ensure_jumps(text: str, prefix: str = OWNED_PREFIX) -> int:
+    """kube-proxy's EnsureRule(Prepend) for each jump rule, in file order; returns how many were added."""
+    added = 0
+    for table, chain, args in parse_jumps(text, prefix):
+        if run(["iptables", "-w", IPTABLES_WAIT, "-t", table, "-C", chain, *args], check=False).returncode == 0:
+            continue
+        run(["iptables", "-w", IPTABLES_WAIT, "-t", table, "-I", chain, "1", *args])
+        added += 1
+    return added
+
+
+def set_owned_rules(target: dict, prefix: str = OWNED_PREFIX) -> bool:
+    """Make the live owned rules exactly `target` (one transaction); True if anything changed."""
+    live = snapshot(prefix)
+    if normal_form(live) == normal_form(target):
+        return False
+    text = transition_text(live, target)
+    if text:
+        iptables_restore(text)
+    return True
+
+
+# --------------------------------------------------------------------------- scratch namespace
+
+
+def agent_source() -> str:
+    src = globals().get("AGENT_SOURCE")
+    if isinstance(src, str) and src:
+        return src
+    with open(os.path.abspath(__file__)) as f:  # file mode
+        return f.read()
+
+
+def in_scratch_netns(request: dict) -> dict:
+    """Run this agent with `request` inside a fresh, empty network namespace (`unshare --net`)."""
+    payload = json.dumps({"agent": agent_source(), "request": request})
+    proc = run(["unshare", "--net", "--", sys.executable or "python3", "-c", BOOTSTRAP], stdin=payload, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        raise AgentError("scratch network namespace failed (unshare --net): " + proc.stderr.strip()[-1000:])
+    resp = json.loads(lines[-1])
+    if not resp.get("ok"):
+        raise AgentError(resp.get("msg", "scratch namespace step failed"))
+    return resp
+
+
+def op_scratch_normalize(req: dict) -> dict:
+    """Inside a scratch netns: load the restore text + jump rules, return the kernel's normal form."""
+    prefix = req.get("owned_prefix") or OWNED_PREFIX
+    iptables_restore(req["restore"])
+    ensure_jumps(req.get("jumps", ""), prefix)
+    snap = snapshot(prefix)
+    return {"ok": True, "changed": False, "msg": "", "snapshot": snap, "normal": normal_form(snap)}
+
+
+def op_scratch_features(req: dict) -> dict:
+    """Inside a scratch netns: which rule features the kernel + iptables accept."""
+    features = {}
+    for name, table, rule in FEATURE_RULES:
+        proc = run(["iptables-restore", "--noflush"], stdin=f"*{table}\n{rule}\nCOMMIT\n", check=False)
+        features[name] = proc.returncode == 0
+    return {"ok": True, "changed": False, "msg": "", "features": features}
+
+
+def desired_snapshot(artifacts: dict, prefix: str) -> tuple[dict, str]:
+    resp = in_scratch_netns({"op": "_scratch_normalize", "restore": artifacts[RESTORE_FILE],
+                             "jumps": artifacts.get(JUMPS_FILE, ""), "owned_prefix": prefix})
+    return resp["snapshot"], resp["normal"]
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def iptables_version() -> tuple[str, str]:
+    out = run(["iptables", "--version"], check=False).stdout
+    m = re.search(r"v(\d+(?:\.\d+)*)", out)
+    backend = "nf_tables" if "nf_tables" in out else "legacy"
+    return (m.group(1) if m else ""), backend
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(".") if x.isdigit())
+
+
+def nfacct_counters() -> list[str]:
+    if not shutil.which("nfacct"):
+        return []
+    out = run(["nfacct", "list"], check=False).stdout
+    return sorted(set(re.findall(r"=\s*([A-Za-z0-9_.-]+)\s*;", out)))
+
+
+def gather_facts(scratch: bool = True) -> dict:
+    version, backend = iptables_version()
+    random_fully = version_tuple(version) >= (1, 6, 2)
+    if scratch and shutil.which("unshare"):
+        try:
+            feats = in_scratch_netns({"op": "_scratch_features"})["features"]
+            random_fully = bool(feats.get("random_fully"))
+        except AgentError as exc:
+            log(f"random-fully probe failed, using the iptables version: {exc}")
+    liberal = (read_text("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal") or "0").strip() == "1"
+    return {
+        "random_fully": random_fully,
+        "nfacct_counters": nfacct_counters(),
+        "tcp_be_liberal": liberal,
+        "iptables_version": version,
+        "iptables_backend": backend,
+        "systemd": os.path.isdir(SYSTEMD_RUN),
+        "hostname": socket.gethostname(),
+        "python": ".".join(str(x) for x in sys.version_info[:3]),
+    }
+
+
+# --------------------------------------------------------------------------- netconf
+
+
+def empty_netconf() -> dict:
+    return {"bridge": "", "bridge_address": "", "sysctls": [], "routes": [], "pods": []}
+
+
+def validate_netconf(conf: object) -> dict:
+    """Check the structured address config; AgentError naming the bad field."""
+    if not isinstance(conf, dict):
+        raise AgentError("netconf must be an object")
+    out = empty_netconf()
+    out.update({k: conf.get(k, v) for k, v in out.items()})
+
+    def need(cond: bool, where: str, value: object) -> None:
+        if not cond:
+            raise AgentError(f"netconf.{where}: invalid value {value!r}")
+
+    need(out["bridge"] == "" or bool(IFNAME_RE.match(str(out["bridge"]))), "bridge", out["bridge"])
+    if out["bridge_address"]:
+        need(_is_iface(str(out["bridge_address"])), "bridge_address", out["bridge_address"])
+    for i, s in enumerate(out["sysctls"]):
+        need(isinstance(s, dict) and bool(SYSCTL_KEY_RE.match(str(s.get("key", "")))), f"sysctls[{i}].key", s)
+        need(bool(SYSCTL_VALUE_RE.match(str(s.get("value", "")))), f"sysctls[{i}].value", s)
+    for i, r in enumerate(out["routes"]):
+        need(isinstance(r, dict) and _is_net(str(r.get("dst", ""))), f"routes[{i}].dst", r)
+        need(_is_ip(str(r.get("via", ""))), f"routes[{i}].via", r)
+    for i, p in enumerate(out["pods"]):
+        where = f"pods[{i}]"
+        need(isinstance(p, dict), where, p)
+        need(bool(NAME_RE.match(str(p.get("netns", "")))), where + ".netns", p.get("netns"))
+        need(bool(IFNAME_RE.match(str(p.get("veth", "")))), where + ".veth", p.get("veth"))
+        need(_is_iface(str(p.get("address", ""))), where + ".address", p.get("address"))
+        need(_is_ip(str(p.get("gateway", ""))), where + ".gateway", p.get("gateway"))
+        cmd = p.get("command") or []
+        need(isinstance(cmd, list) and all(isinstance(a, str) for a in cmd), where + ".command", cmd)
+        ports = p.get("ports") or []
+        need(isinstance(ports, list) and all(isinstance(x, int) for x in ports), where + ".ports", ports)
+    return out
+
+
+def _is_ip(v: str) -> bool:
+    try:
+        ipaddress.ip_address(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_net(v: str) -> bool:
+    try:
+        ipaddress.ip_network(v, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_iface(v: str) -> bool:
+    try:
+        ipaddress.ip_interface(v)
+        return "/" in v
+    except ValueError:
+        return False
+
+
+def sysctl_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def read_sysctl(key: str) -> str | None:
+    text = read_text(sysctl_path(key))
+    return None if text is None else " ".join(text.split())
+
+
+def pod_label(p: dict) -> str:
+    return "{}/{}".format(p.get("namespace", ""), p.get("name", ""))
+
+
+def pod_spec(p: dict) -> dict:
+    """What a pod process depends on: restarted when this changes."""
+    return {"netns": p["netns"], "namespace": p.get("namespace", ""), "name": p.get("name", ""),
+            "ip": p["address"].split("/")[0], "command": list(p.get("command") or []),
+            "ports": sorted(p.get("ports") or [])}
+
+
+def spec_hash(spec: dict) -> str:
+    return sha256(json.dumps(spec, sort_keys=True))[:16]
+
+
+def pod_process_line(p: dict, running: bool) -> str:
+    return "pod {} runs {} ports {} ({})".format(pod_label(p), json.dumps(list(p.get("command") or [])),
+                                            sorted(p.get("ports") or []), "running" if running else "stopped")
+
+
+def desired_lines(conf: dict) -> list[str]:
+    """The address config as one line per fact (optional sysctls only where the kernel has them)."""
+    lines = ["sysctl {} = {}".format(s["key"], s["value"]) for s in conf["sysctls"]
+             if not s.get("optional") or os.path.exists(sysctl_path(s["key"]))]
+    if conf["bridge"]:
+        lines.append("bridge {} {} up".format(conf["bridge"], conf["bridge_address"]))
+    lines.extend("route {} via {}".format(_net(r["dst"]), r["via"]) for r in conf["routes"])
+    for p in conf["pods"]:
+        lines.append("pod {} netns {} veth {} {} via {}".format(pod_label(p), p["netns"], p["veth"], p["address"],
+                                                           p["gateway"]))
+        if p.get("command"):
+            lines.append(pod_process_line(p, True))
+    return lines
+
+
+def _net(v: str) -> str:
+    return str(ipaddress.ip_network(v, strict=False))
+
+
+def ip_json(argv: list[str]) -> list:
+    proc = run(argv, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return []
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        return []
+    return data if isinstance(data, list) else []
+
+
+def link_addresses(argv_prefix: list[str], dev: str) -> tuple[bool, bool, list[str]]:
+    """(exists, up, ipv4 addresses with prefix) of a link."""
+    data = ip_json([*argv_prefix, "-j", "addr", "show", "dev", dev])
+    if not data:
+        return False, False, []
+    link = data[0]
+    addrs = ["{}/{}".format(a["local"], a["prefixlen"]) for a in link.get("addr_info", []) if a.get("family") == "inet"]
+    return True, "UP" in link.get("flags", []), addrs
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def link_exists(dev: str) -> bool:
+    return os.path.exists("/sys/class/net/" + dev) or ok(["ip", "link", "show", "dev", dev])
+
+
+def live_lines(confs: list[dict], paths: Paths) -> list[str]:
+    """Live facts for everything any of `confs` mentions, in `desired_lines` form."""
+    lines = []
+    keys: list[str] = []
+    for c in confs:
+        keys.extend(s["key"] for s in c["sysctls"] if s["key"] not in keys)
+    for key in keys:
+        value = read_sysctl(key)
+        if value is not None:
+            lines.append(f"sysctl {key} = {value}")
+    for bridge in dict.fromkeys(c["bridge"] for c in confs if c["bridge"]):
+        exists, up, addrs = link_addresses(["ip"], bridge)
+        if exists:
+            lines.extend("bridge {} {} {}".format(bridge, a, "up" if up else "down") for a in addrs or ["(no address)"])
+    for dst in dict.fromkeys(_net(r["dst"]) for c in confs for r in c["routes"]):
+        for r in ip_json(["ip", "-j", "route", "show", "exact", dst]):
+            lines.append("route {} via {}".format(dst, r.get("gateway", "(dev {})".format(r.get("dev", "?")))))
+    seen = set()
+    for c in confs:
+        for p in c["pods"]:
+            if p["netns"] in seen:
+                continue
+            seen.add(p["netns"])
+            lines.extend(live_pod_lines(p, paths))
+    return lines
+
+
+def live_pod_lines(p: dict, paths: Paths) -> list[str]:
+    out = []
+    if netns_exists(p["netns"]):
+        veth = p["veth"] if link_exists(p["veth"]) else "(no veth)"
+        _, _, addrs = link_addresses(["ip", "-n", p["netns"]], "eth0")
+        routes = ip_json(["ip", "-n", p["netns"], "-j", "route", "show", "default"])
+        gw = routes[0].get("gateway", "?") if routes else "(no default route)"
+        for a in addrs or ["(no address)"]:
+            out.append("pod {} netns {} veth {} {} via {}".format(pod_label(p), p["netns"], veth, a, gw))
+    running = running_pod(paths, p["netns"])
+    if running is not None:
+        out.append(pod_process_line(running, True))
+    return out
+
+
+def text_diff(old: list[str], new: list[str], what: str) -> str:
+    return "".join(difflib.unified_diff([x + "\n" for x in old], [x + "\n" for x in new],
+                                        "live " + what, "desired " + what))
+
+
+def record_sysctl_origins(paths: Paths, conf: dict) -> None:
+    """Remember each sysctl's value before svcnet first sets it (restored on teardown)."""
+    state = load_state(paths)
+    orig = state.setdefault("sysctl_orig", {})
+    changed = False
+    for s in conf["sysctls"]:
+        if s["key"] not in orig:
+            value = read_sysctl(s["key"])
+            if value is not None:
+                orig[s["key"]] = value
+                changed = True
+    if changed:
+        save_state(paths, state)
+
+
+def restore_sysctls(paths: Paths, keys: list[str]) -> None:
+    orig = load_state(paths).get("sysctl_orig", {})
+    for key in keys:
+        if key in orig and read_sysctl(key) not in (None, orig[key]):
+            run(["sysctl", "-qw", f"{key}={orig[key]}"], check=False)
+
+
+def run_netconf_script(path: str) -> None:
+    if read_text(path) is None:
+        return
+    run(["sh", path])
+
+
+def remove_netconf_extras(paths: Paths, old: dict, new: dict, actions: list[str] | None = None) -> bool:
+    """Remove what `old` had and `new` does not: pods (processes, netns, veth), routes, bridge, sysctls.
+
+    Stopped pods are appended to `actions` as "stopped NETNS".
+    """
+    changed = False
+    keep_ns = {p["netns"] for p in new["pods"]}
+    for p in old["pods"]:
+        if p["netns"] in keep_ns:
+            continue
+        if stop_pod(paths, p["netns"]):
+            changed = True
+            if actions is not None:
+                actions.append("stopped " + p["netns"])
+        if netns_exists(p["netns"]):
+            kill_netns_processes(p["netns"])
+            run(["ip", "netns", "del", p["netns"]], check=False)
+            changed = True
+        if link_exists(p["veth"]):
+            run(["ip", "link", "del", p["veth"]], check=False)
+            changed = True
+    keep_routes = {_net(r["dst"]) for r in new["routes"]}
+    for r in old["routes"]:
+        dst = _net(r["dst"])
+        if dst not in keep_routes and ip_json(["ip", "-j", "route", "show", "exact", dst]):
+            run(["ip", "route", "del", dst], check=False)
+            changed = True
+    if old["bridge"] and old["bridge"] != new["bridge"] and link_exists(old["bridge"]):
+        run(["ip", "link", "del", old["bridge"]], check=False)
+        changed = True
+    keep_keys = {s["key"] for s in new["sysctls"]}
+    restore_sysctls(paths, [s["key"] for s in old["sysctls"] if s["key"] not in keep_keys])
+    return changed
+
+
+# --------------------------------------------------------------------------- pod supervisors
+
+
+def pod_file(paths: Paths, netns: str, ext: str) -> str:
+    return os.path.join(paths.pods_dir, netns + ext)
+
+
+def pid_alive(pid: int, marker: str) -> bool:
+    """Is `pid` alive (not a zombie) and its command line contains `marker`?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return marker.encode() in f.read()
+    except (OSError, IndexError):
+        return False
+
+
+def read_pid(path: str) -> int | None:
+    text = (read_text(path) or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def running_pod(paths: Paths, netns: str) -> dict | None:
+    """The spec of the pod's running supervisor, or None."""
+    pid = read_pid(pod_file(paths, netns, ".pid"))
+    if pid is None or not pid_alive(pid, netns):
+        return None
+    spec = read_json(pod_file(paths, netns, ".json"))
+    if spec is None:
+        return None
+    return {"netns": netns, "namespace": spec.get("namespace", ""), "name": spec.get("name", ""),
+            "command": spec.get("command", []), "ports": spec.get("ports", []), "pid": pid,
+            "spec_hash": spec_hash(spec)}
+
+
+def spawn_daemon(argv: list[str], log_path: str) -> int:
+    """Start argv fully detached (double fork, setsid, own process group); return its pid."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            os.setsid()
+            pid2 = os.fork()
+            if pid2 > 0:
+                os.write(w, str(pid2).encode())
+                os._exit(0)
+            os.close(w)
+            os.setpgid(0, 0)
+            devnull = os.open("/dev/null", os.O_RDONLY)
+            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(devnull, 0)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.closerange(3, 65536)
+            os.chdir("/")
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    os.close(w)
+    data = b""
+    while True:
+        chunk = os.read(r, 64)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    if not data.strip().isdigit():
+        raise AgentError("could not start " + " ".join(argv[:4]))
+    return int(data)
+
+
+def agent_argv(paths: Paths, *args: str) -> list[str]:
+    return [sys.executable or "/usr/bin/python3", paths.state_file(AGENT_FILE), *args, *paths.cli_args()]
+
+
+def start_pod(paths: Paths, p: dict) -> int:
+    spec = pod_spec(p)
+    write_json(pod_file(paths, p["netns"], ".json"), spec)
+    write_text(pod_file(paths, p["netns"], ".spec"), spec_hash(spec) + "\n")
+    log_path = os.path.join(paths.state, LOGS_DIR, p["netns"] + ".log")
+    pid = spawn_daemon(agent_argv(paths, "supervise", p["netns"]), log_path)
+    write_text(pod_file(paths, p["netns"], ".pid"), f"{pid}\n")
+    return pid
+
+
+def kill_group(pid: int, marker: str, wait: float = POD_STOP_WAIT) -> None:
+    """SIGTERM the process group led by pid, SIGKILL after `wait` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid, marker):
+                return
+            time.sleep(0.05)
+
+
+def kill_netns_processes(netns: str) -> None:
+    """SIGKILL whatever still runs inside a pod's network namespace (e.g. orphans of a dead supervisor)."""
+    for word in run(["ip", "netns", "pids", netns], check=False).stdout.split():
+        if word.isdigit() and int(word) != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(word), signal.SIGKILL)
+
+
+def stop_pod(paths: Paths, netns: str) -> bool:
+    pid = read_pid(pod_file(paths, netns, ".pid"))
+    alive = False
+    if pid is not None and pid_alive(pid, netns):
+        kill_group(pid, netns)
+        alive = True
+    for ext in (".pid", ".spec", ".json"):
+        remove(pod_file(paths, netns, ext))
+    return alive
+
+
+def reconcile_pods(paths: Paths, conf: dict) -> list[str]:
+    """Start/restart/stop pod supervisors so exactly conf's pods with a command run; returns actions."""
+    actions = []
+    wanted = {p["netns"]: p for p in conf["pods"] if p.get("command")}
+    known = set()
+    if os.path.isdir(paths.pods_dir):
+        known = {f[:-4] for f in os.listdir(paths.pods_dir) if f.endswith(".pid")}
+    for netns in sorted(known - set(wanted)):
+        if stop_pod(paths, netns):
+            actions.append("stopped " + netns)
+    for netns, p in wanted.items():
+        running = running_pod(paths, netns)
+        want = spec_hash(pod_spec(p))
+        if running is not None and running["spec_hash"] == want:
+            continue
+        if running is not None:
+            stop_pod(paths, netns)
+        start_pod(paths, p)
+        actions.append(("restarted " if running else "started ") + netns)
+    return actions
+
+
+def supervise(paths: Paths, netns: str) -> int:
+    """Keep the pod's command running inside its netns (restart with backoff) until SIGTERM."""
+    spec = read_json(pod_file(paths, netns, ".json"))
+    if not spec or not spec.get("command"):
+        log("no pod spec for " + netns)
+        return 1
+    stopping: list[int] = []
+    child: list[subprocess.Popen] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        for c in child:
+            if c.poll() is None:
+                c.terminate()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "POD_NAME": spec["name"],
+           "POD_NAMESPACE": spec["namespace"], "POD_IP": spec["ip"], "PYTHONUNBUFFERED": "1",
+           "HOME": "/", "LANG": "C.UTF-8"}
+    backoff = 0.5
+    while not stopping:
+        started = time.monotonic()
+        log("starting {} in {}: {}".format(spec["name"], netns, spec["command"]))
+        try:
+            proc = subprocess.Popen(["ip", "netns", "exec", netns, *spec["command"]], env=env,
+                                    stdin=subprocess.DEVNULL, cwd="/")
+        except OSError as exc:
+            log(f"cannot start: {exc}")
+            proc = None
+        if proc is not None:
+            child[:] = [proc]
+            code = proc.wait()
+            log("{} exited with {}".format(spec["name"], code))
+        if stopping:
+            break
+        backoff = 0.5 if time.monotonic() - started > 10 else min(backoff * 2, 30.0)
+        deadline = time.monotonic() + backoff
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return 0
+
+
+# --------------------------------------------------------------------------- lock and pending marker
+
+
+class NodeLock:
+    """flock on state_dir/lock, holder info written into the file for a clear contention message."""
+
+    def __init__(self, paths: Paths, run_id: str, op: str, wait: float):
+        self.path = paths.state_file(LOCK_FILE)
+        self.run_id, self.op, self.wait = run_id, op, wait
+        self.fd: int | None = None
+
+    def __enter__(self) -> NodeLock:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + max(0.0, self.wait)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    holder = read_json(self.path) or {}
+                    os.close(fd)
+                    raise AgentError(
+                        "another svcnet {} holds the lock on {} (run {} since {}, pid {}); waited {}s".format(
+                            holder.get("op", "apply"), socket.gethostname(), holder.get("run_id", "?"),
+                            holder.get("since", "?"), holder.get("pid", "?"), self.wait)) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        info = {"run_id": self.run_id, "op": self.op, "pid": os.getpid(),
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def pending_marker(paths: Paths) -> dict | None:
+    return read_json(paths.state_file(PENDING_FILE))
+
+
+def deadman_alive(marker: dict) -> bool:
+    pid = marker.get("pid")
+    return isinstance(pid, int) and pid_alive(pid, "deadman")
+
+
+def clear_pending(paths: Paths, marker: dict | None) -> None:
+    remove(paths.state_file(PENDING_FILE))
+    if marker and deadman_alive(marker) and marker["pid"] != os.getpid():
+        kill_group(marker["pid"], "deadman", 2.0)
+
+
+# --------------------------------------------------------------------------- backup / rollback
+
+
+def make_backup(paths: Paths, run_id: str, live: dict) -> None:
+    """Save the state before a change: owned rules, etc_dir artifacts, state.json."""
+    tmp = paths.backup + ".new"
+    remove(tmp)
+    os.makedirs(os.path.join(tmp, "etc"))
+    for name in (*ARTIFACT_FILES, NETCONF_JSON):
+        text = read_text(paths.etc_file(name))
+        if text is not None:
+            write_text(os.path.join(tmp, "etc", name), text)
+    state = load_state(paths)
+    write_json(os.path.join(tmp, "rules.json"), live)
+    write_json(os.path.join(tmp, "meta.json"), {
+        "run_id": run_id, "at": time.time(), "applied_hash": state.get("applied_hash"),
+        "saved_rules_hash": state.get("saved_rules_hash"), "had_state": bool(state.get("applied_hash")),
+    })
+    remove(paths.backup)
+    os.replace(tmp, paths.backup)
+
+
+def load_netconf_file(path: str) -> dict:
+    data = read_json(path)
+    if data is None:
+        return empty_netconf()
+    try:
+        return validate_netconf(data)
+    except AgentError:
+        return empty_netconf()
+
+
+def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
+    """Bring rules, address config, pods and etc_dir back to the backup; returns what was done."""
+    meta = read_json(os.path.join(paths.backup, "meta.json"))
+    if meta is None:
+        raise AgentError("no backup to roll back to in " + paths.backup)
+    done = []
+    errors = []
+    rules = read_json(os.path.join(paths.backup, "rules.json")) or empty_snapshot()
+    try:
+        if set_owned_rules(rules, prefix):
+            done.append("rules restored")
+    except AgentError as exc:
+        errors.append(str(exc))
+    current = load_netconf_file(paths.etc_file(NETCONF_JSON))
+    previous = load_netconf_file(os.path.join(paths.backup, "etc", NETCONF_JSON))
+    try:
+        run_netconf_script(os.path.join(paths.backup, "etc", NETCONF_SH))
+        if remove_netconf_extras(paths, current, previous):
+            done.append("address config restored")
+        if reconcile_pods(paths, previous):
+            done.append("pods restored")
+    except AgentError as exc:
+        errors.append(str(exc))
+    for name in (*ARTIFACT_FILES, NETCONF_JSON):
+        text = read_text(os.path.join(paths.backup, "etc", name))
+        if text is None:
+            remove(paths.etc_file(name))
+        else:
+            write_text(paths.etc_file(name), text)
+    state = load_state(paths)
+    state["applied_hash"] = meta.get("applied_hash")
+    state["saved_rules_hash"] = sha256(normal_form(rules)) if meta.get("had_state") else None
+    save_state(paths, state)
+    if errors:
+        raise AgentError("rollback incomplete: " + "; ".join(errors))
+    return done
+
+
+def record_rollback(paths: Paths, run_id: str, reason: str, ok_: bool, msg: str) -> None:
+    write_json(paths.state_file(LAST_ROLLBACK_FILE),
+               {"run_id": run_id, "at": time.time(), "reason": reason, "ok": ok_, "msg": msg})
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def unit_text(paths: Paths) -> str:
+    argv = " ".join(shlex.quote(a) for a in agent_argv(paths, "boot"))
+    return ("[Unit]\nDescription=svcnet: Kubernetes Service rules and pod network\n"
+            "After=network-online.target\nWants=network-online.target\n\n"
+            f"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={argv}\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+
+
+def install_persistence(paths: Paths, state: dict) -> bool:
+    """On systemd machines only: svcnet.service runs `agent.py boot`; returns whether it changed."""
+    if not os.path.isdir(SYSTEMD_RUN):
+        return False
+    unit = os.path.join(SYSTEMD_UNIT_DIR, UNIT_NAME)
+    text = unit_text(paths)
+    if read_text(unit) == text:
+        return False
+    write_text(unit, text)
+    run(["systemctl", "daemon-reload"], check=False)
+    run(["systemctl", "enable", UNIT_NAME], check=False)
+    state["unit"] = unit
+    return True
+
+
+def remove_persistence(state: dict) -> bool:
+    unit = state.get("unit")
+    if not unit or not os.path.exists(unit):
+        return False
+    if os.path.isdir(SYSTEMD_RUN):
+        run(["systemctl", "disable", UNIT_NAME], check=False)
+    remove(unit)
+    if os.path.isdir(SYSTEMD_RUN):
+        run(["systemctl", "daemon-reload"], check=False)
+    return True
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def response(ok_: bool, changed: bool = False, msg: str = "", **extra: object) -> dict:
+    out = {"ok": ok_, "changed": changed, "msg": msg}
+    out.update(extra)
+    return out
+
+
+def owned_prefix(req: dict) -> str:
+    prefix = str(req.get("owned_prefix") or OWNED_PREFIX)
+    if not re.match(r"^[A-Z][A-Z0-9-]{1,15}$", prefix):
+        raise AgentError(f"owned_prefix must be upper-case letters, digits and '-': {prefix!r}")
+    return prefix
+
+
+def netconf_status(paths: Paths) -> tuple[bool, list[str], str, str]:
+    """(live address state matches the applied netconf, drift lines, live hash, saved hash)."""
+    conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
+    want = desired_lines(conf)
+    live = live_lines([conf], paths)
+    drift = [ln for ln in difflib.unified_diff(live, want, lineterm="", n=0) if ln[:1] in "+-"
+             and not ln.startswith(("+++", "---"))]
+    return sorted(live) == sorted(want), drift, sha256("\n".join(sorted(live))), sha256("\n".join(sorted(want)))
+
+
+def op_probe(req: dict, paths: Paths) -> dict:
+    prefix = owned_prefix(req)
+    snap = snapshot(prefix)
+    state = load_state(paths)
+    net_ok, drift, live_hash, saved_hash = netconf_status(paths)
+    return response(
+        True, False, "",
+        facts=gather_facts(),
+        applied_hash=state.get("applied_hash"),
+        live_rules_hash=sha256(normal_form(snap)),
+        saved_rules_hash=state.get("saved_rules_hash"),
+        stale_chains=stale_chains(snap),
+        pending=pending_marker(paths),
+        netconf_ok=net_ok,
+        netconf_drift=drift,
+        netconf_live_hash=live_hash,
+        netconf_saved_hash=saved_hash,
+        last_rollback=read_json(paths.state_file(LAST_ROLLBACK_FILE)),
+    )
+
+
+def op_preflight(req: dict, paths: Paths) -> dict:
+    missing = [{"command": c, "package": pkg} for c, pkg in REQUIRED_COMMANDS.items() if not shutil.which(c)]
+    features: dict = {}
+    msg = ""
+    if not any(m["command"] in ("iptables-restore", "unshare") for m in missing):
+        try:
+            features = in_scratch_netns({"op": "_scratch_features"})["features"]
+        except AgentError as exc:
+            msg = str(exc)
+    bad = sorted(k for k, v in features.items() if not v and k != "random_fully")
+    if bad:
+        msg = "kernel/iptables lack: " + ", ".join(bad)
+    if missing:
+        msg = ("missing commands: " + ", ".join("{} (apt install {})".format(m["command"], m["package"])
+                                                for m in missing) + ("; " + msg if msg else ""))
+    ok_ = not missing and bool(features) and not bad
+    if not ok_:
+        return response(False, False, msg, missing=missing, features=features, facts=gather_facts(scratch=False))
+    # Everything a probe says too, so a run needs one round trip to decide what to change.
+    return {**op_probe(req, paths), "msg": msg or "node ready", "missing": missing, "features": features}
+
+
+def check_artifacts(req: dict) -> dict:
+    arts = req.get("artifacts")
+    if not isinstance(arts, dict) or not isinstance(arts.get(RESTORE_FILE), str):
+        raise AgentError(f"apply needs artifacts with {RESTORE_FILE}")
+    for name in ARTIFACT_FILES:
+        if not isinstance(arts.get(name, ""), str):
+            raise AgentError(f"artifacts.{name} must be text")
+    return arts
+
+
+def op_apply(req: dict, paths: Paths) -> dict:
+    run_id = str(req.get("run_id", ""))
+    prefix = owned_prefix(req)
+    arts = check_artifacts(req)
+    conf = validate_netconf(req.get("netconf") or empty_netconf())
+    parse_jumps(arts.get(JUMPS_FILE, ""), prefix)
+    with NodeLock(paths, run_id, "apply", float(req.get("lock_wait", 30))):
+        marker = pending_marker(paths)
+        if marker and marker.get("run_id") != run_id:
+            if deadman_alive(marker):
+                raise AgentError("node is awaiting confirmation of run {} (rollback at {}); confirm or roll "
+                                 "it back first".format(marker.get("run_id"), time.strftime(
+                                     "%H:%M:%S", time.localtime(marker.get("deadline", 0)))))
+            log("stale pending marker of run {}: rolling it back first".format(marker.get("run_id")))
+            _deadman_rollback(paths, prefix, marker, "stale pending marker")
+        return _apply_locked(req, paths, run_id, prefix, arts, conf)
+
+
+def applied_hashes(state: dict) -> dict:
+    """Per part, the hash of what was last applied ({} on a fresh node)."""
+    value = state.get("applied_hash")
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict, conf: dict) -> dict:
+    parts = [p for p in PARTS if p in (req.get("parts") or PARTS)]
+    do_rules, do_net = PART_RULES in parts, PART_NETWORK in parts
+    live = snapshot(prefix)
+    live_normal = normal_form(live)
+    old_conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
+    arts = dict(arts)
+    for part in PARTS:  # a part not being applied keeps what the node has
+        if part not in parts:
+            for name in PART_FILES[part]:
+                arts[name] = read_text(paths.etc_file(name)) or ""
+    if do_rules:
+        desired_snap, desired_normal = desired_snapshot(arts, prefix)
+    else:
+        desired_snap, desired_normal = live, live_normal
+    if not do_net:
+        conf = old_conf
+    want_lines = desired_lines(conf)
+    have_lines = live_lines([conf, old_conf], paths)
+    state = load_state(paths)
+    applied = applied_hashes(state)
+    raw_want = req.get("desired_hashes")
+    want: dict = raw_want if isinstance(raw_want, dict) else {}
+    files_same = all(read_text(paths.etc_file(n)) == arts.get(n, "") for p in parts for n in PART_FILES[p])
+    changed = (live_normal != desired_normal or sorted(have_lines) != sorted(want_lines) or not files_same
+               or any(applied.get(p) != want.get(p) for p in parts))
+    extra: dict = {}
+    if req.get("check") or req.get("diff"):
+        extra["diff"] = {"rules": text_diff(live_normal.splitlines(), desired_normal.splitlines(), "rules"),
+                         "netconf": text_diff(sorted(have_lines), sorted(want_lines), "netconf")}
+    if req.get("check"):
+        return response(True, changed, "check mode: nothing changed", **extra)
+    if not changed:
+        return response(True, False, "already in the desired state", **extra)
+    make_backup(paths, run_id, live)
+    step = "write artifacts"
+    pods: list[str] = []
+    try:
+        for name in (n for p in parts for n in PART_FILES[p]):
+            write_text(paths.etc_file(name), arts.get(name, ""), 0o755 if name == NETCONF_SH else 0o644)
+        if do_net:
+            write_json(paths.etc_file(NETCONF_JSON), conf)
+        agent_text = req.get("agent")
+        write_text(paths.state_file(AGENT_FILE), agent_text if isinstance(agent_text, str) else agent_source())
+        if isinstance(req.get("podserver"), str):
+            write_text(paths.state_file(PODSERVER_FILE), req["podserver"])
+        if do_rules:
+            step = "iptables-restore --test"
+            iptables_restore(arts[RESTORE_FILE], test=True)
+            step = "iptables-restore"
+            iptables_restore(arts[RESTORE_FILE])
+            step = "jump rules"
+            ensure_jumps(arts.get(JUMPS_FILE, ""), prefix)
+            step = "remove stale owned chains"
+            after = snapshot(prefix)
+            if normal_form(after) != desired_normal:
+                iptables_restore(transition_text(after, desired_snap, keep_jumps=True))
+        if do_net:
+            step = "netconf.sh"
+            record_sysctl_origins(paths, conf)
+            run(["sh", paths.etc_file(NETCONF_SH)])
+            step = "remove old address config"
+            remove_netconf_extras(paths, old_conf, conf, pods)
+            step = "pods"
+            pods.extend(reconcile_pods(paths, conf))
+        step = "persistence"
+        state = load_state(paths)
+        install_persistence(paths, state)
+        final = snapshot(prefix)
+        applied.update({p: want.get(p) for p in parts})
+        state.update(applied_hash=applied, saved_rules_hash=sha256(normal_form(final)),
+                     last_run_id=run_id, applied_at=time.time())
+        save_state(paths, state)
+        write_text(paths.state_file(SAVED_FILE), normal_form(final))
+    except Exception as exc:  # roll back on ANY failure
+        msg = f"apply failed at step {step!r}: {exc}"
+        log(msg)
+        try:
+            rollback_to_backup(paths, prefix)
+            record_rollback(paths, run_id, "apply failed", True, msg)
+        except Exception as exc2:
+            record_rollback(paths, run_id, "apply failed", False, str(exc2))
+            return response(False, True, msg + f"; ROLLBACK FAILED: {exc2}", rolled_back=False, **extra)
+        return response(False, False, msg, rolled_back=True, **extra)
+    extra.update(pods=pods, converged=normal_form(final) == desired_normal)
+    timeout = float(req.get("confirm_timeout") or 0)
+    if timeout > 0:
+        deadline = time.time() + timeout
+        pid = spawn_daemon(agent_argv(paths, "deadman", run_id, f"{deadline:.3f}", "--owned-prefix", prefix),
+                           os.path.join(paths.state, LOGS_DIR, "deadman.log"))
+        write_json(paths.state_file(PENDING_FILE), {"run_id": run_id, "deadline": deadline, "pid": pid})
+        return response(True, True, f"applied; awaiting confirmation within {timeout:g}s", pending=True, **extra)
+    return response(True, True, "applied", pending=False, **extra)
+
+
+def _deadman_rollback(paths: Paths, prefix: str, marker: dict, reason: str) -> dict:
+    run_id = str(marker.get("run_id", ""))
+    try:
+        done = rollback_to_backup(paths, prefix)
+        record_rollback(paths, run_id, reason, True, "; ".join(done))
+        result = response(True, True, f"rolled back run {run_id} ({reason})", rolled_back=True)
+    except AgentError as exc:
+        record_rollback(paths, run_id, reason, False, str(exc))
+        result = response(False, True, f"rollback of run {run_id} failed: {exc}", rolled_back=False)
+    remove(paths.state_file(PENDING_FILE))
+    return result
+
+
+def deadman(paths: Paths, run_id: str, deadline: float, prefix: str) -> int:
+    """The dead-man switch: at the deadline, roll back unless the run was confirmed."""
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            break
+        time.sleep(min(left, 1.0))
+        marker = pending_marker(paths)
+        if not marker or marker.get("run_id") != run_id:
+            return 0
+    with NodeLock(paths, run_id, "rollback (dead-man)", 300):
+        marker = pending_marker(paths)
+        if not marker or marker.get("run_id") != run_id:
+            return 0
+        result = _deadman_rollback(paths, prefix, marker, "not confirmed before the deadline")
+        log(result["msg"])
+    return 0 if result["ok"] else 1
+
+
+def op_confirm(req: dict, paths: Paths) -> dict:
+    run_id = str(req.get("run_id", ""))
+    with NodeLock(paths, run_id, "confirm", float(req.get("lock_wait", 30))):
+        marker = pending_marker(paths)
+        if marker and marker.get("run_id") == run_id:
+            clear_pending(paths, marker)
+            return response(True, True, f"run {run_id} confirmed")
+        last = read_json(paths.state_file(LAST_ROLLBACK_FILE)) or {}
+        if last.get("run_id") == run_id:
+            return response(False, False, "run {} was already rolled back ({} at {})".format(
+                run_id, last.get("reason"), time.strftime("%H:%M:%S", time.localtime(last.get("at", 0)))),
+                rolled_back=True)
+        if marker:
+            return response(False, False, "pending confirmation belongs to run {}, not {}".format(
+                marker.get("run_id"), run_id))
+        return response(True, False, f"nothing pending for run {run_id}")
+
+
+def op_rollback(req: dict, paths: Paths) -> dict:
+    run_id = str(req.get("run_id", ""))
+    prefix = owned_prefix(req)
+    with NodeLock(paths, run_id, "rollback", float(req.get("lock_wait", 30))):
+        meta = read_json(os.path.join(paths.backup, "meta.json"))
+        if meta is None or (run_id and meta.get("run_id") != run_id):
+            return response(True, False, "nothing to roll back for run %s" % (run_id or "(any)"))
+        marker = pending_marker(paths)
+        clear_pending(paths, marker)
+        done = rollback_to_backup(paths, prefix)
+        record_rollback(paths, str(meta.get("run_id")), "explicit rollback", True, "; ".join(done))
+        remove(paths.backup)
+        return response(True, True, "rolled back run {}: {}".format(meta.get("run_id"), ", ".join(done) or "no-op"),
+                        rolled_back=True)
+
+
+def op_teardown(req: dict, paths: Paths) -> dict:
+    run_id = str(req.get("run_id", ""))
+    prefix = owned_prefix(req)
+    with NodeLock(paths, run_id, "teardown", float(req.get("lock_wait", 30))):
+        changed = False
+        marker = pending_marker(paths)
+        if marker:
+            clear_pending(paths, marker)
+            changed = True
+        changed |= set_owned_rules(empty_snapshot(), prefix)
+        conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
+        if os.path.isdir(paths.pods_dir):
+            for f in os.listdir(paths.pods_dir):
+                if f.endswith(".pid"):
+                    changed |= stop_pod(paths, f[:-4])
+        changed |= remove_netconf_extras(paths, conf, empty_netconf())
+        state = load_state(paths)
+        orig = state.get("sysctl_orig", {})
+        if any(read_sysctl(k) not in (None, v) for k, v in orig.items()):
+            restore_sysctls(paths, list(orig))
+            changed = True
+        changed |= remove_persistence(state)
+        for d in (paths.etc, paths.run):
+            if os.path.isdir(d):
+                for name in os.listdir(d):
+                    changed |= remove(os.path.join(d, name))
+        if os.path.isdir(paths.state):
+            for name in os.listdir(paths.state):
+                if name != LOCK_FILE:
+                    changed |= remove(os.path.join(paths.state, name))
+    remove(paths.state_file(LOCK_FILE))
+    return response(True, changed, f"svcnet removed from {socket.gethostname()}" if changed else "nothing to remove")
+
+
+def op_boot(req: dict, paths: Paths) -> dict:
+    """Re-create the applied state from etc_dir (at boot; unconfirmed runs are rolled back first)."""
+    prefix = owned_prefix(req)
+    with NodeLock(paths, "boot", "boot", float(req.get("lock_wait", 60))):
+        marker = pending_marker(paths)
+        notes = []
+        if marker:
+            notes.append(_deadman_rollback(paths, prefix, marker, "unconfirmed at boot")["msg"])
+        restore = read_text(paths.etc_file(RESTORE_FILE))
+        if restore is None:
+            return response(True, False, "; ".join([*notes, "nothing applied on this node"]))
+        iptables_restore(restore)
+        ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
+        conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
+        record_sysctl_origins(paths, conf)
+        run_netconf_script(paths.etc_file(NETCONF_SH))
+        pods = reconcile_pods(paths, conf)
+        state = load_state(paths)
+        live_hash = sha256(normal_form(snapshot(prefix)))
+        if state.get("saved_rules_hash") != live_hash:
+            notes.append("live rules differ from the saved hash after boot")
+        return response(True, True, "; ".join([*notes, "booted"]), pods=pods, live_rules_hash=live_hash)
+
+
+def op_status(req: dict, paths: Paths) -> dict:
+    conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
+    pods = []
+    for p in conf["pods"]:
+        running = running_pod(paths, p["netns"])
+        want = spec_hash(pod_spec(p))
+        pods.append({"pod": pod_label(p), "netns": p["netns"], "ip": p["address"].split("/")[0],
+                     "has_command": bool(p.get("command")), "pid": running["pid"] if running else None,
+                     "running": running is not None, "current": bool(running and running["spec_hash"] == want)})
+    all_ok = all(p["running"] and p["current"] for p in pods if p["has_command"])
+    return response(all_ok, False, "" if all_ok else "some pods are not running", pods=pods,
+                    pending=pending_marker(paths))
+
+
+OPS = {
+    "probe": op_probe,
+    "preflight": op_preflight,
+    "apply": op_apply,
+    "confirm": op_confirm,
+    "rollback": op_rollback,
+    "teardown": op_teardown,
+    "boot": op_boot,
+    "status": op_status,
+}
+SCRATCH_OPS = {"_scratch_normalize": op_scratch_normalize, "_scratch_features": op_scratch_features}
+
+
+def handle(req: object) -> dict:
+    """Dispatch one request; every failure becomes {"ok": false, "msg": ...}."""
+    if not isinstance(req, dict):
+        return response(False, False, "request must be a JSON object")
+    op = req.get("op")
+    run_id = req.get("run_id", "")
+    if run_id and not (isinstance(run_id, str) and RUN_ID_RE.match(run_id)):
+        return response(False, False, f"invalid run_id {run_id!r}")
+    try:
+        if op in SCRATCH_OPS:
+            return SCRATCH_OPS[op](req)
+        if op not in OPS:
+            return response(False, False, "unknown op {!r} (expected one of {})".format(op, ", ".join(OPS)))
+        return OPS[op](req, Paths.from_request(req))
+    except AgentError as exc:
+        return response(False, False, str(exc))
+    except Exception as exc:  # never a traceback on stdout
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        return response(False, False, f"internal error in {op}: {type(exc).__name__}: {exc}")
+
+
+def main_request(req: object) -> None:
+    """Entry point of the bootstrap: print exactly one JSON response line."""
+    out = handle(req)
+    sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str]) -> int:
+    """File mode: `agent.py COMMAND [ARG] [--etc-dir D] [--state-dir D] [--run-dir D]`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="agent.py", description="svcnet node agent")
+    ap.add_argument("command", choices=[*OPS, "request", "supervise", "deadman"])
+    ap.add_argument("args", nargs="*")
+    ap.add_argument("--etc-dir", default=DEFAULT_ETC_DIR)
+    ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    ap.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
+    ap.add_argument("--owned-prefix", default=OWNED_PREFIX)
+    ns = ap.parse_args(argv)
+    paths = Paths(ns.etc_dir, ns.state_dir, ns.run_dir)
+    if ns.command == "supervise":
+        return supervise(paths, ns.args[0])
+    if ns.command == "deadman":
+        return deadman(paths, ns.args[0], float(ns.args[1]), ns.owned_prefix)
+    if ns.command == "request":
+        try:
+            req = json.load(sys.stdin)
+        except ValueError as exc:
+            main_request(None)
+            log(f"bad request JSON: {exc}")
+            return 2
+    else:
+        req = {"op": ns.command, "run_id": ns.args[0] if ns.args else "", "owned_prefix": ns.owned_prefix}
+    if isinstance(req, dict):
+        req.setdefault("etc_dir", ns.etc_dir)
+        req.setdefault("state_dir", ns.state_dir)
+        req.setdefault("run_dir", ns.run_dir)
+    out = handle(req)
+    sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
+    return 0 if out.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
