@@ -105,6 +105,9 @@ class _Level:
             for name, sub in (s.get("properties") or {}).items():
                 props.setdefault(name, []).append((sub, b))
         self.properties = {name: tuple(subs) for name, subs in props.items()}
+        # Memo of the level below each field (None: undeclared) and below list items.
+        self.children: dict[object, _Level | None] = {}
+        self.item_level: _Level | None = None
 
 
 class Schemas:
@@ -199,19 +202,34 @@ class Schemas:
         uri, _, fragment = urljoin(base, ref).partition("#")
         return _pointer(self._by_uri[uri], fragment), uri
 
+    def _child(self, level: _Level, field: object) -> _Level | None:
+        """The level below `field` (memoised on the level), or None if the field is undeclared."""
+        try:
+            return level.children[field]
+        except KeyError:
+            subs = level.properties.get(field, ()) if isinstance(field, str) else ()
+            child = self._level(subs or level.maps) if (subs or level.maps) else None
+            level.children[field] = child
+            return child
+
     def _walk(self, level: _Level, obj: object, path: Path_, out: list[tuple[Path_, str]]) -> None:
         if isinstance(obj, list):
             if level.items:
-                child = self._level(level.items)
+                if level.item_level is None:
+                    level.item_level = self._level(level.items)
+                child = level.item_level
                 for i, value in enumerate(obj):
-                    self._walk(child, value, (*path, i), out)
+                    if isinstance(value, dict | list):
+                        self._walk(child, value, (*path, i), out)
         elif isinstance(obj, dict):
+            ignored = level.ignored
             for field, value in obj.items():
-                if field in level.ignored:
+                if field in ignored:
                     continue
-                subs = level.properties.get(field, ()) or level.maps
-                if subs:
-                    self._walk(self._level(subs), value, (*path, field), out)
+                sub = self._child(level, field)
+                if sub is not None:
+                    if isinstance(value, dict | list):
+                        self._walk(sub, value, (*path, field), out)
                 elif level.declared:
                     out.append((path, str(field)))
 

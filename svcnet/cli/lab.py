@@ -32,12 +32,12 @@ def lab() -> None:
 @lab.command("up")
 @click.option(
     "-f",
-    "--file",
+    "--filename",
     "files",
     multiple=True,
     required=True,
-    type=click.Path(dir_okay=False),
-    help="cluster description (YAML with a kind: Cluster document); repeatable",
+    type=click.Path(),
+    help="cluster description file or directory (as kubectl -f); repeatable",
 )
 @click.option("--name", help="lab name [default: the Cluster's metadata.name, else 'lab']")
 @click.option(

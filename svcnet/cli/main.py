@@ -18,6 +18,8 @@ COMMANDS = {
     "explain": "svcnet.cli.explain:explain",
     "lab": "svcnet.cli.lab:lab",
     "demo": "svcnet.cli.demo:demo",
+    "playbook": "svcnet.cli.apply:playbook",
+    "apply": "svcnet.cli.apply:apply",
 }
 
 

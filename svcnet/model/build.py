@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,8 +43,14 @@ DEFAULT_AFFINITY_TIMEOUT = 10800
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
+# An IPv4 address already in canonical form (no leading zeros): the common case, kept fast.
+_CANONICAL_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
 def canonical_ip(value: str) -> str:
     """Canonical text of an IP, tolerating leading zeros as Go's ParseIPSloppy does."""
+    if _CANONICAL_V4.fullmatch(value):
+        return value
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:

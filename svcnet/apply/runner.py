@@ -1,0 +1,250 @@
+"""Run svcnet playbooks like ansible-playbook: plays, tasks across hosts, a PLAY RECAP.
+
+Hosts run in parallel (bounded by `forks`), each over one SSH session for the whole run;
+the confirmation of a guarded apply goes over a fresh connection, so a ruleset that cuts
+the controller off is rolled back by the node's dead-man switch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+from svcnet.agent.protocol import apply_request, desired_hashes, facts_from_probe, is_unchanged, request
+from svcnet.apply.client import NodeClient
+from svcnet.desired import NodeArtifacts, node_artifacts_all
+from svcnet.diagnostics import errors
+from svcnet.model.load import check_paths
+from svcnet.model.types import Cluster, NodeFacts
+from svcnet.playbook import recap
+from svcnet.playbook.model import NETWORK, RULES, Play, Task
+from svcnet.playbook.select import select_tasks, serial_batches
+from svcnet.transport.inventory import Inventory
+from svcnet.transport.ssh import SSHError
+
+EXIT_INVALID = 1  # the description or inventory is invalid: nothing was attempted
+
+
+@dataclass
+class Options:
+    check: bool = False
+    diff: bool = False
+    limit: str | None = None
+    tags: tuple[str, ...] = ()
+    skip_tags: tuple[str, ...] = ()
+    forks: int = 10
+    verbose: int = 0
+    accept_new_host_keys: bool = False
+    confirm_timeout: float = 30.0
+    lock_wait: float = 30.0
+    connect_timeout: float = 10.0
+
+
+@dataclass
+class Outcome:
+    """One task's result on one host."""
+
+    status: str  # recap.OK, CHANGED, FAILED, UNREACHABLE, SKIPPED
+    msg: str = ""
+    diff: dict[str, str] = field(default_factory=dict)
+    rolled_back: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HostState:
+    """What the run knows about one host across tasks."""
+
+    client: NodeClient
+    facts: NodeFacts | None = None
+    probe: dict[str, Any] | None = None
+    dead: bool = False  # failed or unreachable: skipped for the rest of the play, as Ansible does
+
+
+class Runner:
+    """Runs plays over an inventory and prints Ansible-style output."""
+
+    def __init__(self, inventory: Inventory, options: Options, out: IO[str] = sys.stdout,
+                 become_password: Any = None):
+        self.inventory = inventory
+        self.opts = options
+        self.out = out
+        self.color = recap.use_color(out)
+        self.stats = recap.Stats()
+        self.become_password = become_password
+        self.hosts: dict[str, HostState] = {}
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.invalid = False
+
+    # -- output -------------------------------------------------------------------------
+    def echo(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def report(self, host: str, o: Outcome) -> None:
+        self.stats.record(host, o.status)
+        result: dict[str, Any] = {"msg": o.msg} if o.msg else {}
+        if o.rolled_back:
+            result["rolled_back"] = True
+        show = o.status in (recap.FAILED, recap.UNREACHABLE) or (self.opts.verbose and result)
+        self.echo(recap.host_line(o.status, host, result if show else None, color=self.color))
+        if self.opts.diff:
+            for name, text in o.diff.items():
+                if text:
+                    self.echo(f"--- {host}: {name} (live)\n+++ {host}: {name} (desired)")
+                    self.echo(text.rstrip("\n"))
+
+    # -- plays --------------------------------------------------------------------------
+    def run(self, plays: Sequence[Play]) -> int:
+        try:
+            for play in plays:
+                if not self.run_play(play):
+                    break
+        finally:
+            for h in self.hosts.values():
+                h.client.close()
+        self.echo(recap.format_recap(self.stats, color=self.color))
+        return EXIT_INVALID if self.invalid else self.stats.exit_code()
+
+    def run_play(self, play: Play) -> bool:
+        self.echo(recap.play_banner(play.name or play.hosts))
+        checked = check_paths([str(p) for p in play.cluster])
+        if not checked.ok:
+            for d in checked.diagnostics:
+                print(str(d), file=sys.stderr)
+            n = len(errors(checked.diagnostics))
+            self.echo(f"ERROR! the cluster description is invalid ({n} error(s)); no node was changed")
+            self.invalid = True
+            return False
+        assert checked.build is not None
+        cluster = checked.build.cluster
+        hosts = self.inventory.select(play.hosts, self.opts.limit)
+        if not hosts:
+            self.echo("skipping: no hosts matched")
+            return True
+        unknown = [h for h in hosts if h not in {n.name for n in cluster.nodes}]
+        if unknown:
+            self.echo(f"ERROR! inventory hosts {', '.join(unknown)} are not nodes of cluster {cluster.name}")
+            self.invalid = True
+            return False
+        for h in hosts:
+            if h not in self.hosts:
+                cfg = self.inventory.host_config(h, self.become_password)
+                self.hosts[h] = HostState(NodeClient(cfg, self.opts.accept_new_host_keys, self.opts.connect_timeout))
+        tasks = select_tasks(play, self.opts.tags or None, self.opts.skip_tags or None)
+        for batch in serial_batches(hosts, play.serial):
+            for task in tasks:
+                live = [h for h in batch if not self.hosts[h].dead]
+                if not live:
+                    break
+                self.run_task(task, live, cluster)
+        return True
+
+    def run_task(self, task: Task, hosts: list[str], cluster: Cluster) -> None:
+        self.echo(recap.task_banner(task.name or task.action))
+        fn: Callable[[str, Cluster, Task], Outcome] = getattr(self, f"task_{task.action}")
+
+        def one(h: str) -> Outcome:
+            try:
+                return fn(h, cluster, task)
+            except SSHError as exc:
+                return Outcome(recap.UNREACHABLE, exc.message)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.forks)) as pool:
+            results = list(pool.map(one, hosts))
+        for h, o in zip(hosts, results, strict=True):
+            if o.status in (recap.FAILED, recap.UNREACHABLE):
+                self.hosts[h].dead = True
+            if o.rolled_back:
+                self.stats.rollback(h)
+            self.report(h, o)
+        self.echo()
+
+    # -- tasks --------------------------------------------------------------------------
+    def task_validate(self, host: str, cluster: Cluster, task: Task) -> Outcome:
+        return Outcome(recap.OK, f"{cluster.name}: {len(cluster.services)} service(s), {len(cluster.pods)} pod(s)")
+
+    def _probe(self, host: str) -> dict[str, Any]:
+        st = self.hosts[host]
+        st.probe = st.client.call(request("probe", self.run_id))
+        st.facts = facts_from_probe(st.probe)
+        return st.probe
+
+    def task_preflight(self, host: str, cluster: Cluster, task: Task) -> Outcome:
+        st = self.hosts[host]
+        resp = st.client.call(request("preflight", self.run_id))
+        if not resp.get("ok"):
+            return Outcome(recap.FAILED, str(resp.get("msg")))
+        st.probe = resp  # a passing preflight carries the probe's answer too
+        st.facts = facts_from_probe(resp)
+        return Outcome(recap.OK, str(resp.get("msg")), data={"facts": resp.get("facts")})
+
+    def artifacts(self, host: str, cluster: Cluster, stale: Sequence[str] = ()) -> NodeArtifacts:
+        """The node's artifacts rendered with the facts gathered from it (when known)."""
+        facts = self.hosts[host].facts
+        if facts is not None:
+            nodes = tuple(replace(n, facts=facts) if n.name == host else n for n in cluster.nodes)
+            cluster = replace(cluster, nodes=nodes)
+        return node_artifacts_all(cluster, [host], {host: stale})[host]
+
+    def converge(self, host: str, cluster: Cluster, parts: tuple[str, ...]) -> Outcome:
+        st = self.hosts[host]
+        probe = st.probe or self._probe(host)
+        want = self.artifacts(host, cluster)  # the hash ignores stale chains: they are not desired state
+        send = self.artifacts(host, cluster, tuple(probe.get("stale_chains") or ()))
+        guard = 0.0 if self.opts.check else self.opts.confirm_timeout
+        req = apply_request(send, self.run_id, confirm_timeout=guard, check=self.opts.check,
+                            diff=self.opts.diff, lock_wait=self.opts.lock_wait, parts=parts)
+        req["desired_hashes"] = desired_hashes(want)
+        if is_unchanged(probe, req["desired_hashes"], parts) and not self.opts.diff:
+            return Outcome(recap.OK, "no change")
+        resp = st.client.call(req)
+        st.probe = None  # the node changed: probe again before the next converge
+        diff = resp.get("diff") or {}
+        if not resp.get("ok"):
+            return Outcome(recap.FAILED, str(resp.get("msg")), diff, bool(resp.get("rolled_back")))
+        if resp.get("pending"):
+            try:
+                conf = st.client.call(request("confirm", self.run_id), fresh=True, timeout=60)
+            except SSHError as exc:
+                return Outcome(recap.FAILED, f"applied but could not confirm over a fresh connection "
+                               f"({exc.message}); the node rolls itself back after {guard:g}s", diff, True)
+            if not conf.get("ok"):
+                return Outcome(recap.FAILED, str(conf.get("msg")), diff, bool(conf.get("rolled_back")))
+        status = recap.CHANGED if resp.get("changed") else recap.OK
+        return Outcome(status, str(resp.get("msg")), diff)
+
+    def task_network(self, host: str, cluster: Cluster, task: Task) -> Outcome:
+        return self.converge(host, cluster, (NETWORK,))
+
+    def task_rules(self, host: str, cluster: Cluster, task: Task) -> Outcome:
+        return self.converge(host, cluster, (RULES,))
+
+    def task_teardown(self, host: str, cluster: Cluster, task: Task) -> Outcome:
+        if self.opts.check:
+            return Outcome(recap.SKIPPED, "teardown is skipped in check mode")
+        resp = self.hosts[host].client.call(request("teardown", self.run_id, lock_wait=self.opts.lock_wait))
+        if not resp.get("ok"):
+            return Outcome(recap.FAILED, str(resp.get("msg")))
+        return Outcome(recap.CHANGED if resp.get("changed") else recap.OK, str(resp.get("msg")))
+
+    def task_verify(self, host: str, cluster: Cluster, task: Task) -> Outcome:
+        from svcnet.verify.task import verify_host
+
+        return verify_host(self, host, cluster, task)
+
+
+def playbook_path(name: str) -> Path:
+    """A playbook given by path, or by name from the shipped `playbooks/` directory."""
+    p = Path(name)
+    if p.exists():
+        return p
+    shipped = Path(__file__).resolve().parents[2] / "playbooks" / name
+    return shipped if shipped.exists() else p
+
