@@ -113,7 +113,7 @@ class Runner:
         return EXIT_INVALID if self.invalid else self.stats.exit_code()
 
     def run_play(self, play: Play) -> bool:
-        self.echo(recap.play_banner(play.name or play.hosts))
+        self.echo("\n" + recap.play_banner(play.name or play.hosts))
         checked = check_paths([str(p) for p in play.cluster])
         if not checked.ok:
             for d in checked.diagnostics:
@@ -147,7 +147,7 @@ class Runner:
         return True
 
     def run_task(self, task: Task, hosts: list[str], cluster: Cluster) -> None:
-        self.echo(recap.task_banner(task.name or task.action))
+        self.echo("\n" + recap.task_banner(task.name or task.action))
         fn: Callable[[str, Cluster, Task], Outcome] = getattr(self, f"task_{task.action}")
 
         def one(h: str) -> Outcome:
@@ -164,7 +164,6 @@ class Runner:
             if o.rolled_back:
                 self.stats.rollback(h)
             self.report(h, o)
-        self.echo()
 
     # -- tasks --------------------------------------------------------------------------
     def task_validate(self, host: str, cluster: Cluster, task: Task) -> Outcome:

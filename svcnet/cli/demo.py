@@ -1,24 +1,41 @@
-"""`svcnet demo`: the seed article, live, in one command."""
+"""`svcnet demo`: the seed article, live, in one command.
+
+Brings up the local lab for the example, runs playbooks/site.yaml against it, then prints
+what a reader of the article wants to see: the Service as kubectl shows it, the chain path
+of the ClusterIP with the real chain names (traced by `svcnet explain`), and which pod
+answered each of 200 requests to the ClusterIP and 200 to the NodePort. The lab stays up.
+"""
 
 from __future__ import annotations
 
+import io
+import shlex
+import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from svcnet.cli.common import load_or_exit
-from svcnet.desired import node_artifacts_all
+from svcnet.desired import node_artifacts
+from svcnet.explain.combine import combine
+from svcnet.explain.trace import ORIGIN_NODE, Packet, TraceContext, trace
+from svcnet.explain.trace import Path as TracePath
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import get
-from svcnet.model.types import Cluster
-from svcnet.render.chains import endpoint_chain_name, service_chain_names
+from svcnet.model.types import Cluster, ServicePort
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "examples" / "seed"
+SITE = REPO / "playbooks" / "site.yaml"
+REQUESTS = 200  # per table column
+REQUEST_TIMEOUT = 2  # seconds per request
 
 
-def step(title: str, fn: Callable[[], object]) -> object:
+def step(title: str, fn: Callable[[], Any]) -> Any:
     """Run one demo step with a progress line and its wall time."""
     click.secho(f"==> {title}", bold=True, err=True)
     t0 = time.perf_counter()
@@ -27,39 +44,144 @@ def step(title: str, fn: Callable[[], object]) -> object:
     return result
 
 
-def chain_path(cluster: Cluster) -> str:
-    """The seed article's walk-through with the real chain names of every service port."""
-    lines = []
-    for sp in cluster.service_ports:
-        svc_chain, _, ext_chain, _ = service_chain_names(sp)
-        n = len(sp.endpoints)
-        lines.append(f"{sp.spn}  {sp.cluster_ip}:{sp.port}/{sp.protocol}")
-        lines.append(f"  nat KUBE-SERVICES  -d {sp.cluster_ip} --dport {sp.port}  →  {svc_chain}")
-        for ep in sp.endpoints:
-            lines.append(f"    → {100 / n:.0f}%  {endpoint_chain_name(sp, ep)}  →  DNAT to {ep.hostport}")
-        if sp.node_port:
-            lines.append(f"  nat KUBE-NODEPORTS  --dport {sp.node_port}  →  {ext_chain} (mark for masquerade)"
-                         f"  →  {svc_chain}")
+def chain_walk(cluster: Cluster, node: str, sp: ServicePort) -> str:
+    """The article's walk-through for one ClusterIP, traced through the rendered rules of `node`."""
+    art = node_artifacts(cluster, node)
+    n = cluster.node(node)
+    packet = Packet(n.internal_ip, 40000, sp.cluster_ip or "", sp.port, sp.proto, ORIGIN_NODE)
+    ctx = TraceContext(local_ips=frozenset({*n.addresses, "127.0.0.0/8"}), pod_iface=cluster.bridge,
+                       pod_cidrs=(n.pod_cidr,))
+    tr = trace(combine(art.restore, art.jump_rules), packet, ctx)
+    lines = [f"from {node} to {sp.cluster_ip}:{sp.port}/{sp.protocol} ({sp.spn}):"]
+    for path in tr.paths:
+        lines.append("  " + " → ".join(_hops(path)) + f"   ({path.probability:.0%})")
     return "\n".join(lines) + "\n"
+
+
+def _hops(path: TracePath) -> list[str]:
+    """KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-… → DNAT to ip:port, from one traced path."""
+    hops: list[str] = []
+    for s in path.steps:
+        if not s.matched or s.table != "nat" or not s.chain.startswith("KUBE-"):
+            continue
+        if s.chain == "KUBE-MARK-MASQ" or s.target == "KUBE-MARK-MASQ":
+            continue
+        if not hops or hops[-1] != s.chain:
+            hops.append(s.chain)
+        if s.target == "DNAT" and path.dnat:
+            hops.append(f"DNAT to {path.dnat}")
+            break
+    return hops
+
+
+def request_table(lab: Any, cluster: Cluster, sp: ServicePort) -> str:
+    """Which pod answered each of REQUESTS requests to the ClusterIP (from node1) and the NodePort
+    (from the lab's client machine), as a table of counts."""
+    from svcnet.lab.node_ops import node_exec_argv
+
+    def burst(machine: str, url: str) -> Counter[str]:
+        curl = f"curl -s --max-time {REQUEST_TIMEOUT} {shlex.quote(url)} || echo '(no answer)'"
+        loop = f"for i in $(seq {REQUESTS}); do {curl}; done"
+        out = subprocess.run(node_exec_argv(lab, machine, ["sh", "-c", loop]), capture_output=True, text=True,
+                             timeout=REQUESTS * REQUEST_TIMEOUT + 30).stdout
+        return Counter(line.strip() for line in out.splitlines() if line.strip())
+
+    first = cluster.nodes[0]
+    wait_until_served(lab, first.name, f"http://{sp.cluster_ip}:{sp.port}/", len(sp.endpoints))
+    via_cluster_ip = burst(first.name, f"http://{sp.cluster_ip}:{sp.port}/")
+    via_node_port = burst("client", f"http://{first.internal_ip}:{sp.node_port}/") if sp.node_port else Counter()
+    names = sorted(set(via_cluster_ip) | set(via_node_port))
+    width = max([len(n) for n in names] + [len("answered by")])
+    out = [f"{'answered by':<{width}}  {'ClusterIP ' + str(sp.cluster_ip) + ':' + str(sp.port):>26}"
+           + (f"  {'NodePort ' + first.internal_ip + ':' + str(sp.node_port):>28}" if sp.node_port else "")]
+    for name in names:
+        row = f"{name:<{width}}  {_cell(via_cluster_ip[name], REQUESTS):>26}"
+        if sp.node_port:
+            row += f"  {_cell(via_node_port[name], REQUESTS):>28}"
+        out.append(row)
+    return "\n".join(out) + "\n"
+
+
+def wait_until_served(lab: Any, machine: str, url: str, backends: int, seconds: float = 30) -> None:
+    """Wait (bounded) until `backends` distinct pods answered `url`: pods start listening a moment
+    after the apply that started them."""
+    from svcnet.lab.node_ops import node_exec_argv
+
+    probe = f"for i in $(seq 20); do curl -s --max-time 1 {shlex.quote(url)}; echo; done"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        out = subprocess.run(node_exec_argv(lab, machine, ["sh", "-c", probe]), capture_output=True, text=True,
+                             timeout=60).stdout
+        if len({line for line in out.splitlines() if line.strip()}) >= backends:
+            return
+        time.sleep(0.5)
+
+
+def _cell(count: int, total: int) -> str:
+    return f"{count:3d}/{total} ({count / total:4.0%})"
 
 
 @click.command()
 @click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
               help="Description to demonstrate (default: examples/seed).")
-def demo(paths: tuple[str, ...]) -> None:
-    """Validate, render and explain the seed example."""
+@click.option("--name", default="seed", show_default=True, help="Lab name.")
+def demo(paths: tuple[str, ...], name: str) -> None:
+    """The seed article, live: lab up, apply site.yaml, verify, then show the rules at work."""
+    from svcnet.apply.runner import Options, Runner
+    from svcnet.lab import LabError, LabNode, lab_up, load_lab
+    from svcnet.playbook.load import load_playbook
+    from svcnet.playbook.model import Play
+    from svcnet.transport.inventory import load_inventory
+
     paths = paths or (str(SEED),)
-    cluster = step(f"validate {' '.join(paths)}", lambda: load_or_exit(paths, show_warnings=True))
-    assert isinstance(cluster, Cluster)
-    arts = step("render every node's rules and address config", lambda: node_artifacts_all(cluster))
+    cluster: Cluster = step(f"validate {' '.join(paths)}", lambda: load_or_exit(paths, show_warnings=True))
+
+    def up() -> Any:
+        try:
+            return load_lab(name)
+        except LabError:
+            nodes = [LabNode(n.name, n.addresses) for n in cluster.nodes]
+            return lab_up(nodes, name, str(REPO / "inventory"))
+
+    try:
+        lab = step(f"bring up the local lab {name!r} ({len(cluster.nodes)} nodes + a client, each its own "
+                   "network namespace with sshd)", up)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    plays = [Play(p.name, p.hosts, tuple(Path(x) for x in paths), p.tasks, p.serial, p.vars, p.tags, p.source)
+             for p in load_playbook(SITE)]
+    buf = io.StringIO()
+
+    def site() -> int:
+        return Runner(load_inventory(lab.inventory_path), Options(), out=buf).run(plays)
+
+    code = step(f"svcnet playbook playbooks/site.yaml -i {lab.inventory_path}", site)
+    click.echo(buf.getvalue(), nl=False)
+    if code != 0:
+        raise click.ClickException(f"the playbook failed (exit {code}); the lab is left up for inspection")
+
     ns = cluster.services[0].namespace if cluster.services else "default"
     click.echo(f"\n$ svcnet get services -n {ns}")
     click.echo(get(cluster, "services", ns, None), nl=False)
     for svc in cluster.services:
         click.echo(f"\n$ svcnet describe service {svc.name} -n {svc.namespace}")
         click.echo(describe_service(cluster, svc), nl=False)
-    click.echo("\nThe path of a packet, as the seed article reads it from iptables-save:")
-    click.echo(chain_path(cluster), nl=False)
-    first = cluster.nodes[0].name
-    click.echo(f"\n$ svcnet render --node {first}   (what svcnet applies with iptables-restore --noflush)")
-    click.echo(arts[first].restore, nl=False)  # type: ignore[index]
+    node = cluster.nodes[0].name
+    for sp in cluster.service_ports:
+        if not sp.cluster_ip or not sp.endpoints:
+            continue
+        click.echo("\nThe path of a packet, as the seed article reads it from iptables-save "
+                   f"(svcnet explain on {node}):")
+        click.echo(chain_walk(cluster, node, sp), nl=False)
+        table = step(f"send {REQUESTS} requests to the ClusterIP and {REQUESTS} to the NodePort",
+                     lambda sp=sp: request_table(lab, cluster, sp))
+        click.echo(table, nl=False)
+    click.echo(f"""
+The lab is up. Explore it:
+  .venv/bin/svcnet lab status --name {name}
+  .venv/bin/svcnet lab exec --name {name} {node} -- iptables-save -t nat
+  ssh -F {lab.ssh_config_path} {node}
+  .venv/bin/svcnet explain -f {paths[0]} --node {node} --src 192.168.56.254 --dst {cluster.nodes[0].internal_ip}:30000
+Tear it down:
+  .venv/bin/svcnet lab down --name {name}""")
