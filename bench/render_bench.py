@@ -75,8 +75,11 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def load_time(loader: str, rules: Path, repeat: int) -> float | None:
-    """Median time of `loader --noflush` loading `rules` into a fresh scratch netns."""
+def load_time(loader: str, rules: Path, repeat: int, limit: float) -> float | None:
+    """Median time of `loader --noflush` loading `rules` into a fresh scratch netns.
+
+    A load still running after `limit` seconds is stopped and reported as -limit.
+    """
     if subprocess.run(["which", loader], capture_output=True).returncode:
         return None
     samples = []
@@ -86,14 +89,18 @@ def load_time(loader: str, rules: Path, repeat: int) -> float | None:
         try:
             with rules.open("rb") as f:
                 t0 = time.perf_counter()
-                subprocess.run(["ip", "netns", "exec", ns, loader, "--noflush"], stdin=f, check=True)
+                try:
+                    subprocess.run(["ip", "netns", "exec", ns, loader, "--noflush"], stdin=f, check=True,
+                                   timeout=limit)
+                except subprocess.TimeoutExpired:
+                    return -limit
                 samples.append(time.perf_counter() - t0)
         finally:
             subprocess.run(["ip", "netns", "del", ns], check=False)
     return statistics.median(samples)
 
 
-def bench(n: int, workdir: Path, repeat: int) -> dict[str, float | None]:
+def bench(n: int, workdir: Path, repeat: int, limit: float) -> dict[str, float | None]:
     desc = workdir / f"desc-{n}.yaml"
     generate(n, desc)
     svcnet = [sys.executable, "-m", "svcnet.cli.main"]
@@ -120,8 +127,9 @@ def bench(n: int, workdir: Path, repeat: int) -> dict[str, float | None]:
         "load_validate_build": t_load,
         "render_one": t_one,
         "render_all": t_all,
-        "nft": load_time("iptables-nft-restore", rules, repeat),
-        "legacy": load_time("iptables-legacy-restore", rules, repeat),
+        # Loads of large rulesets take minutes (nft): once each above 20k rules lines.
+        "nft": load_time("iptables-nft-restore", rules, repeat if n < 5000 else 1, limit),
+        "legacy": load_time("iptables-legacy-restore", rules, repeat if n < 5000 else 1, limit),
     }
 
 
@@ -129,13 +137,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--loader-limit", type=float, default=900.0, help="seconds before a loader run is stopped")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("render_bench: run as root (the loaders need a scratch network namespace)")
     with tempfile.TemporaryDirectory(prefix="svcnet-bench-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            r = bench(n, Path(tmp), args.repeat)
-            loaders = [v for v in (r["nft"], r["legacy"]) if v]
+            r = bench(n, Path(tmp), args.repeat, args.loader_limit)
+            loaders = [v for v in (r["nft"], r["legacy"]) if v and v > 0]
             ref = min(loaders) if loaders else None
             print(f"\n== {n} services x {ENDPOINTS} endpoints, {NODES} nodes: description "
                   f"{r['size_mb']:.1f} MB, node-000 rules {int(r['rules_lines'] or 0)} lines")
@@ -150,6 +159,9 @@ def main() -> None:
                 v = r[key]
                 if v is None:
                     print(f"  {label:44s}  n/a")
+                    continue
+                if v < 0:
+                    print(f"  {label:44s}  > {-v:.0f} s (stopped)")
                     continue
                 ratio = f"{v / ref:6.2f}x faster loader" if ref else ""
                 print(f"  {label:44s} {v:8.3f} s   {ratio}")

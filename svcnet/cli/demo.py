@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
                    f"(svcnet explain on {node}):")
         click.echo(chain_walk(cluster, node, sp), nl=False)
         table = step(f"send {REQUESTS} requests to the ClusterIP and {REQUESTS} to the NodePort",
-                     lambda sp=sp: request_table(lab, cluster, sp))
+                     partial(request_table, lab, cluster, sp))
         click.echo(table, nl=False)
     click.echo(f"""
 The lab is up. Explore it:
