@@ -52,7 +52,7 @@ def test_node_origin_is_inferred() -> None:
     (("--src", "10.244.1.5", "--dst", CLUSTER_IP), 2, "needs a port"),
     (("--src", "fd00::1", "--dst", f"{CLUSTER_IP}:80"), 2, "different IP families"),
     (("--src", "10.244.1.5", "--dst", f"{CLUSTER_IP}:80", "--local-ip", "nope"), 2, "not an IP"),
-    (("--src", "10.244.1.5", "--dst", f"{CLUSTER_IP}:80", "--live"), 2, "--live is not available"),
+    (("--src", "10.244.1.5", "--dst", f"{CLUSTER_IP}:80", "--live"), 2, "--live needs -i INVENTORY"),
 ])
 def test_bad_input_is_a_clear_error(args: tuple[str, ...], code: int, message: str) -> None:
     res = invoke(*args)
