@@ -94,3 +94,9 @@ def test_directories_expand_to_sorted_yaml_files(tmp_path: Path):
 def test_missing_path_is_an_error(tmp_path: Path):
     _, diags = expand_paths([tmp_path / "nope.yaml"])
     assert "no such file" in diags[0].message
+
+
+def test_duplicate_keys_are_an_error():
+    result = load_text("dup.yaml", "a: 1\nb: 2\n---\nkind: Service\nkind: Pod\n")
+    assert [d.line for d in result.diagnostics] == [3]
+    assert "duplicate" in result.diagnostics[0].message
