@@ -483,10 +483,13 @@ def nfacct_counters() -> list[str]:
     return sorted(set(re.findall(r"=\s*([A-Za-z0-9_.-]+)\s*;", out)))
 
 
-def gather_facts(scratch: bool = True) -> dict:
+def gather_facts(scratch: bool = True, features: dict | None = None) -> dict:
+    """What kube-proxy would detect; `features` (from a scratch-netns check already made) saves a second one."""
     version, backend = iptables_version()
     random_fully = version_tuple(version) >= (1, 6, 2)
-    if scratch and shutil.which("unshare"):
+    if features:
+        random_fully = bool(features.get("random_fully"))
+    elif scratch and shutil.which("unshare"):
         try:
             feats = in_scratch_netns({"op": "_scratch_features"})["features"]
             random_fully = bool(feats.get("random_fully"))
@@ -1143,14 +1146,14 @@ def netconf_status(paths: Paths) -> tuple[bool, list[str], str, str]:
     return sorted(live) == sorted(want), drift, sha256("\n".join(sorted(live))), sha256("\n".join(sorted(want)))
 
 
-def op_probe(req: dict, paths: Paths) -> dict:
+def op_probe(req: dict, paths: Paths, features: dict | None = None) -> dict:
     prefix = owned_prefix(req)
     snap = snapshot(prefix)
     state = load_state(paths)
     net_ok, drift, live_hash, saved_hash = netconf_status(paths)
     return response(
         True, False, "",
-        facts=gather_facts(),
+        facts=gather_facts(features=features),
         applied_hash=state.get("applied_hash"),
         live_rules_hash=sha256(normal_form(snap)),
         saved_rules_hash=state.get("saved_rules_hash"),
@@ -1183,7 +1186,7 @@ def op_preflight(req: dict, paths: Paths) -> dict:
     if not ok_:
         return response(False, False, msg, missing=missing, features=features, facts=gather_facts(scratch=False))
     # Everything a probe says too, so a run needs one round trip to decide what to change.
-    return {**op_probe(req, paths), "msg": msg or "node ready", "missing": missing, "features": features}
+    return {**op_probe(req, paths, features), "msg": msg or "node ready", "missing": missing, "features": features}
 
 
 def check_artifacts(req: dict) -> dict:

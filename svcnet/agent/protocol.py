@@ -23,7 +23,13 @@ from svcnet.render.netconf import NetConf
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(__file__).resolve().parent.parent / "podserver.py"
 BOOTSTRAP = node.BOOTSTRAP
-REMOTE_COMMAND = "python3 -c " + shlex.quote(BOOTSTRAP)
+DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds it on Debian
+REMOTE_COMMAND = DEFAULT_PYTHON + " -c " + shlex.quote(BOOTSTRAP)
+
+
+def remote_command(python: str | None = None) -> str:
+    """The command that runs the agent with `python` (the inventory's ansible_python_interpreter)."""
+    return shlex.quote(python or DEFAULT_PYTHON) + " -c " + shlex.quote(BOOTSTRAP)
 OPS = tuple(node.OPS)
 APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE)
 PARTS = tuple(node.PARTS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from svcnet.agent.protocol import REMOTE_COMMAND, AgentProtocolError, build_stdin, parse_response
+from svcnet.agent.protocol import AgentProtocolError, build_stdin, parse_response, remote_command
 from svcnet.transport.hostconfig import HostConfig
 from svcnet.transport.ssh import Session, SSHError
 
@@ -25,6 +25,7 @@ class NodeClient:
         self.accept_new = accept_new_host_keys
         self.timeout = timeout
         self.session: Session | None = None
+        self.command = remote_command(host.vars.get("ansible_python_interpreter"))
 
     @property
     def name(self) -> str:
@@ -40,9 +41,9 @@ class NodeClient:
         stdin = build_stdin(request)
         if fresh:
             with Session(self.host, self.accept_new, self.timeout) as s:
-                result = s.run(REMOTE_COMMAND, stdin, timeout)
+                result = s.run(self.command, stdin, timeout)
         else:
-            result = self._session().run(REMOTE_COMMAND, stdin, timeout)
+            result = self._session().run(self.command, stdin, timeout)
         try:
             return parse_response(result.stdout, self.name)
         except AgentProtocolError as exc:

@@ -29,6 +29,7 @@ from svcnet.transport.inventory import Inventory
 from svcnet.transport.ssh import SSHError
 
 EXIT_INVALID = 1  # the description or inventory is invalid: nothing was attempted
+DIFF_KEYS = {NETWORK: "netconf", RULES: "rules"}  # which diff of an apply belongs to which task
 
 
 @dataclass
@@ -65,22 +66,24 @@ class HostState:
     facts: NodeFacts | None = None
     probe: dict[str, Any] | None = None
     dead: bool = False  # failed or unreachable: skipped for the rest of the play, as Ansible does
+    done: dict[str, Outcome] = field(default_factory=dict)  # parts already applied with an earlier task
 
 
 class Runner:
     """Runs plays over an inventory and prints Ansible-style output."""
 
-    def __init__(self, inventory: Inventory, options: Options, out: IO[str] = sys.stdout,
+    def __init__(self, inventory: Inventory, options: Options, out: IO[str] | None = None,
                  become_password: Any = None):
         self.inventory = inventory
         self.opts = options
-        self.out = out
-        self.color = recap.use_color(out)
+        self.out = out if out is not None else sys.stdout
+        self.color = recap.use_color(self.out)
         self.stats = recap.Stats()
         self.become_password = become_password
         self.hosts: dict[str, HostState] = {}
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.invalid = False
+        self.parts: tuple[str, ...] = ()  # the converge parts (network, rules) the play's tasks select
 
     # -- output -------------------------------------------------------------------------
     def echo(self, text: str = "") -> None:
@@ -138,6 +141,7 @@ class Runner:
                 cfg = self.inventory.host_config(h, self.become_password)
                 self.hosts[h] = HostState(NodeClient(cfg, self.opts.accept_new_host_keys, self.opts.connect_timeout))
         tasks = select_tasks(play, self.opts.tags or None, self.opts.skip_tags or None)
+        self.parts = tuple(dict.fromkeys(t.action for t in tasks if t.action in (NETWORK, RULES)))
         for batch in serial_batches(hosts, play.serial):
             for task in tasks:
                 live = [h for h in batch if not self.hosts[h].dead]
@@ -192,17 +196,41 @@ class Runner:
             cluster = replace(cluster, nodes=nodes)
         return node_artifacts_all(cluster, [host], {host: stale})[host]
 
-    def converge(self, host: str, cluster: Cluster, parts: tuple[str, ...]) -> Outcome:
+    def converge(self, host: str, cluster: Cluster, part: str) -> Outcome:
+        """Bring `part` of the node to the desired state.
+
+        The first converge task of a play applies every selected part that differs in ONE guarded
+        apply (one lock, one backup, one confirmation, one rollback covering both); the later
+        task reports its part's share of that result.
+        """
         st = self.hosts[host]
+        if part in st.done:
+            return st.done.pop(part)
+        group = self.parts if part in self.parts else (part,)
         probe = st.probe or self._probe(host)
-        want = self.artifacts(host, cluster)  # the hash ignores stale chains: they are not desired state
+        want = desired_hashes(self.artifacts(host, cluster))  # stale chains are not desired state
+        todo = tuple(p for p in group if self.opts.diff or not is_unchanged(probe, want, (p,)))
+        results = {p: Outcome(recap.OK, "no change") for p in group}
+        if todo:
+            outcome = self._apply(host, cluster, todo, want, probe)
+            if outcome.status in (recap.FAILED, recap.UNREACHABLE):
+                return outcome
+            for p in todo:  # each task shows its own part's diff, and is changed only if that differs
+                diff = {k: v for k, v in outcome.diff.items() if k == DIFF_KEYS[p]}
+                same = DIFF_KEYS[p] in outcome.diff and not outcome.diff[DIFF_KEYS[p]].strip()
+                status = recap.OK if outcome.status == recap.CHANGED and same else outcome.status
+                results[p] = replace(outcome, status=status, diff=diff)
+        st.done.update({p: o for p, o in results.items() if p != part})
+        return results[part]
+
+    def _apply(self, host: str, cluster: Cluster, parts: tuple[str, ...], want: dict[str, str],
+               probe: dict[str, Any]) -> Outcome:
+        st = self.hosts[host]
         send = self.artifacts(host, cluster, tuple(probe.get("stale_chains") or ()))
         guard = 0.0 if self.opts.check else self.opts.confirm_timeout
         req = apply_request(send, self.run_id, confirm_timeout=guard, check=self.opts.check,
                             diff=self.opts.diff, lock_wait=self.opts.lock_wait, parts=parts)
-        req["desired_hashes"] = desired_hashes(want)
-        if is_unchanged(probe, req["desired_hashes"], parts) and not self.opts.diff:
-            return Outcome(recap.OK, "no change")
+        req["desired_hashes"] = want
         resp = st.client.call(req)
         st.probe = None  # the node changed: probe again before the next converge
         diff = resp.get("diff") or {}
@@ -220,10 +248,10 @@ class Runner:
         return Outcome(status, str(resp.get("msg")), diff)
 
     def task_network(self, host: str, cluster: Cluster, task: Task) -> Outcome:
-        return self.converge(host, cluster, (NETWORK,))
+        return self.converge(host, cluster, NETWORK)
 
     def task_rules(self, host: str, cluster: Cluster, task: Task) -> Outcome:
-        return self.converge(host, cluster, (RULES,))
+        return self.converge(host, cluster, RULES)
 
     def task_teardown(self, host: str, cluster: Cluster, task: Task) -> Outcome:
         if self.opts.check:
