@@ -15,7 +15,7 @@ from svcnet.playbook.model import Play, Task
 from svcnet.transport.hostconfig import become_password
 from svcnet.transport.inventory import InventoryError, load_inventory
 
-SITE_TASKS = ("validate", "preflight", "network", "rules")
+SITE_TASKS = ("validate", "preflight", "network", "rules", "verify")
 
 
 def run_options(f):  # type: ignore[no-untyped-def]

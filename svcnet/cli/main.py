@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": "svcnet.cli.demo:demo",
     "playbook": "svcnet.cli.apply:playbook",
     "apply": "svcnet.cli.apply:apply",
+    "verify": "svcnet.cli.verify:verify",
 }
 
 

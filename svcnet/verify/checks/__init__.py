@@ -1,0 +1,1 @@
+"""The generated checks: one module per resource, parametrized by svcnet.verify.plugin."""

@@ -1,0 +1,144 @@
+"""What to check, derived from the model (pure): traffic sources, endpoints, service selections.
+
+Data-plane checks cover TCP HTTP backends that svcnet runs itself (pods whose command is the
+shipped podserver); anything else is checked for rules only, and `dataplane_skip_reason` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from svcnet.model.types import TCP, Cluster, Endpoint, Pod, ServicePort
+from svcnet.render.chains import endpoint_chain_name, service_chain_names
+from svcnet.render.netconf import pod_netns
+
+PODSERVER = "podserver.py"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where probe traffic starts: a node itself, or a pod's network namespace on it."""
+
+    node: str
+    pod: Pod | None = None
+
+    @property
+    def netns(self) -> str | None:
+        return pod_netns(self.pod) if self.pod else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.node}/{self.pod.name}" if self.pod else self.node
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAddress:
+    """An externalIP or LoadBalancer ingress IP of a service port."""
+
+    kind: str  # EXTERNAL_IP or LB_IP
+    ip: str
+    port: ServicePort
+
+    @property
+    def label(self) -> str:
+        return f"{self.ip}-{self.port.spn}"
+
+
+EXTERNAL_IP, LB_IP = "externalIP", "LoadBalancer IP"
+
+
+def sources(cluster: Cluster, nodes: Sequence[str]) -> list[Source]:
+    """Each node, and the first pod (by name) with an IP on each node."""
+    out: list[Source] = []
+    for node in nodes:
+        out.append(Source(node))
+        pods = sorted((p for p in cluster.pods if p.node_name == node and p.ip), key=lambda p: p.name)
+        if pods:
+            out.append(Source(node, pods[0]))
+    return out
+
+
+def usable_endpoints(sp: ServicePort) -> tuple[Endpoint, ...]:
+    """Endpoints kube-proxy sends to: the ready ones, else the serving terminating ones."""
+    ready = tuple(ep for ep in sp.endpoints if ep.ready)
+    return ready or tuple(ep for ep in sp.endpoints if ep.serving and ep.terminating)
+
+
+def local_endpoints(sp: ServicePort, node: str) -> tuple[Endpoint, ...]:
+    return tuple(ep for ep in usable_endpoints(sp) if ep.node_name == node)
+
+
+def serving_pod(cluster: Cluster, ep: Endpoint, protocol: str = TCP) -> Pod | None:
+    """The svcnet pod running podserver that answers at this endpoint, if any."""
+    for pod in cluster.pods:
+        if pod.ip != ep.ip or not any(c.endswith(PODSERVER) for c in pod.command):
+            continue
+        if any(cp.port == ep.port and cp.protocol == protocol for cp in pod.ports):
+            return pod
+    return None
+
+
+def dataplane_skip_reason(cluster: Cluster, sp: ServicePort) -> str | None:
+    """Why traffic checks do not apply to this service port (None: they do)."""
+    if sp.protocol != TCP:
+        return f"{sp.spn} is {sp.protocol}: traffic checks cover TCP HTTP backends only; checked for rules only"
+    foreign = [ep.hostport for ep in usable_endpoints(sp) if serving_pod(cluster, ep) is None]
+    if foreign:
+        return (f"{sp.spn}: endpoint(s) {', '.join(foreign)} are not svcnet pods running podserver "
+                "(e.g. an EndpointSlice to outside machines); checked for rules only")
+    return None
+
+
+def expected_pods(cluster: Cluster, endpoints: Sequence[Endpoint]) -> list[str]:
+    """Pod names expected to answer for these endpoints (served endpoints only)."""
+    names = []
+    for ep in endpoints:
+        pod = serving_pod(cluster, ep)
+        if pod is not None and pod.name not in names:
+            names.append(pod.name)
+    return names
+
+
+def has_cluster_ip(sp: ServicePort) -> bool:
+    return bool(sp.cluster_ip) and sp.cluster_ip != "None"
+
+
+# Named selections of service ports, used by the checks' `svcnet_ports` marker.
+SELECTORS: dict[str, Callable[[ServicePort], bool]] = {
+    "all": lambda sp: True,
+    "cluster_ip": lambda sp: has_cluster_ip(sp) and bool(usable_endpoints(sp)),
+    "split": lambda sp: has_cluster_ip(sp) and bool(usable_endpoints(sp)) and sp.affinity_timeout is None,
+    "affinity": lambda sp: has_cluster_ip(sp) and bool(usable_endpoints(sp)) and sp.affinity_timeout is not None,
+    "node_port": lambda sp: sp.node_port > 0 and bool(usable_endpoints(sp)),
+    "local_node_port": lambda sp: sp.node_port > 0 and bool(usable_endpoints(sp)) and sp.external_policy_local,
+    "no_endpoints": lambda sp: has_cluster_ip(sp) and not usable_endpoints(sp),
+    "no_endpoints_node_port": lambda sp: sp.node_port > 0 and not usable_endpoints(sp),
+}
+
+
+def select_ports(cluster: Cluster, selector: str) -> list[ServicePort]:
+    if selector not in SELECTORS:
+        raise KeyError(f"unknown service port selector {selector!r} (known: {', '.join(SELECTORS)})")
+    return [sp for sp in cluster.service_ports if SELECTORS[selector](sp)]
+
+
+def external_addresses(cluster: Cluster) -> list[ExternalAddress]:
+    out: list[ExternalAddress] = []
+    for sp in cluster.service_ports:
+        if not usable_endpoints(sp):
+            continue
+        out.extend(ExternalAddress(EXTERNAL_IP, ip, sp) for ip in sp.external_ips)
+        out.extend(ExternalAddress(LB_IP, ip, sp) for ip in sp.lb_ips)
+    return out
+
+
+def chain_owners(cluster: Cluster) -> dict[str, ServicePort]:
+    """Per-service chain name -> the service port it belongs to (SVC, SVL, EXT, FW, SEP)."""
+    owners: dict[str, ServicePort] = {}
+    for sp in cluster.service_ports:
+        for chain in service_chain_names(sp):
+            owners[chain] = sp
+        for ep in sp.endpoints:
+            owners[endpoint_chain_name(sp, ep)] = sp
+    return owners

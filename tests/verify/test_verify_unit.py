@@ -1,0 +1,200 @@
+"""Fast tests of verify's pure parts: the split test, diff reading, targets, the probe, the CLI's input errors."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from svcnet.model.load import load_cluster
+from svcnet.verify import probe
+from svcnet.verify.drift import netconf_drift, rules_drift, sort_drift
+from svcnet.verify.plugin import make_service_url
+from svcnet.verify.procnet import listening_ports
+from svcnet.verify.stats import ALPHA, chi2_critical, chi2_sf, requests_for, split_test
+from svcnet.verify.targets import chain_owners, dataplane_skip_reason, select_ports, sources
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "examples" / "seed"
+FEATURES = Path(__file__).resolve().parent / "features"
+
+
+# -- the split test ------------------------------------------------------------------------
+@pytest.mark.parametrize(("x", "df", "p"), [(3.841459, 1, 0.05), (10.827566, 1, 0.001), (16.266236, 3, 0.001),
+                                            (27.877165, 9, 0.001), (124.342, 100, 0.05)])
+def test_chi2_sf_matches_table(x, df, p):
+    assert chi2_sf(x, df) == pytest.approx(p, rel=1e-4)
+    assert chi2_critical(p, df) == pytest.approx(x, rel=1e-4)
+
+
+def test_skewed_split_is_flagged_and_fair_one_is_not():
+    assert not split_test({"a": 130, "b": 70}, ["a", "b"]).ok  # chi2 = 18, p = 2e-5
+    assert split_test({"a": 104, "b": 96}, ["a", "b"]).ok  # chi2 = 0.32
+    dead = split_test({"a": 100, "b": 100}, ["a", "b", "c"])  # c got nothing
+    assert not dead.ok and dead.p_value < ALPHA
+
+
+def test_false_alarm_rate_is_about_alpha():
+    """Fair samples (3 endpoints, n from requests_for) are flagged at most ~alpha of the time."""
+    rng = random.Random(7)
+    names, n, trials = ["a", "b", "c"], requests_for(3), 3000
+    alarms = 0
+    for _ in range(trials):
+        counts: dict[str, int] = {}
+        for _ in range(n):
+            pick = rng.choice(names)
+            counts[pick] = counts.get(pick, 0) + 1
+        alarms += not split_test(counts, names).ok
+    assert alarms <= 8  # expected 3 at alpha 0.001; P(>8) is about 0.4%
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 10, 20])
+def test_request_count_always_detects_a_silent_endpoint(k):
+    """With one endpoint silent the statistic is >= n/(k-1) > critical, whatever the sample."""
+    n = requests_for(k)
+    assert n / (k - 1) > chi2_critical(ALPHA, k - 1)
+    rng = random.Random(k)
+    live = [f"e{i}" for i in range(k - 1)]
+    counts: dict[str, int] = {}
+    for _ in range(n):
+        pick = rng.choice(live)
+        counts[pick] = counts.get(pick, 0) + 1
+    assert not split_test(counts, [*live, "dead"]).ok
+
+
+# -- reading the agent's diffs ---------------------------------------------------------------
+RULES_DIFF = """--- live rules
++++ desired rules
+@@ -20,6 +20,7 @@
+ *nat
+ :KUBE-MARK-MASQ
+--A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+ -A KUBE-SEP-RLSTDIELRTEAPY3D -s 10.244.1.240/32 -j KUBE-MARK-MASQ
+--A KUBE-SEP-RLSTDIELRTEAPY3D -p tcp -m tcp -j DNAT --to-destination 10.244.1.240:8081
++-A KUBE-SEP-RLSTDIELRTEAPY3D -p tcp -m tcp -j DNAT --to-destination 10.244.1.240:8080
++-A KUBE-SERVICES -d 10.111.35.139/32 -p tcp -m comment --comment "k8s-test/service:http cluster IP" -j X
++-A KUBE-POSTROUTING -j MASQUERADE
+ COMMIT
+"""
+
+
+def test_rules_drift_is_sorted_by_service_jump_and_rest():
+    cluster = load_cluster([SEED])
+    owners = chain_owners(cluster)
+    lines = rules_drift(RULES_DIFF)
+    assert [ln.table for ln in lines] == ["nat"] * 5
+    drift = sort_drift(lines, owners)
+    (spn,) = drift.by_service
+    assert spn == "k8s-test/service:http"
+    sep = [ln for ln in drift.by_service[spn] if ln.chain.startswith("KUBE-SEP-")]
+    assert [ln.sign for ln in sep] == ["-", "+"] and "8081" in sep[0].text
+    assert any(ln.chain == "KUBE-SERVICES" for ln in drift.by_service[spn])  # attributed by its comment
+    assert [ln.chain for ln in drift.jumps] == ["PREROUTING"]
+    assert [ln.chain for ln in drift.other] == ["KUBE-POSTROUTING"]
+    assert "KUBE-SEP-RLSTDIELRTEAPY3D" in owners  # the SEP chain hash matches the rendered name
+
+
+def test_netconf_drift_by_kind():
+    diff = ("--- live netconf\n+++ desired netconf\n@@ -1,3 +1,3 @@\n-bridge cni0 10.244.1.1/24 down\n"
+            "+bridge cni0 10.244.1.1/24 up\n sysctl net.ipv4.ip_forward = 1\n-route 10.244.2.0/24 via 1.2.3.4\n")
+    assert netconf_drift(diff, "bridge") == ["-bridge cni0 10.244.1.1/24 down", "+bridge cni0 10.244.1.1/24 up"]
+    assert netconf_drift(diff, "route") == ["-route 10.244.2.0/24 via 1.2.3.4"]
+    assert netconf_drift(diff, "sysctl") == []
+
+
+def test_listening_ports_from_proc_net():
+    tcp = ("  sl  local_address rem_address   st\n"
+           "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000\n"
+           "   1: 0100007F:0016 0100007F:D431 01 00000000:00000000\n")
+    assert listening_ports(tcp) == {8080}
+    udp = "   0: 00000000:0035 00000000:0000 07 00000000:00000000\n"
+    assert listening_ports(udp, udp=True) == {53} and listening_ports(udp) == set()
+
+
+# -- what gets checked -------------------------------------------------------------------------
+def test_targets_of_the_feature_cluster():
+    cluster = load_cluster([FEATURES])
+    spns = {sel: [sp.spn for sp in select_ports(cluster, sel)] for sel in
+            ("split", "affinity", "local_node_port", "no_endpoints", "no_endpoints_node_port")}
+    assert spns == {"split": ["vf/local:http", "vf/outside:http", "vf/split:http"], "affinity": ["vf/sticky:http"],
+                    "local_node_port": ["vf/local:http"], "no_endpoints": ["vf/nobody:http"],
+                    "no_endpoints_node_port": ["vf/nobody:http"]}
+    outside = next(sp for sp in cluster.service_ports if sp.name == "outside")
+    reason = dataplane_skip_reason(cluster, outside)
+    assert reason and "203.0.113.10:8080" in reason and "rules only" in reason
+    assert dataplane_skip_reason(cluster, next(sp for sp in cluster.service_ports if sp.name == "split")) is None
+    assert [s.label for s in sources(cluster, ["node1"])] == ["node1", "node1/" + min(
+        p.name for p in cluster.pods if p.node_name == "node1")]
+
+
+def test_service_url():
+    cluster = load_cluster([SEED])
+    assert make_service_url(cluster, "service", "k8s-test") == "http://10.111.35.139:8080"
+    assert make_service_url(cluster, "service", "k8s-test", via="nodeport", node="node2") == "http://192.168.56.12:30000"
+    with pytest.raises(LookupError, match="no service k8s-test/nope"):
+        make_service_url(cluster, "nope", "k8s-test")
+    with pytest.raises(LookupError, match="no port named 'x'"):
+        make_service_url(cluster, "service", "k8s-test", port_name="x")
+
+
+# -- the probe, against a real podserver on loopback --------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def podserver():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "svcnet" / "podserver.py"), "--host", "127.0.0.1",
+                             "--port", str(port)], env={"POD_NAME": "pod-a", "PATH": "/usr/bin:/bin"},
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while probe.op_connect({"host": "127.0.0.1", "port": port, "timeout": 0.5})["outcome"] != "connected":
+            assert time.monotonic() < deadline, "podserver did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_probe_counts_answers_and_whoami(podserver):
+    got = probe.handle({"op": "http", "host": "127.0.0.1", "port": podserver, "count": 5, "timeout": 2})
+    assert got["answers"] == {"pod-a": 5} and got["errors"] == {} and got["sent"] == 5
+    who = probe.handle({"op": "http", "host": "127.0.0.1", "port": podserver, "path": "/whoami", "count": 2})
+    assert who["answers"] == {"pod-a": 2} and who["client_ips"] == ["127.0.0.1"]
+
+
+def test_probe_reports_refused_fast():
+    port = _free_port()  # nothing listens: the kernel refuses at once
+    got = probe.handle({"op": "connect", "host": "127.0.0.1", "port": port, "timeout": 3})
+    assert got["outcome"] == "refused" and got["seconds"] < 1
+    many = probe.handle({"op": "http", "host": "127.0.0.1", "port": port, "count": 4})
+    assert many["errors"] == {"refused": 4} and many["answers"] == {}
+    assert probe.handle({"op": "http"})["ok"] is False
+
+
+# -- the command's input errors ------------------------------------------------------------------
+def _svcnet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "svcnet.cli.main", *args], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+
+
+def test_verify_cli_rejects_bad_input_without_traceback(tmp_path):
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("all:\n  hosts:\n    node1: {ansible_host: 127.0.0.1}\n")
+    missing = _svcnet("verify", "-f", str(SEED), "-i", str(inv))
+    assert missing.returncode == 4 and "node2 are not in the inventory" in missing.stderr
+    bad = tmp_path / "svc.yaml"
+    bad.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 99999}]}\n")
+    invalid = _svcnet("verify", "-f", str(SEED), "-f", str(bad), "-i", str(inv))
+    assert invalid.returncode == 4 and f"{bad}:4:" in invalid.stderr
+    assert "Traceback" not in missing.stderr + invalid.stderr
