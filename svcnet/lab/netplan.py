@@ -82,7 +82,8 @@ def default_private_dirs(node_dir_of: dict[str, Path]) -> list[tuple[Path, str]]
 
 def enter_argv(nsenter_bin: str, anchor_pid: int, argv: Sequence[str]) -> list[str]:
     """argv running `argv` inside a node's net, mount and UTS namespaces (via its anchor)."""
-    return [nsenter_bin, "-t", str(anchor_pid), "-n", "-m", "-u", "--wd=/", "--", *argv]
+    # -r: keep the anchor's root directory (setns into a mount namespace would reset it, escaping a chroot)
+    return [nsenter_bin, "-t", str(anchor_pid), "-n", "-m", "-u", "-r", "--wd=/", "--", *argv]
 
 
 def sshd_argv(sshd_bin: str, config: Path, addresses: Sequence[str], pid_file: Path, log: Path) -> list[str]:

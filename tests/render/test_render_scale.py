@@ -1,8 +1,7 @@
-"""Renderer speed: 10k services x 5 endpoints, one node and 100 nodes sharing work."""
+"""Renderer at scale (10k services x 5 endpoints, 100 nodes): same output per node however it is
+rendered, and work shared between nodes. Timings live in bench/render_bench.py, not here."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 from render_helpers import make_settings
@@ -31,28 +30,26 @@ def _ports(local_every: int) -> list[ServicePort]:
     return out
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
+def _settings() -> dict:
+    return {f"n{k}": make_settings(node_name=f"n{k}", node_ips=(f"192.168.0.{k + 1}",)) for k in range(NODES)}
 
 
-def test_one_node_and_hundred_nodes() -> None:
-    ports = _ports(local_every=100)
-    settings = {f"n{k}": make_settings(node_name=f"n{k}", node_ips=(f"192.168.0.{k + 1}",)) for k in range(NODES)}
-    one, t_one = _timed(lambda: render_restore(settings["n0"], ports))
+def test_hundred_nodes_equal_one_node_renders_and_share_identical_output() -> None:
+    ports = _ports(local_every=0)  # nothing node-dependent: every node gets the same rules
+    settings = _settings()
+    one = render_restore(settings["n0"], ports)
     assert one.count("\n") > 200_000
-    assert t_one < 3.0, f"one node took {t_one:.2f}s"
-    many, t_many = _timed(lambda: render_nodes(settings, ports))
+    many = render_nodes(settings, ports)
     assert many["n0"] == one
-    assert t_many <= 3 * t_one + 0.3, f"100 nodes {t_many:.2f}s vs one node {t_one:.2f}s"
+    assert len({id(text) for text in many.values()}) == 1  # rendered once, shared by all 100 nodes
 
 
-def test_streaming_all_distinct_nodes() -> None:
-    """Every node differs (eTP Local endpoints everywhere): streaming keeps the cost near one node."""
+def test_streaming_distinct_nodes_matches_single_renders() -> None:
+    """eTP Local everywhere: every node differs; streaming gives each node its own full render."""
     ports = _ports(local_every=1)
-    settings = {f"n{k}": make_settings(node_name=f"n{k}", node_ips=(f"192.168.0.{k + 1}",)) for k in range(NODES)}
-    _, t_one = _timed(lambda: render_restore(settings["n0"], ports))
-    sizes, t_many = _timed(lambda: {n: len(t) for n, t in iter_render_nodes(settings, ports)})
-    assert len(sizes) == NODES
-    assert t_many <= 3 * t_one + 0.3, f"100 nodes streamed {t_many:.2f}s vs one node {t_one:.2f}s"
+    settings = _settings()
+    streamed = dict(iter_render_nodes(settings, ports))
+    assert list(streamed) == list(settings)
+    for name in ("n0", "n37", "n99"):
+        assert streamed[name] == render_restore(settings[name], ports)
+    assert streamed["n0"] != streamed["n1"]
