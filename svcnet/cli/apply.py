@@ -89,6 +89,6 @@ def playbook(playbook: str, inventory: str, **kw: object) -> None:
 @run_options
 def apply(paths: tuple[str, ...], inventory: str, **kw: object) -> None:
     """Apply a description to every node: the short form of playbooks/site.yaml."""
-    tasks = tuple(Task(name=t, action=t) for t in SITE_TASKS)
+    tasks = tuple(Task(name=t, action=t, tags=frozenset({t})) for t in SITE_TASKS)  # --skip-tags verify
     play = Play(name="svcnet apply", hosts="all", cluster=tuple(Path(p) for p in paths), tasks=tasks)
     execute([play], inventory, **kw)
