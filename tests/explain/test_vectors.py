@@ -56,7 +56,6 @@ def _check(dump: Dump, flow: PacketFlow, ctx: TraceContext, pod_cidr: str | None
     assert abs(sum(p.probability for p in tr.paths) - 1.0) < 1e-9
 
 
-@pytest.mark.skipif(not FLOWS, reason="kube-proxy vectors not available")
 @pytest.mark.parametrize(("name", "index"), FLOWS, ids=[f"{n}-{i}" for n, i in FLOWS])
 def test_vector_packet_flow(name: str, index: int) -> None:
     vec = load_vector(name)
@@ -71,8 +70,6 @@ def test_vector_packet_flow(name: str, index: int) -> None:
 
 
 def test_vectors_have_packet_flows() -> None:
-    if not VECTOR_DIR.is_dir():
-        pytest.skip("kube-proxy vectors not available")
     assert len(FLOWS) >= 35
     assert {n for n, _ in FLOWS} >= {"nodeports-ipv4-localhost-on", "nodeports-ipv6-npa-multiple"}
 
@@ -94,8 +91,6 @@ TRACE_PACKET_FLOWS = [
                          ids=[f[0] for f in TRACE_PACKET_FLOWS])
 def test_upstream_trace_packet(name: str, src: str, dst: str, port: int, output: str, masq: bool) -> None:
     path = Path(VECTOR_DIR / "overall.expected.rules")
-    if not path.exists():
-        pytest.skip("kube-proxy vectors not available")
     settings = ProxierSettings("test-node", ("192.168.0.2",))
     dump = combine(path.read_text(), jump_rules(settings))
     ctx = TraceContext(local_ips=frozenset(TEST_NODE_IPS), pod_cidrs=("10.0.0.0/8",))

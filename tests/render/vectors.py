@@ -1,4 +1,5 @@
-"""Convert kube-proxy test vectors (/work/shared/reference/kube-proxy-vectors) into svcnet's model.
+"""Convert kube-proxy test vectors (tests/render/kube-proxy-vectors, a copy of the shared reference's
+kube-proxy-vectors, which were copied from kube-proxy's own unit tests) into svcnet's model.
 
 `load_vector(name)` returns a `Vector` with `ProxierSettings`, the sorted `ServicePort`s, the stale
 chains, the expectation text and the upstream packet-flow tests (kept for the tracer tests).
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from svcnet.model.types import (
@@ -29,8 +29,8 @@ from svcnet.model.types import (
     ServicePort,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-VECTOR_DIR = SHARED / "reference" / "kube-proxy-vectors"
+# Kept in the repository so a fresh clone runs every golden test (see the directory's README).
+VECTOR_DIR = Path(__file__).resolve().parent / "kube-proxy-vectors"
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
 
@@ -62,17 +62,15 @@ class Vector:
 
 
 def vector_dir() -> Path:
-    """The vectors directory; skips the calling test when the shared reference is absent."""
+    """The vectors directory (part of the repository: its absence is an error, not a skip)."""
     if not VECTOR_DIR.is_dir():
-        pytest.skip(f"kube-proxy vectors not found at {VECTOR_DIR}")
+        raise FileNotFoundError(f"kube-proxy vectors missing at {VECTOR_DIR}")
     return VECTOR_DIR
 
 
 def vector_names() -> list[str]:
-    """All vector names (empty list when the shared reference is absent)."""
-    if not VECTOR_DIR.is_dir():
-        return []
-    return sorted(p.name.removesuffix(".input.yaml") for p in VECTOR_DIR.glob("*.input.yaml"))
+    """All vector names."""
+    return sorted(p.name.removesuffix(".input.yaml") for p in vector_dir().glob("*.input.yaml"))
 
 
 def canonical_ip(text: str) -> str:
