@@ -16,6 +16,7 @@ CLIENT_PORT = "cl"
 # Directories each node sees privately (bind-mounted from the lab dir); /run is a fresh tmpfs.
 NODE_PRIVATE_DIRS = ("/etc/svcnet", "/var/lib/svcnet")
 NODE_RUN_DIR = "/run"
+NODE_HOME = "/root"  # root's home inside a node: a private tmpfs
 
 
 def lab_id(name: str) -> str:

@@ -6,13 +6,15 @@ import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
-from svcnet.lab.layout import BRIDGE, NODE_IF, NODE_PRIVATE_DIRS, NODE_RUN_DIR
+from svcnet.lab.layout import BRIDGE, NODE_HOME, NODE_IF, NODE_PRIVATE_DIRS, NODE_RUN_DIR
 
 # $1 = hostname, then (host dir, mountpoint) pairs. Runs inside the node's fresh mount+UTS namespaces.
 ANCHOR_SCRIPT = f"""set -e
 host=$1; shift
 mount -t tmpfs -o mode=0755,size=64m svcnet-lab-run {NODE_RUN_DIR}
 mkdir -p {NODE_RUN_DIR}/netns {NODE_RUN_DIR}/sshd {NODE_RUN_DIR}/lock
+# A home of its own, as on a fresh machine: no dotfiles (shell rc, pyenv, ...) of the lab's host.
+mount -t tmpfs -o mode=0700,size=16m svcnet-lab-home {NODE_HOME}
 while [ $# -gt 1 ]; do mount --bind "$1" "$2"; shift 2; done
 hostname "$host"
 exec sleep infinity

@@ -75,7 +75,8 @@ class ScratchNode:
         return {"etc_dir": str(self.etc), "state_dir": str(self.state), "run_dir": "/run/svcnet"}
 
     def exec_argv(self, argv: list[str]) -> list[str]:
-        return ["nsenter", "-t", str(self.pid), "-n", "-m", "--wd=/", "--", *argv]
+        # -r keeps the anchor's root directory (setns into a mount namespace would escape a chroot)
+        return ["nsenter", "-t", str(self.pid), "-n", "-m", "-r", "--wd=/", "--", *argv]
 
     def sh(self, argv: list[str], stdin: str | bytes | None = None, timeout: float = 60,
            check: bool = True) -> subprocess.CompletedProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,12 @@ def test_iptables_sysctl_and_pod_namespaces_are_per_node(lab):
         assert "pod-t" not in node_run(lab, "client", "ls /run/netns").stdout.split()
     finally:
         node_run(lab, first, "iptables -w -t nat -X LABTEST; sysctl -qw net.ipv4.ip_forward=0; ip netns del pod-t")
+
+
+def test_nodes_have_a_home_of_their_own(lab):
+    """Like a fresh machine: root's home starts empty (none of the host's dotfiles) and is per node."""
+    assert node_run(lab, "node1", "ls -A /root").stdout == ""
+    node_run(lab, "node1", "echo n1 > /root/mark")
+    assert node_run(lab, "node1", "cat /root/mark").stdout == "n1\n"
+    assert node_run(lab, "node2", "test -e /root/mark", check=False).returncode != 0
+    assert not Path("/root/mark").exists()
