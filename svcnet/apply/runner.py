@@ -262,6 +262,8 @@ class Runner:
         return Outcome(recap.CHANGED if resp.get("changed") else recap.OK, str(resp.get("msg")))
 
     def task_verify(self, host: str, cluster: Cluster, task: Task) -> Outcome:
+        if self.opts.check:  # the node may not be in the desired state: --check changed nothing
+            return Outcome(recap.SKIPPED, "verify is skipped in check mode")
         from svcnet.verify.task import verify_host
 
         return verify_host(self, host, cluster, task)

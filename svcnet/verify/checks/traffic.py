@@ -25,12 +25,14 @@ from svcnet.verify.targets import (
 ANSWER_REQUESTS = 20  # per source and service port
 AFFINITY_REQUESTS = 20
 WHOAMI_REQUESTS = 5
-REQUEST_TIMEOUT = 1.0  # seconds per request
+REQUEST_TIMEOUT = 3.0  # seconds per request (generous: a loaded 2-core machine stalls for a second)
 PROBE_DEADLINE = 10.0  # seconds per batch
 MAX_TIMEOUTS = 2  # timeouts that end a batch (one failure already fails the check)
 NO_ANSWER_TRIES = 2  # requests that must all go unanswered where nothing may answer
-REJECT_WITHIN = 1.0  # a REJECT must refuse the connection within this many seconds ...
-REJECT_TIMEOUT = 3.0  # ... of a connect attempt bounded by this
+# A REJECT refuses a connect attempt (RST or ICMP unreachable) before this timeout; a DROP, or no
+# rule, lets it time out. The refusal itself is the proof: the kernel rate-limits ICMP errors (1/s by
+# default), so after many REJECTs one may arrive only with the SYN's retransmit, about 1 s later.
+REJECT_TIMEOUT = 3.0
 SECONDS_PER_SPLIT_REQUEST = 0.05
 
 
@@ -208,13 +210,10 @@ def test_external_address_answers(svcnet_context: VerifyContext, svcnet_external
 
 def check_rejected(where: str, resp: dict) -> None:
     outcome, seconds = resp.get("outcome"), float(resp.get("seconds") or 0)
-    if outcome == "refused" and seconds <= REJECT_WITHIN:
-        return
     if outcome == "refused":
-        raise VerifyError(f"{where}: refused, but only after {seconds:.2f}s (a REJECT refuses at once, "
-                          f"within {REJECT_WITHIN:g}s)")
-    raise VerifyError(f"{where}: expected REJECT (connection refused at once), got {outcome} "
-                      f"after {seconds:.2f}s")
+        return
+    raise VerifyError(f"{where}: expected REJECT (connection refused before the {REJECT_TIMEOUT:g}s connect "
+                      f"timeout), got {outcome} after {seconds:.2f}s")
 
 
 @pytest.mark.svcnet_ports("no_endpoints")
