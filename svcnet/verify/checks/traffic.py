@@ -34,6 +34,7 @@ NO_ANSWER_TRIES = 2  # requests that must all go unanswered where nothing may an
 # default), so after many REJECTs one may arrive only with the SYN's retransmit, about 1 s later.
 REJECT_TIMEOUT = 3.0
 SECONDS_PER_SPLIT_REQUEST = 0.05
+SPLIT_MAX_FAILED = 0.01  # fraction of split-test requests that may be lost without failing it
 
 
 def http(host: str, port: int, count: int, path: str = "/", timeout: float = REQUEST_TIMEOUT,
@@ -116,7 +117,9 @@ def test_endpoints_share_traffic_evenly(svcnet_context: VerifyContext, svcnet_no
     where = f"{svcnet_node} -> {hostport(sp.cluster_ip or '', sp.port)} ({sp.spn})"
     result = split_test(resp.get("answers") or {}, expected, ALPHA)
     problems = []
-    if failures(resp):
+    # Reachability is test_cluster_ip_answers' job (every request must answer there); this test is
+    # about the distribution, so a stray lost request (<= 1%) does not fail it, more does.
+    if failures(resp) > SPLIT_MAX_FAILED * int(resp.get("sent") or n):
         problems.append(f"{failures(resp)} of {resp.get('sent')} requests failed")
     if strangers(resp, expected):
         problems.append(f"unexpected answers from {', '.join(strangers(resp, expected))}")
