@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import ipaddress
 import os
 import re
 import signal
@@ -38,6 +37,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from generate import cluster_yaml, services_yaml  # noqa: E402
 
 from svcnet.lab import LabNode  # noqa: E402
 from svcnet.lab.pytest_fixtures import lab_unavailable_reason, node_run, running_lab, unique_lab_name  # noqa: E402
@@ -81,35 +83,15 @@ def generate(n_nodes: int, n_services: int, path: Path) -> None:
     if not 1 <= n_services <= 4000:
         raise BenchError("--services must be 1..4000 (clusterIPs 10.96.0.10.. inside 10.96.0.0/12)")
     names = node_names(n_nodes)
-    out = [
-        "apiVersion: svcnet.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: applybench\nspec:\n"
-        "  serviceCIDR: 10.96.0.0/12\n  clusterCIDR: 10.244.0.0/16\n  nodes:\n"
-    ]
-    for i, name in enumerate(names):
-        out.append(f"    - name: {name}\n      addresses: [{node_address(i)}]\n      podCIDR: 10.244.{i + 1}.0/24\n")
-    for s in range(n_services):
-        name = f"svc-{s:04d}"
-        typ = "NodePort" if s % 10 == 0 else "ClusterIP"
-        out.append(
-            f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: bench\n"
-            f"spec:\n  type: {typ}\n  clusterIP: {ipaddress.ip_address('10.96.0.10') + s}\n"
-            f"  ports:\n    - name: http\n      protocol: TCP\n      port: 80\n      targetPort: 8080\n"
-        )
-        out.append(
-            f"---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n"
-            f"  namespace: bench\n  labels:\n    kubernetes.io/service-name: {name}\n"
-            f"addressType: IPv4\nports:\n  - name: http\n    port: 8080\n    protocol: TCP\nendpoints:\n"
-        )
-        for e in range(ENDPOINTS):
-            k = s * ENDPOINTS + e
-            node, host = k % n_nodes, k // n_nodes + 2  # host part 2..253 (254 is fine too)
-            if host > 254:
-                raise BenchError("too many endpoints per node for a /24 podCIDR")
-            out.append(
-                f"  - addresses: [10.244.{node + 1}.{host}]\n    nodeName: {names[node]}\n"
-                f"    conditions: {{ready: true}}\n"
-            )
-    path.write_text("".join(out))
+
+    def place(k: int) -> tuple[str, str]:
+        i, host = k % n_nodes, k // n_nodes + 2  # host part 2..254 of the node's /24
+        if host > 254:
+            raise BenchError("too many endpoints per node for a /24 podCIDR")
+        return f"10.244.{i + 1}.{host}", names[i]
+
+    nodes = [(n, node_address(i), f"10.244.{i + 1}.0/24") for i, n in enumerate(names)]
+    path.write_text(cluster_yaml("applybench", "10.244.0.0/16", nodes) + services_yaml(n_services, ENDPOINTS, place))
 
 
 def svcnet_cmd(*args: str) -> list[str]:

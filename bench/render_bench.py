@@ -15,7 +15,6 @@ Ratios are against the faster loader measured in the same run.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import statistics
 import subprocess
@@ -26,6 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from generate import cluster_yaml, services_yaml  # noqa: E402
 
 from svcnet.desired import proxier_settings  # noqa: E402
 from svcnet.model.load import load_cluster  # noqa: E402
@@ -37,33 +39,17 @@ ENDPOINTS = 5
 
 def generate(n_services: int, path: Path) -> None:
     """Write a description of n_services x 5 endpoints over 100 nodes."""
-    out = [
-        "apiVersion: svcnet.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: bench\nspec:\n"
-        "  clusterCIDR: 10.128.0.0/9\n  nodes:\n"
-    ]
-    for i in range(NODES):
-        out.append(f"    - name: node-{i:03d}\n      addresses: [192.168.{i // 200}.{i % 200 + 10}]\n"
-                   f"      podCIDR: 10.{128 + i // 128}.{(i % 128) * 2}.0/23\n")
-    for s in range(n_services):
-        name = f"svc-{s:05d}"
-        typ = "NodePort" if s % 10 == 0 else "ClusterIP"
-        out.append(
-            f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: bench\n"
-            f"spec:\n  type: {typ}\n  clusterIP: {ipaddress.ip_address('10.96.0.10') + s}\n"
-            f"  ports:\n    - name: http\n      protocol: TCP\n      port: 80\n      targetPort: 8080\n"
-        )
-        out.append(
-            f"---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n"
-            f"  namespace: bench\n  labels:\n    kubernetes.io/service-name: {name}\n"
-            f"addressType: IPv4\nports:\n  - name: http\n    port: 8080\n    protocol: TCP\nendpoints:\n"
-        )
-        for e in range(ENDPOINTS):
-            node = (s * ENDPOINTS + e) % NODES
-            host = (s * ENDPOINTS + e) // NODES
-            ip = f"10.{128 + node // 128}.{(node % 128) * 2 + host // 254}.{host % 254 + 2}"
-            out.append(f"  - addresses: [{ip}]\n    nodeName: node-{node:03d}\n"
-                       f"    conditions: {{ready: true}}\n")
-    path.write_text("".join(out))
+
+    def node(i: int) -> str:
+        return f"node-{i:03d}"
+
+    def place(k: int) -> tuple[str, str]:
+        i, host = k % NODES, k // NODES
+        return f"10.{128 + i // 128}.{(i % 128) * 2 + host // 254}.{host % 254 + 2}", node(i)
+
+    nodes = [(node(i), f"192.168.{i // 200}.{i % 200 + 10}", f"10.{128 + i // 128}.{(i % 128) * 2}.0/23")
+             for i in range(NODES)]
+    path.write_text(cluster_yaml("bench", "10.128.0.0/9", nodes) + services_yaml(n_services, ENDPOINTS, place))
 
 
 def timed(fn, repeat: int) -> float:
