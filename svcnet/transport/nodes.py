@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from svcnet.transport.hostconfig import HostConfig, become_password
 from svcnet.transport.inventory import Inventory
@@ -20,9 +19,3 @@ def host_config(inventory: Inventory, node: str) -> HostConfig:
 def open_node(inventory: Inventory, node: str, accept_new_host_keys: bool = False, timeout: float = 10.0) -> Session:
     """An open SSH session to `node` as the inventory describes it (host key verified)."""
     return Session(host_config(inventory, node), accept_new_host_keys, timeout).open()
-
-
-def load(path: str | Path) -> Inventory:
-    from svcnet.transport.inventory import load_inventory
-
-    return load_inventory(path)

@@ -160,9 +160,10 @@ class VerifyContext:
 
     # -- agent -----------------------------------------------------------------------
     def agent(self, node: str, request: dict) -> dict:
-        from svcnet.agent.protocol import REMOTE_COMMAND, AgentProtocolError, build_stdin, parse_response
+        from svcnet.agent.protocol import AgentProtocolError, build_stdin, parse_response, remote_command
 
-        result = self.run(node, REMOTE_COMMAND, build_stdin(request), AGENT_TIMEOUT)
+        python = self.session(node).host.vars.get("ansible_python_interpreter")
+        result = self.run(node, remote_command(python), build_stdin(request), AGENT_TIMEOUT)
         try:
             return parse_response(result.stdout, node)
         except AgentProtocolError as exc:
