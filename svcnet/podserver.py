@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,13 @@ class BoundedServer(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], handler: type):
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(addr, handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's `socket.getfqdn()`: a pod may have no resolver, and a DNS
+        lookup there stalls start-up (and would send traffic out of the pod's network)."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         if not self.slots.acquire(blocking=False):
