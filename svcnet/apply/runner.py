@@ -208,11 +208,14 @@ class Runner:
             return st.done.pop(part)
         group = self.parts if part in self.parts else (part,)
         probe = st.probe or self._probe(host)
-        want = desired_hashes(self.artifacts(host, cluster))  # stale chains are not desired state
+        desired = self.artifacts(host, cluster)
+        want = desired_hashes(desired)  # stale chains are not desired state: hashed without them
         todo = tuple(p for p in group if self.opts.diff or not is_unchanged(probe, want, (p,)))
         results = {p: Outcome(recap.OK, "no change") for p in group}
         if todo:
-            outcome = self._apply(host, cluster, todo, want, probe)
+            stale = tuple(probe.get("stale_chains") or ())
+            send = self.artifacts(host, cluster, stale) if stale else desired  # render again only if needed
+            outcome = self._apply(host, send, todo, want)
             if outcome.status in (recap.FAILED, recap.UNREACHABLE):
                 return outcome
             for p in todo:  # each task shows its own part's diff, and is changed only if that differs
@@ -223,10 +226,8 @@ class Runner:
         st.done.update({p: o for p, o in results.items() if p != part})
         return results[part]
 
-    def _apply(self, host: str, cluster: Cluster, parts: tuple[str, ...], want: dict[str, str],
-               probe: dict[str, Any]) -> Outcome:
+    def _apply(self, host: str, send: NodeArtifacts, parts: tuple[str, ...], want: dict[str, str]) -> Outcome:
         st = self.hosts[host]
-        send = self.artifacts(host, cluster, tuple(probe.get("stale_chains") or ()))
         guard = 0.0 if self.opts.check else self.opts.confirm_timeout
         req = apply_request(send, self.run_id, confirm_timeout=guard, check=self.opts.check,
                             diff=self.opts.diff, lock_wait=self.opts.lock_wait, parts=parts)
