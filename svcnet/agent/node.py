@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 DEFAULT_ETC_DIR = "/etc/svcnet"
 DEFAULT_STATE_DIR = "/var/lib/svcnet"
@@ -1205,16 +1206,35 @@ def op_apply(req: dict, paths: Paths) -> dict:
     arts = check_artifacts(req)
     conf = validate_netconf(req.get("netconf") or empty_netconf())
     parse_jumps(arts.get(JUMPS_FILE, ""), prefix)
-    with NodeLock(paths, run_id, "apply", float(req.get("lock_wait", 30))):
+    with settled_lock(paths, run_id, "apply", float(req.get("lock_wait", 30))):
         marker = pending_marker(paths)
         if marker and marker.get("run_id") != run_id:
-            if deadman_alive(marker):
-                raise AgentError("node is awaiting confirmation of run {} (rollback at {}); confirm or roll "
-                                 "it back first".format(marker.get("run_id"), time.strftime(
-                                     "%H:%M:%S", time.localtime(marker.get("deadline", 0)))))
             log("stale pending marker of run {}: rolling it back first".format(marker.get("run_id")))
             _deadman_rollback(paths, prefix, marker, "stale pending marker")
         return _apply_locked(req, paths, run_id, prefix, arts, conf)
+
+
+@contextlib.contextmanager
+def settled_lock(paths: Paths, run_id: str, op: str, wait: float) -> Iterator[NodeLock]:
+    """The node lock, taken once no other run's change awaits confirmation.
+
+    Another run confirms each node right after applying it, so its pending marker is short-lived:
+    wait for it (releasing the lock meanwhile, so the confirm can run) for up to `wait` seconds, as
+    for the lock itself. A marker whose dead-man switch is gone is stale and left to the caller.
+    """
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        lock = NodeLock(paths, run_id, op, max(0.0, deadline - time.monotonic()))
+        with lock:
+            marker = pending_marker(paths) or {}
+            if not marker or marker.get("run_id") == run_id or not deadman_alive(marker):
+                yield lock
+                return
+        if time.monotonic() >= deadline:
+            raise AgentError("node is awaiting confirmation of run {} (rollback at {}); waited {:g}s; confirm "
+                             "or roll it back first".format(marker.get("run_id"), time.strftime(
+                                 "%H:%M:%S", time.localtime(marker.get("deadline", 0))), wait))
+        time.sleep(0.1)
 
 
 def applied_hashes(state: dict) -> dict:

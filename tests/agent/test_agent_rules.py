@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from agentnode import apply_req, legacy_bin, scratch_node, seed_artifacts
@@ -190,13 +191,25 @@ def test_dead_man_rolls_back_unless_confirmed(snode, tmp_path):
     assert snode.agent({"op": "probe", "run_id": "x"})["pending"] is None
 
 
-def test_pending_confirmation_blocks_other_runs(snode, tmp_path):
+def test_pending_confirmation_blocks_other_runs_for_the_lock_wait(snode, tmp_path):
     art1, art2 = seed_artifacts(tmp_path), seed_artifacts(tmp_path, NODEPORT_CHANGE)
     assert snode.agent(apply_req(snode, art1, "r1", confirm_timeout=60))["pending"]
-    resp = snode.agent(apply_req(snode, art2, "r2"))
-    assert not resp["ok"] and "awaiting confirmation of run r1" in resp["msg"], resp
-    assert snode.agent({"op": "confirm", "run_id": "r1"})["ok"]
-    assert snode.agent(apply_req(snode, art2, "r2"))["changed"]
+    started = time.monotonic()
+    resp = snode.agent(apply_req(snode, art2, "r2", lock_wait=1))
+    assert time.monotonic() - started >= 1.0
+    assert not resp["ok"] and "awaiting confirmation of run r1" in resp["msg"] and "waited 1s" in resp["msg"], resp
+    assert "--dport 30001" not in snode.save("nat")
+    assert snode.agent({"op": "probe", "run_id": "x"})["pending"]["run_id"] == "r1"  # r1 is untouched
+
+    # With time to wait, r2 applies as soon as r1 is confirmed (the other run's confirm is not blocked).
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(snode.agent, apply_req(snode, art2, "r2", lock_wait=30))
+        time.sleep(1.0)
+        assert not waiting.done()
+        assert snode.agent({"op": "confirm", "run_id": "r1"})["ok"]
+        resp = waiting.result(timeout=60)
+    assert resp["ok"] and resp["changed"], resp
+    assert "--dport 30001" in snode.save("nat")
 
 
 def test_lock_held_fails_clearly_and_concurrent_applies_serialise(snode, tmp_path):
