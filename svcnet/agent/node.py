@@ -17,7 +17,6 @@ in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service. Noth
 from __future__ import annotations
 
 import contextlib
-import difflib
 import fcntl
 import hashlib
 import ipaddress
@@ -27,10 +26,8 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -98,14 +95,32 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 SYSCTL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9 ._-]*$")
+CODE_CACHE_RE = re.compile(r"^agent-[0-9a-f]+-[0-9a-f]+\.code$")  # BOOTSTRAP's cache, in run_dir
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 COUNTERS_RE = re.compile(r"^\[\d+:\d+\]\s+")
 # `python3 -c BOOTSTRAP` with {"agent": <this source>, "request": {...}} on stdin runs one request.
 # Only double quotes inside, so it can be single-quoted for a remote shell as is.
-BOOTSTRAP = (
-    'import sys,json;d=json.load(sys.stdin);g={"__name__":"svcnet_agent","AGENT_SOURCE":d["agent"]};'
-    'exec(compile(d["agent"],"svcnet-agent","exec"),g);g["main_request"](d["request"])'
-)
+# The compiled agent is cached in the request's run_dir (tmpfs) under the hash of its source and
+# the interpreter's exact version, and used only when that file and directory are the caller's own
+# and writable by nobody else: compiling this file costs more than a whole probe's Python work.
+BOOTSTRAP = """import sys,json,os,marshal,hashlib
+d=json.load(sys.stdin);s=d["agent"];q=d.get("request")
+r=str((q.get("run_dir") if isinstance(q,dict) else None) or "/run/svcnet")
+p=os.path.join(r,"agent-%s-%x.code"%(hashlib.sha256(s.encode()).hexdigest()[:32],sys.hexversion))
+def mine(st):return st.st_uid==os.geteuid() and not st.st_mode&0o022
+c=None
+try:
+ with open(p,"rb") as f:
+  if mine(os.fstat(f.fileno())) and mine(os.stat(r)):c=marshal.loads(f.read())
+except (OSError,ValueError,EOFError,TypeError):c=None
+if c is None:
+ c=compile(s,"svcnet-agent","exec")
+ try:
+  os.makedirs(r,0o755,exist_ok=True)
+  if mine(os.stat(r)):
+   t="%s.%d"%(p,os.getpid());f=os.fdopen(os.open(t,os.O_WRONLY|os.O_CREAT|os.O_EXCL,0o644),"wb");marshal.dump(c,f);f.close();os.replace(t,p)
+ except OSError:pass
+g={"__name__":"svcnet_agent","AGENT_SOURCE":s};exec(c,g);g["main_request"](q)"""
 
 
 class AgentError(Exception):
@@ -179,7 +194,8 @@ def read_json(path: str) -> dict | None:
 def write_text(path: str, text: str, mode: int = 0o644) -> None:
     """Atomic write (temp file + rename) so a crash never leaves half a file."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -361,14 +377,43 @@ def transition_text(live: dict, target: dict, keep_jumps: bool = False) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def iptables_restore(text: str, test: bool = False) -> None:
-    """`iptables-restore [-w 5] --noflush` (falls back without -w when unsupported)."""
-    base = ["iptables-restore"] + (["--test"] if test else [])
-    proc = run([*base, "-w", IPTABLES_WAIT, "--noflush"], stdin=text, check=False)
+def restore_proc(text: str, test: bool = False, scratch: bool = False,
+                 save_after: bool = False) -> subprocess.CompletedProcess:
+    """`iptables-restore [--test] -w 5 --noflush` of text (retried without -w where unsupported).
+
+    scratch: in a fresh, empty network namespace (`unshare --net`); save_after: then print that
+    namespace's `iptables-save` (the kernel's normal form of what was loaded).
+    """
+
+    def attempt(wait: list[str]) -> subprocess.CompletedProcess:
+        args = [*(["--test"] if test else []), *wait, "--noflush"]
+        if not scratch:
+            return run(["iptables-restore", *args], stdin=text, check=False)
+        script = 'iptables-restore "$@" && exec iptables-save' if save_after else 'exec iptables-restore "$@"'
+        return run(["unshare", "--net", "--", "sh", "-c", script, "sh", *args], stdin=text, check=False)
+
+    proc = attempt(["-w", IPTABLES_WAIT])
     if proc.returncode != 0 and re.search(r"unrecognized option|invalid option|unknown option", proc.stderr):
-        proc = run([*base, "--noflush"], stdin=text, check=False)
+        proc = attempt([])
+    return proc
+
+
+def iptables_restore(text: str, test: bool = False, scratch: bool = False, save_after: bool = False) -> str:
+    """restore_proc, raising AgentError with iptables' own message on failure; returns stdout."""
+    proc = restore_proc(text, test, scratch, save_after)
     if proc.returncode != 0:
-        raise AgentError("iptables-restore{} failed: {}".format(" --test" if test else "", proc.stderr.strip()[-3000:]))
+        raise AgentError("iptables-restore{}{} failed: {}".format(
+            " --test" if test else "", " (scratch netns)" if scratch else "", proc.stderr.strip()[-3000:]))
+    return proc.stdout
+
+
+def restore_word(word: str) -> str:
+    """One argument as iptables-restore's tokenizer reads it (it knows double quotes only)."""
+    if re.fullmatch(r"[A-Za-z0-9_./:,!+=%@-]+", word):
+        return word
+    if '"' in word or "\\" in word or "'" in word:
+        raise AgentError(f"jumps.rules: argument {word!r} cannot be written for iptables-restore")
+    return '"' + word + '"'
 
 
 def parse_jumps(text: str, prefix: str = OWNED_PREFIX) -> list[tuple[str, str, list[str]]]:
@@ -402,6 +447,110 @@ def ensure_jumps(text: str, prefix: str = OWNED_PREFIX) -> int:
         run(["iptables", "-w", IPTABLES_WAIT, "-t", table, "-I", chain, "1", *args])
         added += 1
     return added
+
+
+def canonical_jumps(text: str, prefix: str = OWNED_PREFIX) -> dict:
+    """The jump rules as iptables-save prints them, per table: [(chain, "-A CHAIN ...")] in file order.
+
+    They are loaded into a scratch netns (with empty target chains) and read back, so the node's own
+    iptables decides the canonical form; one short-lived process chain, no rules touched on the node.
+    """
+    jumps = parse_jumps(text, prefix)
+    out: dict = {t: [] for t in TABLES}
+    if not jumps:
+        return out
+    lines = []
+    for table in TABLES:
+        mine = [(chain, args) for t, chain, args in jumps if t == table]
+        if not mine:
+            continue
+        lines.append("*" + table)
+        targets = dict.fromkeys(args[args.index("-j") + 1] for _, args in mine)
+        lines.extend(f":{t} - [0:0]" for t in targets)
+        lines.extend("-A {} {}".format(chain, " ".join(restore_word(w) for w in args)) for chain, args in mine)
+        lines.append("COMMIT")
+    saved = iptables_restore("\n".join(lines) + "\n", scratch=True, save_after=True)
+    for table in TABLES:
+        got = parse_save(saved, table, prefix)["jumps"]
+        by_chain: dict = {}
+        for chain, _, line in got:
+            by_chain.setdefault(chain, []).append(line)
+        for t, chain, _args in jumps:
+            if t == table:
+                if not by_chain.get(chain):
+                    raise AgentError(f"jump rule from {chain} was not read back from iptables-save")
+                out[table].append((chain, by_chain[chain].pop(0)))
+    return out
+
+
+def rules_transaction(restore: str, jumps: dict, live: dict) -> str:
+    """The rendered restore text extended, per table, to a full transaction from the live state.
+
+    Adds, before each table's COMMIT: kube-proxy's EnsureRule(Prepend) for the jump rules not yet
+    present (`-I CHAIN 1`, in file order), `-D` for other owned jump rules, and flush + `-X` for owned
+    chains the restore neither writes nor deletes. Foreign rules are never named.
+    """
+    declared: dict = {t: set() for t in TABLES}
+    table = ""
+    for line in restore.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif table in declared and line.startswith((":", "-X ")):
+            declared[table].add(line[1:].split()[0] if line.startswith(":") else line.split()[1])
+    extra: dict = {}
+    for t in TABLES:
+        want = [line for _, line in jumps[t]]
+        have = [j[2] for j in live[t]["jumps"]]
+        ops = ["-D " + line[3:] for line in multiset_minus(have, want)]
+        for chain, line in jumps[t]:
+            if line not in have:
+                ops.append(f"-I {chain} 1 {line[len('-A ' + chain) + 1:]}")
+        stale = [c for c in live[t]["chains"] if c not in declared[t]]
+        ops.extend(f":{c} - [0:0]" for c in stale)
+        ops.extend("-X " + c for c in stale)
+        if ops:
+            extra[t] = ops
+    out, table = [], ""
+    for line in restore.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        if line.strip() == "COMMIT" and table in extra:
+            out.extend(extra.pop(table))
+        out.append(line)
+    for t, ops in extra.items():  # a table the restore text does not write
+        out.extend(["*" + t, *ops, "COMMIT"])
+    return "\n".join(out) + "\n"
+
+
+def multiset_minus(items: list[str], remove: list[str]) -> list[str]:
+    """items without one occurrence of each element of remove (duplicates of a wanted rule are extra)."""
+    left = list(items)
+    for x in remove:
+        if x in left:
+            left.remove(x)
+    return left
+
+
+def rules_mismatch(final: dict, restore: str, jumps: dict) -> str:
+    """Why the live owned state is not what the transaction wrote ("" when it is)."""
+    for t in TABLES:
+        declared, deleted, table = set(), set(), ""
+        for line in restore.splitlines():
+            if line.startswith("*"):
+                table = line[1:].strip()
+            elif table == t and line.startswith(":"):
+                declared.add(line[1:].split()[0])
+            elif table == t and line.startswith("-X "):
+                deleted.add(line.split()[1])
+        chains, want_chains = set(final[t]["chains"]), declared - deleted
+        if chains != want_chains:
+            return "{}: owned chains differ (unexpected: {}; missing: {})".format(
+                t, ", ".join(sorted(chains - want_chains)) or "-", ", ".join(sorted(want_chains - chains)) or "-")
+        have = [j[2] for j in final[t]["jumps"]]
+        want = [line for _, line in jumps[t]]
+        if sorted(have) != sorted(want):
+            return f"{t}: jump rules differ (live {len(have)}, desired {len(want)})"
+    return ""
 
 
 def set_owned_rules(target: dict, prefix: str = OWNED_PREFIX) -> bool:
@@ -448,13 +597,22 @@ def op_scratch_normalize(req: dict) -> dict:
     return {"ok": True, "changed": False, "msg": "", "snapshot": snap, "normal": normal_form(snap)}
 
 
-def op_scratch_features(req: dict) -> dict:
-    """Inside a scratch netns: which rule features the kernel + iptables accept."""
-    features = {}
-    for name, table, rule in FEATURE_RULES:
-        proc = run(["iptables-restore", "--noflush"], stdin=f"*{table}\n{rule}\nCOMMIT\n", check=False)
-        features[name] = proc.returncode == 0
-    return {"ok": True, "changed": False, "msg": "", "features": features}
+def scratch_features() -> dict:
+    """Which rule features the kernel + iptables accept, each rule loaded into a scratch netns.
+
+    All at once first (one process on a capable node); one by one only when that fails.
+    """
+    def text(rules: tuple) -> str:
+        return "".join("*{}\n{}\nCOMMIT\n".format(t, "\n".join(r for _, tt, r in rules if tt == t))
+                       for t in TABLES if any(tt == t for _, tt, _ in rules))
+
+    if restore_proc(text(FEATURE_RULES), scratch=True).returncode == 0:
+        return {name: True for name, _, _ in FEATURE_RULES}
+    probe = run(["unshare", "--net", "--", "true"], check=False)
+    if probe.returncode != 0:
+        raise AgentError("scratch network namespace failed (unshare --net): " + probe.stderr.strip()[-1000:])
+    return {name: restore_proc(text(((name, table, rule),)), scratch=True).returncode == 0
+            for name, table, rule in FEATURE_RULES}
 
 
 def desired_snapshot(artifacts: dict, prefix: str) -> tuple[dict, str]:
@@ -492,7 +650,7 @@ def gather_facts(scratch: bool = True, features: dict | None = None) -> dict:
         random_fully = bool(features.get("random_fully"))
     elif scratch and shutil.which("unshare"):
         try:
-            feats = in_scratch_netns({"op": "_scratch_features"})["features"]
+            feats = scratch_features()
             random_fully = bool(feats.get("random_fully"))
         except AgentError as exc:
             log(f"random-fully probe failed, using the iptables version: {exc}")
@@ -504,7 +662,7 @@ def gather_facts(scratch: bool = True, features: dict | None = None) -> dict:
         "iptables_version": version,
         "iptables_backend": backend,
         "systemd": os.path.isdir(SYSTEMD_RUN),
-        "hostname": socket.gethostname(),
+        "hostname": os.uname().nodename,
         "python": ".".join(str(x) for x in sys.version_info[:3]),
     }
 
@@ -633,6 +791,20 @@ def ip_json(argv: list[str]) -> list:
     return data if isinstance(data, list) else []
 
 
+def main_routes(versions: set[int]) -> dict[str, list[dict]]:
+    """The main table's routes of the IP versions asked for, by normalised destination (one `ip` each)."""
+    out: dict[str, list[dict]] = {}
+    for v in sorted(versions):
+        for r in ip_json(["ip", "-j", f"-{v}", "route", "show"]):
+            dst = str(r.get("dst", ""))
+            try:
+                key = _net(("0.0.0.0/0" if v == 4 else "::/0") if dst == "default" else dst)
+            except ValueError:
+                continue
+            out.setdefault(key, []).append(r)
+    return out
+
+
 def link_addresses(argv_prefix: list[str], dev: str) -> tuple[bool, bool, list[str]]:
     """(exists, up, ipv4 addresses with prefix) of a link."""
     data = ip_json([*argv_prefix, "-j", "addr", "show", "dev", dev])
@@ -665,8 +837,10 @@ def live_lines(confs: list[dict], paths: Paths) -> list[str]:
         exists, up, addrs = link_addresses(["ip"], bridge)
         if exists:
             lines.extend("bridge {} {} {}".format(bridge, a, "up" if up else "down") for a in addrs or ["(no address)"])
-    for dst in dict.fromkeys(_net(r["dst"]) for c in confs for r in c["routes"]):
-        for r in ip_json(["ip", "-j", "route", "show", "exact", dst]):
+    dsts = list(dict.fromkeys(_net(r["dst"]) for c in confs for r in c["routes"]))
+    table = main_routes({ipaddress.ip_network(d).version for d in dsts})
+    for dst in dsts:
+        for r in table.get(dst, []):
             lines.append("route {} via {}".format(dst, r.get("gateway", "(dev {})".format(r.get("dev", "?")))))
     seen = set()
     for c in confs:
@@ -694,6 +868,8 @@ def live_pod_lines(p: dict, paths: Paths) -> list[str]:
 
 
 def text_diff(old: list[str], new: list[str], what: str) -> str:
+    import difflib  # only for diffs: every agent run pays for its imports
+
     return "".join(difflib.unified_diff([x + "\n" for x in old], [x + "\n" for x in new],
                                         "live " + what, "desired " + what))
 
@@ -976,7 +1152,7 @@ class NodeLock:
                     os.close(fd)
                     raise AgentError(
                         "another svcnet {} holds the lock on {} (run {} since {}, pid {}); waited {}s".format(
-                            holder.get("op", "apply"), socket.gethostname(), holder.get("run_id", "?"),
+                            holder.get("op", "apply"), os.uname().nodename, holder.get("run_id", "?"),
                             holder.get("since", "?"), holder.get("pid", "?"), self.wait)) from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
@@ -1142,9 +1318,10 @@ def netconf_status(paths: Paths) -> tuple[bool, list[str], str, str]:
     conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
     want = desired_lines(conf)
     live = live_lines([conf], paths)
-    drift = [ln for ln in difflib.unified_diff(live, want, lineterm="", n=0) if ln[:1] in "+-"
-             and not ln.startswith(("+++", "---"))]
-    return sorted(live) == sorted(want), drift, sha256("\n".join(sorted(live))), sha256("\n".join(sorted(want)))
+    same = sorted(live) == sorted(want)
+    drift = [] if same else [ln for ln in text_diff(live, want, "").splitlines() if ln[:1] in "+-"
+                             and not ln.startswith(("+++", "---"))]
+    return same, drift, sha256("\n".join(sorted(live))), sha256("\n".join(sorted(want)))
 
 
 def op_probe(req: dict, paths: Paths, features: dict | None = None) -> dict:
@@ -1174,7 +1351,7 @@ def op_preflight(req: dict, paths: Paths) -> dict:
     msg = ""
     if not any(m["command"] in ("iptables-restore", "unshare") for m in missing):
         try:
-            features = in_scratch_netns({"op": "_scratch_features"})["features"]
+            features = scratch_features()
         except AgentError as exc:
             msg = str(exc)
     bad = sorted(k for k, v in features.items() if not v and k != "random_fully")
@@ -1254,29 +1431,33 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
         if part not in parts:
             for name in PART_FILES[part]:
                 arts[name] = read_text(paths.etc_file(name)) or ""
-    if do_rules:
-        desired_snap, desired_normal = desired_snapshot(arts, prefix)
-    else:
-        desired_snap, desired_normal = live, live_normal
     if not do_net:
         conf = old_conf
     want_lines = desired_lines(conf)
     have_lines = live_lines([conf, old_conf], paths)
+    net_same = sorted(have_lines) == sorted(want_lines)
     state = load_state(paths)
     applied = applied_hashes(state)
     raw_want = req.get("desired_hashes")
     want: dict = raw_want if isinstance(raw_want, dict) else {}
     files_same = all(read_text(paths.etc_file(n)) == arts.get(n, "") for p in parts for n in PART_FILES[p])
-    changed = (live_normal != desired_normal or sorted(have_lines) != sorted(want_lines) or not files_same
-               or any(applied.get(p) != want.get(p) for p in parts))
     extra: dict = {}
-    if req.get("check") or req.get("diff"):
+    net_diff = text_diff(sorted(have_lines), sorted(want_lines), "netconf")
+    if req.get("check"):  # the kernel's normal form of the desired rules, from a scratch netns
+        desired_normal = desired_snapshot(arts, prefix)[1] if do_rules else live_normal
+        changed = live_normal != desired_normal or not net_same or not files_same
         extra["diff"] = {"rules": text_diff(live_normal.splitlines(), desired_normal.splitlines(), "rules"),
-                         "netconf": text_diff(sorted(have_lines), sorted(want_lines), "netconf")}
-    if req.get("check"):
+                         "netconf": net_diff}
         return response(True, changed, "check mode: nothing changed", **extra)
-    if not changed:
+    # Unchanged: the same hashes were applied and the live rules are still what that apply left.
+    rules_same = not do_rules or (bool(want.get(PART_RULES)) and applied.get(PART_RULES) == want.get(PART_RULES)
+                                  and state.get("saved_rules_hash") == sha256(live_normal))
+    if req.get("diff"):
+        extra["diff"] = {"rules": "", "netconf": net_diff}
+    if rules_same and net_same and files_same and all(applied.get(p) == want.get(p) for p in parts):
         return response(True, False, "already in the desired state", **extra)
+    jumps = canonical_jumps(arts.get(JUMPS_FILE, ""), prefix) if do_rules else {}
+    final_normal = live_normal
     make_backup(paths, run_id, live)
     step = "write artifacts"
     pods: list[str] = []
@@ -1289,17 +1470,20 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
         write_text(paths.state_file(AGENT_FILE), agent_text if isinstance(agent_text, str) else agent_source())
         if isinstance(req.get("podserver"), str):
             write_text(paths.state_file(PODSERVER_FILE), req["podserver"])
-        if do_rules:
+        if do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
+            text = rules_transaction(arts[RESTORE_FILE], jumps, live)
             step = "iptables-restore --test"
-            iptables_restore(arts[RESTORE_FILE], test=True)
+            iptables_restore(text, test=True)
             step = "iptables-restore"
-            iptables_restore(arts[RESTORE_FILE])
-            step = "jump rules"
-            ensure_jumps(arts.get(JUMPS_FILE, ""), prefix)
-            step = "remove stale owned chains"
+            iptables_restore(text)
+            step = "check the rules"
             after = snapshot(prefix)
-            if normal_form(after) != desired_normal:
-                iptables_restore(transition_text(after, desired_snap, keep_jumps=True))
+            wrong = rules_mismatch(after, arts[RESTORE_FILE], jumps)
+            if wrong:
+                raise AgentError("the live rules are not what was restored: " + wrong)
+            final_normal = normal_form(after)
+            if req.get("diff"):
+                extra["diff"]["rules"] = text_diff(live_normal.splitlines(), final_normal.splitlines(), "rules")
         if do_net:
             step = "netconf.sh"
             record_sysctl_origins(paths, conf)
@@ -1311,12 +1495,12 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
         step = "persistence"
         state = load_state(paths)
         install_persistence(paths, state)
-        final = snapshot(prefix)
         applied.update({p: want.get(p) for p in parts})
-        state.update(applied_hash=applied, saved_rules_hash=sha256(normal_form(final)),
-                     last_run_id=run_id, applied_at=time.time())
+        state.update(applied_hash=applied, last_run_id=run_id, applied_at=time.time())
+        if do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
+            state.update(saved_rules_hash=sha256(final_normal))
+            write_text(paths.state_file(SAVED_FILE), final_normal)
         save_state(paths, state)
-        write_text(paths.state_file(SAVED_FILE), normal_form(final))
     except Exception as exc:  # roll back on ANY failure
         msg = f"apply failed at step {step!r}: {exc}"
         log(msg)
@@ -1327,7 +1511,9 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
             record_rollback(paths, run_id, "apply failed", False, str(exc2))
             return response(False, True, msg + f"; ROLLBACK FAILED: {exc2}", rolled_back=False, **extra)
         return response(False, False, msg, rolled_back=True, **extra)
-    extra.update(pods=pods, converged=normal_form(final) == desired_normal)
+    extra.update(pods=pods)
+    if files_same and net_same and not pods and final_normal == live_normal:
+        return response(True, False, "already in the desired state (recorded it)", **extra)
     timeout = float(req.get("confirm_timeout") or 0)
     if timeout > 0:
         deadline = time.time() + timeout
@@ -1429,13 +1615,14 @@ def op_teardown(req: dict, paths: Paths) -> dict:
         for d in (paths.etc, paths.run):
             if os.path.isdir(d):
                 for name in os.listdir(d):
-                    changed |= remove(os.path.join(d, name))
+                    gone = remove(os.path.join(d, name))
+                    changed |= gone and not CODE_CACHE_RE.match(name)  # this very run wrote its cache
         if os.path.isdir(paths.state):
             for name in os.listdir(paths.state):
                 if name != LOCK_FILE:
                     changed |= remove(os.path.join(paths.state, name))
     remove(paths.state_file(LOCK_FILE))
-    return response(True, changed, f"svcnet removed from {socket.gethostname()}" if changed else "nothing to remove")
+    return response(True, changed, f"svcnet removed from {os.uname().nodename}" if changed else "nothing to remove")
 
 
 def op_boot(req: dict, paths: Paths) -> dict:
@@ -1486,7 +1673,7 @@ OPS = {
     "boot": op_boot,
     "status": op_status,
 }
-SCRATCH_OPS = {"_scratch_normalize": op_scratch_normalize, "_scratch_features": op_scratch_features}
+SCRATCH_OPS = {"_scratch_normalize": op_scratch_normalize}
 
 
 def handle(req: object) -> dict:

@@ -270,6 +270,28 @@ def test_foreign_rules_are_never_touched(snode, tmp_path):
     assert again["ok"] and not again["changed"], again
 
 
+def test_one_transaction_repairs_jumps_and_drops_unlisted_owned_chains(snode, tmp_path):
+    art = seed_artifacts(tmp_path)
+    for argv in FOREIGN:
+        snode.sh(argv)
+    assert snode.agent(apply_req(snode, art, "r1"))["changed"]
+    good = {t: snode.save(t) for t in ("filter", "nat")}
+    portals = ["-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]
+    snode.sh(["iptables", "-t", "nat", "-D", "PREROUTING", *portals])  # a lost jump
+    snode.sh(["iptables", "-t", "nat", "-A", "OUTPUT", *portals])  # a duplicate one
+    snode.sh(["iptables", "-t", "nat", "-N", "KUBE-LEFTOVER"])  # owned, but nothing renders it
+    snode.sh(["iptables", "-t", "filter", "-N", "KUBE-OLD-JUMP-TARGET"])
+    snode.sh(["iptables", "-t", "filter", "-I", "INPUT", "2", "-j", "KUBE-OLD-JUMP-TARGET"])  # an owned jump
+    assert snode.agent({"op": "probe", "run_id": "p"})["live_rules_hash"] != (
+        snode.agent({"op": "probe", "run_id": "p"})["saved_rules_hash"])
+
+    fixed = snode.agent(apply_req(snode, art, "r2"))
+    assert fixed["ok"] and fixed["changed"], fixed
+    assert {t: snode.save(t) for t in ("filter", "nat")} == good  # exactly the first result, foreign rules too
+    probe = snode.agent({"op": "probe", "run_id": "p2"})
+    assert probe["live_rules_hash"] == probe["saved_rules_hash"]
+
+
 def test_bad_requests_get_clear_errors(snode):
     raw = json.dumps({"agent": protocol.agent_source(), "request": {"op": "explode"}})
     out = snode.sh(["python3", "-c", protocol.BOOTSTRAP], raw, check=False).stdout

@@ -85,6 +85,103 @@ def test_transition_text_restores_positions_and_deletes_extra_chains():
     assert node.transition_text(node.empty_snapshot(), node.empty_snapshot()) == ""
 
 
+RESTORE = """*filter
+:KUBE-FORWARD - [0:0]
+:KUBE-NODEPORTS - [0:0]
+-A KUBE-FORWARD -j ACCEPT
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SEP-OLD - [0:0]
+-X KUBE-SEP-OLD
+COMMIT
+"""
+FWD_JUMP = '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD'
+NP_JUMP = '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS'
+
+
+def test_rules_transaction_ensures_jumps_and_drops_what_the_restore_does_not_write():
+    live = {t: node.parse_save(SAVE, t) for t in node.TABLES}
+    live["filter"]["jumps"].append(["FORWARD", 2, FWD_JUMP])  # a duplicate of a wanted jump is extra
+    jumps = {"filter": [("FORWARD", FWD_JUMP)],
+             "nat": [("PREROUTING", "-A PREROUTING -j KUBE-SERVICES"), ("OUTPUT", "-A OUTPUT -j KUBE-SERVICES")]}
+    text = node.rules_transaction(RESTORE, jumps, live)
+    assert text.splitlines() == [
+        "*filter", ":KUBE-FORWARD - [0:0]", ":KUBE-NODEPORTS - [0:0]", "-A KUBE-FORWARD -j ACCEPT",
+        "-D " + NP_JUMP[3:],  # an owned jump the desired state lacks
+        "-D " + FWD_JUMP[3:],  # one copy too many (the first, present, one is kept)
+        ":KUBE-SERVICES - [0:0]", "-X KUBE-SERVICES",  # owned, live, and neither written nor deleted
+        "COMMIT",
+        "*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-SEP-OLD - [0:0]", "-X KUBE-SEP-OLD",
+        "-I PREROUTING 1 -j KUBE-SERVICES", "-I OUTPUT 1 -j KUBE-SERVICES",  # EnsureRule(Prepend), file order
+        ":KUBE-SEP-AAA - [0:0]", "-X KUBE-SEP-AAA",
+        "COMMIT",
+    ]
+    # nothing to add: the restore text goes as it is
+    done = {"filter": [("FORWARD", FWD_JUMP)], "nat": []}
+    bare = {t: node.empty_snapshot()[t] for t in node.TABLES}
+    bare["filter"]["jumps"] = [["FORWARD", 1, FWD_JUMP]]
+    assert node.rules_transaction(RESTORE, done, bare) == RESTORE
+    # a table the restore does not write still gets its own section
+    assert node.rules_transaction("*filter\nCOMMIT\n", {"filter": [], "nat": []}, live).endswith(
+        "*nat\n:KUBE-SEP-AAA - [0:0]\n-X KUBE-SEP-AAA\nCOMMIT\n")
+
+
+def test_rules_mismatch_names_what_differs():
+    jumps = {"filter": [("FORWARD", FWD_JUMP)], "nat": []}
+    good = node.empty_snapshot()
+    good["filter"] = {"chains": ["KUBE-FORWARD", "KUBE-NODEPORTS"], "rules": {},
+                      "jumps": [["FORWARD", 1, FWD_JUMP]], "counts": {}}
+    good["nat"]["chains"] = ["KUBE-SERVICES"]
+    assert node.rules_mismatch(good, RESTORE, jumps) == ""
+    extra = json.loads(json.dumps(good))
+    extra["nat"]["chains"].append("KUBE-SEP-OLD")
+    assert node.rules_mismatch(extra, RESTORE, jumps) == (
+        "nat: owned chains differ (unexpected: KUBE-SEP-OLD; missing: -)")
+    nojump = json.loads(json.dumps(good))
+    nojump["filter"]["jumps"] = []
+    assert node.rules_mismatch(nojump, RESTORE, jumps) == "filter: jump rules differ (live 0, desired 1)"
+
+
+def test_restore_word_quotes_for_iptables_restore_or_refuses():
+    assert node.restore_word("KUBE-SERVICES") == "KUBE-SERVICES"
+    assert node.restore_word("kubernetes service portals") == '"kubernetes service portals"'
+    for bad in ('say "hi"', "it's", "back\\slash"):
+        with pytest.raises(node.AgentError, match="cannot be written for iptables-restore"):
+            node.restore_word(bad)
+
+
+def test_bootstrap_caches_the_compiled_agent_only_where_nobody_else_can_write(tmp_path):
+    run_dir = tmp_path / "run"
+    req = protocol.request("status", "r1", etc_dir=str(tmp_path / "e"), state_dir=str(tmp_path / "s"),
+                           run_dir=str(run_dir))
+
+    def status() -> subprocess.CompletedProcess:
+        return subprocess.run(shlex.split(protocol.REMOTE_COMMAND), input=protocol.build_stdin(req),
+                              capture_output=True, timeout=60, check=False)
+
+    assert protocol.parse_response(status().stdout.decode())["ok"]
+    (cache,) = run_dir.glob("agent-*.code")
+    assert node.CODE_CACHE_RE.match(cache.name) and (cache.stat().st_mode & 0o777) == 0o644
+    assert protocol.parse_response(status().stdout.decode())["ok"]  # and runs from it
+
+    # A cache anyone could have written is never executed: it is compiled again and replaced.
+    evil = compile('print("{\\"ok\\": true, \\"changed\\": false, \\"msg\\": \\"PLANTED\\"}")', "x", "exec")
+    cache.write_bytes(__import__("marshal").dumps(evil))
+    cache.chmod(0o666)
+    out = status().stdout.decode()
+    assert "PLANTED" not in out and protocol.parse_response(out)["ok"], out
+    assert (cache.stat().st_mode & 0o777) == 0o644
+    # ... and so is one in a directory others may write to
+    cache.write_bytes(__import__("marshal").dumps(evil))
+    cache.chmod(0o644)
+    run_dir.chmod(0o777)
+    out = status().stdout.decode()
+    assert "PLANTED" not in out and protocol.parse_response(out)["ok"], out
+    run_dir.chmod(0o755)
+    assert "PLANTED" in status().stdout.decode()  # the control: a safe cache IS what runs
+
+
 def test_parse_jumps_accepts_renderer_output_and_rejects_foreign_targets(tmp_path):
     art = seed_artifacts(tmp_path)
     text = render_jump_rules(jump_rules(art.settings))
