@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 DEFAULT_ETC_DIR = "/etc/svcnet"
 DEFAULT_STATE_DIR = "/var/lib/svcnet"
@@ -944,6 +944,19 @@ def pod_file(paths: Paths, netns: str, ext: str) -> str:
     return os.path.join(paths.pods_dir, netns + ext)
 
 
+def proc_start(pid: int) -> str | None:
+    """The start time (clock ticks since boot) of a live, non-zombie process; None when gone.
+
+    With the pid it names one process for good: a reused pid has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") or len(fields) < 20 else fields[19]
+
+
 def pid_alive(pid: int, marker: str) -> bool:
     """Is `pid` alive (not a zombie) and its command line contains `marker`?"""
     try:
@@ -974,8 +987,12 @@ def running_pod(paths: Paths, netns: str) -> dict | None:
             "spec_hash": spec_hash(spec)}
 
 
-def spawn_daemon(argv: list[str], log_path: str) -> int:
-    """Start argv fully detached (double fork, setsid, own process group); return its pid."""
+def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
+    """Start target fully detached (double fork, setsid, own process group); return its pid.
+
+    A list is exec'd; a function runs in the forked copy of this process, so it starts with no
+    interpreter start-up, and its return value is the exit code.
+    """
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     r, w = os.pipe()
     pid = os.fork()
@@ -996,7 +1013,16 @@ def spawn_daemon(argv: list[str], log_path: str) -> int:
             os.dup2(out, 2)
             os.closerange(3, 65536)
             os.chdir("/")
-            os.execv(argv[0], argv)
+            if callable(target):
+                code = 1
+                try:
+                    code = target()
+                except BaseException:
+                    import traceback
+
+                    traceback.print_exc()  # into the daemon's log
+                os._exit(code)
+            os.execv(target[0], target)
         finally:
             os._exit(127)
     os.close(w)
@@ -1009,7 +1035,8 @@ def spawn_daemon(argv: list[str], log_path: str) -> int:
     os.close(r)
     os.waitpid(pid, 0)
     if not data.strip().isdigit():
-        raise AgentError("could not start " + " ".join(argv[:4]))
+        what = " ".join(target[:4]) if isinstance(target, list) else getattr(target, "__name__", "daemon")
+        raise AgentError("could not start " + what)
     return int(data)
 
 
@@ -1027,8 +1054,12 @@ def start_pod(paths: Paths, p: dict) -> int:
     return pid
 
 
-def kill_group(pid: int, marker: str, wait: float = POD_STOP_WAIT) -> None:
-    """SIGTERM the process group led by pid, SIGKILL after `wait` seconds."""
+def kill_group(pid: int, marker: str, wait: float = POD_STOP_WAIT, alive: Callable[[], bool] | None = None) -> None:
+    """SIGTERM the process group led by pid, SIGKILL after `wait` seconds.
+
+    Done when `alive()` (default: pid_alive(pid, marker)) says the leader is gone.
+    """
+    alive = alive or (lambda: pid_alive(pid, marker))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
@@ -1038,9 +1069,9 @@ def kill_group(pid: int, marker: str, wait: float = POD_STOP_WAIT) -> None:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not pid_alive(pid, marker):
+            if not alive():
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)
 
 
 def kill_netns_processes(netns: str) -> None:
@@ -1174,14 +1205,19 @@ def pending_marker(paths: Paths) -> dict | None:
 
 
 def deadman_alive(marker: dict) -> bool:
-    pid = marker.get("pid")
-    return isinstance(pid, int) and pid_alive(pid, "deadman")
+    """Is the marker's dead-man switch still running (the very process, by pid and start time)?"""
+    pid, start = marker.get("pid"), marker.get("start")
+    if not isinstance(pid, int):
+        return False
+    if isinstance(start, str):
+        return proc_start(pid) == start
+    return pid_alive(pid, "deadman")  # a marker from an agent that exec'd `agent.py deadman`
 
 
 def clear_pending(paths: Paths, marker: dict | None) -> None:
     remove(paths.state_file(PENDING_FILE))
     if marker and deadman_alive(marker) and marker["pid"] != os.getpid():
-        kill_group(marker["pid"], "deadman", 2.0)
+        kill_group(marker["pid"], "deadman", 2.0, alive=lambda: deadman_alive(marker))
 
 
 # --------------------------------------------------------------------------- backup / rollback
@@ -1517,9 +1553,10 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
     timeout = float(req.get("confirm_timeout") or 0)
     if timeout > 0:
         deadline = time.time() + timeout
-        pid = spawn_daemon(agent_argv(paths, "deadman", run_id, f"{deadline:.3f}", "--owned-prefix", prefix),
+        pid = spawn_daemon(lambda: deadman(paths, run_id, deadline, prefix),  # forked: no new interpreter
                            os.path.join(paths.state, LOGS_DIR, "deadman.log"))
-        write_json(paths.state_file(PENDING_FILE), {"run_id": run_id, "deadline": deadline, "pid": pid})
+        write_json(paths.state_file(PENDING_FILE),
+                   {"run_id": run_id, "deadline": deadline, "pid": pid, "start": proc_start(pid)})
         return response(True, True, f"applied; awaiting confirmation within {timeout:g}s", pending=True, **extra)
     return response(True, True, "applied", pending=False, **extra)
 

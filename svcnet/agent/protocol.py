@@ -24,12 +24,17 @@ AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(__file__).resolve().parent.parent / "podserver.py"
 BOOTSTRAP = node.BOOTSTRAP
 DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds it on Debian
-REMOTE_COMMAND = DEFAULT_PYTHON + " -c " + shlex.quote(BOOTSTRAP)
+# -E: no PYTHON* variables from the node's environment; -S: no site-packages (the agent is
+# stdlib-only), which also spares every run the `site` import.
+PYTHON_FLAGS = "-E -S"
 
 
 def remote_command(python: str | None = None) -> str:
     """The command that runs the agent with `python` (the inventory's ansible_python_interpreter)."""
-    return shlex.quote(python or DEFAULT_PYTHON) + " -c " + shlex.quote(BOOTSTRAP)
+    return f"{shlex.quote(python or DEFAULT_PYTHON)} {PYTHON_FLAGS} -c {shlex.quote(BOOTSTRAP)}"
+
+
+REMOTE_COMMAND = remote_command()
 OPS = tuple(node.OPS)
 APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE)
 PARTS = tuple(node.PARTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from agentnode import apply_req, legacy_bin, scratch_node, seed_artifacts
 
-from svcnet.agent import protocol
+from svcnet.agent import node, protocol
 
 pytestmark = pytest.mark.lab
 
@@ -184,11 +185,31 @@ def test_dead_man_rolls_back_unless_confirmed(snode, tmp_path):
 
     resp = snode.agent(apply_req(snode, art2, "r3", confirm_timeout=2))
     assert resp["pending"]
+    marker = snode.agent({"op": "probe", "run_id": "x"})["pending"]
+    assert node.proc_start(marker["pid"]) == marker["start"]  # the switch is a live process ...
     confirmed = snode.agent({"op": "confirm", "run_id": "r3"})
     assert confirmed["ok"] and confirmed["changed"], confirmed
+    assert node.proc_start(marker["pid"]) is None  # ... that the confirmation stopped (or a zombie)
     time.sleep(3)
     assert "--dport 30001" in snode.save("nat")
     assert snode.agent({"op": "probe", "run_id": "x"})["pending"] is None
+
+
+def test_a_reused_pid_is_not_taken_for_the_dead_man(snode, tmp_path):
+    art1, art2 = seed_artifacts(tmp_path), seed_artifacts(tmp_path, NODEPORT_CHANGE)
+    assert snode.agent(apply_req(snode, art1, "r1", confirm_timeout=60))["pending"]
+    marker_file = snode.state / "pending.json"
+    marker = json.loads(marker_file.read_text())
+    os.kill(marker["pid"], signal.SIGKILL)  # the switch dies (as in a crash) ...
+    assert wait_until(lambda: node.proc_start(marker["pid"]) is None, 5)
+    # ... and its pid now names another live process (here the scratch node's anchor)
+    marker_file.write_text(json.dumps({**marker, "pid": snode.pid}))
+    started = time.monotonic()
+    resp = snode.agent(apply_req(snode, art2, "r2", lock_wait=20))
+    assert resp["ok"] and resp["changed"], resp  # r1 was rolled back as stale, not waited for
+    assert time.monotonic() - started < 15
+    assert json.loads((snode.state / "last-rollback.json").read_text())["run_id"] == "r1"
+    assert "--dport 30001" in snode.save("nat")
 
 
 def test_pending_confirmation_blocks_other_runs_for_the_lock_wait(snode, tmp_path):

@@ -217,9 +217,9 @@ def test_node_py_is_one_stdlib_only_python39_file():
 
 def test_remote_command_and_stdin():
     assert "'" not in protocol.BOOTSTRAP
-    assert shlex.split(protocol.REMOTE_COMMAND) == ["/usr/bin/python3", "-c", protocol.BOOTSTRAP]
+    assert shlex.split(protocol.REMOTE_COMMAND) == ["/usr/bin/python3", "-E", "-S", "-c", protocol.BOOTSTRAP]
     custom = protocol.remote_command("/opt/py 3/bin/python")
-    assert shlex.split(custom) == ["/opt/py 3/bin/python", "-c", protocol.BOOTSTRAP]
+    assert shlex.split(custom) == ["/opt/py 3/bin/python", "-E", "-S", "-c", protocol.BOOTSTRAP]
     doc = json.loads(protocol.build_stdin(protocol.request("status", "r1", lock_wait=3)))
     assert doc["agent"] == Path(node.__file__).read_text()
     assert doc["request"] == {"op": "status", "run_id": "r1", "lock_wait": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -27,12 +28,17 @@ def test_seed_node_netconf():
 
 def test_script_lines_parse_as_shell_words_and_are_idempotent_forms():
     c = load_cluster([SEED])
-    script = render_script(node_netconf(c, c.node("node2")))
+    conf = node_netconf(c, c.node("node2"))
+    script = render_script(conf)
+    pod_ns = conf.pods[0].netns
     for line in script.splitlines():
         if line and not line.startswith("#"):
-            shlex.split(line)  # every line is valid, fully quoted shell
-    assert "ip addr replace 10.244.2.1/24 dev cni0" in script
-    assert "ip route replace 10.244.1.0/24 via 192.168.56.11" in script
+            shlex.split(line)  # every line is valid, fully quoted shell (or `ip -batch` input)
+    batches = re.findall(r"^(ip (?:-n \S+ )?-batch -) <<'(\w+)'\n(.*?)^\2$", script, re.M | re.S)
+    assert [b[0] for b in batches] == ["ip -batch -", "ip -batch -", f"ip -n {pod_ns} -batch -"]
+    assert batches[0][2].splitlines() == ["addr replace 10.244.2.1/24 dev cni0", "link set dev cni0 up",
+                                          "route replace 10.244.1.0/24 via 192.168.56.11"]
+    assert "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.route_localnet=1" in script
     # no bare "ip addr add" / "ip route add" that would fail on a second run
     assert "addr add" not in script and "route add" not in script
 
