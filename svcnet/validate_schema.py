@@ -26,10 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin
 
-import jsonschema
-import referencing
-import referencing.jsonschema
-
 try:  # the fast path; python-jsonschema is the fallback
     import jsonschema_rs
 except ImportError:  # pragma: no cover - exercised only where jsonschema-rs is missing
@@ -117,7 +113,7 @@ class Schemas:
         self._docs = documents  # key ("service") -> schema document
         self._by_uri = {_uri(k): d for k, d in documents.items()}
         self._kinds = _kind_table(documents)
-        self._py = _python_validators(documents)
+        self._py_validators: dict[str, Any] | None = None  # built on first use (a fallback with jsonschema-rs)
         self._rs = _rust_validators(documents) if use_rust else {}
         self._levels: dict[tuple[tuple[int, str], ...], _Level] = {}  # unknown-field walker memo
 
@@ -161,7 +157,9 @@ class Schemas:
             except (ValueError, TypeError, OverflowError):
                 raws = None  # not convertible to JSON for jsonschema-rs: use python-jsonschema
         if raws is None:
-            raws = _python_raws(self._py[key].iter_errors(obj))
+            if self._py_validators is None:
+                self._py_validators = _python_validators(self._docs)
+            raws = _python_raws(self._py_validators[key].iter_errors(obj))
         errors = {err for raw in raws for err in _humanize(raw)}
         return sorted(errors, key=lambda e: (_path_key(e.path), e.message))
 
@@ -299,21 +297,31 @@ def _ecma_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _pattern_keyword(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    import jsonschema
+
     if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_PyValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_keyword})
+@lru_cache(maxsize=1)
+def _py_validator_class() -> Any:
+    import jsonschema  # imported only when needed: a tenth of every command's start-up otherwise
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_keyword})
 
 
 def _python_validators(documents: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    import referencing
+    import referencing.jsonschema
+
     # Without "$schema", python-jsonschema keeps our class (ECMA `$`) when following a $ref
     # instead of switching to the stock validator the dialect URI names.
+    validator_class = _py_validator_class()
     spec = referencing.jsonschema.DRAFT202012
     registry: referencing.Registry = referencing.Registry().with_resources(
         (_uri(k), spec.create_resource({w: v for w, v in d.items() if w != "$schema"})) for k, d in documents.items()
     )
-    return {k: _PyValidator({"$ref": _uri(k)}, registry=registry) for k in documents}
+    return {k: validator_class({"$ref": _uri(k)}, registry=registry) for k in documents}
 
 
 def _rust_validators(documents: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -323,7 +331,8 @@ def _rust_validators(documents: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     return {k: jsonschema_rs.validator_for(d, registry=registry, base_uri=_uri(k)) for k, d in documents.items()}
 
 
-def _python_raws(errors: Iterable[jsonschema.ValidationError]) -> Iterator[_Raw]:
+def _python_raws(errors: Iterable[Any]) -> Iterator[_Raw]:
+    """python-jsonschema's ValidationErrors as raw errors."""
     for err in errors:
         path = tuple(err.absolute_path)
         if "propertyNames" in err.relative_schema_path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import shlex
+import threading
 from dataclasses import dataclass
 from functools import cache
 
@@ -129,9 +130,19 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+@cache
+def _template() -> jinja2.Template:
+    return _environment().get_template("netconf.sh.j2")
+
+
+_TEMPLATE_LOCK = threading.Lock()  # nodes render in parallel threads: compile the template once
+
+
 def render_script(conf: NetConf) -> str:
     """Idempotent sh script that brings a node's address config to `conf`."""
-    return _environment().get_template("netconf.sh.j2").render(c=conf, pod_iface=POD_IFACE)
+    with _TEMPLATE_LOCK:
+        template = _template()
+    return template.render(c=conf, pod_iface=POD_IFACE)
 
 
 def state_lines(conf: NetConf) -> list[str]:

@@ -8,11 +8,13 @@ run the `ssh` binary, honour them too. Secrets are `SecretStr`: their repr/str i
 
 from __future__ import annotations
 
+import copy
 import getpass
 import logging
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +153,23 @@ def split_ssh_args(text: str) -> list[str]:
 
 
 def _lookup_config(path: str, alias: str, address: str) -> dict[str, Any]:
-    """Look up `address` (what ssh does) then `alias` (fills gaps) in an ssh_config file."""
+    """Look up `address` (what ssh does) then `alias` (fills gaps) in an ssh_config file.
+
+    Memoised per file version: paramiko re-reads the file and resolves every token (down to the
+    local FQDN, a resolver call) on each lookup, and every connection asks again.
+    """
+    file = Path(path).expanduser()
     try:
-        config = paramiko.SSHConfig.from_path(str(Path(path).expanduser()))
+        st = file.stat()
+    except OSError as exc:
+        raise SshArgsError(f"cannot read ssh config {path}: {exc.strerror or exc}") from exc
+    return copy.deepcopy(_lookup_config_version(str(file), st.st_mtime_ns, st.st_size, alias, address))
+
+
+@lru_cache(maxsize=1024)
+def _lookup_config_version(path: str, mtime_ns: int, size: int, alias: str, address: str) -> dict[str, Any]:
+    try:
+        config = paramiko.SSHConfig.from_path(path)
     except OSError as exc:
         raise SshArgsError(f"cannot read ssh config {path}: {exc.strerror or exc}") from exc
     by_address = config.lookup(address)
@@ -234,13 +250,16 @@ class HostConfig:
         user = self.user if "user" in self.explicit else (opts.get("user") or self.user)
         return host, int(port), user
 
-    def connect_kwargs(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    def connect_kwargs(self, timeout: float = DEFAULT_TIMEOUT, opts: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """paramiko `connect()` keyword arguments (fabric's `connect_kwargs`).
 
         The TCP connect timeout is fabric's own `connect_timeout` (fabric refuses both).
+        `opts`: `ssh_options()` when the caller has them already.
         """
         kwargs: dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
-        keys = [self.key_file] if self.key_file else (self.ssh_options().get("identityfile") or [])
+        if opts is None:
+            opts = self.ssh_options()
+        keys = [self.key_file] if self.key_file else (opts.get("identityfile") or [])
         if keys:
             kwargs["key_filename"] = [str(Path(k).expanduser()) for k in keys]
         return kwargs
@@ -257,7 +276,7 @@ class HostConfig:
             "port": port,
             "user": user,
             "connect_timeout": timeout,
-            "connect_kwargs": self.connect_kwargs(timeout),
+            "connect_kwargs": self.connect_kwargs(timeout, opts),
         }
         if opts["proxycommand"]:
             kwargs["gateway"] = opts["proxycommand"]
