@@ -67,6 +67,8 @@ class HostState:
     probe: dict[str, Any] | None = None
     dead: bool = False  # failed or unreachable: skipped for the rest of the play, as Ansible does
     done: dict[str, Outcome] = field(default_factory=dict)  # parts already applied with an earlier task
+    # (desired artifacts, artifacts to send: desired + deletes of the probe's stale chains) for the play
+    rendered: tuple[NodeArtifacts, NodeArtifacts] | None = None
 
 
 class Runner:
@@ -140,6 +142,7 @@ class Runner:
             if h not in self.hosts:
                 cfg = self.inventory.host_config(h, self.become_password)
                 self.hosts[h] = HostState(NodeClient(cfg, self.opts.accept_new_host_keys, self.opts.connect_timeout))
+            self.hosts[h].rendered = None  # a play has its own description
         tasks = select_tasks(play, self.opts.tags or None, self.opts.skip_tags or None)
         self.parts = tuple(dict.fromkeys(t.action for t in tasks if t.action in (NETWORK, RULES)))
         for batch in serial_batches(hosts, play.serial):
@@ -152,6 +155,8 @@ class Runner:
 
     def run_task(self, task: Task, hosts: list[str], cluster: Cluster) -> None:
         self.echo("\n" + recap.task_banner(task.name or task.action))
+        if task.action in (NETWORK, RULES):
+            self.prerender(cluster, hosts)
         fn: Callable[[str, Cluster, Task], Outcome] = getattr(self, f"task_{task.action}")
 
         def one(h: str) -> Outcome:
@@ -188,13 +193,38 @@ class Runner:
         st.facts = facts_from_probe(resp)
         return Outcome(recap.OK, str(resp.get("msg")), data={"facts": resp.get("facts")})
 
+    def with_facts(self, cluster: Cluster, hosts: Sequence[str]) -> Cluster:
+        """The cluster with the facts gathered from `hosts` (where known) on their nodes."""
+        facts: dict[str, NodeFacts] = {}
+        for h in hosts:
+            known = self.hosts[h].facts
+            if known is not None:
+                facts[h] = known
+        if not facts:
+            return cluster
+        return replace(cluster, nodes=tuple(replace(n, facts=facts[n.name]) if n.name in facts else n
+                                            for n in cluster.nodes))
+
+    def prerender(self, cluster: Cluster, hosts: Sequence[str]) -> None:
+        """Render, in one pass for all of them, the artifacts of the hosts already probed.
+
+        Nodes share most of their rules, and one pass renders what they share once; rendering
+        host by host in the worker threads would repeat it per host under the GIL.
+        """
+        probes = {h: st.probe for h in hosts if (st := self.hosts[h]).rendered is None and st.probe is not None}
+        todo = list(probes)
+        if not todo:
+            return
+        rendered = self.with_facts(cluster, todo)
+        desired = node_artifacts_all(rendered, todo)
+        stale = {h: tuple(p.get("stale_chains") or ()) for h, p in probes.items() if p.get("stale_chains")}
+        send = node_artifacts_all(rendered, list(stale), stale) if stale else {}
+        for h in todo:
+            self.hosts[h].rendered = (desired[h], send.get(h, desired[h]))
+
     def artifacts(self, host: str, cluster: Cluster, stale: Sequence[str] = ()) -> NodeArtifacts:
         """The node's artifacts rendered with the facts gathered from it (when known)."""
-        facts = self.hosts[host].facts
-        if facts is not None:
-            nodes = tuple(replace(n, facts=facts) if n.name == host else n for n in cluster.nodes)
-            cluster = replace(cluster, nodes=nodes)
-        return node_artifacts_all(cluster, [host], {host: stale})[host]
+        return node_artifacts_all(self.with_facts(cluster, [host]), [host], {host: stale})[host]
 
     def converge(self, host: str, cluster: Cluster, part: str) -> Outcome:
         """Bring `part` of the node to the desired state.
@@ -208,13 +238,16 @@ class Runner:
             return st.done.pop(part)
         group = self.parts if part in self.parts else (part,)
         probe = st.probe or self._probe(host)
-        desired = self.artifacts(host, cluster)
+        if st.rendered is not None:
+            desired, send = st.rendered
+        else:  # not probed before this task (e.g. --tags rules): render for this host alone
+            desired = self.artifacts(host, cluster)
+            stale = tuple(probe.get("stale_chains") or ())
+            send = self.artifacts(host, cluster, stale) if stale else desired
         want = desired_hashes(desired)  # stale chains are not desired state: hashed without them
         todo = tuple(p for p in group if self.opts.diff or not is_unchanged(probe, want, (p,)))
         results = {p: Outcome(recap.OK, "no change") for p in group}
         if todo:
-            stale = tuple(probe.get("stale_chains") or ())
-            send = self.artifacts(host, cluster, stale) if stale else desired  # render again only if needed
             outcome = self._apply(host, send, todo, want)
             if outcome.status in (recap.FAILED, recap.UNREACHABLE):
                 return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -71,6 +72,24 @@ def test_failed_restore_rolls_back_to_the_previous_state(lab_factory, tmp_path):
     assert "iptables-restore" in run.out
     assert owned_rules(lab, "node1") == before  # exactly the previous rules
     assert "10.111.35.200" not in owned_rules(lab, "node1")
+
+
+def test_a_removed_service_leaves_no_chain_behind(lab_factory, tmp_path):
+    lab = lab_factory(SEED)
+    extra = write(tmp_path, "extra.yaml", EXTRA_SERVICE)
+    assert apply(lab, SEED).rc == 0
+    seed_only = {n: owned_rules(lab, n) for n in ("node1", "node2")}
+    added = apply(lab, SEED, extra)
+    assert added.rc == 0 and {n: r["changed"] > 0 for n, r in added.recap().items()} == {"node1": True, "node2": True}
+    chains = set(re.findall(r"KUBE-(?:SVC|SEP)-[A-Z0-9]{16}", owned_rules(lab, "node1"))) - set(
+        re.findall(r"KUBE-(?:SVC|SEP)-[A-Z0-9]{16}", seed_only["node1"]))
+    assert chains and "10.111.35.200" in owned_rules(lab, "node2")  # the extra service's own chains
+
+    removed = apply(lab, SEED)  # the service is gone from the description: its chains go from every node
+    assert removed.rc == 0, removed.out + removed.err
+    assert {n: owned_rules(lab, n) for n in ("node1", "node2")} == seed_only
+    assert not any(c in owned_rules(lab, "node1") for c in chains)
+    assert {n: r["changed"] for n, r in apply(lab, SEED).recap().items()} == {"node1": 0, "node2": 0}
 
 
 def test_connection_lost_before_confirmation_rolls_back(lab_factory, tmp_path):
