@@ -35,3 +35,7 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
+
+# Byte-compile svcnet as a regular (non-editable) install would, so that no command compiles it
+# at start-up (where PYTHONDONTWRITEBYTECODE is set, Python never caches it by itself).
+.venv/bin/python -m compileall -q svcnet >/dev/null

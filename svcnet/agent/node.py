@@ -310,7 +310,8 @@ def rule_target(line: str) -> str | None:
 
 def snapshot(prefix: str = OWNED_PREFIX) -> dict:
     """The live owned rules of filter and nat."""
-    return {t: parse_save(run(["iptables-save", "-t", t]).stdout, t, prefix) for t in TABLES}
+    text = run(["iptables-save"]).stdout  # every table in one process; a table not listed has no rules
+    return {t: parse_save(text, t, prefix) for t in TABLES}
 
 
 def empty_snapshot() -> dict:
