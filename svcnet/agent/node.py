@@ -98,13 +98,15 @@ SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9 ._-]*$")
 CODE_CACHE_RE = re.compile(r"^agent-[0-9a-f]+-[0-9a-f]+\.code$")  # BOOTSTRAP's cache, in run_dir
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 COUNTERS_RE = re.compile(r"^\[\d+:\d+\]\s+")
-# `python3 -c BOOTSTRAP` with {"agent": <this source>, "request": {...}} on stdin runs one request.
+# `python3 -c BOOTSTRAP` with the line {"agent": <this source>, "request": {...}} on stdin runs one
+# request; with "session": true in that line it then answers one request per further stdin line
+# (one JSON response line each) until end of input, so one process serves a connection's calls.
 # Only double quotes inside, so it can be single-quoted for a remote shell as is.
 # The compiled agent is cached in the request's run_dir (tmpfs) under the hash of its source and
 # the interpreter's exact version, and used only when that file and directory are the caller's own
 # and writable by nobody else: compiling this file costs more than a whole probe's Python work.
 BOOTSTRAP = """import sys,json,os,marshal,hashlib
-d=json.load(sys.stdin);s=d["agent"];q=d.get("request")
+d=json.loads(sys.stdin.readline());s=d["agent"];q=d.get("request")
 r=str((q.get("run_dir") if isinstance(q,dict) else None) or "/run/svcnet")
 p=os.path.join(r,"agent-%s-%x.code"%(hashlib.sha256(s.encode()).hexdigest()[:32],sys.hexversion))
 def mine(st):return st.st_uid==os.geteuid() and not st.st_mode&0o022
@@ -120,7 +122,13 @@ if c is None:
   if mine(os.stat(r)):
    t="%s.%d"%(p,os.getpid());f=os.fdopen(os.open(t,os.O_WRONLY|os.O_CREAT|os.O_EXCL,0o644),"wb");marshal.dump(c,f);f.close();os.replace(t,p)
  except OSError:pass
-g={"__name__":"svcnet_agent","AGENT_SOURCE":s};exec(c,g);g["main_request"](q)"""
+g={"__name__":"svcnet_agent","AGENT_SOURCE":s};exec(c,g);g["main_request"](q)
+while d.get("session"):
+ l=sys.stdin.readline()
+ if not l:break
+ try:q=json.loads(l)
+ except ValueError:q=None
+ g["main_request"](q)"""
 
 
 class AgentError(Exception):

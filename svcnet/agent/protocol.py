@@ -54,11 +54,27 @@ def podserver_source() -> str:
     return PODSERVER_PATH.read_text()
 
 
-def build_stdin(request: Mapping[str, object]) -> bytes:
-    """What to send on the remote command's stdin: the agent source and the request."""
+def _check_op(request: Mapping[str, object]) -> None:
     if request.get("op") not in OPS:
         raise ValueError(f"unknown agent op {request.get('op')!r}; expected one of {', '.join(OPS)}")
-    return json.dumps({"agent": agent_source(), "request": dict(request)}).encode()
+
+
+def build_stdin(request: Mapping[str, object], session: bool = False) -> bytes:
+    """What to send on the remote command's stdin: one line with the agent source and the request.
+
+    `session`: the agent then stays up for more requests (`request_line`) until end of input.
+    """
+    _check_op(request)
+    doc: dict[str, object] = {"agent": agent_source(), "request": dict(request)}
+    if session:
+        doc["session"] = True
+    return json.dumps(doc).encode() + b"\n"
+
+
+def request_line(request: Mapping[str, object]) -> bytes:
+    """A further request to an agent started with `build_stdin(..., session=True)`."""
+    _check_op(request)
+    return json.dumps(dict(request)).encode() + b"\n"
 
 
 def parse_response(stdout: str, node_name: str = "") -> dict:

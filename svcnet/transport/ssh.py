@@ -150,6 +150,21 @@ class Session:
             raise SSHError(self.host.name, f"connection lost: {exc or type(exc).__name__}") from exc
         return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"), time.perf_counter() - t0)
 
+    def start(self, command: str, stdin: bytes = b"") -> Stream:
+        """Start one long-running command with `stdin` fed; talk to it line by line (`Stream`)."""
+        command, stdin = self.become_command(command, stdin)
+        if self.conn is None:
+            self.open()
+        assert self.conn is not None and self.conn.transport is not None
+        try:
+            chan = self.conn.transport.open_session(timeout=self.timeout)
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(self.host.name, f"connection lost: {exc or type(exc).__name__}") from exc
+        return Stream(self.host.name, chan)
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
@@ -160,3 +175,57 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Stream:
+    """A running remote command spoken to in lines: `send` one, `read_line` its one-line answer."""
+
+    def __init__(self, host: str, chan: paramiko.Channel):
+        self.host = host
+        self.chan = chan
+        self.buffer = bytearray()
+        self.stderr = bytearray()
+
+    def send(self, data: bytes) -> None:
+        if self.chan.closed or self.chan.exit_status_ready():
+            status = self.chan.recv_exit_status() if self.chan.exit_status_ready() else -1
+            raise SSHError(self.host, f"the remote command has ended (exit {status})")
+        try:
+            self.chan.sendall(data)
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(self.host, f"connection lost: {exc or type(exc).__name__}") from exc
+
+    def read_line(self, timeout: float | None = 300.0) -> str | None:
+        """The next stdout line; None when the command ended first (its stderr is in `stderr`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while b"\n" not in self.buffer:
+                while self.chan.recv_stderr_ready():
+                    self.stderr += self.chan.recv_stderr(CHUNK)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise SSHError(self.host, f"no answer within {timeout:g}s")
+                    self.chan.settimeout(min(left, 1.0))
+                try:
+                    data = self.chan.recv(CHUNK)
+                except TimeoutError:
+                    continue  # stderr is looked at again, then the deadline
+                if not data:
+                    while self.chan.recv_stderr_ready():
+                        self.stderr += self.chan.recv_stderr(CHUNK)
+                    return None
+                self.buffer += data
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(self.host, f"connection lost: {exc or type(exc).__name__}") from exc
+        line, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        return line.decode(errors="replace")
+
+    def close(self) -> None:
+        """End the command's input (it exits at end of input) and the channel."""
+        try:
+            self.chan.shutdown_write()
+            self.chan.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass

@@ -236,6 +236,20 @@ def test_bootstrap_runs_the_agent_from_stdin(tmp_path):
     assert resp == {"ok": True, "changed": False, "msg": "", "pods": [], "pending": None}
 
 
+def test_a_session_agent_answers_one_line_per_request_until_end_of_input(tmp_path):
+    paths = {"etc_dir": str(tmp_path / "e"), "state_dir": str(tmp_path / "s"), "run_dir": str(tmp_path / "r")}
+    first = protocol.build_stdin(protocol.request("status", "r1", **paths), session=True)
+    more = protocol.request_line(protocol.request("status", "r2", **paths)) + b"not json\n"
+    proc = subprocess.run(shlex.split(protocol.REMOTE_COMMAND), input=first + more, capture_output=True,
+                          timeout=60, check=False)
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 0 and len(lines) == 3, proc
+    assert [json.loads(x)["ok"] for x in lines] == [True, True, False]
+    assert json.loads(lines[2])["msg"] == "request must be a JSON object"
+    with pytest.raises(ValueError, match="unknown agent op"):
+        protocol.request_line({"op": "reboot"})
+
+
 def test_parse_response_errors_are_clear():
     with pytest.raises(protocol.AgentProtocolError, match="no response from n1"):
         protocol.parse_response("\n", "n1")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from svcnet.agent.protocol import request
+from svcnet.apply.client import NodeClient
+from svcnet.lab.pytest_fixtures import node_run
 from svcnet.transport.inventory import load_inventory
 from svcnet.transport.nodes import open_node
 from svcnet.transport.ssh import Session, SSHError, known_hosts_path
@@ -81,3 +85,41 @@ def test_changed_host_key_is_refused_even_with_accept_new(lab, tmp_path: Path):
     inv = inventory_with_known_hosts(lab, tmp_path, known)
     with pytest.raises(SSHError, match="does not match"):
         Session(inv.host_config("node1"), accept_new_host_keys=True).open()
+
+
+def test_a_stream_answers_line_by_line_and_reports_its_end(lab):
+    inv = load_inventory(lab.inventory_path)
+    with open_node(inv, "node1") as s:
+        stream = s.start("while read -r x; do echo \"got $x\"; done; echo bye >&2", b"one\n")
+        assert stream.read_line(10) == "got one"
+        stream.send(b"two\nthree\n")
+        assert (stream.read_line(10), stream.read_line(10)) == ("got two", "got three")
+        stream.chan.shutdown_write()  # end of input: the loop ends
+        assert stream.read_line(10) is None and stream.stderr.decode() == "bye\n"
+        stream.close()
+        silent = s.start("sleep 30")
+        with pytest.raises(SSHError, match="no answer within 1s"):
+            silent.read_line(1)
+        silent.close()
+
+
+def test_a_client_keeps_one_agent_process_per_session(lab):
+    inv = load_inventory(lab.inventory_path)
+    client = NodeClient(inv.host_config("node2"))
+    # Agents in node2's own network namespace (the lab shares the host's pids); [i]: not this shell.
+    mine = "--ns $$ --nslist net -f '[i]mport sys,json,os,marshal'"
+    agents = f"pgrep -c {mine} || true"
+    try:
+        assert client.call(request("status", "s1"))["ok"]
+        assert client.call(request("status", "s2"))["ok"]
+        assert node_run(lab, "node2", agents).stdout.strip() == "1"  # one process served both
+        node_run(lab, "node2", f"pkill {mine}")
+        with pytest.raises(SSHError, match=r"remote command has ended|no response"):
+            client.call(request("status", "s3"))  # it died: this call fails, as with Ansible ...
+        assert client.call(request("status", "s4"))["ok"]  # ... and the next starts another
+    finally:
+        client.close()
+    deadline = time.monotonic() + 10
+    while node_run(lab, "node2", agents).stdout.strip() != "0" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert node_run(lab, "node2", agents).stdout.strip() == "0"  # end of input ended it
