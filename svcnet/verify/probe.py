@@ -7,8 +7,8 @@ cap on timeouts: a probe never runs longer than `deadline` seconds.
 
 Requests:
   {"op": "http", "host": IP, "port": N, "path": "/", "count": N, "timeout": S, "deadline": S,
-   "max_timeouts": N} -> {"ok", "sent", "answers": {pod: n}, "errors": {kind: n}, "client_ips": [...],
-   "stopped": reason or "", "seconds"}
+   "max_timeouts": N, "retry_timeouts": N} -> {"ok", "sent", "answers": {pod: n}, "errors": {kind: n},
+   "client_ips": [...], "stopped": reason or "", "retried": n, "seconds"}
   {"op": "connect", "host": IP, "port": N, "timeout": S} -> {"ok", "outcome", "seconds"}
 Error kinds: refused, timeout, reset, unreachable, bad-response, other.
 """
@@ -72,10 +72,11 @@ def op_http(req: dict) -> dict:
     timeout = float(req.get("timeout", 1.0))
     deadline = time.monotonic() + min(float(req.get("deadline", 10.0)), MAX_DEADLINE)
     max_timeouts = int(req.get("max_timeouts", 3))
+    retries = max(0, min(int(req.get("retry_timeouts", 0)), 3))
     answers: dict = {}
     errors: dict = {}
     client_ips: list = []
-    sent, stopped = 0, ""
+    sent, retried, stopped = 0, 0, ""
     t0 = time.monotonic()
     while sent < count:
         if time.monotonic() >= deadline:
@@ -83,6 +84,11 @@ def op_http(req: dict) -> dict:
             break
         sent += 1
         kind, info = http_get(host, port, path, timeout)
+        for _ in range(retries):  # a timed-out request is tried again on a new connection
+            if kind != "timeout" or time.monotonic() + timeout > deadline:
+                break
+            retried += 1
+            kind, info = http_get(host, port, path, timeout)
         if kind == "ok":
             answers[info["pod"]] = answers.get(info["pod"], 0) + 1
             if info.get("client_ip") and info["client_ip"] not in client_ips:
@@ -93,7 +99,7 @@ def op_http(req: dict) -> dict:
             stopped = "{} timeouts".format(errors["timeout"])
             break
     return {"ok": True, "sent": sent, "answers": answers, "errors": errors, "client_ips": client_ips,
-            "stopped": stopped, "seconds": round(time.monotonic() - t0, 4)}
+            "stopped": stopped, "retried": retried, "seconds": round(time.monotonic() - t0, 4)}
 
 
 def op_connect(req: dict) -> dict:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from svcnet.model.load import load_cluster
 from svcnet.verify import probe
+from svcnet.verify.checks.traffic import summary
 from svcnet.verify.drift import netconf_drift, rules_drift, sort_drift
 from svcnet.verify.plugin import make_service_url
 from svcnet.verify.procnet import listening_ports
@@ -180,6 +183,52 @@ def test_probe_reports_refused_fast():
     many = probe.handle({"op": "http", "host": "127.0.0.1", "port": port, "count": 4})
     assert many["errors"] == {"refused": 4} and many["answers"] == {}
     assert probe.handle({"op": "http"})["ok"] is False
+
+
+def test_probe_retries_a_timed_out_request_once_when_asked():
+    """A server that leaves its first connection unanswered, then answers every later one."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(10)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            first, _ = srv.accept()
+            held.append(first)  # accepted, never answered: the client times out
+            while True:
+                conn, _ = srv.accept()
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.0 200 OK\r\n\r\npod-b\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = srv.getsockname()[1]
+    try:
+        got = probe.handle({"op": "http", "host": "127.0.0.1", "port": port, "count": 3, "timeout": 0.5,
+                            "retry_timeouts": 1})
+        assert got["answers"] == {"pod-b": 3} and got["errors"] == {} and got["retried"] == 1, got
+        assert "retried after a timeout x1" in summary(got)
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+
+
+def test_probe_without_retries_counts_the_timeout():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # never accepts: the request times out waiting for an answer
+    try:
+        got = probe.handle({"op": "http", "host": "127.0.0.1", "port": srv.getsockname()[1], "count": 2,
+                            "timeout": 0.3, "max_timeouts": 5})
+        assert got["errors"] == {"timeout": 2} and got["retried"] == 0, got
+        again = probe.handle({"op": "http", "host": "127.0.0.1", "port": srv.getsockname()[1], "count": 1,
+                              "timeout": 0.3, "retry_timeouts": 1, "max_timeouts": 5})
+        assert again["errors"] == {"timeout": 1} and again["retried"] == 1, again  # a lasting fault still fails
+    finally:
+        srv.close()
 
 
 # -- the command's input errors ------------------------------------------------------------------
