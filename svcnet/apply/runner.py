@@ -8,6 +8,7 @@ the controller off is rolled back by the node's dead-man switch.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -67,7 +68,7 @@ class HostState:
     probe: dict[str, Any] | None = None
     dead: bool = False  # failed or unreachable: skipped for the rest of the play, as Ansible does
     done: dict[str, Outcome] = field(default_factory=dict)  # parts already applied with an earlier task
-    # (desired artifacts, artifacts to send: desired + deletes of the probe's stale chains) for the play
+    # (desired artifacts, artifacts to send: desired + deletes of the probe's stale chains), until taken
     rendered: tuple[NodeArtifacts, NodeArtifacts] | None = None
 
 
@@ -86,6 +87,8 @@ class Runner:
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.invalid = False
         self.parts: tuple[str, ...] = ()  # the converge parts (network, rules) the play's tasks select
+        self.render_queue: list[str] = []  # probed hosts of the current converge task not rendered yet
+        self.render_lock = threading.Lock()
 
     # -- output -------------------------------------------------------------------------
     def echo(self, text: str = "") -> None:
@@ -155,8 +158,8 @@ class Runner:
 
     def run_task(self, task: Task, hosts: list[str], cluster: Cluster) -> None:
         self.echo("\n" + recap.task_banner(task.name or task.action))
-        if task.action in (NETWORK, RULES):
-            self.prerender(cluster, hosts)
+        if task.action in (NETWORK, RULES):  # hosts whose artifacts can be rendered together (probed)
+            self.render_queue = [h for h in hosts if self.hosts[h].probe is not None and self.hosts[h].rendered is None]
         fn: Callable[[str, Cluster, Task], Outcome] = getattr(self, f"task_{task.action}")
 
         def one(h: str) -> Outcome:
@@ -205,18 +208,28 @@ class Runner:
         return replace(cluster, nodes=tuple(replace(n, facts=facts[n.name]) if n.name in facts else n
                                             for n in cluster.nodes))
 
-    def prerender(self, cluster: Cluster, hosts: Sequence[str]) -> None:
-        """Render, in one pass for all of them, the artifacts of the hosts already probed.
+    def take_rendered(self, host: str, cluster: Cluster) -> tuple[NodeArtifacts, NodeArtifacts] | None:
+        """The host's (desired, to send) artifacts, if it is queued for rendering; dropped once taken.
 
-        Nodes share most of their rules, and one pass renders what they share once; rendering
-        host by host in the worker threads would repeat it per host under the GIL.
+        Nodes share most of their rules, and one pass renders what they share once (host by host,
+        the worker threads would repeat it per host under the GIL). A pass covers this host and
+        the next `forks - 1` queued ones, so at most about `forks` hosts' texts are held at a time.
         """
-        probes = {h: st.probe for h in hosts if (st := self.hosts[h]).rendered is None and st.probe is not None}
-        todo = list(probes)
-        if not todo:
-            return
+        with self.render_lock:
+            st = self.hosts[host]
+            if st.rendered is None and host in self.render_queue:
+                others = [h for h in self.render_queue if h != host]
+                batch = [host, *others[: max(0, self.opts.forks - 1)]]
+                self.render_queue = [h for h in self.render_queue if h not in batch]
+                self.render_batch(cluster, batch)
+            taken, st.rendered = st.rendered, None
+            return taken
+
+    def render_batch(self, cluster: Cluster, todo: Sequence[str]) -> None:
+        """Render the artifacts of `todo` (probed hosts) in one pass."""
+        probes = {h: self.hosts[h].probe or {} for h in todo}
         rendered = self.with_facts(cluster, todo)
-        desired = node_artifacts_all(rendered, todo)
+        desired = node_artifacts_all(rendered, list(todo))
         stale = {h: tuple(p.get("stale_chains") or ()) for h, p in probes.items() if p.get("stale_chains")}
         send = node_artifacts_all(rendered, list(stale), stale) if stale else {}
         for h in todo:
@@ -238,8 +251,9 @@ class Runner:
             return st.done.pop(part)
         group = self.parts if part in self.parts else (part,)
         probe = st.probe or self._probe(host)
-        if st.rendered is not None:
-            desired, send = st.rendered
+        pair = self.take_rendered(host, cluster)
+        if pair is not None:
+            desired, send = pair
         else:  # not probed before this task (e.g. --tags rules): render for this host alone
             desired = self.artifacts(host, cluster)
             stale = tuple(probe.get("stale_chains") or ())
