@@ -345,10 +345,10 @@ def stale_chains(snap: dict) -> list[str]:
     return sorted(c for c in snap["nat"]["chains"] if c.startswith(STALE_PREFIXES))
 
 
-def transition_text(live: dict, target: dict, keep_jumps: bool = False) -> str:
-    """One `iptables-restore --noflush` transaction taking live owned state to `target`.
+def transition_text(live: dict, target: dict) -> str:
+    """One `iptables-restore --noflush` transaction taking live owned state to `target` (rollback).
 
-    Deletes live jump rules (unless keep_jumps), flushes/creates every owned chain of either side,
+    Deletes live jump rules, flushes/creates every owned chain of either side,
     deletes owned chains `target` lacks, writes target's rules and inserts target's jump rules at
     their recorded positions (clamped to the chain's current length).
     """
@@ -359,16 +359,7 @@ def transition_text(live: dict, target: dict, keep_jumps: bool = False) -> str:
             continue
         out.append("*" + table)
         counts = dict(lv["counts"])
-        live_jumps = [j[2] for j in lv["jumps"]]
-        target_jumps = [j[2] for j in tg["jumps"]]
-        if keep_jumps:
-            extra = list(live_jumps)
-            for line in target_jumps:
-                if line in extra:
-                    extra.remove(line)
-            deletes, inserts = extra, []
-        else:
-            deletes, inserts = live_jumps, list(tg["jumps"])
+        deletes, inserts = [j[2] for j in lv["jumps"]], list(tg["jumps"])
         for line in deletes:
             chain = line.split()[1]
             out.append("-D " + line[3:])
