@@ -61,7 +61,11 @@ class NodeClient:
             stderr = self.agent.stderr.decode(errors="replace")
             self._drop_agent()
             return self._parse("", stderr)
-        return self._parse(line, "")
+        try:
+            return self._parse(line, "")
+        except SSHError:  # not its answer: the agent's output can no longer be paired with requests
+            self._drop_agent()
+            raise
 
     def _parse(self, stdout: str, stderr: str) -> dict:
         try:
