@@ -1478,7 +1478,8 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
     want: dict = raw_want if isinstance(raw_want, dict) else {}
     files_same = all(read_text(paths.etc_file(n)) == arts.get(n, "") for p in parts for n in PART_FILES[p])
     extra: dict = {}
-    net_diff = text_diff(sorted(have_lines), sorted(want_lines), "netconf")
+    shown = req.get("check") or req.get("diff")
+    net_diff = text_diff(sorted(have_lines), sorted(want_lines), "netconf") if shown else ""
     if req.get("check"):  # the kernel's normal form of the desired rules, from a scratch netns
         desired_normal = desired_snapshot(arts, prefix)[1] if do_rules else live_normal
         changed = live_normal != desired_normal or not net_same or not files_same
