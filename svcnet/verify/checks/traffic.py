@@ -112,7 +112,7 @@ def test_cluster_ip_answers(svcnet_context: VerifyContext, svcnet_source: Source
 @pytest.mark.svcnet_ports("split")
 def test_endpoints_share_traffic_evenly(svcnet_context: VerifyContext, svcnet_node: str,
                                         svcnet_service_port: ServicePort) -> None:
-    """Every ready endpoint gets traffic; chi-square goodness of fit to an equal split (alpha 0.001)."""
+    """Every ready endpoint gets traffic; chi-square goodness of fit to an equal split (alpha 1e-6)."""
     ctx, sp = svcnet_context, svcnet_service_port
     require_dataplane(ctx, sp)
     expected = cluster_endpoints(ctx, sp, svcnet_node)
