@@ -490,13 +490,7 @@ def rules_transaction(restore: str, jumps: dict, live: dict) -> str:
     present (`-I CHAIN 1`, in file order), `-D` for other owned jump rules, and flush + `-X` for owned
     chains the restore neither writes nor deletes. Foreign rules are never named.
     """
-    declared: dict = {t: set() for t in TABLES}
-    table = ""
-    for line in restore.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif table in declared and line.startswith((":", "-X ")):
-            declared[table].add(line[1:].split()[0] if line.startswith(":") else line.split()[1])
+    written = restore_chains(restore)
     extra: dict = {}
     for t in TABLES:
         want = [line for _, line in jumps[t]]
@@ -505,7 +499,8 @@ def rules_transaction(restore: str, jumps: dict, live: dict) -> str:
         for chain, line in jumps[t]:
             if line not in have:
                 ops.append(f"-I {chain} 1 {line[len('-A ' + chain) + 1:]}")
-        stale = [c for c in live[t]["chains"] if c not in declared[t]]
+        declared, deleted = written[t]
+        stale = [c for c in live[t]["chains"] if c not in declared and c not in deleted]
         ops.extend(f":{c} - [0:0]" for c in stale)
         ops.extend("-X " + c for c in stale)
         if ops:
@@ -531,17 +526,25 @@ def multiset_minus(items: list[str], remove: list[str]) -> list[str]:
     return left
 
 
+def restore_chains(restore: str) -> dict:
+    """Per table of a restore text: (chains it declares with `:NAME`, chains it deletes with `-X`)."""
+    out: dict = {t: (set(), set()) for t in TABLES}
+    table = ""
+    for line in restore.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif table in out and line.startswith(":"):
+            out[table][0].add(line[1:].split()[0])
+        elif table in out and line.startswith("-X "):
+            out[table][1].add(line.split()[1])
+    return out
+
+
 def rules_mismatch(final: dict, restore: str, jumps: dict) -> str:
     """Why the live owned state is not what the transaction wrote ("" when it is)."""
+    written = restore_chains(restore)
     for t in TABLES:
-        declared, deleted, table = set(), set(), ""
-        for line in restore.splitlines():
-            if line.startswith("*"):
-                table = line[1:].strip()
-            elif table == t and line.startswith(":"):
-                declared.add(line[1:].split()[0])
-            elif table == t and line.startswith("-X "):
-                deleted.add(line.split()[1])
+        declared, deleted = written[t]
         chains, want_chains = set(final[t]["chains"]), declared - deleted
         if chains != want_chains:
             return "{}: owned chains differ (unexpected: {}; missing: {})".format(
