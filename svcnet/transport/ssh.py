@@ -33,6 +33,14 @@ class SSHError(Exception):
         self.message = message
 
 
+# What a lost or broken connection raises inside paramiko calls (TimeoutError is an OSError).
+LOST = (paramiko.SSHException, OSError, EOFError)
+
+
+def lost(host: str, exc: BaseException) -> SSHError:
+    return SSHError(host, f"connection lost: {exc or type(exc).__name__}")
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     rc: int
@@ -115,17 +123,9 @@ class Session:
 
     def run(self, command: str, stdin: bytes = b"", timeout: float | None = 300.0) -> Result:
         """Run one command with `stdin` fed and closed; no PTY, nothing echoed or logged."""
-        command, stdin = self.become_command(command, stdin)
-        if self.conn is None:
-            self.open()
-        assert self.conn is not None and self.conn.transport is not None
         t0 = time.perf_counter()
+        chan = self._exec(command, stdin, timeout)
         try:
-            chan = self.conn.transport.open_session(timeout=self.timeout)
-            chan.settimeout(timeout)
-            chan.exec_command(command)
-            if stdin:
-                chan.sendall(stdin)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             while True:
@@ -146,24 +146,29 @@ class Session:
                 err += chan.recv_stderr(CHUNK)
             rc = chan.recv_exit_status()
             chan.close()
-        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
-            raise SSHError(self.host.name, f"connection lost: {exc or type(exc).__name__}") from exc
+        except LOST as exc:
+            raise lost(self.host.name, exc) from exc
         return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"), time.perf_counter() - t0)
 
     def start(self, command: str, stdin: bytes = b"") -> Stream:
         """Start one long-running command with `stdin` fed; talk to it line by line (`Stream`)."""
+        return Stream(self.host.name, self._exec(command, stdin, None))
+
+    def _exec(self, command: str, stdin: bytes, timeout: float | None) -> paramiko.Channel:
+        """A new channel running `command` (wrapped for become), `stdin` sent, input left open."""
         command, stdin = self.become_command(command, stdin)
         if self.conn is None:
             self.open()
         assert self.conn is not None and self.conn.transport is not None
         try:
             chan = self.conn.transport.open_session(timeout=self.timeout)
+            chan.settimeout(timeout)
             chan.exec_command(command)
             if stdin:
                 chan.sendall(stdin)
-        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
-            raise SSHError(self.host.name, f"connection lost: {exc or type(exc).__name__}") from exc
-        return Stream(self.host.name, chan)
+        except LOST as exc:
+            raise lost(self.host.name, exc) from exc
+        return chan
 
     def close(self) -> None:
         if self.conn is not None:
@@ -192,16 +197,15 @@ class Stream:
             raise SSHError(self.host, f"the remote command has ended (exit {status})")
         try:
             self.chan.sendall(data)
-        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
-            raise SSHError(self.host, f"connection lost: {exc or type(exc).__name__}") from exc
+        except LOST as exc:
+            raise lost(self.host, exc) from exc
 
     def read_line(self, timeout: float | None = 300.0) -> str | None:
         """The next stdout line; None when the command ended first (its stderr is in `stderr`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while b"\n" not in self.buffer:
-                while self.chan.recv_stderr_ready():
-                    self.stderr += self.chan.recv_stderr(CHUNK)
+                self._drain_stderr()
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -212,20 +216,23 @@ class Stream:
                 except TimeoutError:
                     continue  # stderr is looked at again, then the deadline
                 if not data:
-                    while self.chan.recv_stderr_ready():
-                        self.stderr += self.chan.recv_stderr(CHUNK)
+                    self._drain_stderr()
                     return None
                 self.buffer += data
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SSHError(self.host, f"connection lost: {exc or type(exc).__name__}") from exc
+        except LOST as exc:
+            raise lost(self.host, exc) from exc
         line, _, rest = bytes(self.buffer).partition(b"\n")
         self.buffer = bytearray(rest)
         return line.decode(errors="replace")
+
+    def _drain_stderr(self) -> None:
+        while self.chan.recv_stderr_ready():
+            self.stderr += self.chan.recv_stderr(CHUNK)
 
     def close(self) -> None:
         """End the command's input (it exits at end of input) and the channel."""
         try:
             self.chan.shutdown_write()
             self.chan.close()
-        except (paramiko.SSHException, OSError, EOFError):
+        except LOST:
             pass
