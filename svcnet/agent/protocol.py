@@ -134,9 +134,14 @@ def apply_request(
     diff: bool = False,
     lock_wait: float = 30,
     parts: tuple[str, ...] = PARTS,
+    hashes: Mapping[str, str] | None = None,
     **fields: object,
 ) -> dict:
-    """An `apply` request for `parts` of the node's state (default: rules and address config)."""
+    """An `apply` request for `parts` of the node's state (default: rules and address config).
+
+    `hashes`: the desired state's `desired_hashes`, when the caller has them (the artifacts sent
+    may also delete stale chains, which are not desired state); else those of `art`.
+    """
     files = art.files()
     return request(
         "apply",
@@ -144,7 +149,7 @@ def apply_request(
         artifacts={name: files[name] for name in APPLY_FILES},
         netconf=netconf_payload(art.netconf),
         parts=list(parts),
-        desired_hashes=desired_hashes(art),
+        desired_hashes=dict(hashes) if hashes is not None else desired_hashes(art),
         confirm_timeout=confirm_timeout,
         check=check,
         diff=diff,

@@ -208,21 +208,23 @@ class Runner:
         return replace(cluster, nodes=tuple(replace(n, facts=facts[n.name]) if n.name in facts else n
                                             for n in cluster.nodes))
 
-    def take_rendered(self, host: str, cluster: Cluster) -> tuple[NodeArtifacts, NodeArtifacts] | None:
-        """The host's (desired, to send) artifacts, if it is queued for rendering; dropped once taken.
+    def take_rendered(self, host: str, cluster: Cluster) -> tuple[NodeArtifacts, NodeArtifacts]:
+        """The probed host's (desired, to send) artifacts, rendered if need be; dropped once taken.
 
         Nodes share most of their rules, and one pass renders what they share once (host by host,
         the worker threads would repeat it per host under the GIL). A pass covers this host and
         the next `forks - 1` queued ones, so at most about `forks` hosts' texts are held at a time.
+        A host probed only now (e.g. `--tags rules`: no preflight) is not queued and renders alone.
         """
         with self.render_lock:
             st = self.hosts[host]
-            if st.rendered is None and host in self.render_queue:
+            if st.rendered is None:
                 others = [h for h in self.render_queue if h != host]
                 batch = [host, *others[: max(0, self.opts.forks - 1)]]
                 self.render_queue = [h for h in self.render_queue if h not in batch]
                 self.render_batch(cluster, batch)
             taken, st.rendered = st.rendered, None
+            assert taken is not None
             return taken
 
     def render_batch(self, cluster: Cluster, todo: Sequence[str]) -> None:
@@ -234,10 +236,6 @@ class Runner:
         send = node_artifacts_all(rendered, list(stale), stale) if stale else {}
         for h in todo:
             self.hosts[h].rendered = (desired[h], send.get(h, desired[h]))
-
-    def artifacts(self, host: str, cluster: Cluster, stale: Sequence[str] = ()) -> NodeArtifacts:
-        """The node's artifacts rendered with the facts gathered from it (when known)."""
-        return node_artifacts_all(self.with_facts(cluster, [host]), [host], {host: stale})[host]
 
     def converge(self, host: str, cluster: Cluster, part: str) -> Outcome:
         """Bring `part` of the node to the desired state.
@@ -251,13 +249,7 @@ class Runner:
             return st.done.pop(part)
         group = self.parts if part in self.parts else (part,)
         probe = st.probe or self._probe(host)
-        pair = self.take_rendered(host, cluster)
-        if pair is not None:
-            desired, send = pair
-        else:  # not probed before this task (e.g. --tags rules): render for this host alone
-            desired = self.artifacts(host, cluster)
-            stale = tuple(probe.get("stale_chains") or ())
-            send = self.artifacts(host, cluster, stale) if stale else desired
+        desired, send = self.take_rendered(host, cluster)
         want = desired_hashes(desired)  # stale chains are not desired state: hashed without them
         todo = tuple(p for p in group if self.opts.diff or not is_unchanged(probe, want, (p,)))
         results = {p: Outcome(recap.OK, "no change") for p in group}
@@ -277,8 +269,7 @@ class Runner:
         st = self.hosts[host]
         guard = 0.0 if self.opts.check else self.opts.confirm_timeout
         req = apply_request(send, self.run_id, confirm_timeout=guard, check=self.opts.check,
-                            diff=self.opts.diff, lock_wait=self.opts.lock_wait, parts=parts)
-        req["desired_hashes"] = want
+                            diff=self.opts.diff, lock_wait=self.opts.lock_wait, parts=parts, hashes=want)
         resp = st.client.call(req)
         st.probe = None  # the node changed: probe again before the next converge
         diff = resp.get("diff") or {}

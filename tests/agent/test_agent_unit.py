@@ -282,5 +282,7 @@ def test_desired_hash_follows_the_content(tmp_path):
     ha, hb = protocol.desired_hashes(a), protocol.desired_hashes(b)
     assert ha["rules"] != hb["rules"] and ha["network"] == hb["network"]  # a nodePort is a rules change
     req = protocol.apply_request(a, "r1", confirm_timeout=5)
+    assert req["desired_hashes"] == ha
+    assert protocol.apply_request(b, "r1", hashes=ha)["desired_hashes"] == ha  # the caller's, when given
     assert set(req["artifacts"]) == {"rules.restore", "jumps.rules", "netconf.sh"}
     assert req["podserver"].startswith('"""Tiny pod server') and req["confirm_timeout"] == 5

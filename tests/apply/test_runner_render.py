@@ -8,6 +8,7 @@ from typing import Any
 from applylab import SEED
 
 from svcnet.apply.runner import HostState, Options, Runner
+from svcnet.desired import node_artifacts_all
 from svcnet.model.load import load_cluster
 
 
@@ -20,15 +21,28 @@ def runner(forks: int, hosts: list[str], stale: dict[str, list[str]]) -> Runner:
     return r
 
 
+def alone(cluster, host: str, stale: tuple[str, ...] = ()):
+    """The host's artifacts rendered for it alone."""
+    return node_artifacts_all(cluster, [host], {host: stale})[host]
+
+
 def test_batches_follow_forks_and_match_rendering_one_host_at_a_time():
     cluster = load_cluster([SEED])
     stale = {"node2": ["KUBE-SVC-GONEGONEGONEGONE"]}
     for forks, after_first in ((1, ["node2"]), (10, [])):
         r = runner(forks, ["node1", "node2"], stale)
-        desired1, send1 = r.take_rendered("node1", cluster) or (None, None)
+        desired1, send1 = r.take_rendered("node1", cluster)
         assert r.render_queue == after_first  # forks=1: node2 waits for its own pass
-        assert desired1 == send1 == r.artifacts("node1", cluster)
-        desired2, send2 = r.take_rendered("node2", cluster) or (None, None)
-        assert desired2 == r.artifacts("node2", cluster)
-        assert send2 == r.artifacts("node2", cluster, stale["node2"]) != desired2  # deletes the stale chain
-        assert r.take_rendered("node1", cluster) is None  # taken once, then dropped
+        assert desired1 == send1 == alone(cluster, "node1")
+        desired2, send2 = r.take_rendered("node2", cluster)
+        assert desired2 == alone(cluster, "node2")
+        assert send2 == alone(cluster, "node2", tuple(stale["node2"])) != desired2  # deletes the stale chain
+        assert r.hosts["node1"].rendered is None and r.hosts["node2"].rendered is None  # dropped once taken
+
+
+def test_a_host_probed_only_now_renders_alone():
+    cluster = load_cluster([SEED])
+    r = runner(10, ["node1", "node2"], {})
+    r.render_queue = []  # as with --tags rules: nothing was probed before the task
+    assert r.take_rendered("node2", cluster) == (alone(cluster, "node2"), alone(cluster, "node2"))
+    assert r.hosts["node1"].rendered is None  # not rendered with it
