@@ -117,7 +117,7 @@ def node_netconf(cluster: Cluster, node: Node) -> NetConf:
 
 
 @cache
-def _environment() -> jinja2.Environment:
+def _template() -> jinja2.Template:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("svcnet.render", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -127,12 +127,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["q"] = lambda v: shlex.quote(str(v))
-    return env
-
-
-@cache
-def _template() -> jinja2.Template:
-    return _environment().get_template("netconf.sh.j2")
+    return env.get_template("netconf.sh.j2")
 
 
 _TEMPLATE_LOCK = threading.Lock()  # nodes render in parallel threads: compile the template once
