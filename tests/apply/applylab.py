@@ -3,45 +3,15 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+
+from labrun import REPO, SEED, Run, applied_lab, apply, svcnet  # noqa: F401  (the apply tests' helpers)
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.lab.state import Lab
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = REPO / "examples" / "seed"
-RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 # Bounds for every traffic probe: requests per target and seconds per request.
 REQUESTS, REQUEST_TIMEOUT = 24, 2
-
-
-@dataclass
-class Run:
-    rc: int
-    out: str
-    err: str
-
-    def recap(self) -> dict[str, dict[str, int]]:
-        return {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
-                for m in RECAP.finditer(self.out)}
-
-
-def svcnet(*args: str, timeout: float = 180) -> Run:
-    """The real `svcnet` command in a subprocess (no terminal)."""
-    p = subprocess.run([sys.executable, "-m", "svcnet.cli.main", *args], capture_output=True, text=True,
-                       timeout=timeout, cwd=REPO, stdin=subprocess.DEVNULL)
-    return Run(p.returncode, p.stdout, p.stderr)
-
-
-def apply(lab: Lab, *paths: Path | str, extra: tuple[str, ...] = ()) -> Run:
-    args = ["apply", "-i", str(lab.inventory_path), "--confirm-timeout", "15", *extra]
-    for p in paths:
-        args += ["-f", str(p)]
-    return svcnet(*args)
 
 
 def answers(lab: Lab, machine: str, url: str, netns: str | None = None) -> list[str]:

@@ -4,7 +4,7 @@ EndpointSlice to an outside machine: they pass when applied, and catch the break
 from __future__ import annotations
 
 import pytest
-from verifylab import FEATURES, apply, verify
+from verifylab import FEATURES, applied_lab, apply, verify
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.model.load import load_cluster
@@ -15,10 +15,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def features_lab(lab_factory):
-    lab = lab_factory(FEATURES)
-    first = apply(lab, FEATURES)
-    assert first.rc == 0, first.out + first.err
-    return lab
+    return applied_lab(lab_factory, FEATURES)
 
 
 def test_feature_checks_pass(features_lab):

@@ -6,7 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from verifylab import SEED, apply, svcnet, verify
+from verifylab import SEED, applied_lab, apply, svcnet, verify
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.model.load import load_cluster
@@ -27,10 +27,7 @@ WAIT_GONE = "for i in $(seq 50); do kill -0 $p 2>/dev/null || break; sleep 0.1; 
 
 @pytest.fixture(scope="module")
 def seed_lab(lab_factory):
-    lab = lab_factory(SEED)
-    first = apply(lab, SEED)
-    assert first.rc == 0, first.out + first.err
-    return lab
+    return applied_lab(lab_factory, SEED)
 
 
 def test_verify_passes_on_the_applied_lab(seed_lab, tmp_path):
