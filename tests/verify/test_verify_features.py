@@ -39,6 +39,12 @@ def test_feature_checks_pass(features_lab):
     assert "checked for rules only" in run.out
 
 
+def reapply(lab) -> None:
+    """Repair the lab after a breakage; a failure shows the whole run (which task, which check)."""
+    run = apply(lab, FEATURES)
+    assert run.rc == 0, run.out + run.err
+
+
 def _edit(lab, node: str, table: str, drop: str) -> None:
     """Remove the rules containing `drop` from a table of `node` (inside the lab node only)."""
     node_run(lab, node, f"iptables-save -t {table} | grep -v -- '{drop}' | iptables-restore -T {table}")
@@ -51,7 +57,7 @@ def test_lost_affinity_is_caught(features_lab):
         assert run.rc == 1, run.out + run.err
         assert "node1 -> 10.100.0.11:80 (vf/sticky:http, ClientIP affinity): one client reached 2 endpoints" in run.out
     finally:
-        assert apply(features_lab, FEATURES).rc == 0
+        reapply(features_lab)
 
 
 def test_missing_reject_is_caught(features_lab):
@@ -61,7 +67,7 @@ def test_missing_reject_is_caught(features_lab):
         assert run.rc == 1, run.out + run.err
         assert "node1 -> 10.100.0.13:80 (vf/nobody:http, no endpoints): expected REJECT" in run.out
     finally:
-        assert apply(features_lab, FEATURES).rc == 0
+        reapply(features_lab)
 
 
 def test_local_policy_answering_without_local_endpoint_is_caught(features_lab):
@@ -75,4 +81,4 @@ def test_local_policy_answering_without_local_endpoint_is_caught(features_lab):
         assert run.rc == 1, run.out + run.err
         assert "no local endpoint on node2, yet it answered" in run.out
     finally:
-        assert apply(features_lab, FEATURES).rc == 0
+        reapply(features_lab)
