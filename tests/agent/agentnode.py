@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from prereq import unavailable
 
 from svcnet.agent import protocol
 
@@ -46,7 +46,7 @@ exec sleep 900
 
 def _need_root() -> None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"):
-        pytest.skip("needs root, unshare and nsenter")
+        unavailable("needs root, unshare and nsenter")
 
 
 @dataclass
@@ -183,7 +183,7 @@ def legacy_bin(tmp_path: Path) -> str:
     """A directory whose iptables/iptables-save/iptables-restore are the legacy (x_tables) backend."""
     multi = shutil.which("xtables-legacy-multi")
     if not multi:
-        pytest.skip("iptables-legacy is not installed")
+        unavailable("iptables-legacy is not installed")
     d = tmp_path / "legacy-bin"
     d.mkdir()
     for name in ("iptables", "iptables-save", "iptables-restore"):

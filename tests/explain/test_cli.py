@@ -14,8 +14,6 @@ SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 CLUSTER_IP = "10.111.35.139"
 NODE1 = "192.168.56.11"
 
-pytestmark = pytest.mark.skipif(not SEED.is_dir(), reason="examples/seed not present")
-
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(explain, ["-f", str(SEED), "--node", "node1", *args])

@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 
 from svcnet.lab import Lab
-from svcnet.lab.pytest_fixtures import lab_unavailable_reason, running_lab, unique_lab_name
+from svcnet.lab.pytest_fixtures import running_lab, unique_lab_name
 
 CLUSTER = Path(__file__).parent / "cluster.yaml"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = lab_unavailable_reason()
-    if reason:
-        for item in items:
-            if "lab" in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

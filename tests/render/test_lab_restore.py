@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from prereq import unavailable
 from render_helpers import make_port, make_settings
 
 from svcnet.model.types import Endpoint, NodeFacts
@@ -33,7 +34,7 @@ def _run(*args: str, stdin: str | None = None) -> str:
 @pytest.fixture
 def netns() -> Iterator[str]:
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("iptables-restore"):
-        pytest.skip("needs root, iproute2 and iptables")
+        unavailable("needs root, iproute2 and iptables")
     subprocess.run(["ip", "netns", "add", NS], check=True, timeout=10)
     try:
         _run("ip", "link", "set", "lo", "up")
