@@ -95,6 +95,7 @@ class Build:
     explicit_cluster_ips: dict[tuple[str, str], str]
     explicit_pod_ips: set[tuple[str, str]]
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    cluster_doc: Document | None = None
 
 
 def _meta(doc: Document) -> tuple[str, str]:
@@ -475,4 +476,5 @@ def build(objs: Objects) -> Build:
         service_ports=service_ports(services, pods, objs.slices),
         bridge=spec.get("bridge", "cni0"),
     )
-    return Build(cluster, service_docs, pod_docs, node_docs, objs.slices, explicit_ips, explicit_pod_ips)
+    return Build(cluster, service_docs, pod_docs, node_docs, objs.slices, explicit_ips, explicit_pod_ips,
+                 cluster_doc=cdoc)

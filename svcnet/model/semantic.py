@@ -18,6 +18,22 @@ def _in(ip: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     return addr.version == net.version and addr in net
 
 
+# Names the pod bridge can never have: svcnet creates its bridge (and deletes it on teardown), and
+# `lo` always exists while the kernel refuses to create `all` or `default` (its sysctl directories).
+NEVER_BRIDGES = {
+    "lo": "'lo' is the loopback interface: svcnet creates the pod bridge and deletes it on teardown",
+    "all": "'all' cannot name a network interface (net.ipv4.conf.all is the every-interface sysctl)",
+    "default": "'default' cannot name a network interface (net.ipv4.conf.default is the sysctl template)",
+}
+
+
+def check_bridge(b: Build) -> list[Diagnostic]:
+    why = NEVER_BRIDGES.get(b.cluster.bridge)
+    if why is None or b.cluster_doc is None:
+        return []
+    return [b.cluster_doc.diag(("spec", "bridge"), why + "; choose another name, e.g. cni0")]
+
+
 def check_nodes(b: Build) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     cluster_net = _net(b.cluster.cluster_cidr)
@@ -184,4 +200,4 @@ def check_slices(b: Build) -> list[Diagnostic]:
 
 def check(b: Build) -> list[Diagnostic]:
     """Every semantic problem of a built description, in document order per check."""
-    return [*check_nodes(b), *check_pods(b), *check_services(b), *check_slices(b)]
+    return [*check_bridge(b), *check_nodes(b), *check_pods(b), *check_services(b), *check_slices(b)]
