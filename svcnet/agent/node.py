@@ -10,8 +10,10 @@ Stdlib-only, Python 3.9+, one file. Two ways to run it:
 Either way exactly one JSON response line goes to stdout (logs go to stderr); errors become
 ``{"ok": false, "msg": ...}``, never a traceback on stdout. Everything svcnet owns: iptables
 chains named ``KUBE-*`` in filter/nat, the jump rules into them from built-in chains, the address
-config of its netconf (bridge, routes, pod netns/veths, sysctls it set), pod supervisors, files
-in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service. Nothing else is touched.
+config of its netconf that it created and marked (links with the alias OWNER_ALIAS, routes with the
+protocol ROUTE_PROTO, pod netns recorded in state.json; and sysctls it set), pod supervisors, files
+in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service. Nothing else is touched:
+an existing link, route or netns of a name the netconf uses is refused, never adopted.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ BACKUP_DIR = "backup"
 LAST_ROLLBACK_FILE = "last-rollback.json"
 LOGS_DIR = "logs"
 PODS_DIR = "pods"
+
+# The marks of what svcnet created (see ownership below): svcnet/render/netconf.py's OWNER_ALIAS and
+# ROUTE_PROTO, which the rendered netconf.sh sets (tests/unit/test_netconf.py checks they agree).
+OWNER_ALIAS = "svcnet:owned"
+ROUTE_PROTO = 0x73
+OWNED_NETNS_KEY = "owned_netns"  # state.json: the pod netns svcnet created
+MARKS_KEY = "marks"  # state.json: the applied address config was created by an svcnet that marks it
 
 CMD_TIMEOUT = 120.0
 POD_STOP_WAIT = 5.0
@@ -795,10 +804,12 @@ def ip_json(argv: list[str]) -> list:
 
 
 def main_routes(versions: set[int]) -> dict[str, list[dict]]:
-    """The main table's routes of the IP versions asked for, by normalised destination (one `ip` each)."""
+    """The main table's routes of the IP versions asked for, by normalised destination (one `ip` each).
+
+    Each as `ip -j -N` prints it: "protocol" a number, and absent for boot (iproute2 omits it)."""
     out: dict[str, list[dict]] = {}
     for v in sorted(versions):
-        for r in ip_json(["ip", "-j", f"-{v}", "route", "show"]):
+        for r in ip_json(["ip", "-j", "-N", f"-{v}", "route", "show"]):  # -N: protocols as numbers
             dst = str(r.get("dst", ""))
             try:
                 key = _net(("0.0.0.0/0" if v == 4 else "::/0") if dst == "default" else dst)
@@ -824,6 +835,138 @@ def netns_exists(name: str) -> bool:
 
 def link_exists(dev: str) -> bool:
     return os.path.exists("/sys/class/net/" + dev) or ok(["ip", "link", "show", "dev", dev])
+
+
+# --------------------------------------------------------------------------- ownership
+# svcnet changes and deletes only the links, routes and netns it created. netconf.sh marks a link
+# it creates with the alias OWNER_ALIAS and a route with the protocol ROUTE_PROTO; the agent records
+# a pod netns before netconf.sh creates it (state.json's OWNED_NETNS_KEY). Before netconf.sh runs,
+# any link, route or netns it names must be absent or so marked (`refuse_foreign`); only marked ones
+# are deleted (`delete_link`, `delete_route`, `remove_netconf_extras`).
+#
+# Migration: an svcnet from before the marks left an unmarked bridge, veths, netns and routes, named
+# in its own netconf.json. Those are svcnet's: `legacy_claims` names them while the state says the
+# address config was applied without marks (no MARKS_KEY). They are taken as svcnet's that once: the
+# next network apply marks them (and sets MARKS_KEY), a teardown deletes them.
+
+
+def legacy_claims(applied: bool, marked: bool, recorded: dict) -> frozenset[str]:
+    """The objects of `recorded` (the applied netconf) an unmarking svcnet created, as "link X",
+    "route DST", "netns X"; none once the node's state says the marks are in place."""
+    if marked or not applied:
+        return frozenset()
+    out = {"route " + _net(r["dst"]) for r in recorded["routes"]}
+    if recorded["bridge"]:
+        out.add("link " + recorded["bridge"])
+    for p in recorded["pods"]:
+        out.update(("link " + p["veth"], "netns " + p["netns"]))
+    return frozenset(out)
+
+
+def state_claims(paths: Paths, recorded: dict) -> frozenset[str]:
+    """`legacy_claims` of the netconf recorded in etc_dir, by the node's state.json."""
+    state = load_state(paths)
+    return legacy_claims(bool(state.get("applied_hash")), bool(state.get(MARKS_KEY)), recorded)
+
+
+def owned_netns(paths: Paths) -> set[str]:
+    return {str(n) for n in load_state(paths).get(OWNED_NETNS_KEY) or []}
+
+
+def route_is_ours(r: dict) -> bool:
+    """Is a route (as `main_routes` lists it) one svcnet added?"""
+    return str(r.get("protocol", "")) == str(ROUTE_PROTO)
+
+
+def route_text(dst: str, r: dict) -> str:
+    """A live route as `ip route` shows it, for messages."""
+    words = [dst]
+    for key, word in (("gateway", "via"), ("dev", "dev"), ("metric", "metric")):
+        if r.get(key) not in (None, ""):
+            words += [word, str(r[key])]
+    return " ".join([*words, "proto", str(r.get("protocol", "boot"))])
+
+
+def foreign_objects(paths: Paths, conf: dict, trusted: frozenset[str] = frozenset()) -> list[str]:
+    """The links, routes and netns `conf` names that exist and are not svcnet's (unmarked, not in
+    `trusted`): what netconf.sh would otherwise adopt or overwrite. One `ip` per kind."""
+    out = []
+    aliases = {str(x.get("ifname")): str(x.get("ifalias", "")) for x in ip_json(["ip", "-j", "link", "show"])}
+
+    def link(dev: str, what: str) -> None:
+        if dev in aliases and aliases[dev] != OWNER_ALIAS and "link " + dev not in trusted:
+            out.append(f"{what}: link {dev} exists and was not created by svcnet (it has no alias {OWNER_ALIAS})")
+
+    if conf["bridge"]:
+        link(conf["bridge"], "bridge " + conf["bridge"])
+    dsts = [_net(r["dst"]) for r in conf["routes"]]
+    table = main_routes({ipaddress.ip_network(d).version for d in dsts})
+    for dst in dsts:
+        foreign = [r for r in table.get(dst, []) if not route_is_ours(r)] if "route " + dst not in trusted else []
+        out.extend(f"route {dst}: route {route_text(dst, r)} was not added by svcnet (its routes have protocol "
+                   f"{ROUTE_PROTO})" for r in foreign)
+    mine = owned_netns(paths)
+    for p in conf["pods"]:
+        link(p["veth"], "pod " + pod_label(p))
+        if netns_exists(p["netns"]) and p["netns"] not in mine and "netns " + p["netns"] not in trusted:
+            out.append("pod {}: network namespace {} exists and was not created by svcnet".format(
+                pod_label(p), p["netns"]))
+    return out
+
+
+def refusal(foreign: list[str]) -> str:
+    return ("refusing to change what svcnet did not create: " + "; ".join(foreign)
+            + " (rename the bridge, pods or node podCIDRs in the description, or remove them from the node)")
+
+
+def refuse_foreign(paths: Paths, conf: dict, trusted: frozenset[str] = frozenset()) -> None:
+    foreign = foreign_objects(paths, conf, trusted)
+    if foreign:
+        raise AgentError(refusal(foreign))
+
+
+def adopt_claims(paths: Paths, conf: dict, trusted: frozenset[str]) -> None:
+    """Mark the links and record the netns of `conf` that are svcnet's by `trusted` (migration), and
+    record the netns netconf.sh is about to create (absent now) as svcnet's."""
+    for dev in [conf["bridge"], *(p["veth"] for p in conf["pods"])]:
+        if dev and "link " + dev in trusted and link_alias(dev) not in (None, OWNER_ALIAS):
+            run(["ip", "link", "set", "dev", dev, "alias", OWNER_ALIAS])
+    claim = {p["netns"] for p in conf["pods"] if "netns " + p["netns"] in trusted or not netns_exists(p["netns"])}
+    set_owned_netns(paths, owned_netns(paths) | claim)
+
+
+def set_owned_netns(paths: Paths, names: set[str]) -> None:
+    state = load_state(paths)
+    if set(state.get(OWNED_NETNS_KEY) or []) != names:
+        state[OWNED_NETNS_KEY] = sorted(names)
+        save_state(paths, state)
+
+
+def link_alias(dev: str) -> str | None:
+    """The alias of link `dev` ("" when it has none); None when there is no such link."""
+    data = ip_json(["ip", "-j", "link", "show", "dev", dev])
+    return str(data[0].get("ifalias", "")) if data else None
+
+
+def delete_link(dev: str, trusted: frozenset[str]) -> bool:
+    """Delete link `dev` if it is svcnet's; True if it was deleted."""
+    alias = link_alias(dev)
+    if alias is None or (alias != OWNER_ALIAS and "link " + dev not in trusted):
+        return False
+    run(["ip", "link", "del", dev], check=False)
+    return True
+
+
+def delete_route(dst: str, via: str, trusted: frozenset[str]) -> bool:
+    """Delete svcnet's route to `dst` (by its protocol; by `via` when trusted unmarked); True if deleted."""
+    proto = ["proto", str(ROUTE_PROTO)]
+    if ip_json(["ip", "-j", "route", "show", "exact", dst, *proto]):
+        run(["ip", "route", "del", dst, *proto], check=False)
+        return True
+    if "route " + dst in trusted and ip_json(["ip", "-j", "route", "show", "exact", dst, "via", via]):
+        run(["ip", "route", "del", dst, "via", via], check=False)
+        return True
+    return False
 
 
 def live_lines(confs: list[dict], paths: Paths) -> list[str]:
@@ -899,19 +1042,29 @@ def restore_sysctls(paths: Paths, keys: list[str]) -> None:
             run(["sysctl", "-qw", f"{key}={orig[key]}"], check=False)
 
 
-def run_netconf_script(path: str) -> None:
+def run_netconf_script(path: str, paths: Paths, conf: dict, trusted: frozenset[str] = frozenset()) -> None:
+    """Run the netconf.sh written for `conf`, refused while a link, route or netns it names is not
+    svcnet's; `trusted`: unmarked objects that are svcnet's all the same (`legacy_claims`)."""
     if read_text(path) is None:
         return
-    run(["sh", path])
+    refuse_foreign(paths, conf, trusted)
+    adopt_claims(paths, conf, trusted)
+    try:
+        run(["sh", path])
+    finally:  # forget the claimed netns the script did not get to create
+        set_owned_netns(paths, {n for n in owned_netns(paths) if netns_exists(n)})
 
 
-def remove_netconf_extras(paths: Paths, old: dict, new: dict, actions: list[str] | None = None) -> bool:
+def remove_netconf_extras(paths: Paths, old: dict, new: dict, actions: list[str] | None = None,
+                          trusted: frozenset[str] = frozenset()) -> bool:
     """Remove what `old` had and `new` does not: pods (processes, netns, veth), routes, bridge, sysctls.
 
-    Stopped pods are appended to `actions` as "stopped NETNS".
+    Only what is svcnet's (marked, or in `trusted`): a link, route or netns of that name that
+    svcnet did not create is left alone. Stopped pods are appended to `actions` as "stopped NETNS".
     """
     changed = False
     keep_ns = {p["netns"] for p in new["pods"]}
+    mine = owned_netns(paths)
     for p in old["pods"]:
         if p["netns"] in keep_ns:
             continue
@@ -919,22 +1072,19 @@ def remove_netconf_extras(paths: Paths, old: dict, new: dict, actions: list[str]
             changed = True
             if actions is not None:
                 actions.append("stopped " + p["netns"])
-        if netns_exists(p["netns"]):
+        if netns_exists(p["netns"]) and (p["netns"] in mine or "netns " + p["netns"] in trusted):
             kill_netns_processes(p["netns"])
             run(["ip", "netns", "del", p["netns"]], check=False)
             changed = True
-        if link_exists(p["veth"]):
-            run(["ip", "link", "del", p["veth"]], check=False)
-            changed = True
+        changed |= delete_link(p["veth"], trusted)
+    set_owned_netns(paths, {n for n in mine if n in keep_ns or netns_exists(n)})
     keep_routes = {_net(r["dst"]) for r in new["routes"]}
     for r in old["routes"]:
         dst = _net(r["dst"])
-        if dst not in keep_routes and ip_json(["ip", "-j", "route", "show", "exact", dst]):
-            run(["ip", "route", "del", dst], check=False)
-            changed = True
-    if old["bridge"] and old["bridge"] != new["bridge"] and link_exists(old["bridge"]):
-        run(["ip", "link", "del", old["bridge"]], check=False)
-        changed = True
+        if dst not in keep_routes:
+            changed |= delete_route(dst, r["via"], trusted)
+    if old["bridge"] and old["bridge"] != new["bridge"]:
+        changed |= delete_link(old["bridge"], trusted)
     keep_keys = {s["key"] for s in new["sysctls"]}
     restore_sysctls(paths, [s["key"] for s in old["sysctls"] if s["key"] not in keep_keys])
     return changed
@@ -1240,6 +1390,7 @@ def make_backup(paths: Paths, run_id: str, live: dict) -> None:
     write_json(os.path.join(tmp, "meta.json"), {
         "run_id": run_id, "at": time.time(), "applied_hash": state.get("applied_hash"),
         "saved_rules_hash": state.get("saved_rules_hash"), "had_state": bool(state.get("applied_hash")),
+        "marks": state.get(MARKS_KEY),
     })
     remove(paths.backup)
     os.replace(tmp, paths.backup)
@@ -1270,8 +1421,9 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
         errors.append(str(exc))
     current = load_netconf_file(paths.etc_file(NETCONF_JSON))
     previous = load_netconf_file(os.path.join(paths.backup, "etc", NETCONF_JSON))
-    try:
-        run_netconf_script(os.path.join(paths.backup, "etc", NETCONF_SH))
+    try:  # (the backup's netconf may be one an svcnet before the marks applied: see legacy_claims)
+        claims = legacy_claims(bool(meta.get("had_state")), bool(meta.get("marks")), previous)
+        run_netconf_script(os.path.join(paths.backup, "etc", NETCONF_SH), paths, previous, claims)
         if remove_netconf_extras(paths, current, previous):
             done.append("address config restored")
         if reconcile_pods(paths, previous):
@@ -1287,6 +1439,7 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
     state = load_state(paths)
     state["applied_hash"] = meta.get("applied_hash")
     state["saved_rules_hash"] = sha256(normal_form(rules)) if meta.get("had_state") else None
+    state[MARKS_KEY] = meta.get("marks")
     save_state(paths, state)
     if errors:
         raise AgentError("rollback incomplete: " + "; ".join(errors))
@@ -1402,6 +1555,12 @@ def op_preflight(req: dict, paths: Paths) -> dict:
     ok_ = not missing and bool(features) and not bad
     if not ok_:
         return response(False, False, msg, missing=missing, features=features, facts=gather_facts(scratch=False))
+    if req.get("netconf") is not None:  # the address config the run will apply: nothing of it may be foreign
+        conf = validate_netconf(req["netconf"])
+        foreign = foreign_objects(paths, conf, state_claims(paths, load_netconf_file(paths.etc_file(NETCONF_JSON))))
+        if foreign:
+            return response(False, False, refusal(foreign), foreign=foreign, missing=missing, features=features,
+                            facts=gather_facts(scratch=False))
     # Everything a probe says too, so a run needs one round trip to decide what to change.
     return {**op_probe(req, paths, features), "msg": msg or "node ready", "missing": missing, "features": features}
 
@@ -1472,6 +1631,10 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
                 arts[name] = read_text(paths.etc_file(name)) or ""
     if not do_net:
         conf = old_conf
+    claims = state_claims(paths, old_conf)
+    foreign = foreign_objects(paths, conf, claims) if do_net else []
+    if foreign:
+        return response(False, False, refusal(foreign), foreign=foreign)
     want_lines = desired_lines(conf)
     have_lines = live_lines([conf, old_conf], paths)
     net_same = sorted(have_lines) == sorted(want_lines)
@@ -1527,9 +1690,9 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
         if do_net:
             step = "netconf.sh"
             record_sysctl_origins(paths, conf)
-            run(["sh", paths.etc_file(NETCONF_SH)])
+            run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, claims)
             step = "remove old address config"
-            remove_netconf_extras(paths, old_conf, conf, pods)
+            remove_netconf_extras(paths, old_conf, conf, pods, claims)
             step = "pods"
             pods.extend(reconcile_pods(paths, conf))
         step = "persistence"
@@ -1537,6 +1700,8 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
         install_persistence(paths, state)
         applied.update({p: want.get(p) for p in parts})
         state.update(applied_hash=applied, last_run_id=run_id, applied_at=time.time())
+        if do_net:  # what it names is marked now: legacy_claims no longer apply
+            state[MARKS_KEY] = 1
         if do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
             state.update(saved_rules_hash=sha256(final_normal))
             write_text(paths.state_file(SAVED_FILE), final_normal)
@@ -1646,7 +1811,7 @@ def op_teardown(req: dict, paths: Paths) -> dict:
             for f in os.listdir(paths.pods_dir):
                 if f.endswith(".pid"):
                     changed |= stop_pod(paths, f[:-4])
-        changed |= remove_netconf_extras(paths, conf, empty_netconf())
+        changed |= remove_netconf_extras(paths, conf, empty_netconf(), trusted=state_claims(paths, conf))
         state = load_state(paths)
         orig = state.get("sysctl_orig", {})
         if any(read_sysctl(k) not in (None, v) for k, v in orig.items()):
@@ -1681,7 +1846,7 @@ def op_boot(req: dict, paths: Paths) -> dict:
         ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
         conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
         record_sysctl_origins(paths, conf)
-        run_netconf_script(paths.etc_file(NETCONF_SH))
+        run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, state_claims(paths, conf))
         pods = reconcile_pods(paths, conf)
         state = load_state(paths)
         live_hash = sha256(normal_form(snapshot(prefix)))

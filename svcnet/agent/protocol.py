@@ -114,6 +114,12 @@ def netconf_payload(conf: NetConf) -> dict:
     }
 
 
+def preflight_request(conf: NetConf, run_id: str, **fields: object) -> dict:
+    """A `preflight` request; the node also refuses when a link, route or netns `conf` names exists
+    and is not svcnet's (so a run changes nothing on a node it would have to take those over)."""
+    return request("preflight", run_id, netconf=netconf_payload(conf), **fields)
+
+
 def desired_hashes(art: NodeArtifacts) -> dict[str, str]:
     """Per part (`rules`, `network`), the hash of what an apply of that part puts on the node."""
     files = art.files()

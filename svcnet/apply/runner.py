@@ -17,7 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from svcnet.agent.protocol import apply_request, desired_hashes, facts_from_probe, is_unchanged, request
+from svcnet.agent.protocol import (
+    apply_request,
+    desired_hashes,
+    facts_from_probe,
+    is_unchanged,
+    preflight_request,
+    request,
+)
 from svcnet.apply.client import NodeClient
 from svcnet.desired import NodeArtifacts, node_artifacts_all
 from svcnet.diagnostics import errors
@@ -26,6 +33,7 @@ from svcnet.model.types import Cluster, NodeFacts
 from svcnet.playbook import recap
 from svcnet.playbook.model import NETWORK, RULES, Play, Task
 from svcnet.playbook.select import select_tasks, serial_batches
+from svcnet.render.netconf import node_netconf
 from svcnet.transport.inventory import Inventory
 from svcnet.transport.ssh import SSHError
 
@@ -189,7 +197,7 @@ class Runner:
 
     def task_preflight(self, host: str, cluster: Cluster, task: Task) -> Outcome:
         st = self.hosts[host]
-        resp = st.client.call(request("preflight", self.run_id))
+        resp = st.client.call(preflight_request(node_netconf(cluster, cluster.node(host)), self.run_id))
         if not resp.get("ok"):
             return Outcome(recap.FAILED, str(resp.get("msg")))
         st.probe = resp  # a passing preflight carries the probe's answer too
