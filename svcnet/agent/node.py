@@ -1766,18 +1766,27 @@ def op_confirm(req: dict, paths: Paths) -> dict:
     run_id = str(req.get("run_id", ""))
     with NodeLock(paths, run_id, "confirm", float(req.get("lock_wait", 30))):
         marker = pending_marker(paths)
-        if marker and marker.get("run_id") == run_id:
-            clear_pending(paths, marker)
+        if not marker or marker.get("run_id") != run_id:
+            return not_pending(paths, run_id, marker)
+        clear_pending(paths, marker)
+        if marker.get("op") != "teardown":
             return response(True, True, f"run {run_id} confirmed")
-        last = read_json(paths.state_file(LAST_ROLLBACK_FILE)) or {}
-        if last.get("run_id") == run_id:
-            return response(False, False, "run {} was already rolled back ({} at {})".format(
-                run_id, last.get("reason"), time.strftime("%H:%M:%S", time.localtime(last.get("at", 0)))),
-                rolled_back=True)
-        if marker:
-            return response(False, False, "pending confirmation belongs to run {}, not {}".format(
-                marker.get("run_id"), run_id))
-        return response(True, False, f"nothing pending for run {run_id}")
+        remove_files(paths)  # a confirmed teardown: svcnet's files go too (kept until now for a rollback)
+    remove(paths.state_file(LOCK_FILE))
+    return response(True, True, f"run {run_id} confirmed: svcnet removed from {os.uname().nodename}")
+
+
+def not_pending(paths: Paths, run_id: str, marker: dict | None) -> dict:
+    """The answer to a confirmation of run_id when nothing of run_id awaits one."""
+    last = read_json(paths.state_file(LAST_ROLLBACK_FILE)) or {}
+    if last.get("run_id") == run_id:
+        return response(False, False, "run {} was already rolled back ({} at {})".format(
+            run_id, last.get("reason"), time.strftime("%H:%M:%S", time.localtime(last.get("at", 0)))),
+            rolled_back=True)
+    if marker:
+        return response(False, False, "pending confirmation belongs to run {}, not {}".format(
+            marker.get("run_id"), run_id))
+    return response(True, False, f"nothing pending for run {run_id}")
 
 
 def op_rollback(req: dict, paths: Paths) -> dict:
@@ -1797,38 +1806,103 @@ def op_rollback(req: dict, paths: Paths) -> dict:
 
 
 def op_teardown(req: dict, paths: Paths) -> dict:
+    """Remove everything svcnet created on the node, guarded like an apply.
+
+    The state is backed up first; a failure rolls the node back to it. With confirm_timeout, a
+    dead-man switch armed before anything changes rolls the node back unless the run confirms over
+    a fresh connection (op_confirm), which then removes svcnet's files too.
+    """
     run_id = str(req.get("run_id", ""))
     prefix = owned_prefix(req)
-    with NodeLock(paths, run_id, "teardown", float(req.get("lock_wait", 30))):
-        changed = False
+    with settled_lock(paths, run_id, "teardown", float(req.get("lock_wait", 30))):
         marker = pending_marker(paths)
-        if marker:
+        if marker and marker.get("run_id") != run_id:
+            log("stale pending marker of run {}: rolling it back first".format(marker.get("run_id")))
+            _deadman_rollback(paths, prefix, marker, "stale pending marker")
+        elif marker:
             clear_pending(paths, marker)
-            changed = True
-        changed |= set_owned_rules(empty_snapshot(), prefix)
-        conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
-        if os.path.isdir(paths.pods_dir):
-            for f in os.listdir(paths.pods_dir):
-                if f.endswith(".pid"):
-                    changed |= stop_pod(paths, f[:-4])
-        changed |= remove_netconf_extras(paths, conf, empty_netconf(), trusted=state_claims(paths, conf))
-        state = load_state(paths)
-        orig = state.get("sysctl_orig", {})
-        if any(read_sysctl(k) not in (None, v) for k, v in orig.items()):
-            restore_sysctls(paths, list(orig))
-            changed = True
-        changed |= remove_persistence(state)
-        for d in (paths.etc, paths.run):
-            if os.path.isdir(d):
-                for name in os.listdir(d):
-                    gone = remove(os.path.join(d, name))
-                    changed |= gone and not CODE_CACHE_RE.match(name)  # this very run wrote its cache
-        if os.path.isdir(paths.state):
-            for name in os.listdir(paths.state):
-                if name != LOCK_FILE:
-                    changed |= remove(os.path.join(paths.state, name))
-    remove(paths.state_file(LOCK_FILE))
-    return response(True, changed, f"svcnet removed from {os.uname().nodename}" if changed else "nothing to remove")
+        resp = _teardown_locked(req, paths, run_id, prefix)
+    if not resp.get("pending") and resp["ok"]:
+        remove(paths.state_file(LOCK_FILE))
+    return resp
+
+
+def _teardown_locked(req: dict, paths: Paths, run_id: str, prefix: str) -> dict:
+    live = snapshot(prefix)
+    if not svcnet_present(paths, live):
+        return response(True, remove_files(paths), "nothing to remove")
+    timeout = float(req.get("confirm_timeout") or 0)
+    make_backup(paths, run_id, live)
+    if timeout > 0:  # armed before anything changes: a connection lost halfway is rolled back too
+        arm_deadman(paths, run_id, timeout, prefix, "teardown")
+    try:
+        strip_node(paths, prefix)
+    except Exception as exc:  # roll back on ANY failure
+        clear_pending(paths, pending_marker(paths))
+        return rolled_back_response(paths, prefix, run_id, "teardown failed", f"teardown failed: {exc}")
+    where = os.uname().nodename
+    if timeout > 0:
+        return response(True, True, f"svcnet removed from {where}; awaiting confirmation within {timeout:g}s",
+                        pending=True)
+    remove_files(paths)
+    return response(True, True, f"svcnet removed from {where}")
+
+
+def svcnet_present(paths: Paths, live: dict) -> bool:
+    """Has svcnet anything on this node: owned rules, or files in etc_dir or state_dir (the lock aside)?"""
+    if normal_form(live) != normal_form(empty_snapshot()):
+        return True
+    names = [*(os.listdir(paths.etc) if os.path.isdir(paths.etc) else []),
+             *(n for n in (os.listdir(paths.state) if os.path.isdir(paths.state) else []) if n != LOCK_FILE)]
+    return bool(names)
+
+
+def strip_node(paths: Paths, prefix: str) -> None:
+    """Remove svcnet's rules, pods, address config and sysctl values; its files stay (for a rollback)."""
+    set_owned_rules(empty_snapshot(), prefix)
+    conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
+    if os.path.isdir(paths.pods_dir):
+        for f in os.listdir(paths.pods_dir):
+            if f.endswith(".pid"):
+                stop_pod(paths, f[:-4])
+    remove_netconf_extras(paths, conf, empty_netconf(), trusted=state_claims(paths, conf))
+    restore_sysctls(paths, list(load_state(paths).get("sysctl_orig", {})))
+
+
+def remove_files(paths: Paths) -> bool:
+    """The end of a teardown: svcnet.service and svcnet's files (but the lock); True if any was there."""
+    changed = remove_persistence(load_state(paths))
+    for d in (paths.etc, paths.run):
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                gone = remove(os.path.join(d, name))
+                changed |= gone and not CODE_CACHE_RE.match(name)  # this very run wrote its cache
+    if os.path.isdir(paths.state):
+        for name in os.listdir(paths.state):
+            if name != LOCK_FILE:
+                changed |= remove(os.path.join(paths.state, name))
+    return changed
+
+
+def arm_deadman(paths: Paths, run_id: str, timeout: float, prefix: str, op: str) -> None:
+    """Start the dead-man switch of run_id's change (`op`): it rolls back unless confirmed in time."""
+    deadline = time.time() + timeout
+    pid = spawn_daemon(lambda: deadman(paths, run_id, deadline, prefix),  # forked: no new interpreter
+                       os.path.join(paths.state, LOGS_DIR, "deadman.log"))
+    write_json(paths.state_file(PENDING_FILE),
+               {"run_id": run_id, "deadline": deadline, "pid": pid, "start": proc_start(pid), "op": op})
+
+
+def rolled_back_response(paths: Paths, prefix: str, run_id: str, reason: str, msg: str) -> dict:
+    """Roll back to the backup after a failed change; the response that says how it went."""
+    log(msg)
+    try:
+        rollback_to_backup(paths, prefix)
+        record_rollback(paths, run_id, reason, True, msg)
+    except Exception as exc:
+        record_rollback(paths, run_id, reason, False, str(exc))
+        return response(False, True, msg + f"; ROLLBACK FAILED: {exc}", rolled_back=False)
+    return response(False, False, msg, rolled_back=True)
 
 
 def op_boot(req: dict, paths: Paths) -> dict:

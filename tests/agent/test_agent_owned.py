@@ -2,7 +2,7 @@
 
 Links svcnet creates carry the alias OWNER_ALIAS, routes the protocol ROUTE_PROTO, pod netns a
 record in state.json; an existing link, route or netns without the mark is refused, never adopted,
-and only marked ones are deleted.
+and only marked ones are deleted. Teardown is guarded like an apply (backup, rollback, dead-man).
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ def net_state(snode: ScratchNode) -> dict[str, object]:
         "rules": snode.save("filter") + snode.save("nat"),
         "netns": snode.netns_list(),
     }
+
+
+def recreated_state(snode: ScratchNode) -> dict[str, object]:
+    """`net_state` up to what re-creating a link changes (its index and MAC address)."""
+    links = json.loads(snode.sh(["ip", "-j", "link"]).stdout)
+    seen = sorted((x["ifname"], x.get("ifalias", ""), x.get("master", ""), "UP" in x["flags"]) for x in links)
+    return {**net_state(snode), "addresses": snode.sh(["ip", "-4", "-br", "addr"]).stdout, "links": seen}
 
 
 def alias(snode: ScratchNode, dev: str) -> str | None:
@@ -169,3 +176,42 @@ def test_renaming_the_bridge_of_a_node_applied_before_the_marks(snode, tmp_path)
     resp = snode.agent(apply_req(snode, seed_artifacts(tmp_path, BR1), "r2"))
     assert resp["ok"], resp
     assert alias(snode, "cni0") is None and alias(snode, "br1") == node.OWNER_ALIAS
+
+
+def test_teardown_is_rolled_back_unless_confirmed(snode, tmp_path):
+    art = seed_artifacts(tmp_path)
+    assert snode.agent(apply_req(snode, art, "r1"))["ok"]
+    applied = recreated_state(snode)
+    files = sorted(p.name for p in snode.etc.iterdir())
+
+    down = snode.agent({"op": "teardown", "run_id": "r2", "confirm_timeout": 2})
+    assert down["ok"] and down["changed"] and down["pending"], down
+    assert "KUBE-" not in snode.save("nat") and alias(snode, "cni0") is None
+    # no confirmation arrives: the dead-man puts svcnet back as it was
+    assert wait_until(lambda: snode.agent({"op": "probe", "run_id": "x"})["pending"] is None, 15)
+    assert wait_until(lambda: http(snode), 10)
+    assert recreated_state(snode) == applied
+    assert sorted(p.name for p in snode.etc.iterdir()) == files
+    late = snode.agent({"op": "confirm", "run_id": "r2"})
+    assert not late["ok"] and late["rolled_back"], late
+    probe = snode.agent({"op": "probe", "run_id": "x"})
+    assert probe["netconf_ok"] and probe["live_rules_hash"] == probe["saved_rules_hash"], probe
+
+    down = snode.agent({"op": "teardown", "run_id": "r3", "confirm_timeout": 30})
+    assert down["pending"], down
+    confirmed = snode.agent({"op": "confirm", "run_id": "r3"})
+    assert confirmed["ok"] and confirmed["changed"], confirmed
+    assert list(snode.etc.iterdir()) == [] and list(snode.state.iterdir()) == []
+    assert alias(snode, "cni0") is None and snode.netns_list() == [] and "KUBE-" not in snode.save("nat")
+
+
+def test_a_failed_teardown_rolls_back(snode, tmp_path):
+    assert snode.agent(apply_req(snode, seed_artifacts(tmp_path), "r1"))["ok"]
+    # a foreign rule that jumps to svcnet's chain: svcnet's chains cannot be deleted
+    snode.sh(["iptables", "-t", "nat", "-N", "FOREIGN"])
+    snode.sh(["iptables", "-t", "nat", "-A", "FOREIGN", "-j", "KUBE-SERVICES"])
+    before, pid = recreated_state(snode), pod_pid(snode)
+    down = snode.agent({"op": "teardown", "run_id": "r2", "confirm_timeout": 30})
+    assert not down["ok"] and down["rolled_back"] and "teardown failed" in down["msg"], down
+    assert recreated_state(snode) == before and pod_pid(snode) == pid
+    assert snode.agent({"op": "probe", "run_id": "x"})["pending"] is None
