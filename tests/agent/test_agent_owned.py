@@ -45,6 +45,12 @@ def net_state(snode: ScratchNode) -> dict[str, object]:
     }
 
 
+def baseline(snode: ScratchNode) -> dict[str, object]:
+    """`net_state` of a node whose uplink has settled: a new veth's carrier comes up on its own time."""
+    assert wait_until(lambda: "state UP" in snode.sh(["ip", "link", "show", "dev", "eth0"]).stdout, 10)
+    return net_state(snode)
+
+
 def recreated_state(snode: ScratchNode) -> dict[str, object]:
     """`net_state` up to what re-creating a link changes (its index and MAC address)."""
     links = json.loads(snode.sh(["ip", "-j", "link"]).stdout)
@@ -68,17 +74,21 @@ def wait_until(pred, timeout: float, step: float = 0.2):
 
 
 def test_foreign_bridge_and_route_are_refused_before_anything_changes(snode, tmp_path):
+    art = seed_artifacts(tmp_path, BR0)
+    netns = art.netconf.pods[0].netns
     snode.sh(["ip", "link", "add", "br0", "type", "bridge"])
     snode.sh(["ip", "route", "add", POD_ROUTE, "via", "192.168.56.1"])
-    before = net_state(snode)
-    art = seed_artifacts(tmp_path, BR0)
+    snode.sh(["ip", "netns", "add", netns])  # a namespace of the pod's name, not svcnet's
+    before = baseline(snode)
 
     pre = snode.agent({"op": "preflight", "run_id": "r1", "netconf": apply_req(snode, art, "r1")["netconf"]})
     assert not pre["ok"], pre
     assert "bridge br0: link br0 exists and was not created by svcnet" in pre["msg"], pre["msg"]
     assert f"route {POD_ROUTE}: route {POD_ROUTE} via 192.168.56.1 dev eth0 proto boot was not added by svcnet" \
         in pre["msg"], pre["msg"]
-    assert len(pre["foreign"]) == 2
+    assert f"pod k8s-test/{art.netconf.pods[0].name}: network namespace {netns} exists and was not created by " \
+        "svcnet" in pre["msg"], pre["msg"]
+    assert len(pre["foreign"]) == 3
     resp = snode.agent(apply_req(snode, art, "r2"))
     assert not resp["ok"] and not resp["changed"] and resp["foreign"] == pre["foreign"], resp
     check = snode.agent(apply_req(snode, art, "r3", check=True))
@@ -90,7 +100,7 @@ def test_foreign_bridge_and_route_are_refused_before_anything_changes(snode, tmp
 def test_rename_and_teardown_leave_foreign_links_and_routes(snode, tmp_path):
     for argv in FOREIGN:
         snode.sh(argv)
-    before = net_state(snode)
+    before = baseline(snode)
     assert snode.agent(apply_req(snode, seed_artifacts(tmp_path, BR0), "r1"))["ok"]
     assert alias(snode, "br0") == node.OWNER_ALIAS
     routes = json.loads(snode.sh(["ip", "-j", "-N", "route", "show", "exact", POD_ROUTE]).stdout)
@@ -115,7 +125,7 @@ def test_rename_and_teardown_leave_foreign_links_and_routes(snode, tmp_path):
 
 
 def test_a_failed_first_apply_does_not_delete_a_foreign_link(snode, tmp_path):
-    before = net_state(snode)
+    before = baseline(snode)
     req = apply_req(snode, seed_artifacts(tmp_path), "r1")
     # Another program creates a link of the bridge's name just as the apply starts (after the agent's
     # check, as netconf.sh begins), and the apply then fails: the rollback must leave that link alone.
