@@ -5,17 +5,75 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 
-from svcnet.diagnostics import WARNING, Diagnostic
+from svcnet.diagnostics import WARNING, Diagnostic, PathT
+from svcnet.load import Document
 from svcnet.model.build import Build, resolve_target_port, selects
 
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-def _net(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+# Addresses Kubernetes forbids as endpoints and externalIPs: ValidateEndpointIP in
+# kubernetes/kubernetes pkg/apis/core/validation/validation.go (used by the EndpointSlice
+# validation in pkg/apis/discovery/validation and by ValidateService for spec.externalIPs;
+# older releases call it validateNonSpecialIP). Unspecified and loopback addresses make no
+# sense as a destination, link-local ones are node-centric: with route_localnet=1 a NodePort
+# would expose a localhost-only daemon or the cloud metadata service (169.254.169.254).
+# Kubernetes rejects only link-local multicast and calls allowing the rest "probably a bug";
+# svcnet rejects every multicast address: a DNAT to one never reaches a single backend.
+UNSPECIFIED = "unspecified"
+SPECIAL_RANGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (UNSPECIFIED, ("0.0.0.0", "::")),
+    ("loopback", ("127.0.0.0/8", "::1/128")),
+    ("link-local", ("169.254.0.0/16", "fe80::/10")),
+    ("multicast", ("224.0.0.0/4", "ff00::/8")),
+)
+_SPECIAL_NETS = tuple((kind, ranges, tuple(ipaddress.ip_network(r) for r in ranges)) for kind, ranges in SPECIAL_RANGES)
+
+
+def _net(cidr: str) -> Net:
     return ipaddress.ip_network(cidr)
 
 
-def _in(ip: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+def _in(ip: str, net: Net) -> bool:
     addr = ipaddress.ip_address(ip)
     return addr.version == net.version and addr in net
+
+
+def _overlap(a: Net, b: Net) -> bool:
+    return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]
+
+
+def _special_kind(net: Net) -> tuple[str, str] | None:
+    """(kind, its ranges as text) of the first forbidden range `net` overlaps, or None."""
+    for kind, ranges, nets in _SPECIAL_NETS:
+        if any(_overlap(net, special) for special in nets):
+            return kind, ", ".join(ranges)
+    return None
+
+
+def special_range(net: Net) -> str | None:
+    """`the loopback range (127.0.0.0/8, ::1/128)` if `net` overlaps a forbidden range, else None."""
+    found = _special_kind(net)
+    if found is None:
+        return None
+    kind, ranges = found
+    return f"the unspecified address ({ranges})" if kind == UNSPECIFIED else f"the {kind} range ({ranges})"
+
+
+def special_address(ip: str) -> str | None:
+    """Why Kubernetes forbids `ip` as an endpoint or externalIP (its wording), or None."""
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped  # Go's net.IP checks an IPv4-mapped address as IPv4
+    found = _special_kind(ipaddress.ip_network(addr))
+    if found is None:
+        return None
+    kind, ranges = found
+    return f"may not be unspecified ({ranges})" if kind == UNSPECIFIED else f"may not be in the {kind} range ({ranges})"
+
+
+def _special_diag(doc: Document, path: PathT, what: str, ip: str) -> list[Diagnostic]:
+    why = special_address(ip)
+    return [doc.diag(path, f"{what} {ip} {why}")] if why else []
 
 
 def check_nodes(b: Build) -> list[Diagnostic]:
@@ -39,6 +97,10 @@ def check_nodes(b: Build) -> list[Diagnostic]:
             out.append(
                 doc.diag((*base, "podCIDR"), f"podCIDR {net} lies outside clusterCIDR {cluster_net}")
             )
+        where = special_range(net)
+        if where:
+            out.append(doc.diag((*base, "podCIDR"), f"podCIDR {net} overlaps {where}: its pods' addresses "
+                                "would be endpoints Kubernetes forbids"))
         for other_name, other, _ in nets:
             if net.version == other.version and net.overlaps(other):  # type: ignore[arg-type]
                 out.append(doc.diag((*base, "podCIDR"), f"podCIDR {net} overlaps node {other_name}'s {other}"))
@@ -68,6 +130,8 @@ def check_pods(b: Build) -> list[Diagnostic]:
             out.append(doc.diag(node_path, f"node {node.name}'s podCIDR {node.pod_cidr} has no free address"))
         if pod.ip and node is not None and key in b.explicit_pod_ips and not _in(pod.ip, _net(node.pod_cidr)):
             out.append(doc.diag(ip_path, f"pod IP {pod.ip} lies outside node {node.name}'s podCIDR {node.pod_cidr}"))
+        if pod.ip and key in b.explicit_pod_ips:
+            out.extend(_special_diag(doc, ip_path, "pod IP", pod.ip))  # it becomes an endpoint
         if pod.ip:
             if pod.ip in ips:
                 out.append(doc.diag(ip_path, f"pod IP {pod.ip} is also used by pod {ips[pod.ip]}"))
@@ -100,6 +164,8 @@ def check_services(b: Build) -> list[Diagnostic]:
             cluster_ips.setdefault(svc.cluster_ip, name)
         elif spec.get("clusterIP") != "None":
             out.append(doc.diag(("spec",), f"serviceCIDR {svc_net} has no free address for {name}"))
+        for i, ext in enumerate(spec.get("externalIPs") or ()):
+            out.extend(_special_diag(doc, ("spec", "externalIPs", i), "externalIP", ext))
         if len(svc.ports) > 1:
             for i, port in enumerate(svc.ports):
                 if not port.name:
@@ -170,6 +236,10 @@ def check_slices(b: Build) -> list[Diagnostic]:
         if key in seen:
             out.append(doc.diag(("metadata", "name"), f"duplicate EndpointSlice {ns}/{key[1]}"))
         seen.add(key)
+        if doc.obj.get("addressType") != "FQDN":  # kube-proxy ignores FQDN slices
+            for i, ep in enumerate(doc.obj.get("endpoints") or ()):
+                for j, addr in enumerate(ep.get("addresses") or ()):
+                    out.extend(_special_diag(doc, ("endpoints", i, "addresses", j), "endpoint address", addr))
         svc = (meta.get("labels") or {}).get("kubernetes.io/service-name")
         if svc and (ns, svc) not in services:
             out.append(
