@@ -96,6 +96,7 @@ class Build:
     slice_docs: list[Document]
     explicit_cluster_ips: dict[tuple[str, str], str]
     explicit_pod_ips: set[tuple[str, str]]
+    cluster_doc: Document
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
@@ -274,13 +275,15 @@ def build_pods(
 
 
 def build_services(
-    objs: Objects, service_cidr: str, port_range: tuple[int, int]
+    objs: Objects, service_cidr: str, port_range: tuple[int, int], node_ips: Iterable[str] = ()
 ) -> tuple[list[Service], dict[tuple[str, str], Document], dict[tuple[str, str], str]]:
+    """Services with ClusterIPs and nodePorts allocated; an allocated ClusterIP is never a node's
+    address (a node address inside serviceCIDR is reported by the semantic checks)."""
     docs: dict[tuple[str, str], Document] = {}
     for doc in objs.services:
         docs.setdefault(_meta(doc), doc)
     explicit_ips: dict[tuple[str, str], str] = {}
-    used_ips: set[str] = set()
+    used_ips: set[str] = set(node_ips)
     used_ports: set[int] = set()
     for key, doc in docs.items():
         spec = _get(doc.obj, "spec", default={})
@@ -479,7 +482,8 @@ def build(objs: Objects) -> Build:
     port_range = parse_port_range(str(spec.get("nodePortRange", DEFAULT_NODE_PORT_RANGE)))
     bridge = str(spec.get("bridge", DEFAULT_BRIDGE))
     pods, pod_docs, explicit_pod_ips = build_pods(objs, nodes, bridge)
-    services, service_docs, explicit_ips = build_services(objs, service_cidr, port_range)
+    node_ips = [a for n in nodes for a in n.addresses]
+    services, service_docs, explicit_ips = build_services(objs, service_cidr, port_range, node_ips)
     cluster = Cluster(
         name=str(_get(cdoc.obj, "metadata", "name", default="cluster")),
         service_cidr=service_cidr,
@@ -492,4 +496,4 @@ def build(objs: Objects) -> Build:
         service_ports=service_ports(services, pods, objs.slices),
         bridge=bridge,
     )
-    return Build(cluster, service_docs, pod_docs, node_docs, objs.slices, explicit_ips, explicit_pod_ips)
+    return Build(cluster, service_docs, pod_docs, node_docs, objs.slices, explicit_ips, explicit_pod_ips, cdoc)

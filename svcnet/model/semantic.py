@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from svcnet.diagnostics import WARNING, Diagnostic, PathT
 from svcnet.load import Document
 from svcnet.model.build import Build, resolve_target_port, selects
+from svcnet.model.types import Node
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -76,36 +80,103 @@ def _special_diag(doc: Document, path: PathT, what: str, ip: str) -> list[Diagno
     return [doc.diag(path, f"{what} {ip} {why}")] if why else []
 
 
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """One node's podCIDR as an integer interval, for sorted sweeps."""
+
+    first: int
+    last: int
+    version: int
+    index: int  # the node's position in spec.nodes
+    net: Net
+
+
+def _spans(nodes: Sequence[Node]) -> list[_Span]:
+    out = []
+    for i, node in enumerate(nodes):
+        net = _net(node.pod_cidr)
+        out.append(_Span(int(net.network_address), int(net.broadcast_address), net.version, i, net))
+    out.sort(key=lambda s: (s.version, s.first, -s.last))
+    return out
+
+
+def overlapping_pod_cidrs(spans: Sequence[_Span]) -> tuple[list[tuple[_Span, _Span]], list[_Span]]:
+    """One sweep over podCIDRs sorted by first address (O(n log n) with the sort, not O(n^2)).
+
+    Returns each podCIDR that overlaps an earlier-sorted one, paired with the widest such, and
+    the outermost podCIDRs (disjoint, still sorted) that every podCIDR lies in.
+    """
+    pairs: list[tuple[_Span, _Span]] = []
+    outer: list[_Span] = []
+    for span in spans:
+        cover = outer[-1] if outer else None
+        if cover is not None and cover.version == span.version and span.first <= cover.last:
+            pairs.append((cover, span))  # CIDRs overlap only by nesting: cover holds span
+        else:
+            outer.append(span)
+    return pairs, outer
+
+
+def _owner_of(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, outer: Sequence[_Span]) -> _Span | None:
+    """The outermost podCIDR holding `addr`, by bisection of the sorted disjoint podCIDRs."""
+    key: tuple[int, int] = (addr.version, int(addr))
+    i = bisect.bisect_right(outer, key, key=lambda s: (s.version, s.first)) - 1
+    if i >= 0 and outer[i].version == addr.version and outer[i].last >= int(addr):
+        return outer[i]
+    return None
+
+
+def check_cluster_ranges(b: Build) -> list[Diagnostic]:
+    """serviceCIDR against clusterCIDR: ClusterIPs and pod IPs must never be confused."""
+    doc, c = b.cluster_doc, b.cluster
+    spec = doc.obj.get("spec") or {}
+    svc_net, cluster_net = _net(c.service_cidr), _net(c.cluster_cidr)
+    if not _overlap(svc_net, cluster_net):
+        return []
+    if "serviceCIDR" in spec or "clusterCIDR" not in spec:
+        return [doc.diag(("spec", "serviceCIDR"), f"serviceCIDR {svc_net} overlaps clusterCIDR {cluster_net}")]
+    return [doc.diag(("spec", "clusterCIDR"), f"clusterCIDR {cluster_net} overlaps serviceCIDR {svc_net}")]
+
+
 def check_nodes(b: Build) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    cluster_net = _net(b.cluster.cluster_cidr)
+    found: list[tuple[int, Diagnostic]] = []  # (node index, diagnostic), sorted at the end
+    nodes = b.cluster.nodes
+    doc = b.cluster_doc
+    cluster_net, svc_net = _net(b.cluster.cluster_cidr), _net(b.cluster.service_cidr)
     seen_names: set[str] = set()
     seen_ips: dict[str, str] = {}
-    nets: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
-    for i, node in enumerate(b.cluster.nodes):
-        doc, _ = b.node_docs[node.name]
+    spans = _spans(nodes)
+    pairs, outer = overlapping_pod_cidrs(spans)
+    for i, node in enumerate(nodes):
         base = ("spec", "nodes", i)
         if node.name in seen_names:
-            out.append(doc.diag((*base, "name"), f"duplicate node name {node.name!r}"))
+            found.append((i, doc.diag((*base, "name"), f"duplicate node name {node.name!r}")))
         seen_names.add(node.name)
         for j, ip in enumerate(node.addresses):
+            path = (*base, "addresses", j)
             if ip in seen_ips:
-                out.append(doc.diag((*base, "addresses", j), f"address {ip} is also used by node {seen_ips[ip]}"))
+                found.append((i, doc.diag(path, f"address {ip} is also used by node {seen_ips[ip]}")))
             seen_ips.setdefault(ip, node.name)
+            addr = ipaddress.ip_address(ip)
+            if _in(ip, svc_net):
+                found.append((i, doc.diag(path, f"address {ip} lies inside serviceCIDR {svc_net}")))
+            owner = _owner_of(addr, outer)
+            if owner is not None:
+                msg = f"address {ip} lies inside node {nodes[owner.index].name}'s podCIDR {owner.net}"
+                found.append((i, doc.diag(path, msg)))
         net = _net(node.pod_cidr)
         if net.version != cluster_net.version or not net.subnet_of(cluster_net):  # type: ignore[arg-type]
-            out.append(
-                doc.diag((*base, "podCIDR"), f"podCIDR {net} lies outside clusterCIDR {cluster_net}")
-            )
+            found.append((i, doc.diag((*base, "podCIDR"), f"podCIDR {net} lies outside clusterCIDR {cluster_net}")))
         where = special_range(net)
         if where:
-            out.append(doc.diag((*base, "podCIDR"), f"podCIDR {net} overlaps {where}: its pods' addresses "
-                                "would be endpoints Kubernetes forbids"))
-        for other_name, other, _ in nets:
-            if net.version == other.version and net.overlaps(other):  # type: ignore[arg-type]
-                out.append(doc.diag((*base, "podCIDR"), f"podCIDR {net} overlaps node {other_name}'s {other}"))
-        nets.append((node.name, net, i))
-    return out
+            found.append((i, doc.diag((*base, "podCIDR"), f"podCIDR {net} overlaps {where}: its pods' addresses "
+                                      "would be endpoints Kubernetes forbids")))
+    for a, c in pairs:
+        first, later = sorted((a, c), key=lambda s: s.index)  # reported at the later node
+        msg = f"podCIDR {later.net} overlaps node {nodes[first.index].name}'s {first.net}"
+        found.append((later.index, doc.diag(("spec", "nodes", later.index, "podCIDR"), msg)))
+    found.sort(key=lambda f: f[0])
+    return [d for _, d in found]
 
 
 def check_pods(b: Build) -> list[Diagnostic]:
@@ -142,6 +213,7 @@ def check_pods(b: Build) -> list[Diagnostic]:
 def check_services(b: Build) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     svc_net = _net(b.cluster.service_cidr)
+    node_of_ip = {ip: n.name for n in reversed(b.cluster.nodes) for ip in n.addresses}
     lo, hi = b.cluster.node_port_range
     cluster_ips: dict[str, str] = {}
     node_ports: dict[tuple[int, str], str] = {}
@@ -159,6 +231,8 @@ def check_services(b: Build) -> list[Diagnostic]:
                 out.append(doc.diag(("spec", "clusterIP"), f"clusterIP {ip} lies outside serviceCIDR {svc_net}"))
             if ip in cluster_ips:
                 out.append(doc.diag(("spec", "clusterIP"), f"clusterIP {ip} is also used by service {cluster_ips[ip]}"))
+            if ip in node_of_ip:
+                out.append(doc.diag(("spec", "clusterIP"), f"clusterIP {ip} is node {node_of_ip[ip]}'s address"))
             cluster_ips.setdefault(ip, name)
         elif svc.cluster_ip:
             cluster_ips.setdefault(svc.cluster_ip, name)
@@ -254,4 +328,4 @@ def check_slices(b: Build) -> list[Diagnostic]:
 
 def check(b: Build) -> list[Diagnostic]:
     """Every semantic problem of a built description, in document order per check."""
-    return [*check_nodes(b), *check_pods(b), *check_services(b), *check_slices(b)]
+    return [*check_cluster_ranges(b), *check_nodes(b), *check_pods(b), *check_services(b), *check_slices(b)]
