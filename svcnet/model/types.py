@@ -15,6 +15,8 @@ TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
 # Service types.
 CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"
 
+DEFAULT_BRIDGE = "cni0"  # the pod bridge on every node
+
 # detectLocalMode values (KubeProxyConfiguration spelling).
 DETECT_CLUSTER_CIDR = "ClusterCIDR"
 DETECT_NODE_CIDR = "NodeCIDR"
@@ -218,6 +220,8 @@ class Pod:
     name: str
     node_name: str
     ip: str
+    netns: str  # the pod's network namespace on its node (svcnet.model.names)
+    veth: str  # the host side of its veth
     labels: tuple[tuple[str, str], ...] = ()
     ports: tuple[ContainerPort, ...] = ()
     command: tuple[str, ...] = ()
@@ -277,7 +281,7 @@ class Cluster:
     services: tuple[Service, ...]
     pods: tuple[Pod, ...]
     service_ports: tuple[ServicePort, ...]  # sorted by (namespace, name, port name, protocol)
-    bridge: str = "cni0"
+    bridge: str = DEFAULT_BRIDGE
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

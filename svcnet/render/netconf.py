@@ -7,7 +7,6 @@ idempotent POSIX sh script of `ip`/`sysctl` commands (every value shell-quoted),
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import shlex
 import threading
@@ -16,11 +15,9 @@ from functools import cache
 
 import jinja2
 
-from svcnet.model.types import Cluster, Node, Pod
+from svcnet.model.types import Cluster, Node
 
 POD_IFACE = "eth0"
-NETNS_PREFIX = "svcnet_"
-VETH_PREFIX = "veth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +64,6 @@ class NetConf:
     pods: tuple[PodNet, ...]
 
 
-def pod_netns(pod: Pod) -> str:
-    """Network namespace name of a pod: `svcnet_<namespace>_<name>` (both DNS-1123)."""
-    return f"{NETNS_PREFIX}{pod.namespace}_{pod.name}"
-
-
-def pod_veth(pod: Pod) -> str:
-    """Host side of the pod's veth: 12 characters, within the 15-character limit."""
-    return VETH_PREFIX + hashlib.sha256(f"{pod.namespace}/{pod.name}".encode()).hexdigest()[:8]
-
-
 def node_sysctls(cluster: Cluster) -> tuple[Sysctl, ...]:
     """The sysctls these rules need (kube-proxy and the bridge CNI set the same)."""
     out = [Sysctl("net.ipv4.ip_forward", "1")]
@@ -96,8 +83,8 @@ def node_netconf(cluster: Cluster, node: Node) -> NetConf:
         PodNet(
             namespace=p.namespace,
             name=p.name,
-            netns=pod_netns(p),
-            veth=pod_veth(p),
+            netns=p.netns,
+            veth=p.veth,
             address=f"{p.ip}/{net.prefixlen}",
             gateway=gateway,
             command=p.command,
