@@ -135,6 +135,38 @@ class AgentError(Exception):
     """A failure with a message meant for the operator."""
 
 
+TEST_HOOK_ENV = "SVCNET_AGENT_TEST_HOOK"
+
+
+def fault_point(point: str, detail: str = "-") -> None:
+    """A named point where a test, and only a test, kills, fails or pauses this agent.
+
+    The hooks come from the environment variable SVCNET_AGENT_TEST_HOOK, which only the agent
+    tests' harness sets: nothing in a description reaches the agent's environment, svcnet never
+    sets it and sshd does not forward it. Its value is JSON {point: {"do": ACTION, ...}}, ACTION one
+    of "kill" (SIGKILL, as a crash), "fail" (an AgentError), "report" (a line TAG, POINT, DETAIL,
+    PID, tab-separated, on the FIFO "events") and "pause" (report, then wait for a line on the FIFO "release").
+    """
+    raw = os.environ.get(TEST_HOOK_ENV)
+    hook = json.loads(raw).get(point) if raw else None
+    if not hook:
+        return
+    action = hook.get("do")
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "fail":
+        raise AgentError(f"injected failure at {point}")
+    release = None
+    if action == "pause":  # opened before the report: read-write, so it is open at once and waits for data
+        release = os.open(hook["release"], os.O_RDWR)
+    events = os.open(hook["events"], os.O_WRONLY | os.O_NONBLOCK)
+    os.write(events, f"{hook.get('tag', '-')}\t{point}\t{detail}\t{os.getpid()}\n".encode())
+    os.close(events)
+    if release is not None:
+        os.read(release, 64)
+        os.close(release)
+
+
 def log(msg: str) -> None:
     print("svcnet-agent: " + msg, file=sys.stderr, flush=True)
 

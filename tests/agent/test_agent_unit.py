@@ -206,6 +206,14 @@ def test_validate_netconf_accepts_the_renderer_and_locates_bad_fields(tmp_path):
         node.validate_netconf(bad)
 
 
+def test_the_test_hooks_are_reachable_only_from_the_environment():
+    """Nothing in svcnet but the agent names the hook variable; the agent only reads it from its environment."""
+    others = [p for p in Path(node.__file__).parents[1].rglob("*.py") if p != Path(node.__file__)
+              and (node.TEST_HOOK_ENV in p.read_text() or "TEST_HOOK_ENV" in p.read_text())]
+    assert others == []
+    node.fault_point("backup")  # without the variable: nothing happens
+
+
 def test_node_py_is_one_stdlib_only_python39_file():
     src = Path(node.__file__).read_text()
     tree = ast.parse(src, feature_version=(3, 9))
