@@ -91,13 +91,17 @@ FEATURE_RULES = (
                       "-j RETURN"),
     ("random_fully", "nat", "-A POSTROUTING -j MASQUERADE --random-fully"),
 )
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-SYSCTL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9 ._-]*$")
-CODE_CACHE_RE = re.compile(r"^agent-[0-9a-f]+-[0-9a-f]+\.code$")  # BOOTSTRAP's cache, in run_dir
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
+# Whole-value patterns: always used with fullmatch (`re.match` with `$` accepts a trailing newline).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+SYSCTL_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+SYSCTL_VALUE_RE = re.compile(r"[A-Za-z0-9 ._-]*")
+CODE_CACHE_RE = re.compile(r"agent-[0-9a-f]+-[0-9a-f]+\.code")  # BOOTSTRAP's cache, in run_dir
+RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
+PREFIX_RE = re.compile(r"[A-Z][A-Z0-9-]{1,15}")
 COUNTERS_RE = re.compile(r"^\[\d+:\d+\]\s+")
+# Directories svcnet creates (etc, state, run and theirs): set explicitly, whatever the umask.
+DIR_MODE = 0o755
 # `python3 -c BOOTSTRAP` with the line {"agent": <this source>, "request": {...}} on stdin runs one
 # request; with "session": true in that line it then answers one request per further stdin line
 # (one JSON response line each) until end of input, so one process serves a connection's calls.
@@ -231,9 +235,25 @@ def read_json(path: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def make_dir(path: str, mode: int = DIR_MODE) -> None:
+    """mkdir -p with `mode` on every directory it creates (os.makedirs masks it with the umask)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        make_dir(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return  # made meanwhile by another process, with its own mode
+    os.chmod(path, mode)
+
+
 def write_text(path: str, text: str, mode: int = 0o644) -> None:
     """Atomic write (temp file + rename) so a crash never leaves half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    make_dir(os.path.dirname(path))
     tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
@@ -558,6 +578,58 @@ def multiset_minus(items: list[str], remove: list[str]) -> list[str]:
     return left
 
 
+# The options that name an iptables command or table: a restore line holds one command, its first word
+# (iptables refuses a second one as well; refused here too, so that no such line reaches it).
+COMMAND_FLAGS = frozenset({
+    "-A", "-C", "-D", "-E", "-F", "-I", "-L", "-N", "-P", "-R", "-S", "-X", "-Z", "-t", "--append", "--check",
+    "--delete", "--delete-chain", "--flush", "--insert", "--list", "--list-rules", "--new-chain", "--policy",
+    "--rename-chain", "--replace", "--table", "--zero",
+})
+RESTORE_TOKEN_RE = re.compile(r'"[^"]*"|\S+')  # iptables-restore's tokenizer knows double quotes only
+
+
+def check_restore(text: str, prefix: str = OWNED_PREFIX) -> None:
+    """Refuse a rules.restore that names anything but svcnet's own chains of filter and nat.
+
+    Only the lines the renderer writes pass: `*filter`/`*nat`, `COMMIT`, `:CHAIN - [n:n]`,
+    `-A CHAIN ...` and `-X CHAIN` with CHAIN under the owned prefix. A built-in chain (rule, flush,
+    policy), a foreign chain or another table is refused, so a wrong or hostile controller cannot
+    reach them through the restore: the jump rules from built-in chains come from jumps.rules.
+    """
+    table = ""
+    for n, raw in enumerate(text.split("\n"), 1):  # lines as iptables-restore splits them
+        line = raw.strip(" \t")
+        where = f"rules.restore line {n}"
+        if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", line):
+            raise AgentError(f"{where}: control character")
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            if table or line[1:] not in TABLES:
+                raise AgentError(f"{where}: table {line[1:]!r} (only filter and nat, each closed by COMMIT)")
+            table = line[1:]
+            continue
+        if not table:
+            raise AgentError(f"{where}: outside a table")
+        if line == "COMMIT":
+            table = ""
+            continue
+        words = RESTORE_TOKEN_RE.findall(line)
+        if line.startswith(":"):
+            chain = words[0][1:]
+            well_formed = re.fullmatch(r":\S+ - \[\d+:\d+\]", line) is not None
+        else:
+            chain = words[1] if len(words) > 1 else ""
+            well_formed = (words[0] == "-A" and len(words) > 2) or (words[0] == "-X" and len(words) == 2)
+            well_formed = well_formed and not COMMAND_FLAGS.intersection(words[2:])
+        if not well_formed:
+            raise AgentError(f"{where}: only ':CHAIN - [0:0]', '-A CHAIN ...' and '-X CHAIN' lines are allowed")
+        if not chain.startswith(prefix) or chain in BUILTIN_CHAINS:
+            raise AgentError(f"{where}: chain {chain!r} is not svcnet's (only {prefix}* chains)")
+    if table:
+        raise AgentError(f"rules.restore: table {table!r} has no COMMIT")
+
+
 def restore_chains(restore: str) -> dict:
     """Per table of a restore text: (chains it declares with `:NAME`, chains it deletes with `-X`)."""
     out: dict = {t: (set(), set()) for t in TABLES}
@@ -623,9 +695,34 @@ def in_scratch_netns(request: dict) -> dict:
     return resp
 
 
+def is_scratch_netns() -> bool:
+    """Is this process in a network namespace of its own (not its parent's) with only loopback and no rules?
+
+    in_scratch_netns's `unshare --net` makes exactly that; the node's namespace has its links and
+    is its parent's (sshd, a shell).
+    """
+    try:
+        with open("/proc/self/net/dev") as f:  # the calling task's own namespace, whatever /sys shows
+            links = {ln.split(":")[0].strip() for ln in f.read().splitlines()[2:] if ":" in ln}
+        own = os.stat("/proc/self/ns/net").st_ino != os.stat(f"/proc/{os.getppid()}/ns/net").st_ino
+    except OSError:
+        return False
+    if links != {"lo"} or not own:
+        return False
+    saved = run(["iptables-save"], check=False).stdout
+    return not any(ln.startswith("-A ") or (ln.startswith(":") and ln[1:].split()[0] not in BUILTIN_CHAINS)
+                   for ln in saved.splitlines())
+
+
 def op_scratch_normalize(req: dict) -> dict:
-    """Inside a scratch netns: load the restore text + jump rules, return the kernel's normal form."""
-    prefix = req.get("owned_prefix") or OWNED_PREFIX
+    """Inside a scratch netns: load the restore text + jump rules, return the kernel's normal form.
+
+    Refused anywhere else: it loads rules without lock, backup or ownership checks.
+    """
+    if not is_scratch_netns():
+        raise AgentError("_scratch_normalize runs only in a fresh network namespace of its own "
+                         "(in_scratch_netns), not on the node")
+    prefix = owned_prefix(req)
     iptables_restore(req["restore"])
     ensure_jumps(req.get("jumps", ""), prefix)
     snap = snapshot(prefix)
@@ -720,20 +817,20 @@ def validate_netconf(conf: object) -> dict:
         if not cond:
             raise AgentError(f"netconf.{where}: invalid value {value!r}")
 
-    need(out["bridge"] == "" or bool(IFNAME_RE.match(str(out["bridge"]))), "bridge", out["bridge"])
+    need(out["bridge"] == "" or bool(IFNAME_RE.fullmatch(str(out["bridge"]))), "bridge", out["bridge"])
     if out["bridge_address"]:
         need(_is_iface(str(out["bridge_address"])), "bridge_address", out["bridge_address"])
     for i, s in enumerate(out["sysctls"]):
-        need(isinstance(s, dict) and bool(SYSCTL_KEY_RE.match(str(s.get("key", "")))), f"sysctls[{i}].key", s)
-        need(bool(SYSCTL_VALUE_RE.match(str(s.get("value", "")))), f"sysctls[{i}].value", s)
+        need(isinstance(s, dict) and bool(SYSCTL_KEY_RE.fullmatch(str(s.get("key", "")))), f"sysctls[{i}].key", s)
+        need(bool(SYSCTL_VALUE_RE.fullmatch(str(s.get("value", "")))), f"sysctls[{i}].value", s)
     for i, r in enumerate(out["routes"]):
         need(isinstance(r, dict) and _is_net(str(r.get("dst", ""))), f"routes[{i}].dst", r)
         need(_is_ip(str(r.get("via", ""))), f"routes[{i}].via", r)
     for i, p in enumerate(out["pods"]):
         where = f"pods[{i}]"
         need(isinstance(p, dict), where, p)
-        need(bool(NAME_RE.match(str(p.get("netns", "")))), where + ".netns", p.get("netns"))
-        need(bool(IFNAME_RE.match(str(p.get("veth", "")))), where + ".veth", p.get("veth"))
+        need(bool(NAME_RE.fullmatch(str(p.get("netns", "")))), where + ".netns", p.get("netns"))
+        need(bool(IFNAME_RE.fullmatch(str(p.get("veth", "")))), where + ".veth", p.get("veth"))
         need(_is_iface(str(p.get("address", ""))), where + ".address", p.get("address"))
         need(_is_ip(str(p.get("gateway", ""))), where + ".gateway", p.get("gateway"))
         cmd = p.get("command") or []
@@ -1028,7 +1125,7 @@ def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
     A list is exec'd; a function runs in the forked copy of this process, so it starts with no
     interpreter start-up, and its return value is the exit code.
     """
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    make_dir(os.path.dirname(log_path))
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -1205,7 +1302,7 @@ class NodeLock:
         self.fd: int | None = None
 
     def __enter__(self) -> NodeLock:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        make_dir(os.path.dirname(self.path))
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + max(0.0, self.wait)
         while True:
@@ -1262,7 +1359,7 @@ def make_backup(paths: Paths, run_id: str, live: dict) -> None:
     """Save the state before a change: owned rules, etc_dir artifacts, state.json."""
     tmp = paths.backup + ".new"
     remove(tmp)
-    os.makedirs(os.path.join(tmp, "etc"))
+    make_dir(os.path.join(tmp, "etc"))
     for name in (*ARTIFACT_FILES, NETCONF_JSON):
         text = read_text(paths.etc_file(name))
         if text is not None:
@@ -1379,8 +1476,9 @@ def response(ok_: bool, changed: bool = False, msg: str = "", **extra: object) -
 
 def owned_prefix(req: dict) -> str:
     prefix = str(req.get("owned_prefix") or OWNED_PREFIX)
-    if not re.match(r"^[A-Z][A-Z0-9-]{1,15}$", prefix):
-        raise AgentError(f"owned_prefix must be upper-case letters, digits and '-': {prefix!r}")
+    if not PREFIX_RE.fullmatch(prefix) or not prefix.startswith(OWNED_PREFIX):
+        raise AgentError(f"owned_prefix must be {OWNED_PREFIX} followed by upper-case letters, digits and '-': "
+                         f"{prefix!r}")
     return prefix
 
 
@@ -1453,6 +1551,7 @@ def op_apply(req: dict, paths: Paths) -> dict:
     prefix = owned_prefix(req)
     arts = check_artifacts(req)
     conf = validate_netconf(req.get("netconf") or empty_netconf())
+    check_restore(arts[RESTORE_FILE], prefix)
     parse_jumps(arts.get(JUMPS_FILE, ""), prefix)
     with settled_lock(paths, run_id, "apply", float(req.get("lock_wait", 30))):
         marker = pending_marker(paths)
@@ -1689,7 +1788,7 @@ def op_teardown(req: dict, paths: Paths) -> dict:
             if os.path.isdir(d):
                 for name in os.listdir(d):
                     gone = remove(os.path.join(d, name))
-                    changed |= gone and not CODE_CACHE_RE.match(name)  # this very run wrote its cache
+                    changed |= gone and not CODE_CACHE_RE.fullmatch(name)  # this very run wrote its cache
         if os.path.isdir(paths.state):
             for name in os.listdir(paths.state):
                 if name != LOCK_FILE:
@@ -1709,6 +1808,7 @@ def op_boot(req: dict, paths: Paths) -> dict:
         restore = read_text(paths.etc_file(RESTORE_FILE))
         if restore is None:
             return response(True, False, "; ".join([*notes, "nothing applied on this node"]))
+        check_restore(restore, prefix)
         iptables_restore(restore)
         ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
         conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
@@ -1755,7 +1855,7 @@ def handle(req: object) -> dict:
         return response(False, False, "request must be a JSON object")
     op = req.get("op")
     run_id = req.get("run_id", "")
-    if run_id and not (isinstance(run_id, str) and RUN_ID_RE.match(run_id)):
+    if run_id and not (isinstance(run_id, str) and RUN_ID_RE.fullmatch(run_id)):
         return response(False, False, f"invalid run_id {run_id!r}")
     try:
         if op in SCRATCH_OPS:
