@@ -1294,7 +1294,12 @@ def supervise(paths: Paths, netns: str) -> int:
 
 
 class NodeLock:
-    """flock on state_dir/lock, holder info written into the file for a clear contention message."""
+    """flock on state_dir/lock, holder info written into the file for a clear contention message.
+
+    The lock file is never removed (a run waiting on a removed file and a newcomer that creates a
+    new one would both "hold the lock"); should anyone remove or replace it anyway, the holder
+    notices it locked a file that is no longer there and locks the one that is.
+    """
 
     def __init__(self, paths: Paths, run_id: str, op: str, wait: float):
         self.path = paths.state_file(LOCK_FILE)
@@ -1303,27 +1308,52 @@ class NodeLock:
 
     def __enter__(self) -> NodeLock:
         make_dir(os.path.dirname(self.path))
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + max(0.0, self.wait)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                self._take(fd, deadline)
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._still_the_file(fd):
+                break
+            os.close(fd)
+        with contextlib.suppress(OSError):  # only for the message of a waiting run: a full disk must not stop us
+            os.ftruncate(fd, 0)
+            info = {"run_id": self.run_id, "op": self.op, "pid": os.getpid(),
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        self.fd = fd
+        fault_point("locked", self.op)
+        return self
+
+    def _take(self, fd: int, deadline: float) -> None:
+        waiting = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return
             except OSError:
+                if not waiting:
+                    waiting = True
+                    fault_point("lock wait", self.op)
                 if time.monotonic() >= deadline:
                     holder = read_json(self.path) or {}
-                    os.close(fd)
                     raise AgentError(
                         "another svcnet {} holds the lock on {} (run {} since {}, pid {}); waited {}s".format(
                             holder.get("op", "apply"), os.uname().nodename, holder.get("run_id", "?"),
                             holder.get("since", "?"), holder.get("pid", "?"), self.wait)) from None
                 time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        info = {"run_id": self.run_id, "op": self.op, "pid": os.getpid(),
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self.fd = fd
-        return self
+
+    def _still_the_file(self, fd: int) -> bool:
+        """Is the locked file still the one at the lock's path?"""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
@@ -1793,7 +1823,6 @@ def op_teardown(req: dict, paths: Paths) -> dict:
             for name in os.listdir(paths.state):
                 if name != LOCK_FILE:
                     changed |= remove(os.path.join(paths.state, name))
-    remove(paths.state_file(LOCK_FILE))
     return response(True, changed, f"svcnet removed from {os.uname().nodename}" if changed else "nothing to remove")
 
 
