@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from vectors import load_vector, vector_names
 
+from svcnet.agent.node import check_restore
 from svcnet.render.dump import canonical_sort, parse_dump
 from svcnet.render.iptables import render_restore
 
@@ -26,6 +27,13 @@ def test_vector_matches_kube_proxy(name: str) -> None:
         table, chain = vec.expect_scope
         expected = [line for line in vec.expected.splitlines() if line.strip()]
         assert _scoped_rules(rendered, table, chain) == expected
+
+
+@pytest.mark.parametrize("name", vector_names())
+def test_the_agent_accepts_every_rendered_vector(name: str) -> None:
+    """The agent refuses restore lines outside svcnet's chains: none the renderer writes."""
+    vec = load_vector(name)
+    check_restore(render_restore(vec.settings, vec.ports, vec.stale_chains))
 
 
 def test_full_sync_vectors_cover_every_kind() -> None:
