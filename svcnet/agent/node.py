@@ -4,7 +4,7 @@ Stdlib-only, Python 3.9+, one file. Two ways to run it:
 
 * over SSH, source and request on stdin (see svcnet/agent/protocol.py): the bootstrap execs this
   source with ``__name__ == "svcnet_agent"`` and calls ``main_request(request)``;
-* as a file: ``python3 /var/lib/svcnet/agent.py boot|confirm RUN_ID|rollback RUN_ID|teardown|
+* as a file: ``python3 -I -S /var/lib/svcnet/agent.py boot|confirm RUN_ID|rollback RUN_ID|teardown|
   status|probe|request`` (``request`` reads a JSON request on stdin).
 
 Either way exactly one JSON response line goes to stdout (logs go to stderr); errors become
@@ -103,7 +103,13 @@ PREFIX_RE = re.compile(r"[A-Z][A-Z0-9-]{1,15}")
 COUNTERS_RE = re.compile(r"^\[\d+:\d+\]\s+")
 # Directories svcnet creates (etc, state, run and theirs): set explicitly, whatever the umask.
 DIR_MODE = 0o755
-# `python3 -c BOOTSTRAP` with the line {"agent": <this source>, "request": {...}} on stdin runs one
+# How every Python svcnet starts on a node runs (the agent over SSH, its scratch-netns re-run, pod
+# supervisors, the boot unit), always with the current directory "/": -I (isolated) keeps the
+# current and the script's directory off sys.path and ignores PYTHON* variables and the user's
+# site-packages, so no module a user planted (a json.py in the login user's home, the current
+# directory of an SSH command) is imported as root; -S: no site-packages either (stdlib only).
+PYTHON_FLAGS = ("-I", "-S")
+# `python3 -I -S -c BOOTSTRAP` with the line {"agent": <this source>, "request": {...}} on stdin runs one
 # request; with "session": true in that line it then answers one request per further stdin line
 # (one JSON response line each) until end of input, so one process serves a connection's calls.
 # Only double quotes inside, so it can be single-quoted for a remote shell as is.
@@ -349,7 +355,7 @@ def run(argv: list[str], stdin: str | None = None, check: bool = True, timeout: 
     """Run argv (never a shell string); AgentError with stderr when it fails and `check`."""
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
-                              check=False, env=env)
+                              check=False, env=env, cwd="/")
     except FileNotFoundError:
         raise AgentError("command not found: " + argv[0]) from None
     except subprocess.TimeoutExpired:
@@ -736,7 +742,8 @@ def agent_source() -> str:
 def in_scratch_netns(request: dict) -> dict:
     """Run this agent with `request` inside a fresh, empty network namespace (`unshare --net`)."""
     payload = json.dumps({"agent": agent_source(), "request": request})
-    proc = run(["unshare", "--net", "--", sys.executable or "python3", "-c", BOOTSTRAP], stdin=payload, check=False)
+    python = [sys.executable or "python3", *PYTHON_FLAGS]
+    proc = run(["unshare", "--net", "--", *python, "-c", BOOTSTRAP], stdin=payload, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         raise AgentError("scratch network namespace failed (unshare --net): " + proc.stderr.strip()[-1000:])
@@ -1224,7 +1231,8 @@ def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
 
 
 def agent_argv(paths: Paths, *args: str) -> list[str]:
-    return [sys.executable or "/usr/bin/python3", paths.state_file(AGENT_FILE), *args, *paths.cli_args()]
+    return [sys.executable or "/usr/bin/python3", *PYTHON_FLAGS, paths.state_file(AGENT_FILE), *args,
+            *paths.cli_args()]
 
 
 def start_pod(paths: Paths, p: dict) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -24,14 +24,24 @@ AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(__file__).resolve().parent.parent / "podserver.py"
 BOOTSTRAP = node.BOOTSTRAP
 DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds it on Debian
-# -E: no PYTHON* variables from the node's environment; -S: no site-packages (the agent is
-# stdlib-only), which also spares every run the `site` import.
-PYTHON_FLAGS = "-E -S"
+PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see node.PYTHON_FLAGS
+
+
+def python_command(code: str, python: str | None = None, prefix: Sequence[str] = ()) -> str:
+    """A remote shell command running Python `code` as `-c`, isolated and from the directory "/".
+
+    An SSH command starts in the login user's home (which, under become, a user other than root
+    can write); `-I` keeps it off sys.path and `cd /` leaves it. `python`: the inventory's
+    ansible_python_interpreter (an absolute path by default, so no PATH lookup picks another);
+    `prefix`: argv run in front of it (e.g. `ip netns exec NS`).
+    """
+    argv = [*prefix, python or DEFAULT_PYTHON]
+    return f"cd / && exec {shlex.join(argv)} {PYTHON_FLAGS} -c {shlex.quote(code)}"
 
 
 def remote_command(python: str | None = None) -> str:
     """The command that runs the agent with `python` (the inventory's ansible_python_interpreter)."""
-    return f"{shlex.quote(python or DEFAULT_PYTHON)} {PYTHON_FLAGS} -c {shlex.quote(BOOTSTRAP)}"
+    return python_command(BOOTSTRAP, python)
 
 
 REMOTE_COMMAND = remote_command()

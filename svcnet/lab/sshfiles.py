@@ -30,7 +30,9 @@ def sshd_config(host_key: Path, authorized_keys: Path) -> str:
         [
             f"Port {SSH_PORT}",
             f"HostKey {host_key}",
-            f"AuthorizedKeysFile {authorized_keys}",
+            # root reads the lab's key file; a lab user (svcnet/lab/users.py) cannot (the lab
+            # directory is root's only) and finds the key in its private home on the node.
+            f"AuthorizedKeysFile {authorized_keys} .ssh/authorized_keys",
             "PermitRootLogin prohibit-password",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",

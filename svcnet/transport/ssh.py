@@ -3,11 +3,19 @@
 fabric's `Connection` auto-accepts unknown host keys; svcnet replaces that policy with
 paramiko's `RejectPolicy` (or, with `accept_new`, OpenSSH's `accept-new`: trust on first use,
 recorded in the known_hosts file; a changed key is still refused).
+
+Become (sudo) never mixes the password into the command's input: sudo asks with a prompt unique
+to the command, and the wrapped command first prints a start line, also unique, to stderr. The
+controller reads stderr until one of them shows up and sends the password only in answer to the
+prompt, and the command's stdin only after the start line. Where sudo does not ask (NOPASSWD,
+cached credentials) the password is never sent; a second prompt means it was wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shlex
 import threading
 import time
@@ -18,19 +26,34 @@ import fabric
 import invoke
 import paramiko
 
-from svcnet.transport.hostconfig import HostConfig
+from svcnet.transport.hostconfig import HostConfig, SecretStr
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 CHUNK = 65536
+# Seconds sudo may take to run the command: it sleeps about 2 s after a wrong password (pam_unix)
+# before asking again; a sudo that neither asks with our prompt nor starts the command in this
+# time (another prompt, a PAM module waiting for something else) is an error, not a hang.
+BECOME_TIMEOUT = 30.0
+# Absolute: without sudoers' secure_path, sudo looks the command up in the login user's PATH.
+BECOME_SHELL = "/bin/sh"
+BECOME_TAG = "svcnet-become"
 
 
 class SSHError(Exception):
     """A host could not be reached or refused us; `unreachable` as Ansible means it."""
 
+    unreachable = True
+
     def __init__(self, host: str, message: str):
         super().__init__(f"{host}: {message}")
         self.host = host
         self.message = message
+
+
+class BecomeError(SSHError):
+    """sudo refused to run the command (wrong or missing password, not allowed): a failed host."""
+
+    unreachable = False
 
 
 # What a lost or broken connection raises inside paramiko calls (TimeoutError is an OSError).
@@ -39,6 +62,87 @@ LOST = (paramiko.SSHException, OSError, EOFError)
 
 def lost(host: str, exc: BaseException) -> SSHError:
     return SSHError(host, f"connection lost: {exc or type(exc).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class Become:
+    """One command wrapped in sudo: the unique `prompt` sudo asks with (None when no password is
+    set: sudo -n never asks) and the `started` line the command prints to stderr first."""
+
+    command: str
+    prompt: bytes | None
+    started: bytes
+
+
+def become_command(host: HostConfig, command: str, token: str | None = None) -> Become | None:
+    """`command` wrapped in sudo when the inventory asks for become (None: run it as it is).
+
+    The password is never in argv nor in the command's input: see `await_become`. `token` makes
+    the prompt and start line unique (random by default).
+    """
+    if not host.become or host.user == host.become_user:
+        return None
+    tag = f"{BECOME_TAG}-{token or secrets.token_hex(8)}"
+    started = f"{tag}-started"
+    inner = f"echo {started} >&2\n{command}"
+    user = shlex.quote(host.become_user)
+    prompt = f"{tag}-password:" if host.become_password else None
+    sudo = f"sudo -S -p {shlex.quote(prompt)}" if prompt else "sudo -n"
+    return Become(f"{sudo} -u {user} -- {BECOME_SHELL} -c {shlex.quote(inner)}",
+                  prompt.encode() if prompt else None, started.encode())
+
+
+def await_become(chan: paramiko.Channel, become: Become, password: SecretStr | None, host: str,
+                 timeout: float = BECOME_TIMEOUT) -> bytes:
+    """Wait until sudo runs the command, answering its first prompt with `password`.
+
+    Returns what the command wrote to stderr after its start line (its own stderr). BecomeError
+    when sudo asks a second time (wrong password), ends without running the command, or takes
+    longer than `timeout`.
+    """
+    seen = bytearray()
+    answered = False
+    deadline = time.monotonic() + timeout
+    while True:
+        start = seen.find(become.started + b"\n")
+        if start >= 0:
+            return bytes(seen[start + len(become.started) + 1:])
+        asked = seen.count(become.prompt) if become.prompt else 0
+        if asked > 1:
+            raise BecomeError(host, f"become: sudo rejected the become password{_sudo_said(seen, become)}")
+        if asked and not answered:
+            if not password:
+                raise BecomeError(host, "become: sudo asks for a password and none is set")
+            chan.sendall(password.get_secret_value().encode() + b"\n")
+            answered = True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BecomeError(host, f"become: sudo did not run the command within {timeout:g}s"
+                                    f"{_sudo_said(seen, become)}")
+        chan.settimeout(min(left, 1.0))
+        try:
+            data = chan.recv_stderr(CHUNK)
+        except TimeoutError:
+            continue
+        if not data:
+            raise BecomeError(host, f"become: sudo did not run the command{_sudo_said(seen, become)}")
+        seen += data
+
+
+def _end(chan: paramiko.Channel, wait: float = 5.0) -> None:
+    """End a command whose sudo failed: end its input (a sudo still asking gives up at once), let it
+    exit (bounded), then close; closing under a running command races paramiko's own close."""
+    with contextlib.suppress(*LOST):
+        chan.shutdown_write()
+        chan.status_event.wait(wait)
+        chan.close()
+
+
+def _sudo_said(seen: bytes | bytearray, become: Become) -> str:
+    """sudo's own messages for an error, without our prompts."""
+    text = bytes(seen).replace(become.prompt, b"\n") if become.prompt else bytes(seen)
+    lines = [ln.strip() for ln in text.decode(errors="replace").splitlines() if ln.strip()]
+    return ": " + " / ".join(lines[-3:]) if lines else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,24 +214,13 @@ class Session:
         self.conn = conn
         return self
 
-    def become_command(self, command: str, stdin: bytes) -> tuple[str, bytes]:
-        """Wrap `command` in sudo when the inventory asks for become (password on stdin, never argv)."""
-        host = self.host
-        if not host.become or (host.user == host.become_user):
-            return command, stdin
-        user = shlex.quote(host.become_user)
-        if host.become_password:
-            secret = host.become_password.get_secret_value().encode() + b"\n"
-            return f"sudo -S -p '' -u {user} -- sh -c {shlex.quote(command)}", secret + stdin
-        return f"sudo -n -u {user} -- sh -c {shlex.quote(command)}", stdin
-
     def run(self, command: str, stdin: bytes = b"", timeout: float | None = 300.0) -> Result:
         """Run one command with `stdin` fed and closed; no PTY, nothing echoed or logged."""
         t0 = time.perf_counter()
-        chan = self._exec(command, stdin, timeout)
+        chan, early = self._exec(command, stdin, timeout)
         try:
             chan.shutdown_write()
-            out, err = bytearray(), bytearray()
+            out, err = bytearray(), bytearray(early)
             while True:
                 if chan.recv_ready():
                     out += chan.recv(CHUNK)
@@ -152,23 +245,37 @@ class Session:
 
     def start(self, command: str, stdin: bytes = b"") -> Stream:
         """Start one long-running command with `stdin` fed; talk to it line by line (`Stream`)."""
-        return Stream(self.host.name, self._exec(command, stdin, None))
+        chan, early = self._exec(command, stdin, None)
+        stream = Stream(self.host.name, chan)
+        stream.stderr += early
+        return stream
 
-    def _exec(self, command: str, stdin: bytes, timeout: float | None) -> paramiko.Channel:
-        """A new channel running `command` (wrapped for become), `stdin` sent, input left open."""
-        command, stdin = self.become_command(command, stdin)
+    def _exec(self, command: str, stdin: bytes, timeout: float | None) -> tuple[paramiko.Channel, bytes]:
+        """A new channel running `command` (wrapped for become), `stdin` sent, input left open.
+
+        Also returns the command's stderr read while waiting for sudo.
+        """
+        become = become_command(self.host, command)
         if self.conn is None:
             self.open()
         assert self.conn is not None and self.conn.transport is not None
+        early = b""
         try:
             chan = self.conn.transport.open_session(timeout=self.timeout)
+            chan.exec_command(become.command if become else command)
+            if become:
+                try:
+                    wait = BECOME_TIMEOUT if timeout is None else min(timeout, BECOME_TIMEOUT)
+                    early = await_become(chan, become, self.host.become_password, self.host.name, wait)
+                except BecomeError:
+                    _end(chan)
+                    raise
             chan.settimeout(timeout)
-            chan.exec_command(command)
             if stdin:
                 chan.sendall(stdin)
         except LOST as exc:
             raise lost(self.host.name, exc) from exc
-        return chan
+        return chan, early
 
     def close(self) -> None:
         if self.conn is not None:

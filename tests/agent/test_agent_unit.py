@@ -158,7 +158,7 @@ def test_bootstrap_caches_the_compiled_agent_only_where_nobody_else_can_write(tm
                            run_dir=str(run_dir))
 
     def status() -> subprocess.CompletedProcess:
-        return subprocess.run(shlex.split(protocol.REMOTE_COMMAND), input=protocol.build_stdin(req),
+        return subprocess.run(["sh", "-c", protocol.REMOTE_COMMAND], input=protocol.build_stdin(req),
                               capture_output=True, timeout=60, check=False)
 
     assert protocol.parse_response(status().stdout.decode())["ok"]
@@ -296,9 +296,7 @@ def test_node_py_is_one_stdlib_only_python39_file():
 
 def test_remote_command_and_stdin():
     assert "'" not in protocol.BOOTSTRAP
-    assert shlex.split(protocol.REMOTE_COMMAND) == ["/usr/bin/python3", "-E", "-S", "-c", protocol.BOOTSTRAP]
-    custom = protocol.remote_command("/opt/py 3/bin/python")
-    assert shlex.split(custom) == ["/opt/py 3/bin/python", "-E", "-S", "-c", protocol.BOOTSTRAP]
+    assert shlex.split(protocol.REMOTE_COMMAND)[-2:] == ["-c", protocol.BOOTSTRAP]  # flags: test_agent_isolation
     doc = json.loads(protocol.build_stdin(protocol.request("status", "r1", lock_wait=3)))
     assert doc["agent"] == Path(node.__file__).read_text()
     assert doc["request"] == {"op": "status", "run_id": "r1", "lock_wait": 3}
@@ -309,7 +307,7 @@ def test_remote_command_and_stdin():
 def test_bootstrap_runs_the_agent_from_stdin(tmp_path):
     req = protocol.request("status", "r1", etc_dir=str(tmp_path / "e"), state_dir=str(tmp_path / "s"),
                            run_dir=str(tmp_path / "r"))
-    proc = subprocess.run(shlex.split(protocol.REMOTE_COMMAND), input=protocol.build_stdin(req),
+    proc = subprocess.run(["sh", "-c", protocol.REMOTE_COMMAND], input=protocol.build_stdin(req),
                           capture_output=True, timeout=60, check=False)
     resp = protocol.parse_response(proc.stdout.decode())
     assert resp == {"ok": True, "changed": False, "msg": "", "pods": [], "pending": None}
@@ -319,7 +317,7 @@ def test_a_session_agent_answers_one_line_per_request_until_end_of_input(tmp_pat
     paths = {"etc_dir": str(tmp_path / "e"), "state_dir": str(tmp_path / "s"), "run_dir": str(tmp_path / "r")}
     first = protocol.build_stdin(protocol.request("status", "r1", **paths), session=True)
     more = protocol.request_line(protocol.request("status", "r2", **paths)) + b"not json\n"
-    proc = subprocess.run(shlex.split(protocol.REMOTE_COMMAND), input=first + more, capture_output=True,
+    proc = subprocess.run(["sh", "-c", protocol.REMOTE_COMMAND], input=first + more, capture_output=True,
                           timeout=60, check=False)
     lines = proc.stdout.decode().splitlines()
     assert proc.returncode == 0 and len(lines) == 3, proc

@@ -147,3 +147,24 @@ def test_lab_name_is_resolved_only_when_unambiguous(tmp_path):
     with pytest.raises(LabError, match=r"several labs exist \(one, two\)"):
         resolve_name(None, tmp_path)
     assert resolve_name("two", tmp_path) == "two"
+
+
+def test_lab_users_are_checked_and_get_the_sudo_they_ask_for():
+    from svcnet.lab import users
+
+    ok = [users.LabUser("ops", 4101), users.LabUser("dev", 4102, users.SUDO_PASSWORD, "pw"),
+          users.LabUser("guest", 4103, users.SUDO_NONE)]
+    users._validate(ok)
+    sudoers = users._sudoers(ok)
+    assert "ops ALL=(ALL:ALL) NOPASSWD: ALL\n" in sudoers and "dev ALL=(ALL:ALL) ALL\n" in sudoers
+    assert "guest" not in sudoers and "lecture=never" in sudoers and "secure_path=" in sudoers
+    for bad, message in [
+        ([users.LabUser("root", 4101)], "other than root"),
+        ([users.LabUser("ops", 0)], "uid 0 outside"),
+        ([users.LabUser("ops", 4101, "always")], "sudo must be one of"),
+        ([users.LabUser("ops", 4101, users.SUDO_PASSWORD)], "a password"),
+        ([users.LabUser("ops", 4101, users.SUDO_NOPASSWD, "pw")], "a password"),
+        ([users.LabUser("ops", 4101), users.LabUser("ops", 4102)], "distinct"),
+    ]:
+        with pytest.raises(LabError, match=message):
+            users._validate(bad)
