@@ -16,7 +16,7 @@ from functools import cache
 
 import jinja2
 
-from svcnet.model.types import Cluster, Node, Pod
+from svcnet.model.types import Cluster, Node, Pod, ProcessSecurity
 
 POD_IFACE = "eth0"
 NETNS_PREFIX = "svcnet_"
@@ -51,6 +51,7 @@ class PodNet:
     gateway: str
     command: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
+    security: ProcessSecurity | None = None  # None: the command runs as root, as before
 
     @property
     def ip(self) -> str:
@@ -102,6 +103,7 @@ def node_netconf(cluster: Cluster, node: Node) -> NetConf:
             gateway=gateway,
             command=p.command,
             ports=tuple(sorted({cp.port for cp in p.ports})),
+            security=p.security,
         )
         for p in cluster.pods
         if p.node_name == node.name and p.ip
