@@ -26,6 +26,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -64,6 +65,8 @@ STAGING_DIR = "staging"  # the artifacts of the apply in progress, recorded in e
 LAST_ROLLBACK_FILE = "last-rollback.json"
 LOGS_DIR = "logs"
 PODS_DIR = "pods"
+# Files that show a pod's command (its spec, its log, netconf.json) and their directories: root's only.
+PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
 
 CMD_TIMEOUT = 120.0
 POD_STOP_WAIT = 5.0
@@ -77,6 +80,8 @@ REQUIRED_COMMANDS = {
     "sysctl": "procps",
     "conntrack": "conntrack",
     "unshare": "util-linux",
+    "setpriv": "util-linux",  # a pod's user, groups and capabilities (securityContext)
+    "mount": "mount",  # a pod's read-only filesystems (readOnlyRootFilesystem)
 }
 # Kernel features kube-proxy's rules use: (name, table, rule); each is loaded into a scratch netns.
 FEATURE_RULES = (
@@ -109,6 +114,21 @@ DIR_MODE = 0o755
 # site-packages, so no module a user planted (a json.py in the login user's home, the current
 # directory of an SSH command) is imported as root; -S: no site-packages either (stdlib only).
 PYTHON_FLAGS = ("-I", "-S")
+# A pod's securityContext as the controller sends it (svcnet.model.security computes it).
+# Every Linux capability by its Kubernetes name, in kernel order (the same list as the model's).
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+MAX_ID = 2147483647  # the largest user/group ID Kubernetes accepts
+MAX_GROUPS = 4096  # supplementary groups: one setpriv argument stays far below the kernel's 128 KiB
+SECURITY_FIELDS = ("uid", "gid", "groups", "capabilities", "ambient", "no_new_privs", "read_only_root")
+# Mounts a read-only pod keeps writable, as a container runtime gives them: device nodes, /dev/shm, /proc.
+WRITABLE_MOUNTS = ("/dev", "/proc")
 # `python3 -I -S -c BOOTSTRAP` with the line {"agent": <this source>, "request": {...}} on stdin runs one
 # request; with "session": true in that line it then answers one request per further stdin line
 # (one JSON response line each) until end of input, so one process serves a connection's calls.
@@ -324,8 +344,19 @@ def json_text(data: dict) -> str:
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
-def write_json(path: str, data: dict, durable: bool = True) -> None:
-    write_text(path, json_text(data), durable=durable)
+def write_json(path: str, data: dict, mode: int = 0o644, durable: bool = True) -> None:
+    write_text(path, json_text(data), mode, durable=durable)
+
+
+def private_dir(path: str) -> str:
+    """`path` as a directory only its owner, this agent's user, can enter: 0700 whatever the umask."""
+    os.makedirs(path, PRIVATE_DIR_MODE, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise AgentError(f"{path} is not a directory owned by uid {os.geteuid()}")
+    if stat.S_IMODE(st.st_mode) != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
 
 
 def remove(path: str) -> bool:
@@ -895,7 +926,34 @@ def validate_netconf(conf: object) -> dict:
         need(isinstance(cmd, list) and all(isinstance(a, str) for a in cmd), where + ".command", cmd)
         ports = p.get("ports") or []
         need(isinstance(ports, list) and all(isinstance(x, int) for x in ports), where + ".ports", ports)
+        if p.get("security") is not None:
+            validate_security(p["security"], where + ".security")
     return out
+
+
+def _is_id(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ID
+
+
+def validate_security(sec: object, where: str) -> None:
+    """A pod's security must hold exactly the known fields with values setpriv can take as they are."""
+    def need(cond: bool, field: str, value: object) -> None:
+        if not cond:
+            raise AgentError(f"netconf.{where}{field}: invalid value {value!r}")
+
+    need(isinstance(sec, dict) and sorted(sec) == sorted(SECURITY_FIELDS), "", sec)
+    assert isinstance(sec, dict)
+    need(_is_id(sec["uid"]), ".uid", sec["uid"])
+    need(_is_id(sec["gid"]), ".gid", sec["gid"])
+    groups = sec["groups"]
+    need(isinstance(groups, list) and 0 < len(groups) <= MAX_GROUPS and all(_is_id(g) for g in groups),
+         ".groups", groups)
+    caps, ambient = sec["capabilities"], sec["ambient"]
+    need(caps is None or (isinstance(caps, list) and all(c in CAPABILITIES for c in caps)), ".capabilities", caps)
+    need(isinstance(ambient, list) and all(c in (CAPABILITIES if caps is None else caps) for c in ambient),
+         ".ambient", ambient)
+    for flag in ("no_new_privs", "read_only_root"):
+        need(isinstance(sec[flag], bool), "." + flag, sec[flag])
 
 
 def _is_ip(v: str) -> bool:
@@ -937,9 +995,12 @@ def pod_label(p: dict) -> str:
 
 def pod_spec(p: dict) -> dict:
     """What a pod process depends on: restarted when this changes."""
-    return {"netns": p["netns"], "namespace": p.get("namespace", ""), "name": p.get("name", ""),
+    spec = {"netns": p["netns"], "namespace": p.get("namespace", ""), "name": p.get("name", ""),
             "ip": p["address"].split("/")[0], "command": list(p.get("command") or []),
             "ports": sorted(p.get("ports") or [])}
+    if p.get("security") is not None:  # absent, not null: a pod without one keeps its hash (no restart)
+        spec["security"] = p["security"]
+    return spec
 
 
 def spec_hash(spec: dict) -> str:
@@ -947,8 +1008,10 @@ def spec_hash(spec: dict) -> str:
 
 
 def pod_process_line(p: dict, running: bool) -> str:
-    return "pod {} runs {} ports {} ({})".format(pod_label(p), json.dumps(list(p.get("command") or [])),
-                                            sorted(p.get("ports") or []), "running" if running else "stopped")
+    sec = p.get("security")
+    who = " as " + json.dumps(sec, sort_keys=True) if sec else ""
+    return "pod {} runs {} ports {}{} ({})".format(pod_label(p), json.dumps(list(p.get("command") or [])),
+                                              sorted(p.get("ports") or []), who, "running" if running else "stopped")
 
 
 def desired_lines(conf: dict) -> list[str]:
@@ -1173,8 +1236,8 @@ def running_pod(paths: Paths, netns: str) -> dict | None:
     if spec is None:
         return None
     return {"netns": netns, "namespace": spec.get("namespace", ""), "name": spec.get("name", ""),
-            "command": spec.get("command", []), "ports": spec.get("ports", []), "pid": pid,
-            "spec_hash": spec_hash(spec)}
+            "command": spec.get("command", []), "ports": spec.get("ports", []), "security": spec.get("security"),
+            "pid": pid, "spec_hash": spec_hash(spec)}
 
 
 def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
@@ -1185,7 +1248,7 @@ def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
     A list is exec'd; a function runs in the forked copy of this process, so it starts with no
     interpreter start-up, and its return value is the exit code.
     """
-    make_dir(os.path.dirname(log_path))
+    private_dir(os.path.dirname(log_path))  # a pod's log shows its command
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -1196,7 +1259,8 @@ def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
                 os._exit(0)
             os.setpgid(0, 0)
             devnull = os.open("/dev/null", os.O_RDONLY)
-            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+            os.fchmod(out, PRIVATE_FILE_MODE)  # also a log an older agent made readable by all
             os.dup2(devnull, 0)
             os.dup2(out, 1)
             os.dup2(out, 2)
@@ -1236,12 +1300,14 @@ def agent_argv(paths: Paths, *args: str) -> list[str]:
 
 
 def start_pod(paths: Paths, p: dict) -> int:
+    """Start the pod's supervisor; its files hold the command, so only root reads them (0700 dir, 0600 files)."""
     spec = pod_spec(p)
-    write_json(pod_file(paths, p["netns"], ".json"), spec)
-    write_text(pod_file(paths, p["netns"], ".spec"), spec_hash(spec) + "\n")
+    private_dir(paths.pods_dir)
+    write_json(pod_file(paths, p["netns"], ".json"), spec, mode=PRIVATE_FILE_MODE)
+    write_text(pod_file(paths, p["netns"], ".spec"), spec_hash(spec) + "\n", PRIVATE_FILE_MODE)
     log_path = os.path.join(paths.state, LOGS_DIR, p["netns"] + ".log")
     pid = spawn_daemon(agent_argv(paths, "supervise", p["netns"]), log_path)
-    write_text(pod_file(paths, p["netns"], ".pid"), f"{pid}\n")
+    write_text(pod_file(paths, p["netns"], ".pid"), f"{pid}\n", PRIVATE_FILE_MODE)
     return pid
 
 
@@ -1290,6 +1356,7 @@ def reconcile_pods(paths: Paths, conf: dict) -> list[str]:
     wanted = {p["netns"]: p for p in conf["pods"] if p.get("command")}
     known = set()
     if os.path.isdir(paths.pods_dir):
+        private_dir(paths.pods_dir)  # also the directory an older agent left readable by all
         known = {f[:-4] for f in os.listdir(paths.pods_dir) if f.endswith(".pid")}
     for netns in sorted(known - set(wanted)):
         if stop_pod(paths, netns):
@@ -1331,9 +1398,8 @@ def supervise(paths: Paths, netns: str) -> int:
         started = time.monotonic()
         log("starting {} in {}: {}".format(spec["name"], netns, spec["command"]))
         try:
-            proc = subprocess.Popen(["ip", "netns", "exec", netns, *spec["command"]], env=env,
-                                    stdin=subprocess.DEVNULL, cwd="/")
-        except OSError as exc:
+            proc = subprocess.Popen(pod_argv(paths, spec), env=env, stdin=subprocess.DEVNULL, cwd="/")
+        except (OSError, AgentError) as exc:
             log(f"cannot start: {exc}")
             proc = None
         if proc is not None:
@@ -1347,6 +1413,87 @@ def supervise(paths: Paths, netns: str) -> int:
         while not stopping and time.monotonic() < deadline:
             time.sleep(0.1)
     return 0
+
+
+def cap_changes(names: list[str]) -> str:
+    """setpriv's form of "exactly these capabilities": `-all,+net_bind_service`."""
+    return ",".join(["-all", *("+" + name.lower() for name in names)])
+
+
+def setpriv_argv(sec: dict) -> list[str]:
+    """setpriv with the user, groups, capabilities and no_new_privs of a pod's `security`.
+
+    The bounding set keeps the pod's capabilities (what root gets at exec); the ambient (and so
+    inheritable) set keeps the ones its container adds, so a non-root user has those too.
+    """
+    validate_security(sec, "security")  # no value reaches argv unchecked
+    argv = ["setpriv", "--reuid={}".format(sec["uid"]), "--regid={}".format(sec["gid"]),
+            "--groups=" + ",".join(str(g) for g in sec["groups"])]
+    if sec["capabilities"] is not None:  # None: privileged, every capability
+        argv += ["--bounding-set=" + cap_changes(sec["capabilities"]), "--inh-caps=" + cap_changes(sec["ambient"]),
+                 "--ambient-caps=" + cap_changes(sec["ambient"])]
+    if sec["no_new_privs"]:
+        argv.append("--no-new-privs")
+    return argv
+
+
+def pod_argv(paths: Paths, spec: dict) -> list[str]:
+    """How a supervisor starts its pod's command: in the pod's netns, with what its securityContext leaves it.
+
+    Without a securityContext, as root (as always). With readOnlyRootFilesystem the agent runs
+    first (`pod-exec`) in the private mount namespace `ip netns exec` makes, to remount it.
+    """
+    netns, sec = spec["netns"], spec.get("security")
+    if sec is None:
+        return ["ip", "netns", "exec", netns, *spec["command"]]
+    if sec.get("read_only_root"):
+        return ["ip", "netns", "exec", netns, *agent_argv(paths, "pod-exec", netns)]
+    return ["ip", "netns", "exec", netns, *setpriv_argv(sec), "--", *spec["command"]]
+
+
+def mount_points(mountinfo: bytes) -> list[str]:
+    """Every mount point of a /proc/PID/mountinfo text, its octal escapes (`\\040`) decoded, once each."""
+    raw = [line.split()[4] for line in mountinfo.splitlines() if len(line.split()) > 4]
+    unescape = re.compile(rb"\\([0-7]{3})")
+    return list(dict.fromkeys(os.fsdecode(unescape.sub(lambda m: bytes([int(m.group(1), 8)]), p)) for p in raw))
+
+
+def make_read_only() -> None:
+    """Remount every mount of this mount namespace read-only but /dev and /proc (as a runtime leaves them).
+
+    Only per-mount flags change (remount,bind): the filesystems stay writable elsewhere. Refuses
+    to run in its parent's mount namespace, which would make the node itself read-only.
+    """
+    if os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{os.getppid()}/ns/mnt"):
+        raise AgentError("not in a mount namespace of its own: refusing to remount")
+    with open("/proc/self/mountinfo", "rb") as f:
+        points = mount_points(f.read())
+    for point in points:
+        if any(point == w or point.startswith(w + "/") for w in WRITABLE_MOUNTS):
+            continue
+        if os.path.lexists(point):  # else hidden under a later mount, out of the pod's reach
+            run(["mount", "-o", "remount,bind,ro", "--", point])
+    if not os.statvfs("/").f_flag & os.ST_RDONLY:
+        raise AgentError("/ is still writable after the remount")
+
+
+def pod_exec(paths: Paths, netns: str) -> int:
+    """In a pod's mount namespace: make its mounts read-only, then become its command (via setpriv)."""
+    spec = read_json(pod_file(paths, netns, ".json"))
+    if not spec or not spec.get("command") or not spec.get("security"):
+        log("no pod spec with a security context for " + netns)
+        return 1
+    try:
+        argv = [*setpriv_argv(spec["security"]), "--", *spec["command"]]
+        make_read_only()
+    except AgentError as exc:
+        log(f"{netns}: {exc}")
+        return 1
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        log(f"{netns}: cannot run {argv[0]}: {exc}")
+    return 127
 
 
 # --------------------------------------------------------------------------- lock and pending marker
@@ -1453,7 +1600,7 @@ def make_backup(paths: Paths, run_id: str, live: dict) -> None:
     for name in (*ARTIFACT_FILES, NETCONF_JSON):
         text = read_text(paths.etc_file(name))
         if text is not None:
-            write_text(os.path.join(tmp, "etc", name), text, durable=False)
+            write_text(os.path.join(tmp, "etc", name), text, artifact_mode(name), durable=False)
     state = load_state(paths)
     write_json(os.path.join(tmp, "rules.json"), live, durable=False)
     write_json(os.path.join(tmp, "meta.json"), {
@@ -1467,7 +1614,8 @@ def make_backup(paths: Paths, run_id: str, live: dict) -> None:
 
 
 def artifact_mode(name: str) -> int:
-    return 0o755 if name == NETCONF_SH else 0o644
+    """Mode of an etc_dir file and of its backup: netconf.json holds the pods' commands, so root's only."""
+    return {NETCONF_SH: 0o755, NETCONF_JSON: PRIVATE_FILE_MODE}.get(name, 0o644)
 
 
 def load_netconf_file(path: str) -> dict:
@@ -1787,7 +1935,7 @@ class Commit:
         for name in self.staged_names():
             write_text(os.path.join(paths.staging, name), self.arts.get(name, ""), artifact_mode(name), durable=False)
         if self.do_net:
-            write_json(os.path.join(paths.staging, NETCONF_JSON), self.conf, durable=False)
+            write_json(os.path.join(paths.staging, NETCONF_JSON), self.conf, artifact_mode(NETCONF_JSON), durable=False)
         if self.do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
             self.text = rules_transaction(self.arts[RESTORE_FILE], self.jumps, self.live)
             iptables_restore(self.text, test=True)
@@ -1845,7 +1993,7 @@ class Commit:
         for name in self.staged_names():
             write_if_changed(paths.etc_file(name), self.arts.get(name, ""), artifact_mode(name))
         if self.do_net:
-            write_if_changed(paths.etc_file(NETCONF_JSON), json_text(self.conf))
+            write_if_changed(paths.etc_file(NETCONF_JSON), json_text(self.conf), artifact_mode(NETCONF_JSON))
         state = load_state(paths)
         install_persistence(paths, state)
         self.applied.update({p: self.want.get(p) for p in self.parts})
@@ -2111,7 +2259,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="agent.py", description="svcnet node agent")
-    ap.add_argument("command", choices=[*OPS, "request", "supervise", "deadman"])
+    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec", "deadman"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--etc-dir", default=DEFAULT_ETC_DIR)
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -2121,6 +2269,8 @@ def main(argv: list[str]) -> int:
     paths = Paths(ns.etc_dir, ns.state_dir, ns.run_dir)
     if ns.command == "supervise":
         return supervise(paths, ns.args[0])
+    if ns.command == "pod-exec":
+        return pod_exec(paths, ns.args[0])
     if ns.command == "deadman":
         return deadman(paths, ns.args[0], ns.owned_prefix)  # (a deadline argument of older agents: the marker's rules)
     if ns.command == "request":

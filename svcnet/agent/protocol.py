@@ -17,7 +17,7 @@ from pathlib import Path
 
 from svcnet.agent import node
 from svcnet.desired import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
-from svcnet.model.types import NodeFacts
+from svcnet.model.types import NodeFacts, ProcessSecurity
 from svcnet.render.netconf import NetConf
 
 AGENT_PATH = Path(node.__file__)
@@ -117,11 +117,21 @@ def netconf_payload(conf: NetConf) -> dict:
         "sysctls": [{"key": s.key, "value": s.value, "optional": s.optional} for s in conf.sysctls],
         "routes": [{"dst": r.dst, "via": r.via} for r in conf.routes],
         "pods": [
-            {**{k: v for k, v in asdict(p).items() if k not in ("command", "ports")},
-             "command": list(p.command), "ports": list(p.ports)}
+            {**{k: v for k, v in asdict(p).items() if k not in ("command", "ports", "security")},
+             "command": list(p.command), "ports": list(p.ports), **_security_payload(p.security)}
             for p in conf.pods
         ],
     }
+
+
+def _security_payload(sec: ProcessSecurity | None) -> dict:
+    """A pod's `security` as the agent reads it; absent for a pod without one (its hash stays as before)."""
+    if sec is None:
+        return {}
+    caps = None if sec.capabilities is None else list(sec.capabilities)
+    return {"security": {"uid": sec.uid, "gid": sec.gid, "groups": list(sec.groups), "capabilities": caps,
+                         "ambient": list(sec.ambient), "no_new_privs": sec.no_new_privs,
+                         "read_only_root": sec.read_only_root}}
 
 
 def desired_hashes(art: NodeArtifacts) -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from svcnet.diagnostics import Diagnostic
 from svcnet.load import Document
-from svcnet.model import alloc, names
+from svcnet.model import alloc, names, security
 from svcnet.model.types import (
     CLUSTER_IP,
     DEFAULT_BRIDGE,
@@ -167,10 +167,11 @@ def _container_ports(pod_spec: dict) -> tuple[ContainerPort, ...]:
 
 
 def _command(pod_spec: dict) -> tuple[str, ...]:
-    for c in pod_spec.get("containers") or ():
-        if c.get("command"):
-            return tuple(str(a) for a in [*c["command"], *(c.get("args") or ())])
-    return ()
+    index = security.command_container(pod_spec)
+    if index is None:
+        return ()
+    c = pod_spec["containers"][index]
+    return tuple(str(a) for a in [*c["command"], *(c.get("args") or ())])
 
 
 def template_hash(template: object) -> str:
@@ -268,6 +269,7 @@ def build_pods(
             command=_command(f["spec"] or {}),
             owner=f["owner"],
             source=_source(doc),
+            security=security.process_security(f["spec"] or {}),
         )
         pods.append(pod)
         where.setdefault((pod.namespace, pod.name), (doc, path))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from svcnet.diagnostics import WARNING, Diagnostic, PathT
 from svcnet.load import Document
+from svcnet.model import security
 from svcnet.model.build import Build, resolve_target_port, selects
 from svcnet.model.types import Node
 
@@ -210,6 +211,22 @@ def check_pods(b: Build) -> list[Diagnostic]:
     return out
 
 
+def check_pod_security(b: Build) -> list[Diagnostic]:
+    """securityContext problems, once per pod spec (a Deployment's replicas share their template's)."""
+    out: list[Diagnostic] = []
+    seen: set[tuple[int, tuple[str | int, ...]]] = set()
+    for doc, base in b.pod_docs.values():
+        if (id(doc), base) in seen:
+            continue
+        seen.add((id(doc), base))
+        spec_path = (*base, "spec")
+        pod_spec = doc.obj
+        for part in spec_path:
+            pod_spec = pod_spec.get(part) or {}
+        out.extend(doc.diag((*spec_path, *f.path), f.message, f.severity) for f in security.check(pod_spec))
+    return out
+
+
 def check_services(b: Build) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     svc_net = _net(b.cluster.service_cidr)
@@ -328,4 +345,5 @@ def check_slices(b: Build) -> list[Diagnostic]:
 
 def check(b: Build) -> list[Diagnostic]:
     """Every semantic problem of a built description, in document order per check."""
-    return [*check_cluster_ranges(b), *check_nodes(b), *check_pods(b), *check_services(b), *check_slices(b)]
+    return [*check_cluster_ranges(b), *check_nodes(b), *check_pods(b), *check_pod_security(b), *check_services(b),
+            *check_slices(b)]

@@ -215,6 +215,24 @@ class ContainerPort:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessSecurity:
+    """How a pod's process runs, from its pod's and container's securityContext (svcnet.model.security).
+
+    Capabilities are Kubernetes names (`NET_BIND_SERVICE`). The process keeps `capabilities` in
+    its bounding set (None: every capability, a privileged container); `ambient` are those it
+    also keeps as a non-root user (the ones the container adds).
+    """
+
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
+    capabilities: tuple[str, ...] | None = None
+    ambient: tuple[str, ...] = ()
+    no_new_privs: bool = False
+    read_only_root: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Pod:
     namespace: str
     name: str
@@ -227,6 +245,7 @@ class Pod:
     command: tuple[str, ...] = ()
     owner: str | None = None  # "Deployment/name" for expanded pods
     source: Source | None = None
+    security: ProcessSecurity | None = None  # None: no securityContext, the process runs as root
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ from functools import cache
 
 import jinja2
 
-from svcnet.model.types import Cluster, Node
+from svcnet.model.types import Cluster, Node, ProcessSecurity
 
 POD_IFACE = "eth0"
 
@@ -48,6 +48,7 @@ class PodNet:
     gateway: str
     command: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
+    security: ProcessSecurity | None = None  # None: the command runs as root, as before
 
     @property
     def ip(self) -> str:
@@ -89,6 +90,7 @@ def node_netconf(cluster: Cluster, node: Node) -> NetConf:
             gateway=gateway,
             command=p.command,
             ports=tuple(sorted({cp.port for cp in p.ports})),
+            security=p.security,
         )
         for p in cluster.pods
         if p.node_name == node.name and p.ip
