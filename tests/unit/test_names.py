@@ -68,12 +68,12 @@ def test_the_issue_s_deployment_gets_netns_names_the_agent_accepts(tmp_path: Pat
     f = write(tmp_path, "d.yaml", deployment("checkout-frontend-web", 3, namespace="production-payments"))
     cluster = load_cluster([BASE, f])
     for pod in cluster.pods:
-        assert agent.NAME_RE.match(pod.netns) and agent.IFNAME_RE.match(pod.veth), (pod.netns, pod.veth)
+        assert agent.NAME_RE.fullmatch(pod.netns) and agent.IFNAME_RE.fullmatch(pod.veth), (pod.netns, pod.veth)
 
 
 def test_the_limits_are_the_agent_s():
-    assert agent.NAME_RE.match("a" * names.NETNS_MAX) and not agent.NAME_RE.match("a" * (names.NETNS_MAX + 1))
-    assert agent.IFNAME_RE.match("a" * names.IFNAME_MAX) and not agent.IFNAME_RE.match("a" * (names.IFNAME_MAX + 1))
+    assert agent.NAME_RE.fullmatch("a" * names.NETNS_MAX) and not agent.NAME_RE.fullmatch("a" * (names.NETNS_MAX + 1))
+    assert agent.IFNAME_RE.fullmatch("a" * names.IFNAME_MAX) and not agent.IFNAME_RE.fullmatch("a" * (names.IFNAME_MAX + 1))
 
 
 def test_a_netns_name_is_readable_when_it_fits_and_shortened_with_a_hash_when_not():
@@ -105,7 +105,7 @@ def test_no_two_pods_ever_share_a_netns_or_a_veth(monkeypatch: pytest.MonkeyPatc
     netns = [v[0] for v in got.values()]
     veths = [v[1] for v in got.values()]
     assert len(set(netns)) == len(pods) and len(set(veths)) == len(pods)
-    assert all(agent.NAME_RE.match(n) for n in netns) and all(agent.IFNAME_RE.match(v) for v in veths)
+    assert all(agent.NAME_RE.fullmatch(n) for n in netns) and all(agent.IFNAME_RE.fullmatch(v) for v in veths)
 
 
 def test_a_readable_netns_name_never_equals_a_shortened_one():

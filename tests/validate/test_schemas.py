@@ -708,4 +708,4 @@ def test_the_schema_accepts_exactly_the_interface_names_the_agent_accepts(name: 
     from svcnet.agent.node import IFNAME_RE
 
     pattern = json.loads((SCHEMA_DIR / "defs.schema.json").read_text())["$defs"]["interfaceName"]["pattern"]
-    assert bool(re.match(pattern, name)) == bool(IFNAME_RE.match(name))
+    assert bool(re.match(pattern, name)) == bool(IFNAME_RE.fullmatch(name))
