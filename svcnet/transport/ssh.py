@@ -2,7 +2,9 @@
 
 fabric's `Connection` auto-accepts unknown host keys; svcnet replaces that policy with
 paramiko's `RejectPolicy` (or, with `accept_new`, OpenSSH's `accept-new`: trust on first use,
-recorded in the known_hosts file; a changed key is still refused).
+recorded in the known_hosts file; a changed key is still refused). A ProxyJump is followed hop
+by hop, each jump host's key checked the same way (fabric's own ProxyJump support does not
+check jump hosts' keys).
 
 Become (sudo) never mixes the password into the command's input: sudo asks with a prompt unique
 to the command, and the wrapped command first prints a start line, also unique, to stderr. The
@@ -14,6 +16,7 @@ cached credentials) the password is never sent; a second prompt means it was wro
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shlex
@@ -21,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fabric
 import invoke
@@ -58,6 +62,8 @@ class BecomeError(SSHError):
 
 # What a lost or broken connection raises inside paramiko calls (TimeoutError is an OSError).
 LOST = (paramiko.SSHException, OSError, EOFError)
+# What a failed connect raises (fabric runs a ProxyCommand through invoke).
+CONNECT_ERRORS = (*LOST, invoke.exceptions.UnexpectedExit)
 
 
 def lost(host: str, exc: BaseException) -> SSHError:
@@ -153,19 +159,52 @@ class Result:
     seconds: float
 
 
+# Sessions opened in parallel record keys in the same known_hosts (all nodes behind one new
+# jump host meet its key at once): one writer at a time, and each rereads what the others wrote.
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
     """OpenSSH's StrictHostKeyChecking=accept-new: record unknown keys, refuse changed ones."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.lock = threading.Lock()
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        with self.lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        with _KNOWN_HOSTS_LOCK:
+            recorded = paramiko.HostKeys(str(self.path)) if self.path.exists() else paramiko.HostKeys()
+            known = (recorded.lookup(hostname) or {}).get(key.get_name())
+            if known is not None and known != key:
+                # another session recorded another key meanwhile: one of the two did not talk to the host
+                raise paramiko.BadHostKeyException(hostname, key, known)
+            if known is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a") as f:
+                    f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _greeted(client: paramiko.SSHClient) -> bool:
+    """Whether an SSH server sent its greeting on this client's connection."""
+    transport = client.get_transport()
+    return transport is not None and bool(transport.remote_version)
+
+
+def _why_not(exc: BaseException, client: paramiko.SSHClient, kwargs: dict[str, Any], known: Path) -> str:
+    """What failed when connecting to `kwargs['host']`, in words for the user."""
+    where = f"{kwargs['host']}:{kwargs['port']}"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (f"host key for {exc.hostname} does not match {known}: refusing to connect "
+                "(possible man-in-the-middle; fix known_hosts if the key changed)")
+    if not isinstance(exc, paramiko.SSHException):
+        return f"cannot connect to {where}: {exc}"
+    if "not found in known_hosts" in str(exc):
+        return (f"host key of {kwargs['host']} is not in {known}; add it (ssh-keyscan) or pass "
+                "--accept-new-host-keys to trust it on first use")
+    if not _greeted(client):  # paramiko's words ("No existing session") do not say so
+        how = " through its ProxyCommand" if kwargs.get("gateway") else ""
+        return f"cannot connect to {where}{how}: no SSH server answered ({exc})"
+    return str(exc)
 
 
 def known_hosts_path(host: HostConfig) -> Path:
@@ -183,13 +222,55 @@ class Session:
         self.timeout = timeout
         self.accept_new = accept_new_host_keys
         self.conn: fabric.Connection | None = None
+        self.jumps: list[fabric.Connection] = []  # open connections to the jump hosts, first hop first
 
     def open(self) -> Session:
-        host = self.host
+        """Connect (through each ProxyJump hop in turn); every host key verified the same way."""
+        if self.conn is not None:
+            return self  # already open: `with open_node(...)` enters an opened session
+        route = self._route()
         try:
-            kwargs = host.fabric_kwargs(self.timeout)
+            sock: paramiko.Channel | None = None
+            for (hop, kwargs), (_, next_kwargs) in itertools.pairwise(route):
+                conn = self._connect(hop, kwargs, sock, f"jump host {hop.name}: ")
+                self.jumps.append(conn)
+                sock = self._forward(conn, hop, next_kwargs)
+            host, kwargs = route[-1]
+            self.conn = self._connect(host, kwargs, sock, "")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _route(self) -> list[tuple[HostConfig, dict[str, Any]]]:
+        """(host, fabric kwargs) of each jump host, first hop first, then of the node itself."""
+        try:
+            return [(h, h.fabric_kwargs(self.timeout)) for h in (*self.host.jump_hosts(), self.host)]
         except ValueError as exc:
-            raise SSHError(host.name, f"bad ssh arguments: {exc}") from exc
+            raise SSHError(self.host.name, f"bad ssh arguments: {exc}") from exc
+
+    def _forward(self, conn: fabric.Connection, hop: HostConfig, to: dict[str, Any]) -> paramiko.Channel:
+        """A channel from `hop` to the next host's sshd (OpenSSH's `ssh -W`): the next connection's socket.
+
+        Opened here rather than by fabric's `gateway=Connection`, which waits up to paramiko's
+        default of an hour for a jump host that cannot reach the next one.
+        """
+        dest = (to["host"], to["port"])
+        try:
+            assert conn.transport is not None
+            return conn.transport.open_channel("direct-tcpip", dest, ("", 0), timeout=self.timeout)
+        except paramiko.ChannelException as exc:  # the jump host refused or could not connect
+            reason = exc.text
+        except LOST as exc:
+            reason = str(exc) or type(exc).__name__
+        raise SSHError(self.host.name, f"jump host {hop.name} cannot reach {dest[0]}:{dest[1]}: {reason}")
+
+    def _connect(
+        self, host: HostConfig, kwargs: dict[str, Any], sock: paramiko.Channel | None, where: str
+    ) -> fabric.Connection:
+        """An open connection to `host` (over `sock` when given); errors name the node, then `where`."""
+        if sock is not None:
+            kwargs = {**kwargs, "connect_kwargs": {**kwargs["connect_kwargs"], "sock": sock}}
         config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
         conn = fabric.Connection(config=config, **kwargs)
         known = known_hosts_path(host)
@@ -200,19 +281,11 @@ class Session:
         client.set_missing_host_key_policy(policy)
         try:
             conn.open()
-        except paramiko.BadHostKeyException as exc:
-            raise SSHError(host.name, f"host key for {exc.hostname} does not match {known}: refusing to connect "
-                                      "(possible man-in-the-middle; fix known_hosts if the key changed)") from exc
-        except paramiko.SSHException as exc:
-            text = str(exc)
-            if "not found in known_hosts" in text:
-                text = (f"host key of {kwargs['host']} is not in {known}; add it (ssh-keyscan) or pass "
-                        "--accept-new-host-keys to trust it on first use")
-            raise SSHError(host.name, text) from exc
-        except (TimeoutError, OSError, EOFError, invoke.exceptions.UnexpectedExit) as exc:
-            raise SSHError(host.name, f"cannot connect to {kwargs['host']}:{kwargs['port']}: {exc}") from exc
-        self.conn = conn
-        return self
+        except CONNECT_ERRORS as exc:
+            why = _why_not(exc, client, kwargs, known)
+            client.close()  # also ends a ProxyCommand, and the tunnel's channel
+            raise SSHError(self.host.name, where + why) from exc
+        return conn
 
     def run(self, command: str, stdin: bytes = b"", timeout: float | None = 300.0) -> Result:
         """Run one command with `stdin` fed and closed; no PTY, nothing echoed or logged."""
@@ -281,6 +354,8 @@ class Session:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        while self.jumps:  # the last hop first: each carries the next one's connection
+            self.jumps.pop().close()
 
     def __enter__(self) -> Session:
         return self.open()
