@@ -91,11 +91,11 @@ def _has_ipv6_node_values(raw: Raw) -> bool:
     return p.get("ip_family", "IPv4") == "IPv4" and any(":" in v for v in values)
 
 
-# Vectors the real path cannot express at all: (why, a fragment of every error svcnet reports).
+# Vectors the real path cannot express at all: (why, a regex every error svcnet reports matches).
 CANNOT_EXPRESS: dict[str, tuple[str, str]] = {
     "bad-ips": ("its IPs and CIDRs have leading zeros, which svcnet's schema rejects (the API server "
                 "stored such values before StrictIPCIDRValidation; issue 12); the converter keeps it",
-                "is not a"),
+                r"'[0-9./]*\b0[0-9][0-9./]*' is not a"),
     **{name: ("an IPv6 proxier: svcnet renders IPv4 only and refuses IPv6 values (its own issue); "
               "the converter keeps it", "IPv6 is not supported yet")
        for name in ("nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple")},

@@ -10,6 +10,7 @@ adds are exactly those a partial sync leaves untouched (already present, of unch
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,10 @@ def test_every_vector_is_run_or_named_as_inexpressible() -> None:
 
 @pytest.mark.parametrize("name", sorted(realpath.CANNOT_EXPRESS))
 def test_inexpressible_vector_is_refused_for_the_stated_reason(name: str, tmp_path: Path) -> None:
-    _, fragment = realpath.CANNOT_EXPRESS[name]
+    _, pattern = realpath.CANNOT_EXPRESS[name]
     result = _run(name, tmp_path)
     assert result.errors
-    assert all(fragment in e for e in result.errors), result.errors
+    assert all(re.search(pattern, e) for e in result.errors), result.errors
 
 
 REWRITTEN = [(n, i) for n in EXPRESSIBLE for i in range(len(realpath.rewrites(_raw(n))))]
