@@ -418,8 +418,12 @@ def endpoints_for(
         if "port" not in sp:
             continue
         cond = ep.get("conditions") or {}
-        ready = cond.get("ready", True) is not False
-        serving = cond.get("serving")
+        # An omitted (or null) condition is read as kube-proxy reads it, not as the API docs
+        # suggest ("serving: defer to ready"): pkg/proxy/endpointslicecache.go addEndpoints has
+        # `ready := Ready == nil || *Ready`, `serving := Serving == nil || *Serving`,
+        # `terminating := Terminating != nil && *Terminating` (the version the vectors name).
+        ready = cond.get("ready") is not False
+        serving = cond.get("serving") is not False
         ref = ep.get("targetRef") or {}
         for addr in ep.get("addresses") or ():
             add(
@@ -428,7 +432,7 @@ def endpoints_for(
                     int(sp["port"]),
                     ep.get("nodeName"),
                     ready=ready,
-                    serving=ready if serving is None else bool(serving),
+                    serving=serving,
                     terminating=bool(cond.get("terminating", False)),
                     target=f"{ref['kind']}/{ref['name']}" if ref.get("kind") and ref.get("name") else None,
                 )
