@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from svcnet.lab.layout import LabLayout
+from svcnet.lab.spec import BASTION_NAME
 from svcnet.lab.state import Lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,3 +56,18 @@ def applied_lab(lab_factory: Callable[..., Lab], description: Path) -> Lab:
     first = apply(lab, description)
     assert first.rc == 0, first.out + first.err
     return lab
+
+
+def inventory_trusting(lab: Lab, directory: Path, known_hosts: str) -> Path:
+    """Copies of the lab's inventory and ssh_config that trust only `known_hosts` (its text); the inventory."""
+    (directory / "known_hosts").write_text(known_hosts)
+    config = lab.ssh_config_path.read_text().replace(str(lab.known_hosts_path), str(directory / "known_hosts"))
+    (directory / "ssh_config").write_text(config)
+    text = lab.inventory_path.read_text().replace(str(lab.ssh_config_path), str(directory / "ssh_config"))
+    (directory / "inventory.yaml").write_text(text)
+    return directory / "inventory.yaml"
+
+
+def bastion_log(lab: Lab) -> str:
+    """What the lab bastion's sshd logged (each connection it forwarded among it)."""
+    return (LabLayout(lab.name, lab.dir.parent).node_dir(BASTION_NAME) / "sshd.log").read_text()

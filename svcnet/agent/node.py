@@ -4,7 +4,7 @@ Stdlib-only, Python 3.9+, one file. Two ways to run it:
 
 * over SSH, source and request on stdin (see svcnet/agent/protocol.py): the bootstrap execs this
   source with ``__name__ == "svcnet_agent"`` and calls ``main_request(request)``;
-* as a file: ``python3 /var/lib/svcnet/agent.py boot|confirm RUN_ID|rollback RUN_ID|teardown|
+* as a file: ``python3 -I -S /var/lib/svcnet/agent.py boot|confirm RUN_ID|rollback RUN_ID|teardown|
   status|probe|request`` (``request`` reads a JSON request on stdin).
 
 Either way exactly one JSON response line goes to stdout (logs go to stderr); errors become
@@ -28,6 +28,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -62,9 +63,12 @@ PENDING_FILE = "pending.json"
 LOCK_FILE = "lock"
 SAVED_FILE = "rules.saved"
 BACKUP_DIR = "backup"
+STAGING_DIR = "staging"  # the artifacts of the apply in progress, recorded in etc_dir once it succeeded
 LAST_ROLLBACK_FILE = "last-rollback.json"
 LOGS_DIR = "logs"
 PODS_DIR = "pods"
+# Files that show a pod's command (its spec, its log, netconf.json) and their directories: root's only.
+PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
 
 # The marks of what svcnet created (see ownership below): svcnet/render/netconf.py's OWNER_ALIAS and
 # ROUTE_PROTO, which the rendered netconf.sh sets (tests/unit/test_netconf.py checks they agree).
@@ -85,6 +89,8 @@ REQUIRED_COMMANDS = {
     "sysctl": "procps",
     "conntrack": "conntrack",
     "unshare": "util-linux",
+    "setpriv": "util-linux",  # a pod's user, groups and capabilities (securityContext)
+    "mount": "mount",  # a pod's read-only filesystems (readOnlyRootFilesystem)
 }
 # Kernel features kube-proxy's rules use: (name, table, rule); each is loaded into a scratch netns.
 FEATURE_RULES = (
@@ -100,14 +106,39 @@ FEATURE_RULES = (
                       "-j RETURN"),
     ("random_fully", "nat", "-A POSTROUTING -j MASQUERADE --random-fully"),
 )
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-SYSCTL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9 ._-]*$")
-CODE_CACHE_RE = re.compile(r"^agent-[0-9a-f]+-[0-9a-f]+\.code$")  # BOOTSTRAP's cache, in run_dir
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
+# Whole-value patterns: always used with fullmatch (`re.match` with `$` accepts a trailing newline).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+SYSCTL_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+SYSCTL_VALUE_RE = re.compile(r"[A-Za-z0-9 ._-]*")
+CODE_CACHE_RE = re.compile(r"agent-[0-9a-f]+-[0-9a-f]+\.code")  # BOOTSTRAP's cache, in run_dir
+RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
+PREFIX_RE = re.compile(r"[A-Z][A-Z0-9-]{1,15}")
 COUNTERS_RE = re.compile(r"^\[\d+:\d+\]\s+")
-# `python3 -c BOOTSTRAP` with the line {"agent": <this source>, "request": {...}} on stdin runs one
+# Directories svcnet creates (etc, state, run and theirs): set explicitly, whatever the umask.
+DIR_MODE = 0o755
+# How every Python svcnet starts on a node runs (the agent over SSH, its scratch-netns re-run, pod
+# supervisors, the boot unit), always with the current directory "/": -I (isolated) keeps the
+# current and the script's directory off sys.path and ignores PYTHON* variables and the user's
+# site-packages, so no module a user planted (a json.py in the login user's home, the current
+# directory of an SSH command) is imported as root; -S: no site-packages either (stdlib only).
+PYTHON_FLAGS = ("-I", "-S")
+# A pod's securityContext as the controller sends it (svcnet.model.security computes it).
+# Every Linux capability by its Kubernetes name, in kernel order (the same list as the model's).
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+MAX_ID = 2147483647  # the largest user/group ID Kubernetes accepts
+MAX_GROUPS = 4096  # supplementary groups: one setpriv argument stays far below the kernel's 128 KiB
+SECURITY_FIELDS = ("uid", "gid", "groups", "capabilities", "ambient", "no_new_privs", "read_only_root")
+# Mounts a read-only pod keeps writable, as a container runtime gives them: device nodes, /dev/shm, /proc.
+WRITABLE_MOUNTS = ("/dev", "/proc")
+# `python3 -I -S -c BOOTSTRAP` with the line {"agent": <this source>, "request": {...}} on stdin runs one
 # request; with "session": true in that line it then answers one request per further stdin line
 # (one JSON response line each) until end of input, so one process serves a connection's calls.
 # Only double quotes inside, so it can be single-quoted for a remote shell as is.
@@ -142,6 +173,38 @@ while d.get("session"):
 
 class AgentError(Exception):
     """A failure with a message meant for the operator."""
+
+
+TEST_HOOK_ENV = "SVCNET_AGENT_TEST_HOOK"
+
+
+def fault_point(point: str, detail: str = "-") -> None:
+    """A named point where a test, and only a test, kills, fails or pauses this agent.
+
+    The hooks come from the environment variable SVCNET_AGENT_TEST_HOOK, which only the agent
+    tests' harness sets: nothing in a description reaches the agent's environment, svcnet never
+    sets it and sshd does not forward it. Its value is JSON {point: {"do": ACTION, ...}}, ACTION one
+    of "kill" (SIGKILL, as a crash), "fail" (an AgentError), "report" (a line TAG, POINT, DETAIL,
+    PID, tab-separated, on the FIFO "events") and "pause" (report, then wait for a line on the FIFO "release").
+    """
+    raw = os.environ.get(TEST_HOOK_ENV)
+    hook = json.loads(raw).get(point) if raw else None
+    if not hook:
+        return
+    action = hook.get("do")
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "fail":
+        raise AgentError(f"injected failure at {point}")
+    release = None
+    if action == "pause":  # opened before the report: read-write, so it is open at once and waits for data
+        release = os.open(hook["release"], os.O_RDWR)
+    events = os.open(hook["events"], os.O_WRONLY | os.O_NONBLOCK)
+    os.write(events, f"{hook.get('tag', '-')}\t{point}\t{detail}\t{os.getpid()}\n".encode())
+    os.close(events)
+    if release is not None:
+        os.read(release, 64)
+        os.close(release)
 
 
 def log(msg: str) -> None:
@@ -185,6 +248,10 @@ class Paths:
     def backup(self) -> str:
         return os.path.join(self.state, BACKUP_DIR)
 
+    @property
+    def staging(self) -> str:
+        return os.path.join(self.state, STAGING_DIR)
+
     def cli_args(self) -> list[str]:
         return ["--etc-dir", self.etc, "--state-dir", self.state, "--run-dir", self.run]
 
@@ -208,24 +275,97 @@ def read_json(path: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def write_text(path: str, text: str, mode: int = 0o644) -> None:
-    """Atomic write (temp file + rename) so a crash never leaves half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+def make_dir(path: str, mode: int = DIR_MODE) -> None:
+    """mkdir -p with `mode` on every directory it creates (os.makedirs masks it with the umask)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        make_dir(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return  # made meanwhile by another process, with its own mode
+    os.chmod(path, mode)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str) -> None:
+    """Make every file and directory under root durable."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(folder)
+
+
+def write_text(path: str, text: str, mode: int = 0o644, durable: bool = True) -> None:
+    """Atomic write (temp file + rename): a crash leaves the old file or the new one, never half a file.
+
+    durable: also on disk before returning (fsync of the file, and of the directory after the rename),
+    so that a power loss cannot undo it or reorder it with a later write.
+    """
+    folder = os.path.dirname(path)
+    make_dir(folder)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if durable:
+        fsync_dir(folder)
 
 
-def write_json(path: str, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+def write_if_changed(path: str, text: str, mode: int = 0o644) -> bool:
+    """write_text unless the file already holds `text` with `mode` (no write, so no space needed)."""
+    try:
+        same = read_text(path) == text and os.stat(path).st_mode & 0o7777 == mode
+    except (OSError, UnicodeDecodeError):
+        same = False
+    if not same:
+        write_text(path, text, mode)
+    return not same
+
+
+def json_text(data: dict) -> str:
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def write_json(path: str, data: dict, mode: int = 0o644, durable: bool = True) -> None:
+    write_text(path, json_text(data), mode, durable=durable)
+
+
+def private_dir(path: str) -> str:
+    """`path` as a directory only its owner, this agent's user, can enter: 0700 whatever the umask."""
+    os.makedirs(path, PRIVATE_DIR_MODE, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise AgentError(f"{path} is not a directory owned by uid {os.geteuid()}")
+    if stat.S_IMODE(st.st_mode) != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
 
 
 def remove(path: str) -> bool:
@@ -255,7 +395,7 @@ def run(argv: list[str], stdin: str | None = None, check: bool = True, timeout: 
     """Run argv (never a shell string); AgentError with stderr when it fails and `check`."""
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
-                              check=False, env=env)
+                              check=False, env=env, cwd="/")
     except FileNotFoundError:
         raise AgentError("command not found: " + argv[0]) from None
     except subprocess.TimeoutExpired:
@@ -535,6 +675,58 @@ def multiset_minus(items: list[str], remove: list[str]) -> list[str]:
     return left
 
 
+# The options that name an iptables command or table: a restore line holds one command, its first word
+# (iptables refuses a second one as well; refused here too, so that no such line reaches it).
+COMMAND_FLAGS = frozenset({
+    "-A", "-C", "-D", "-E", "-F", "-I", "-L", "-N", "-P", "-R", "-S", "-X", "-Z", "-t", "--append", "--check",
+    "--delete", "--delete-chain", "--flush", "--insert", "--list", "--list-rules", "--new-chain", "--policy",
+    "--rename-chain", "--replace", "--table", "--zero",
+})
+RESTORE_TOKEN_RE = re.compile(r'"[^"]*"|\S+')  # iptables-restore's tokenizer knows double quotes only
+
+
+def check_restore(text: str, prefix: str = OWNED_PREFIX) -> None:
+    """Refuse a rules.restore that names anything but svcnet's own chains of filter and nat.
+
+    Only the lines the renderer writes pass: `*filter`/`*nat`, `COMMIT`, `:CHAIN - [n:n]`,
+    `-A CHAIN ...` and `-X CHAIN` with CHAIN under the owned prefix. A built-in chain (rule, flush,
+    policy), a foreign chain or another table is refused, so a wrong or hostile controller cannot
+    reach them through the restore: the jump rules from built-in chains come from jumps.rules.
+    """
+    table = ""
+    for n, raw in enumerate(text.split("\n"), 1):  # lines as iptables-restore splits them
+        line = raw.strip(" \t")
+        where = f"rules.restore line {n}"
+        if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", line):
+            raise AgentError(f"{where}: control character")
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            if table or line[1:] not in TABLES:
+                raise AgentError(f"{where}: table {line[1:]!r} (only filter and nat, each closed by COMMIT)")
+            table = line[1:]
+            continue
+        if not table:
+            raise AgentError(f"{where}: outside a table")
+        if line == "COMMIT":
+            table = ""
+            continue
+        words = RESTORE_TOKEN_RE.findall(line)
+        if line.startswith(":"):
+            chain = words[0][1:]
+            well_formed = re.fullmatch(r":\S+ - \[\d+:\d+\]", line) is not None
+        else:
+            chain = words[1] if len(words) > 1 else ""
+            well_formed = (words[0] == "-A" and len(words) > 2) or (words[0] == "-X" and len(words) == 2)
+            well_formed = well_formed and not COMMAND_FLAGS.intersection(words[2:])
+        if not well_formed:
+            raise AgentError(f"{where}: only ':CHAIN - [0:0]', '-A CHAIN ...' and '-X CHAIN' lines are allowed")
+        if not chain.startswith(prefix) or chain in BUILTIN_CHAINS:
+            raise AgentError(f"{where}: chain {chain!r} is not svcnet's (only {prefix}* chains)")
+    if table:
+        raise AgentError(f"rules.restore: table {table!r} has no COMMIT")
+
+
 def restore_chains(restore: str) -> dict:
     """Per table of a restore text: (chains it declares with `:NAME`, chains it deletes with `-X`)."""
     out: dict = {t: (set(), set()) for t in TABLES}
@@ -590,7 +782,8 @@ def agent_source() -> str:
 def in_scratch_netns(request: dict) -> dict:
     """Run this agent with `request` inside a fresh, empty network namespace (`unshare --net`)."""
     payload = json.dumps({"agent": agent_source(), "request": request})
-    proc = run(["unshare", "--net", "--", sys.executable or "python3", "-c", BOOTSTRAP], stdin=payload, check=False)
+    python = [sys.executable or "python3", *PYTHON_FLAGS]
+    proc = run(["unshare", "--net", "--", *python, "-c", BOOTSTRAP], stdin=payload, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         raise AgentError("scratch network namespace failed (unshare --net): " + proc.stderr.strip()[-1000:])
@@ -600,9 +793,34 @@ def in_scratch_netns(request: dict) -> dict:
     return resp
 
 
+def is_scratch_netns() -> bool:
+    """Is this process in a network namespace of its own (not its parent's) with only loopback and no rules?
+
+    in_scratch_netns's `unshare --net` makes exactly that; the node's namespace has its links and
+    is its parent's (sshd, a shell).
+    """
+    try:
+        with open("/proc/self/net/dev") as f:  # the calling task's own namespace, whatever /sys shows
+            links = {ln.split(":")[0].strip() for ln in f.read().splitlines()[2:] if ":" in ln}
+        own = os.stat("/proc/self/ns/net").st_ino != os.stat(f"/proc/{os.getppid()}/ns/net").st_ino
+    except OSError:
+        return False
+    if links != {"lo"} or not own:
+        return False
+    saved = run(["iptables-save"], check=False).stdout
+    return not any(ln.startswith("-A ") or (ln.startswith(":") and ln[1:].split()[0] not in BUILTIN_CHAINS)
+                   for ln in saved.splitlines())
+
+
 def op_scratch_normalize(req: dict) -> dict:
-    """Inside a scratch netns: load the restore text + jump rules, return the kernel's normal form."""
-    prefix = req.get("owned_prefix") or OWNED_PREFIX
+    """Inside a scratch netns: load the restore text + jump rules, return the kernel's normal form.
+
+    Refused anywhere else: it loads rules without lock, backup or ownership checks.
+    """
+    if not is_scratch_netns():
+        raise AgentError("_scratch_normalize runs only in a fresh network namespace of its own "
+                         "(in_scratch_netns), not on the node")
+    prefix = owned_prefix(req)
     iptables_restore(req["restore"])
     ensure_jumps(req.get("jumps", ""), prefix)
     snap = snapshot(prefix)
@@ -697,27 +915,54 @@ def validate_netconf(conf: object) -> dict:
         if not cond:
             raise AgentError(f"netconf.{where}: invalid value {value!r}")
 
-    need(out["bridge"] == "" or bool(IFNAME_RE.match(str(out["bridge"]))), "bridge", out["bridge"])
+    need(out["bridge"] == "" or bool(IFNAME_RE.fullmatch(str(out["bridge"]))), "bridge", out["bridge"])
     if out["bridge_address"]:
         need(_is_iface(str(out["bridge_address"])), "bridge_address", out["bridge_address"])
     for i, s in enumerate(out["sysctls"]):
-        need(isinstance(s, dict) and bool(SYSCTL_KEY_RE.match(str(s.get("key", "")))), f"sysctls[{i}].key", s)
-        need(bool(SYSCTL_VALUE_RE.match(str(s.get("value", "")))), f"sysctls[{i}].value", s)
+        need(isinstance(s, dict) and bool(SYSCTL_KEY_RE.fullmatch(str(s.get("key", "")))), f"sysctls[{i}].key", s)
+        need(bool(SYSCTL_VALUE_RE.fullmatch(str(s.get("value", "")))), f"sysctls[{i}].value", s)
     for i, r in enumerate(out["routes"]):
         need(isinstance(r, dict) and _is_net(str(r.get("dst", ""))), f"routes[{i}].dst", r)
         need(_is_ip(str(r.get("via", ""))), f"routes[{i}].via", r)
     for i, p in enumerate(out["pods"]):
         where = f"pods[{i}]"
         need(isinstance(p, dict), where, p)
-        need(bool(NAME_RE.match(str(p.get("netns", "")))), where + ".netns", p.get("netns"))
-        need(bool(IFNAME_RE.match(str(p.get("veth", "")))), where + ".veth", p.get("veth"))
+        need(bool(NAME_RE.fullmatch(str(p.get("netns", "")))), where + ".netns", p.get("netns"))
+        need(bool(IFNAME_RE.fullmatch(str(p.get("veth", "")))), where + ".veth", p.get("veth"))
         need(_is_iface(str(p.get("address", ""))), where + ".address", p.get("address"))
         need(_is_ip(str(p.get("gateway", ""))), where + ".gateway", p.get("gateway"))
         cmd = p.get("command") or []
         need(isinstance(cmd, list) and all(isinstance(a, str) for a in cmd), where + ".command", cmd)
         ports = p.get("ports") or []
         need(isinstance(ports, list) and all(isinstance(x, int) for x in ports), where + ".ports", ports)
+        if p.get("security") is not None:
+            validate_security(p["security"], where + ".security")
     return out
+
+
+def _is_id(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ID
+
+
+def validate_security(sec: object, where: str) -> None:
+    """A pod's security must hold exactly the known fields with values setpriv can take as they are."""
+    def need(cond: bool, field: str, value: object) -> None:
+        if not cond:
+            raise AgentError(f"netconf.{where}{field}: invalid value {value!r}")
+
+    need(isinstance(sec, dict) and sorted(sec) == sorted(SECURITY_FIELDS), "", sec)
+    assert isinstance(sec, dict)
+    need(_is_id(sec["uid"]), ".uid", sec["uid"])
+    need(_is_id(sec["gid"]), ".gid", sec["gid"])
+    groups = sec["groups"]
+    need(isinstance(groups, list) and 0 < len(groups) <= MAX_GROUPS and all(_is_id(g) for g in groups),
+         ".groups", groups)
+    caps, ambient = sec["capabilities"], sec["ambient"]
+    need(caps is None or (isinstance(caps, list) and all(c in CAPABILITIES for c in caps)), ".capabilities", caps)
+    need(isinstance(ambient, list) and all(c in (CAPABILITIES if caps is None else caps) for c in ambient),
+         ".ambient", ambient)
+    for flag in ("no_new_privs", "read_only_root"):
+        need(isinstance(sec[flag], bool), "." + flag, sec[flag])
 
 
 def _is_ip(v: str) -> bool:
@@ -759,9 +1004,12 @@ def pod_label(p: dict) -> str:
 
 def pod_spec(p: dict) -> dict:
     """What a pod process depends on: restarted when this changes."""
-    return {"netns": p["netns"], "namespace": p.get("namespace", ""), "name": p.get("name", ""),
+    spec = {"netns": p["netns"], "namespace": p.get("namespace", ""), "name": p.get("name", ""),
             "ip": p["address"].split("/")[0], "command": list(p.get("command") or []),
             "ports": sorted(p.get("ports") or [])}
+    if p.get("security") is not None:  # absent, not null: a pod without one keeps its hash (no restart)
+        spec["security"] = p["security"]
+    return spec
 
 
 def spec_hash(spec: dict) -> str:
@@ -769,8 +1017,10 @@ def spec_hash(spec: dict) -> str:
 
 
 def pod_process_line(p: dict, running: bool) -> str:
-    return "pod {} runs {} ports {} ({})".format(pod_label(p), json.dumps(list(p.get("command") or [])),
-                                            sorted(p.get("ports") or []), "running" if running else "stopped")
+    sec = p.get("security")
+    who = " as " + json.dumps(sec, sort_keys=True) if sec else ""
+    return "pod {} runs {} ports {}{} ({})".format(pod_label(p), json.dumps(list(p.get("command") or [])),
+                                              sorted(p.get("ports") or []), who, "running" if running else "stopped")
 
 
 def desired_lines(conf: dict) -> list[str]:
@@ -1136,34 +1386,35 @@ def running_pod(paths: Paths, netns: str) -> dict | None:
     if spec is None:
         return None
     return {"netns": netns, "namespace": spec.get("namespace", ""), "name": spec.get("name", ""),
-            "command": spec.get("command", []), "ports": spec.get("ports", []), "pid": pid,
-            "spec_hash": spec_hash(spec)}
+            "command": spec.get("command", []), "ports": spec.get("ports", []), "security": spec.get("security"),
+            "pid": pid, "spec_hash": spec_hash(spec)}
 
 
 def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
     """Start target fully detached (double fork, setsid, own process group); return its pid.
 
+    Returns once the daemon itself runs, detached, with its log open: it reports its own pid
+    through a pipe, so a caller that goes on (or is killed) afterwards leaves a running daemon.
     A list is exec'd; a function runs in the forked copy of this process, so it starts with no
     interpreter start-up, and its return value is the exit code.
     """
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    private_dir(os.path.dirname(log_path))  # a pod's log shows its command
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
             os.close(r)
             os.setsid()
-            pid2 = os.fork()
-            if pid2 > 0:
-                os.write(w, str(pid2).encode())
+            if os.fork() > 0:
                 os._exit(0)
-            os.close(w)
             os.setpgid(0, 0)
             devnull = os.open("/dev/null", os.O_RDONLY)
-            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+            os.fchmod(out, PRIVATE_FILE_MODE)  # also a log an older agent made readable by all
             os.dup2(devnull, 0)
             os.dup2(out, 1)
             os.dup2(out, 2)
+            os.write(w, str(os.getpid()).encode())
             os.closerange(3, 65536)
             os.chdir("/")
             if callable(target):
@@ -1194,16 +1445,19 @@ def spawn_daemon(target: list[str] | Callable[[], int], log_path: str) -> int:
 
 
 def agent_argv(paths: Paths, *args: str) -> list[str]:
-    return [sys.executable or "/usr/bin/python3", paths.state_file(AGENT_FILE), *args, *paths.cli_args()]
+    return [sys.executable or "/usr/bin/python3", *PYTHON_FLAGS, paths.state_file(AGENT_FILE), *args,
+            *paths.cli_args()]
 
 
 def start_pod(paths: Paths, p: dict) -> int:
+    """Start the pod's supervisor; its files hold the command, so only root reads them (0700 dir, 0600 files)."""
     spec = pod_spec(p)
-    write_json(pod_file(paths, p["netns"], ".json"), spec)
-    write_text(pod_file(paths, p["netns"], ".spec"), spec_hash(spec) + "\n")
+    private_dir(paths.pods_dir)
+    write_json(pod_file(paths, p["netns"], ".json"), spec, mode=PRIVATE_FILE_MODE)
+    write_text(pod_file(paths, p["netns"], ".spec"), spec_hash(spec) + "\n", PRIVATE_FILE_MODE)
     log_path = os.path.join(paths.state, LOGS_DIR, p["netns"] + ".log")
     pid = spawn_daemon(agent_argv(paths, "supervise", p["netns"]), log_path)
-    write_text(pod_file(paths, p["netns"], ".pid"), f"{pid}\n")
+    write_text(pod_file(paths, p["netns"], ".pid"), f"{pid}\n", PRIVATE_FILE_MODE)
     return pid
 
 
@@ -1252,6 +1506,7 @@ def reconcile_pods(paths: Paths, conf: dict) -> list[str]:
     wanted = {p["netns"]: p for p in conf["pods"] if p.get("command")}
     known = set()
     if os.path.isdir(paths.pods_dir):
+        private_dir(paths.pods_dir)  # also the directory an older agent left readable by all
         known = {f[:-4] for f in os.listdir(paths.pods_dir) if f.endswith(".pid")}
     for netns in sorted(known - set(wanted)):
         if stop_pod(paths, netns):
@@ -1293,9 +1548,8 @@ def supervise(paths: Paths, netns: str) -> int:
         started = time.monotonic()
         log("starting {} in {}: {}".format(spec["name"], netns, spec["command"]))
         try:
-            proc = subprocess.Popen(["ip", "netns", "exec", netns, *spec["command"]], env=env,
-                                    stdin=subprocess.DEVNULL, cwd="/")
-        except OSError as exc:
+            proc = subprocess.Popen(pod_argv(paths, spec), env=env, stdin=subprocess.DEVNULL, cwd="/")
+        except (OSError, AgentError) as exc:
             log(f"cannot start: {exc}")
             proc = None
         if proc is not None:
@@ -1311,11 +1565,97 @@ def supervise(paths: Paths, netns: str) -> int:
     return 0
 
 
+def cap_changes(names: list[str]) -> str:
+    """setpriv's form of "exactly these capabilities": `-all,+net_bind_service`."""
+    return ",".join(["-all", *("+" + name.lower() for name in names)])
+
+
+def setpriv_argv(sec: dict) -> list[str]:
+    """setpriv with the user, groups, capabilities and no_new_privs of a pod's `security`.
+
+    The bounding set keeps the pod's capabilities (what root gets at exec); the ambient (and so
+    inheritable) set keeps the ones its container adds, so a non-root user has those too.
+    """
+    validate_security(sec, "security")  # no value reaches argv unchecked
+    argv = ["setpriv", "--reuid={}".format(sec["uid"]), "--regid={}".format(sec["gid"]),
+            "--groups=" + ",".join(str(g) for g in sec["groups"])]
+    if sec["capabilities"] is not None:  # None: privileged, every capability
+        argv += ["--bounding-set=" + cap_changes(sec["capabilities"]), "--inh-caps=" + cap_changes(sec["ambient"]),
+                 "--ambient-caps=" + cap_changes(sec["ambient"])]
+    if sec["no_new_privs"]:
+        argv.append("--no-new-privs")
+    return argv
+
+
+def pod_argv(paths: Paths, spec: dict) -> list[str]:
+    """How a supervisor starts its pod's command: in the pod's netns, with what its securityContext leaves it.
+
+    Without a securityContext, as root (as always). With readOnlyRootFilesystem the agent runs
+    first (`pod-exec`) in the private mount namespace `ip netns exec` makes, to remount it.
+    """
+    netns, sec = spec["netns"], spec.get("security")
+    if sec is None:
+        return ["ip", "netns", "exec", netns, *spec["command"]]
+    if sec.get("read_only_root"):
+        return ["ip", "netns", "exec", netns, *agent_argv(paths, "pod-exec", netns)]
+    return ["ip", "netns", "exec", netns, *setpriv_argv(sec), "--", *spec["command"]]
+
+
+def mount_points(mountinfo: bytes) -> list[str]:
+    """Every mount point of a /proc/PID/mountinfo text, its octal escapes (`\\040`) decoded, once each."""
+    raw = [line.split()[4] for line in mountinfo.splitlines() if len(line.split()) > 4]
+    unescape = re.compile(rb"\\([0-7]{3})")
+    return list(dict.fromkeys(os.fsdecode(unescape.sub(lambda m: bytes([int(m.group(1), 8)]), p)) for p in raw))
+
+
+def make_read_only() -> None:
+    """Remount every mount of this mount namespace read-only but /dev and /proc (as a runtime leaves them).
+
+    Only per-mount flags change (remount,bind): the filesystems stay writable elsewhere. Refuses
+    to run in its parent's mount namespace, which would make the node itself read-only.
+    """
+    if os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{os.getppid()}/ns/mnt"):
+        raise AgentError("not in a mount namespace of its own: refusing to remount")
+    with open("/proc/self/mountinfo", "rb") as f:
+        points = mount_points(f.read())
+    for point in points:
+        if any(point == w or point.startswith(w + "/") for w in WRITABLE_MOUNTS):
+            continue
+        if os.path.lexists(point):  # else hidden under a later mount, out of the pod's reach
+            run(["mount", "-o", "remount,bind,ro", "--", point])
+    if not os.statvfs("/").f_flag & os.ST_RDONLY:
+        raise AgentError("/ is still writable after the remount")
+
+
+def pod_exec(paths: Paths, netns: str) -> int:
+    """In a pod's mount namespace: make its mounts read-only, then become its command (via setpriv)."""
+    spec = read_json(pod_file(paths, netns, ".json"))
+    if not spec or not spec.get("command") or not spec.get("security"):
+        log("no pod spec with a security context for " + netns)
+        return 1
+    try:
+        argv = [*setpriv_argv(spec["security"]), "--", *spec["command"]]
+        make_read_only()
+    except AgentError as exc:
+        log(f"{netns}: {exc}")
+        return 1
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        log(f"{netns}: cannot run {argv[0]}: {exc}")
+    return 127
+
+
 # --------------------------------------------------------------------------- lock and pending marker
 
 
 class NodeLock:
-    """flock on state_dir/lock, holder info written into the file for a clear contention message."""
+    """flock on state_dir/lock, holder info written into the file for a clear contention message.
+
+    The lock file is never removed (a run waiting on a removed file and a newcomer that creates a
+    new one would both "hold the lock"); should anyone remove or replace it anyway, the holder
+    notices it locked a file that is no longer there and locks the one that is.
+    """
 
     def __init__(self, paths: Paths, run_id: str, op: str, wait: float):
         self.path = paths.state_file(LOCK_FILE)
@@ -1323,28 +1663,53 @@ class NodeLock:
         self.fd: int | None = None
 
     def __enter__(self) -> NodeLock:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_dir(os.path.dirname(self.path))
         deadline = time.monotonic() + max(0.0, self.wait)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                self._take(fd, deadline)
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._still_the_file(fd):
+                break
+            os.close(fd)
+        with contextlib.suppress(OSError):  # only for the message of a waiting run: a full disk must not stop us
+            os.ftruncate(fd, 0)
+            info = {"run_id": self.run_id, "op": self.op, "pid": os.getpid(),
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        self.fd = fd
+        fault_point("locked", self.op)
+        return self
+
+    def _take(self, fd: int, deadline: float) -> None:
+        waiting = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return
             except OSError:
+                if not waiting:
+                    waiting = True
+                    fault_point("lock wait", self.op)
                 if time.monotonic() >= deadline:
                     holder = read_json(self.path) or {}
-                    os.close(fd)
                     raise AgentError(
                         "another svcnet {} holds the lock on {} (run {} since {}, pid {}); waited {}s".format(
                             holder.get("op", "apply"), os.uname().nodename, holder.get("run_id", "?"),
                             holder.get("since", "?"), holder.get("pid", "?"), self.wait)) from None
                 time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        info = {"run_id": self.run_id, "op": self.op, "pid": os.getpid(),
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self.fd = fd
-        return self
+
+    def _still_the_file(self, fd: int) -> bool:
+        """Is the locked file still the one at the lock's path?"""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
@@ -1368,7 +1733,8 @@ def deadman_alive(marker: dict) -> bool:
 
 
 def clear_pending(paths: Paths, marker: dict | None) -> None:
-    remove(paths.state_file(PENDING_FILE))
+    if remove(paths.state_file(PENDING_FILE)):
+        fsync_dir(paths.state)
     if marker and deadman_alive(marker) and marker["pid"] != os.getpid():
         kill_group(marker["pid"], "deadman", 2.0, alive=lambda: deadman_alive(marker))
 
@@ -1377,23 +1743,30 @@ def clear_pending(paths: Paths, marker: dict | None) -> None:
 
 
 def make_backup(paths: Paths, run_id: str, live: dict) -> None:
-    """Save the state before a change: owned rules, etc_dir artifacts, state.json."""
+    """Save the state before a change (owned rules, etc_dir artifacts, state.json), durably."""
     tmp = paths.backup + ".new"
     remove(tmp)
-    os.makedirs(os.path.join(tmp, "etc"))
+    make_dir(os.path.join(tmp, "etc"))
     for name in (*ARTIFACT_FILES, NETCONF_JSON):
         text = read_text(paths.etc_file(name))
         if text is not None:
-            write_text(os.path.join(tmp, "etc", name), text)
+            write_text(os.path.join(tmp, "etc", name), text, artifact_mode(name), durable=False)
     state = load_state(paths)
-    write_json(os.path.join(tmp, "rules.json"), live)
+    write_json(os.path.join(tmp, "rules.json"), live, durable=False)
     write_json(os.path.join(tmp, "meta.json"), {
         "run_id": run_id, "at": time.time(), "applied_hash": state.get("applied_hash"),
         "saved_rules_hash": state.get("saved_rules_hash"), "had_state": bool(state.get("applied_hash")),
         "marks": state.get(MARKS_KEY),
-    })
+    }, durable=False)
+    fsync_tree(tmp)  # all at once: fewer journal commits than one durable write per file
     remove(paths.backup)
     os.replace(tmp, paths.backup)
+    fsync_dir(paths.state)
+
+
+def artifact_mode(name: str) -> int:
+    """Mode of an etc_dir file and of its backup: netconf.json holds the pods' commands, so root's only."""
+    return {NETCONF_SH: 0o755, NETCONF_JSON: PRIVATE_FILE_MODE}.get(name, 0o644)
 
 
 def load_netconf_file(path: str) -> dict:
@@ -1419,23 +1792,25 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
             done.append("rules restored")
     except AgentError as exc:
         errors.append(str(exc))
-    current = load_netconf_file(paths.etc_file(NETCONF_JSON))
+    # What may be on the node: the last recorded address config and the one an apply was making.
+    currents = [load_netconf_file(os.path.join(d, NETCONF_JSON)) for d in (paths.etc, paths.staging)]
     previous = load_netconf_file(os.path.join(paths.backup, "etc", NETCONF_JSON))
     try:  # (the backup's netconf may be one an svcnet before the marks applied: see legacy_claims)
         claims = legacy_claims(bool(meta.get("had_state")), bool(meta.get("marks")), previous)
         run_netconf_script(os.path.join(paths.backup, "etc", NETCONF_SH), paths, previous, claims)
-        if remove_netconf_extras(paths, current, previous):
+        if any([remove_netconf_extras(paths, current, previous) for current in currents]):
             done.append("address config restored")
         if reconcile_pods(paths, previous):
             done.append("pods restored")
     except AgentError as exc:
         errors.append(str(exc))
-    for name in (*ARTIFACT_FILES, NETCONF_JSON):
+    for name in (*ARTIFACT_FILES, NETCONF_JSON):  # only what differs: a full disk cannot stop a no-op
         text = read_text(os.path.join(paths.backup, "etc", name))
         if text is None:
             remove(paths.etc_file(name))
         else:
-            write_text(paths.etc_file(name), text)
+            write_if_changed(paths.etc_file(name), text, artifact_mode(name))
+    remove(paths.staging)
     state = load_state(paths)
     state["applied_hash"] = meta.get("applied_hash")
     state["saved_rules_hash"] = sha256(normal_form(rules)) if meta.get("had_state") else None
@@ -1500,8 +1875,9 @@ def response(ok_: bool, changed: bool = False, msg: str = "", **extra: object) -
 
 def owned_prefix(req: dict) -> str:
     prefix = str(req.get("owned_prefix") or OWNED_PREFIX)
-    if not re.match(r"^[A-Z][A-Z0-9-]{1,15}$", prefix):
-        raise AgentError(f"owned_prefix must be upper-case letters, digits and '-': {prefix!r}")
+    if not PREFIX_RE.fullmatch(prefix) or not prefix.startswith(OWNED_PREFIX):
+        raise AgentError(f"owned_prefix must be {OWNED_PREFIX} followed by upper-case letters, digits and '-': "
+                         f"{prefix!r}")
     return prefix
 
 
@@ -1580,6 +1956,7 @@ def op_apply(req: dict, paths: Paths) -> dict:
     prefix = owned_prefix(req)
     arts = check_artifacts(req)
     conf = validate_netconf(req.get("netconf") or empty_netconf())
+    check_restore(arts[RESTORE_FILE], prefix)
     parse_jumps(arts.get(JUMPS_FILE, ""), prefix)
     with settled_lock(paths, run_id, "apply", float(req.get("lock_wait", 30))):
         marker = pending_marker(paths)
@@ -1660,74 +2037,178 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
     if rules_same and net_same and files_same and all(applied.get(p) == want.get(p) for p in parts):
         return response(True, False, "already in the desired state", **extra)
     jumps = canonical_jumps(arts.get(JUMPS_FILE, ""), prefix) if do_rules else {}
-    final_normal = live_normal
-    make_backup(paths, run_id, live)
-    step = "write artifacts"
-    pods: list[str] = []
-    try:
-        for name in (n for p in parts for n in PART_FILES[p]):
-            write_text(paths.etc_file(name), arts.get(name, ""), 0o755 if name == NETCONF_SH else 0o644)
-        if do_net:
-            write_json(paths.etc_file(NETCONF_JSON), conf)
-        agent_text = req.get("agent")
-        write_text(paths.state_file(AGENT_FILE), agent_text if isinstance(agent_text, str) else agent_source())
-        if isinstance(req.get("podserver"), str):
-            write_text(paths.state_file(PODSERVER_FILE), req["podserver"])
-        if do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
-            text = rules_transaction(arts[RESTORE_FILE], jumps, live)
-            step = "iptables-restore --test"
-            iptables_restore(text, test=True)
-            step = "iptables-restore"
-            iptables_restore(text)
-            step = "check the rules"
-            after = snapshot(prefix)
-            wrong = rules_mismatch(after, arts[RESTORE_FILE], jumps)
-            if wrong:
-                raise AgentError("the live rules are not what was restored: " + wrong)
-            final_normal = normal_form(after)
-            if req.get("diff"):
-                extra["diff"]["rules"] = text_diff(live_normal.splitlines(), final_normal.splitlines(), "rules")
-        if do_net:
-            step = "netconf.sh"
-            record_sysctl_origins(paths, conf)
-            run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, claims)
-            step = "remove old address config"
-            remove_netconf_extras(paths, old_conf, conf, pods, claims)
-            step = "pods"
-            pods.extend(reconcile_pods(paths, conf))
-        step = "persistence"
+    return Commit(req, paths, run_id, prefix, parts, arts, conf, live=live, old_conf=old_conf, jumps=jumps,
+                  applied=applied, want=want, unchanged_before=files_same and net_same, extra=extra,
+                  claims=claims).run()
+
+
+# The steps of a guarded apply, in order. Before FIRST_CHANGE nothing on the node has changed; from
+# "mark pending" on, a pending marker (and from "arm dead-man" on, its dead-man switch) makes sure
+# that an agent killed at any later step leaves the node in its previous state (the dead-man, or at
+# boot, rolls back) or, once confirmed, in the new one. A failure from FIRST_CHANGE on rolls back.
+COMMIT_STEPS = ("prepare", "backup", "mark pending", "arm dead-man", "record dead-man", "rules",
+                "address config", "pods", "record applied", "settle")
+FIRST_CHANGE = "rules"
+# A pending marker's phase: the apply runs (or died: never to be confirmed), or it awaits confirmation.
+PHASE_APPLYING, PHASE_AWAITING = "applying", "awaiting confirmation"
+
+
+class Commit:
+    """One apply that changes the node, run as the named COMMIT_STEPS (a test can fault each one).
+
+    live, old_conf: the node's rules and recorded address config before; jumps: canonical_jumps;
+    applied, want: the per-part hashes recorded and desired; unchanged_before: the files and the
+    address config were already as desired; extra: fields of the response (diff).
+    """
+
+    def __init__(self, req: dict, paths: Paths, run_id: str, prefix: str, parts: list[str], arts: dict, conf: dict,
+                 *, live: dict, old_conf: dict, jumps: dict, applied: dict, want: dict, unchanged_before: bool,
+                 extra: dict, claims: frozenset[str] = frozenset()):
+        self.req, self.paths, self.run_id, self.prefix = req, paths, run_id, prefix
+        self.parts, self.arts, self.conf = parts, arts, conf
+        self.live, self.old_conf, self.jumps = live, old_conf, jumps
+        self.applied, self.want, self.unchanged_before, self.extra = applied, want, unchanged_before, extra
+        self.claims = claims  # unmarked objects an svcnet before the marks applied (legacy_claims)
+        self.do_rules, self.do_net = PART_RULES in parts, PART_NETWORK in parts
+        self.timeout = float(req.get("confirm_timeout") or 0)
+        self.live_normal = self.final_normal = normal_form(live)
+        self.text = ""
+        self.marker: dict = {}
+        self.pods: list[str] = []
+
+    def run(self) -> dict:
+        changing = False
+        for step in COMMIT_STEPS:
+            changing = changing or step == FIRST_CHANGE
+            try:
+                fault_point(step)
+                getattr(self, "step_" + re.sub(r"\W", "_", step))()
+            except Exception as exc:  # any failure: back to the previous state
+                return self.fail(step, exc, changing)
+        fault_point("done")
+        return self.result()
+
+    def step_prepare(self) -> None:
+        """Everything that can be written or checked without changing the node."""
+        paths = self.paths
+        agent_text = self.req.get("agent")
+        write_if_changed(paths.state_file(AGENT_FILE), agent_text if isinstance(agent_text, str) else agent_source())
+        if isinstance(self.req.get("podserver"), str):
+            write_if_changed(paths.state_file(PODSERVER_FILE), self.req["podserver"])
+        remove(paths.staging)
+        make_dir(paths.staging)
+        for name in self.staged_names():
+            write_text(os.path.join(paths.staging, name), self.arts.get(name, ""), artifact_mode(name), durable=False)
+        if self.do_net:
+            write_json(os.path.join(paths.staging, NETCONF_JSON), self.conf, artifact_mode(NETCONF_JSON), durable=False)
+        if self.do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
+            self.text = rules_transaction(self.arts[RESTORE_FILE], self.jumps, self.live)
+            iptables_restore(self.text, test=True)
+
+    def staged_names(self) -> list[str]:
+        return [n for p in self.parts for n in PART_FILES[p]]
+
+    def step_backup(self) -> None:
+        make_backup(self.paths, self.run_id, self.live)
+
+    def step_mark_pending(self) -> None:
+        """From here a boot, a later run or the dead-man rolls back unless this run settles."""
+        self.marker = {"run_id": self.run_id, "deadline": time.time() + self.timeout, "phase": PHASE_APPLYING}
+        write_json(self.paths.state_file(PENDING_FILE), self.marker)
+
+    def step_arm_dead_man(self) -> None:
+        """Fork the dead-man and wait until it runs (it waits for the lock this run holds)."""
+        paths, run_id, prefix = self.paths, self.run_id, self.prefix
+        pid = spawn_daemon(lambda: deadman(paths, run_id, prefix), os.path.join(paths.state, LOGS_DIR, "deadman.log"))
+        start = proc_start(pid)
+        self.marker.update(pid=pid, start=start)
+        if start is None:
+            raise AgentError("the dead-man switch died at once (see {})".format(
+                os.path.join(paths.state, LOGS_DIR, "deadman.log")))
+
+    def step_record_dead_man(self) -> None:
+        write_json(self.paths.state_file(PENDING_FILE), self.marker)
+
+    def step_rules(self) -> None:
+        if not self.do_rules:
+            return
+        iptables_restore(self.text)
+        after = snapshot(self.prefix)
+        wrong = rules_mismatch(after, self.arts[RESTORE_FILE], self.jumps)
+        if wrong:
+            raise AgentError("the live rules are not what was restored: " + wrong)
+        self.final_normal = normal_form(after)
+        if self.req.get("diff"):
+            self.extra["diff"]["rules"] = text_diff(self.live_normal.splitlines(), self.final_normal.splitlines(),
+                                                    "rules")
+
+    def step_address_config(self) -> None:
+        if self.do_net:
+            record_sysctl_origins(self.paths, self.conf)
+            run_netconf_script(os.path.join(self.paths.staging, NETCONF_SH), self.paths, self.conf, self.claims)
+            remove_netconf_extras(self.paths, self.old_conf, self.conf, self.pods, self.claims)
+
+    def step_pods(self) -> None:
+        if self.do_net:
+            self.pods.extend(reconcile_pods(self.paths, self.conf))
+
+    def step_record_applied(self) -> None:
+        """Only now does etc_dir say that the new state is applied (what boot re-creates)."""
+        paths = self.paths
+        for name in self.staged_names():
+            write_if_changed(paths.etc_file(name), self.arts.get(name, ""), artifact_mode(name))
+        if self.do_net:
+            write_if_changed(paths.etc_file(NETCONF_JSON), json_text(self.conf), artifact_mode(NETCONF_JSON))
         state = load_state(paths)
         install_persistence(paths, state)
-        applied.update({p: want.get(p) for p in parts})
-        state.update(applied_hash=applied, last_run_id=run_id, applied_at=time.time())
-        if do_net:  # what it names is marked now: legacy_claims no longer apply
+        self.applied.update({p: self.want.get(p) for p in self.parts})
+        state.update(applied_hash=self.applied, last_run_id=self.run_id, applied_at=time.time())
+        if self.do_net:  # what it names is marked now: legacy_claims no longer apply
             state[MARKS_KEY] = 1
-        if do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
-            state.update(saved_rules_hash=sha256(final_normal))
-            write_text(paths.state_file(SAVED_FILE), final_normal)
+        if self.do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
+            state.update(saved_rules_hash=sha256(self.final_normal))
+            write_text(paths.state_file(SAVED_FILE), self.final_normal)
         save_state(paths, state)
-    except Exception as exc:  # roll back on ANY failure
+        remove(paths.staging)
+
+    def changed(self) -> bool:
+        return not (self.unchanged_before and not self.pods and self.final_normal == self.live_normal)
+
+    def step_settle(self) -> None:
+        """Await the confirmation (the dead-man's deadline starts now), or need none: disarm."""
+        if self.timeout > 0 and self.changed():
+            self.marker.update(deadline=time.time() + self.timeout, phase=PHASE_AWAITING)
+            write_json(self.paths.state_file(PENDING_FILE), self.marker)
+        else:
+            clear_pending(self.paths, self.marker)
+            self.marker = {}
+
+    def result(self) -> dict:
+        extra = {**self.extra, "pods": self.pods}
+        if not self.changed():
+            return response(True, False, "already in the desired state (recorded it)", **extra)
+        if self.marker:
+            return response(True, True, f"applied; awaiting confirmation within {self.timeout:g}s", pending=True,
+                            **extra)
+        return response(True, True, "applied", pending=False, **extra)
+
+    def fail(self, step: str, exc: Exception, changing: bool) -> dict:
         msg = f"apply failed at step {step!r}: {exc}"
         log(msg)
+        if not changing:  # nothing changed: disarm
+            if self.marker:
+                clear_pending(self.paths, self.marker)
+            remove(self.paths.staging)
+            return response(False, False, msg, **self.extra)
         try:
-            rollback_to_backup(paths, prefix)
-            record_rollback(paths, run_id, "apply failed", True, msg)
-        except Exception as exc2:
-            record_rollback(paths, run_id, "apply failed", False, str(exc2))
-            return response(False, True, msg + f"; ROLLBACK FAILED: {exc2}", rolled_back=False, **extra)
-        return response(False, False, msg, rolled_back=True, **extra)
-    extra.update(pods=pods)
-    if files_same and net_same and not pods and final_normal == live_normal:
-        return response(True, False, "already in the desired state (recorded it)", **extra)
-    timeout = float(req.get("confirm_timeout") or 0)
-    if timeout > 0:
-        deadline = time.time() + timeout
-        pid = spawn_daemon(lambda: deadman(paths, run_id, deadline, prefix),  # forked: no new interpreter
-                           os.path.join(paths.state, LOGS_DIR, "deadman.log"))
-        write_json(paths.state_file(PENDING_FILE),
-                   {"run_id": run_id, "deadline": deadline, "pid": pid, "start": proc_start(pid)})
-        return response(True, True, f"applied; awaiting confirmation within {timeout:g}s", pending=True, **extra)
-    return response(True, True, "applied", pending=False, **extra)
+            rollback_to_backup(self.paths, self.prefix)
+            record_rollback(self.paths, self.run_id, "apply failed", True, msg)
+        except Exception as exc2:  # the dead-man, still armed, tries once more when this run lets go
+            with contextlib.suppress(Exception):
+                record_rollback(self.paths, self.run_id, "apply failed", False, str(exc2))
+            return response(False, True, msg + f"; ROLLBACK FAILED: {exc2}", rolled_back=False, **self.extra)
+        clear_pending(self.paths, self.marker)
+        return response(False, False, msg, rolled_back=True, **self.extra)
 
 
 def _deadman_rollback(paths: Paths, prefix: str, marker: dict, reason: str) -> dict:
@@ -1736,29 +2217,54 @@ def _deadman_rollback(paths: Paths, prefix: str, marker: dict, reason: str) -> d
         done = rollback_to_backup(paths, prefix)
         record_rollback(paths, run_id, reason, True, "; ".join(done))
         result = response(True, True, f"rolled back run {run_id} ({reason})", rolled_back=True)
-    except AgentError as exc:
+    except Exception as exc:
         record_rollback(paths, run_id, reason, False, str(exc))
         result = response(False, True, f"rollback of run {run_id} failed: {exc}", rolled_back=False)
     remove(paths.state_file(PENDING_FILE))
     return result
 
 
-def deadman(paths: Paths, run_id: str, deadline: float, prefix: str) -> int:
-    """The dead-man switch: at the deadline, roll back unless the run was confirmed."""
+DEADMAN_LOCK_WAIT = 60.0
+
+
+def deadman(paths: Paths, run_id: str, prefix: str) -> int:
+    """The dead-man switch of run_id: roll back at its marker's deadline unless the run settled.
+
+    Armed before the run changes anything; the run moves the deadline when its apply succeeded
+    (the confirmation window starts then) and removes the marker once confirmed or not guarded.
+    The deadline is checked again under the node lock, so an apply still running is waited for,
+    and one that died (its lock released) is rolled back.
+    """
+    os.environ.pop(TEST_HOOK_ENV, None)  # a test's hooks are for the agent it started
     while True:
-        left = deadline - time.time()
-        if left <= 0:
-            break
-        time.sleep(min(left, 1.0))
         marker = pending_marker(paths)
         if not marker or marker.get("run_id") != run_id:
             return 0
-    with NodeLock(paths, run_id, "rollback (dead-man)", 300):
-        marker = pending_marker(paths)
-        if not marker or marker.get("run_id") != run_id:
-            return 0
-        result = _deadman_rollback(paths, prefix, marker, "not confirmed before the deadline")
-        log(result["msg"])
+        left = float(marker.get("deadline") or 0) - time.time()
+        if left > 0:
+            time.sleep(min(left, 1.0))
+            continue
+        code = _deadman_at_deadline(paths, run_id, prefix)
+        if code is not None:
+            return code
+
+
+def _deadman_at_deadline(paths: Paths, run_id: str, prefix: str) -> int | None:
+    """Roll back under the lock if the marker is still this run's and due; None: keep guarding."""
+    try:
+        with NodeLock(paths, run_id, "rollback (dead-man)", DEADMAN_LOCK_WAIT):
+            marker = pending_marker(paths)
+            if not marker or marker.get("run_id") != run_id:
+                return 0
+            if float(marker.get("deadline") or 0) > time.time():
+                return None  # the run finished its apply meanwhile: the confirmation window runs now
+            reason = ("the apply stopped before it finished" if marker.get("phase") == PHASE_APPLYING
+                      else "not confirmed before the deadline")
+            result = _deadman_rollback(paths, prefix, marker, reason)
+    except AgentError as exc:  # the lock is still taken: never give up the guard
+        log(f"{exc}; still guarding run {run_id}")
+        return None
+    log(result["msg"])
     return 0 if result["ok"] else 1
 
 
@@ -1766,13 +2272,15 @@ def op_confirm(req: dict, paths: Paths) -> dict:
     run_id = str(req.get("run_id", ""))
     with NodeLock(paths, run_id, "confirm", float(req.get("lock_wait", 30))):
         marker = pending_marker(paths)
+        if marker and marker.get("run_id") == run_id and marker.get("phase") == PHASE_APPLYING:
+            return response(False, False, f"run {run_id} stopped before its apply finished: it is rolled back "
+                            "(nothing to confirm)")
         if not marker or marker.get("run_id") != run_id:
             return not_pending(paths, run_id, marker)
         clear_pending(paths, marker)
         if marker.get("op") != "teardown":
             return response(True, True, f"run {run_id} confirmed")
         remove_files(paths)  # a confirmed teardown: svcnet's files go too (kept until now for a rollback)
-    remove(paths.state_file(LOCK_FILE))
     return response(True, True, f"run {run_id} confirmed: svcnet removed from {os.uname().nodename}")
 
 
@@ -1821,10 +2329,7 @@ def op_teardown(req: dict, paths: Paths) -> dict:
             _deadman_rollback(paths, prefix, marker, "stale pending marker")
         elif marker:
             clear_pending(paths, marker)
-        resp = _teardown_locked(req, paths, run_id, prefix)
-    if not resp.get("pending") and resp["ok"]:
-        remove(paths.state_file(LOCK_FILE))
-    return resp
+        return _teardown_locked(req, paths, run_id, prefix)
 
 
 def _teardown_locked(req: dict, paths: Paths, run_id: str, prefix: str) -> dict:
@@ -1876,7 +2381,7 @@ def remove_files(paths: Paths) -> bool:
         if os.path.isdir(d):
             for name in os.listdir(d):
                 gone = remove(os.path.join(d, name))
-                changed |= gone and not CODE_CACHE_RE.match(name)  # this very run wrote its cache
+                changed |= gone and not CODE_CACHE_RE.fullmatch(name)  # this very run wrote its cache
     if os.path.isdir(paths.state):
         for name in os.listdir(paths.state):
             if name != LOCK_FILE:
@@ -1885,12 +2390,21 @@ def remove_files(paths: Paths) -> bool:
 
 
 def arm_deadman(paths: Paths, run_id: str, timeout: float, prefix: str, op: str) -> None:
-    """Start the dead-man switch of run_id's change (`op`): it rolls back unless confirmed in time."""
-    deadline = time.time() + timeout
-    pid = spawn_daemon(lambda: deadman(paths, run_id, deadline, prefix),  # forked: no new interpreter
-                       os.path.join(paths.state, LOGS_DIR, "deadman.log"))
-    write_json(paths.state_file(PENDING_FILE),
-               {"run_id": run_id, "deadline": deadline, "pid": pid, "start": proc_start(pid), "op": op})
+    """Start the dead-man switch of run_id's change (`op`): it rolls back unless confirmed in time.
+
+    As an apply arms it (Commit): the marker first, then the switch, then its pid in the marker.
+    The deadline is already the confirmation's: the change runs under the lock, which the switch
+    waits for, so a teardown killed halfway is rolled back as soon as it lets go.
+    """
+    marker = {"run_id": run_id, "deadline": time.time() + timeout, "phase": PHASE_AWAITING, "op": op}
+    write_json(paths.state_file(PENDING_FILE), marker)
+    log_path = os.path.join(paths.state, LOGS_DIR, "deadman.log")
+    pid = spawn_daemon(lambda: deadman(paths, run_id, prefix), log_path)  # forked: no new interpreter
+    start = proc_start(pid)
+    if start is None:
+        raise AgentError(f"the dead-man switch died at once (see {log_path})")
+    marker.update(pid=pid, start=start)
+    write_json(paths.state_file(PENDING_FILE), marker)
 
 
 def rolled_back_response(paths: Paths, prefix: str, run_id: str, reason: str, msg: str) -> dict:
@@ -1916,6 +2430,7 @@ def op_boot(req: dict, paths: Paths) -> dict:
         restore = read_text(paths.etc_file(RESTORE_FILE))
         if restore is None:
             return response(True, False, "; ".join([*notes, "nothing applied on this node"]))
+        check_restore(restore, prefix)
         iptables_restore(restore)
         ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
         conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
@@ -1962,7 +2477,7 @@ def handle(req: object) -> dict:
         return response(False, False, "request must be a JSON object")
     op = req.get("op")
     run_id = req.get("run_id", "")
-    if run_id and not (isinstance(run_id, str) and RUN_ID_RE.match(run_id)):
+    if run_id and not (isinstance(run_id, str) and RUN_ID_RE.fullmatch(run_id)):
         return response(False, False, f"invalid run_id {run_id!r}")
     try:
         if op in SCRATCH_OPS:
@@ -1991,7 +2506,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="agent.py", description="svcnet node agent")
-    ap.add_argument("command", choices=[*OPS, "request", "supervise", "deadman"])
+    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec", "deadman"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--etc-dir", default=DEFAULT_ETC_DIR)
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -2001,8 +2516,10 @@ def main(argv: list[str]) -> int:
     paths = Paths(ns.etc_dir, ns.state_dir, ns.run_dir)
     if ns.command == "supervise":
         return supervise(paths, ns.args[0])
+    if ns.command == "pod-exec":
+        return pod_exec(paths, ns.args[0])
     if ns.command == "deadman":
-        return deadman(paths, ns.args[0], float(ns.args[1]), ns.owned_prefix)
+        return deadman(paths, ns.args[0], ns.owned_prefix)  # (a deadline argument of older agents: the marker's rules)
     if ns.command == "request":
         try:
             req = json.load(sys.stdin)

@@ -10,28 +10,38 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 
 from svcnet.agent import node
 from svcnet.desired import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
-from svcnet.model.types import NodeFacts
+from svcnet.model.types import NodeFacts, ProcessSecurity
 from svcnet.render.netconf import NetConf
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(__file__).resolve().parent.parent / "podserver.py"
 BOOTSTRAP = node.BOOTSTRAP
 DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds it on Debian
-# -E: no PYTHON* variables from the node's environment; -S: no site-packages (the agent is
-# stdlib-only), which also spares every run the `site` import.
-PYTHON_FLAGS = "-E -S"
+PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see node.PYTHON_FLAGS
+
+
+def python_command(code: str, python: str | None = None, prefix: Sequence[str] = ()) -> str:
+    """A remote shell command running Python `code` as `-c`, isolated and from the directory "/".
+
+    An SSH command starts in the login user's home (which, under become, a user other than root
+    can write); `-I` keeps it off sys.path and `cd /` leaves it. `python`: the inventory's
+    ansible_python_interpreter (an absolute path by default, so no PATH lookup picks another);
+    `prefix`: argv run in front of it (e.g. `ip netns exec NS`).
+    """
+    argv = [*prefix, python or DEFAULT_PYTHON]
+    return f"cd / && exec {shlex.join(argv)} {PYTHON_FLAGS} -c {shlex.quote(code)}"
 
 
 def remote_command(python: str | None = None) -> str:
     """The command that runs the agent with `python` (the inventory's ansible_python_interpreter)."""
-    return f"{shlex.quote(python or DEFAULT_PYTHON)} {PYTHON_FLAGS} -c {shlex.quote(BOOTSTRAP)}"
+    return python_command(BOOTSTRAP, python)
 
 
 REMOTE_COMMAND = remote_command()
@@ -107,8 +117,8 @@ def netconf_payload(conf: NetConf) -> dict:
         "sysctls": [{"key": s.key, "value": s.value, "optional": s.optional} for s in conf.sysctls],
         "routes": [{"dst": r.dst, "via": r.via} for r in conf.routes],
         "pods": [
-            {**{k: v for k, v in asdict(p).items() if k not in ("command", "ports")},
-             "command": list(p.command), "ports": list(p.ports)}
+            {**{k: v for k, v in asdict(p).items() if k not in ("command", "ports", "security")},
+             "command": list(p.command), "ports": list(p.ports), **_security_payload(p.security)}
             for p in conf.pods
         ],
     }
@@ -118,6 +128,16 @@ def preflight_request(conf: NetConf, run_id: str, **fields: object) -> dict:
     """A `preflight` request; the node also refuses when a link, route or netns `conf` names exists
     and is not svcnet's (so a run changes nothing on a node it would have to take those over)."""
     return request("preflight", run_id, netconf=netconf_payload(conf), **fields)
+
+
+def _security_payload(sec: ProcessSecurity | None) -> dict:
+    """A pod's `security` as the agent reads it; absent for a pod without one (its hash stays as before)."""
+    if sec is None:
+        return {}
+    caps = None if sec.capabilities is None else list(sec.capabilities)
+    return {"security": {"uid": sec.uid, "gid": sec.gid, "groups": list(sec.groups), "capabilities": caps,
+                         "ambient": list(sec.ambient), "no_new_privs": sec.no_new_privs,
+                         "read_only_root": sec.read_only_root}}
 
 
 def desired_hashes(art: NodeArtifacts) -> dict[str, str]:

@@ -173,8 +173,8 @@ class Runner:
         def one(h: str) -> Outcome:
             try:
                 return fn(h, cluster, task)
-            except SSHError as exc:
-                return Outcome(recap.UNREACHABLE, exc.message)
+            except SSHError as exc:  # unreachable, or (sudo refused) failed as Ansible reports it
+                return Outcome(recap.UNREACHABLE if exc.unreachable else recap.FAILED, exc.message)
 
         with ThreadPoolExecutor(max_workers=max(1, self.opts.forks)) as pool:
             results = list(pool.map(one, hosts))

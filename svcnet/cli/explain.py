@@ -59,11 +59,9 @@ def _pod_iface(cluster: Cluster, node: Node, src: str) -> str:
     if not _in(src, node.pod_cidr):
         return EXTERNAL_IFACE  # a pod on another node: routed in over the node network
     if cluster.proxy.detect_local_mode == DETECT_IFACE_PREFIX:
-        from svcnet.render.netconf import pod_veth
-
         for pod in cluster.pods:
             if pod.ip == src and pod.node_name == node.name:
-                return pod_veth(pod)
+                return pod.veth
         return (cluster.proxy.interface_name_prefix or "veth") + "0"
     return cluster.bridge
 

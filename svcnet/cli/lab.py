@@ -47,13 +47,14 @@ def lab() -> None:
     type=click.Path(file_okay=False),
     help="where inventory/<LAB>.yaml is written",
 )
-def up(files: tuple[str, ...], name: str | None, inventory_dir: str) -> None:
-    """Create one namespace machine per cluster node, plus a `client` machine."""
+@click.option("--bastion", is_flag=True, help="add a jump host `bastion`; the nodes are reachable only through it")
+def up(files: tuple[str, ...], name: str | None, inventory_dir: str, bastion: bool) -> None:
+    """Create one namespace machine per cluster node, plus a `client` machine (and a `bastion`)."""
     try:
         nodes = lab_nodes_from_files(files)
         name = name or cluster_name_from_files(files) or DEFAULT_LAB
         started = time.monotonic()
-        result = lab_up(nodes, name, inventory_dir)
+        result = lab_up(nodes, name, inventory_dir, bastion=bastion)
     except (LabError, OSError) as exc:
         _fail(exc)
         return
@@ -61,6 +62,8 @@ def up(files: tuple[str, ...], name: str | None, inventory_dir: str) -> None:
     for node, (ns, address) in result.nodes.items():
         click.echo(f"  {node:<20} {address:<16} netns {ns}")
     click.echo(f"  {'client':<20} {result.client_ip:<16} netns {result.client_ns}")
+    if result.bastion:
+        click.echo(f"  {'bastion':<20} {result.bastion[1]:<16} netns {result.bastion[0]}   (the nodes' ProxyJump)")
     click.echo(f"inventory:   {_relative(result.inventory_path)}")
     click.echo(f"ssh config:  {result.ssh_config_path}   (ssh -F {result.ssh_config_path} NODE)")
 

@@ -15,10 +15,11 @@ _MAX_PREFIX = {4: 24, 6: 64}
 
 @dataclass(frozen=True)
 class SwitchPlan:
-    """One subnet per IP family on the switch, and the client's address in each."""
+    """One subnet per IP family on the switch, and the client's (and the bastion's) address in each."""
 
     subnets: tuple[IPNetwork, ...]
     client_addresses: tuple[str, ...]
+    bastion_addresses: tuple[str, ...] = ()
 
     def prefix_len(self, address: str) -> int:
         ip = ipaddress.ip_address(address)
@@ -39,26 +40,31 @@ def smallest_subnet(addresses: Sequence[str], version: int) -> IPNetwork:
     return net
 
 
-def plan_switch(nodes: Sequence[LabNode]) -> SwitchPlan:
-    """Subnets per family, and a free client address in each (the highest free host)."""
+def plan_switch(nodes: Sequence[LabNode], bastion: bool = False) -> SwitchPlan:
+    """Subnets per family, and a free client address in each (the highest free host), then the bastion's."""
     used = {str(ipaddress.ip_address(a)) for n in nodes for a in n.addresses}
     subnets: list[IPNetwork] = []
     clients: list[str] = []
+    bastions: list[str] = []
     for version in (4, 6):
         family = [a for n in nodes for a in n.addresses if ipaddress.ip_address(a).version == version]
         if not family:
             continue
         net = smallest_subnet(family, version)
-        for addr in (net.network_address + i for i in _candidate_offsets(net)):
-            if str(addr) not in used:
-                break
-        else:
-            raise LabError(f"no free address left in {net} for the lab client")
+        clients.append(_free_address(net, used, "the lab client"))
+        if bastion:
+            bastions.append(_free_address(net, used | {clients[-1]}, "the lab bastion"))
         if any(ipaddress.ip_address(a) in (net.network_address, _broadcast(net)) for a in family):
             raise LabError(f"a node address is the network or broadcast address of the lab subnet {net}")
         subnets.append(net)
-        clients.append(str(addr))
-    return SwitchPlan(tuple(subnets), tuple(clients))
+    return SwitchPlan(tuple(subnets), tuple(clients), tuple(bastions))
+
+
+def _free_address(net: IPNetwork, used: set[str], what: str) -> str:
+    for addr in (net.network_address + i for i in _candidate_offsets(net)):
+        if str(addr) not in used:
+            return str(addr)
+    raise LabError(f"no free address left in {net} for {what}")
 
 
 def _broadcast(net: IPNetwork) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -73,8 +73,8 @@ def teardown(state: LabState, root: Path) -> None:
 def _kill_lab_processes(state: LabState) -> None:
     """Kill every process in the lab's network namespaces or in a node's UTS/mount namespace."""
     net = {i for i in (procs.netns_inode(ns) for ns in state.namespaces) if i}
-    uts_owner = {n.anchor_uts: n for n in state.nodes if n.anchor_uts}
-    mnt_owner = {n.anchor_mnt: n for n in state.nodes if n.anchor_mnt}
+    uts_owner = {n.anchor_uts: n for n in state.machines if n.anchor_uts}
+    mnt_owner = {n.anchor_mnt: n for n in state.machines if n.anchor_mnt}
     found = procs.pids_in_namespaces({"net": net, "uts": set(uts_owner), "mnt": set(mnt_owner)})
     verified: dict[int, bool] = {}
     victims = []

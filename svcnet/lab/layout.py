@@ -13,6 +13,7 @@ NS_PREFIX = "svlab-"
 BRIDGE = "br0"
 NODE_IF = "eth0"
 CLIENT_PORT = "cl"
+BASTION_PORT = "bj"
 # Directories each node sees privately (bind-mounted from the lab dir); /run is a fresh tmpfs.
 NODE_PRIVATE_DIRS = ("/etc/svcnet", "/var/lib/svcnet")
 NODE_RUN_DIR = "/run"
@@ -52,6 +53,15 @@ class LabLayout:
         return self.dir / "id_ed25519"
 
     @property
+    def bastion_host_key(self) -> Path:
+        """The bastion's own host key (a jump host is another machine than the nodes)."""
+        return self.dir / "ssh_host_ed25519_key.bastion"
+
+    @property
+    def bastion_sshd_config(self) -> Path:
+        return self.dir / "sshd_config.bastion"
+
+    @property
     def authorized_keys(self) -> Path:
         return self.dir / "authorized_keys"
 
@@ -74,6 +84,10 @@ class LabLayout:
     @property
     def client_ns(self) -> str:
         return f"{NS_PREFIX}{self.id}-cl"
+
+    @property
+    def bastion_ns(self) -> str:
+        return f"{NS_PREFIX}{self.id}-bj"
 
     def node_ns(self, index: int) -> str:
         return f"{NS_PREFIX}{self.id}-n{index}"

@@ -40,13 +40,13 @@ true
 
 
 def node_exec_argv(lab: Lab, node: str, argv: Sequence[str]) -> list[str]:
-    """Host-side argv running argv inside `node` (net+mount+UTS namespaces), or in the client netns."""
+    """Host-side argv running argv inside `node` or the bastion (net+mount+UTS namespaces), or in the client netns."""
     tools = lab.state.tools
     if node == CLIENT_NAME:
         if procs.netns_inode(lab.client_ns) is None:
             raise LabError(f"lab {lab.name!r}: the client namespace {lab.client_ns} is gone")
         return [tools.get("ip", "ip"), "netns", "exec", lab.client_ns, *argv]
-    return enter_argv(tools.get("nsenter", "nsenter"), _live_anchor(lab, lab.state.node(node)), argv)
+    return enter_argv(tools.get("nsenter", "nsenter"), _live_anchor(lab, lab.state.machine(node)), argv)
 
 
 def _live_anchor(lab: Lab, node: NodeState) -> int:

@@ -54,16 +54,18 @@ def _nodes(spec: Spec) -> list[LabNode]:
 
 
 @contextlib.contextmanager
-def running_lab(spec: Spec, name: str | None = None, inventory_dir: str | Path | None = None) -> Iterator[Lab]:
+def running_lab(
+    spec: Spec, name: str | None = None, inventory_dir: str | Path | None = None, bastion: bool = False
+) -> Iterator[Lab]:
     """Bring a lab up for the block and always tear it down (also if the block fails).
 
     spec: LabNodes, or cluster YAML path(s). The inventory goes to a temporary directory unless
-    inventory_dir is given.
+    inventory_dir is given. `bastion`: the nodes are reached only through a jump host.
     """
     name = name or unique_lab_name()
     tmp = None if inventory_dir else tempfile.mkdtemp(prefix="svcnet-lab-inv-")
     try:
-        lab = lab_up(_nodes(spec), name, inventory_dir or str(tmp))
+        lab = lab_up(_nodes(spec), name, inventory_dir or str(tmp), bastion=bastion)
         try:
             yield lab
         finally:
@@ -75,15 +77,15 @@ def running_lab(spec: Spec, name: str | None = None, inventory_dir: str | Path |
 
 @pytest.fixture(scope="session")
 def lab_factory() -> Iterator[Callable[..., Lab]]:
-    """A function `make(spec, name=None) -> Lab`; every lab it made is torn down at session end."""
+    """A function `make(spec, name=None, bastion=False) -> Lab`; every lab it made is torn down at session end."""
     reason = lab_unavailable_reason()
     if reason:
         pytest.skip(reason)
     with contextlib.ExitStack() as stack:
 
-        def make(spec: Spec, name: str | None = None) -> Lab:
+        def make(spec: Spec, name: str | None = None, bastion: bool = False) -> Lab:
             try:
-                return stack.enter_context(running_lab(spec, name))
+                return stack.enter_context(running_lab(spec, name, bastion=bastion))
             except LabError as exc:
                 pytest.fail(f"lab up failed: {exc}", pytrace=False)
 
@@ -91,7 +93,7 @@ def lab_factory() -> Iterator[Callable[..., Lab]]:
 
 
 def node_run(lab: Lab, node: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a shell command on a lab machine (node or 'client') as `svcnet lab exec` does."""
+    """Run a shell command on a lab machine (node, 'client' or 'bastion') as `svcnet lab exec` does."""
     return subprocess.run(
         node_exec_argv(lab, node, ["sh", "-c", command]),
         capture_output=True,

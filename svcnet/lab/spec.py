@@ -14,6 +14,7 @@ from svcnet.model.load import load_cluster
 from svcnet.model.types import Cluster
 
 CLIENT_NAME = "client"
+BASTION_NAME = "bastion"  # the optional jump host's name: in ssh_config, known_hosts and `lab exec`
 MAX_NODES = 200
 _NODE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LAB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -34,8 +35,8 @@ def validate_lab_name(name: str) -> str:
     return name
 
 
-def validate_nodes(nodes: Iterable[LabNode]) -> list[LabNode]:
-    """Check names (DNS labels, unique, not 'client') and addresses (unicast, unique)."""
+def validate_nodes(nodes: Iterable[LabNode], bastion: bool = False) -> list[LabNode]:
+    """Check names (DNS labels, unique, not 'client', nor 'bastion' with one) and addresses (unicast, unique)."""
     result = list(nodes)
     if not result:
         raise LabError("the cluster has no nodes")
@@ -48,6 +49,8 @@ def validate_nodes(nodes: Iterable[LabNode]) -> list[LabNode]:
             raise LabError(f"node {node.name!r}: name must be a DNS-1123 label (lowercase, digits, '-')")
         if node.name == CLIENT_NAME:
             raise LabError(f"node name {CLIENT_NAME!r} is reserved for the lab's outside machine")
+        if bastion and node.name == BASTION_NAME:
+            raise LabError(f"node name {BASTION_NAME!r} is reserved for the lab's jump host (--bastion)")
         if node.name in seen_names:
             raise LabError(f"node {node.name!r} appears twice")
         seen_names.add(node.name)

@@ -41,6 +41,7 @@ class LabState:
     client_addresses: tuple[str, ...]
     client_prefixes: tuple[int, ...]
     nodes: tuple[NodeState, ...]
+    bastion: NodeState | None = None  # the jump host the nodes are reached through (`lab up --bastion`)
     phase: str = "creating"
     inventory_dir_created: bool = False
     tools: dict[str, str] = field(default_factory=dict)
@@ -48,7 +49,17 @@ class LabState:
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.switch_ns, self.client_ns, *(n.ns for n in self.nodes)]
+        return [self.switch_ns, self.client_ns, *(n.ns for n in self.machines)]
+
+    @property
+    def machines(self) -> tuple[NodeState, ...]:
+        """Every machine with an anchor and an sshd: the nodes, then the bastion if there is one."""
+        return self.nodes + ((self.bastion,) if self.bastion else ())
+
+    def with_machines(self, machines: tuple[NodeState, ...]) -> LabState:
+        """This state with `machines` (as `machines` orders them) replacing the nodes and the bastion."""
+        count = len(self.nodes)
+        return replace(self, nodes=machines[:count], bastion=machines[count] if self.bastion else None)
 
     def node(self, name: str) -> NodeState:
         for node in self.nodes:
@@ -56,12 +67,15 @@ class LabState:
                 return node
         raise LabError(f"lab {self.name!r} has no node {name!r} (nodes: {', '.join(self.node_names)})")
 
+    def machine(self, name: str) -> NodeState:
+        """A node, or the bastion by its name."""
+        if self.bastion and name == self.bastion.name:
+            return self.bastion
+        return self.node(name)
+
     @property
     def node_names(self) -> list[str]:
         return [n.name for n in self.nodes]
-
-    def with_nodes(self, nodes: tuple[NodeState, ...], phase: str | None = None) -> LabState:
-        return replace(self, nodes=nodes, phase=phase or self.phase)
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,7 @@ class Lab:
     client_ns: str
     client_ip: str
     state: LabState
+    bastion: tuple[str, str] | None = None  # (netns, primary address) of the jump host, if any
 
     @property
     def node_names(self) -> list[str]:
@@ -101,13 +116,16 @@ def read_state(name: str, root: Path = LAB_ROOT) -> LabState:
         raise LabError(f"no lab named {name!r} (no {path})") from None
     except (OSError, ValueError) as exc:
         raise LabError(f"{path}: unreadable lab state: {exc}") from None
-    nodes = tuple(
-        NodeState(**{**n, "addresses": tuple(n["addresses"]), "prefixes": tuple(n.get("prefixes", ()))})
-        for n in raw.pop("nodes")
-    )
+    nodes = tuple(_node_state(n) for n in raw.pop("nodes"))
+    if raw.get("bastion"):
+        raw["bastion"] = _node_state(raw["bastion"])
     raw["client_addresses"] = tuple(raw["client_addresses"])
     raw["client_prefixes"] = tuple(raw["client_prefixes"])
     return LabState(**raw, nodes=nodes)
+
+
+def _node_state(raw: dict) -> NodeState:
+    return NodeState(**{**raw, "addresses": tuple(raw["addresses"]), "prefixes": tuple(raw.get("prefixes", ()))})
 
 
 def lab_view(state: LabState) -> Lab:
@@ -124,6 +142,7 @@ def lab_view(state: LabState) -> Lab:
         client_ns=state.client_ns,
         client_ip=state.client_addresses[0],
         state=state,
+        bastion=(state.bastion.ns, state.bastion.addresses[0]) if state.bastion else None,
     )
 
 

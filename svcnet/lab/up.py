@@ -12,22 +12,32 @@ from svcnet.lab import netplan, procs, sshfiles
 from svcnet.lab.addressing import plan_switch
 from svcnet.lab.down import teardown
 from svcnet.lab.errors import LabError
-from svcnet.lab.layout import CLIENT_PORT, LAB_ROOT, NODE_PRIVATE_DIRS, LabLayout, lab_id
+from svcnet.lab.layout import BASTION_PORT, CLIENT_PORT, LAB_ROOT, NODE_PRIVATE_DIRS, LabLayout, lab_id
 from svcnet.lab.prereq import Tools, require_all
 from svcnet.lab.registry import ensure_mountpoints, locked
-from svcnet.lab.spec import LabNode, validate_lab_name, validate_nodes
+from svcnet.lab.spec import BASTION_NAME, LabNode, validate_lab_name, validate_nodes
 from svcnet.lab.state import Lab, LabState, NodeState, lab_names, lab_view, read_state, write_state
 
 READY_TIMEOUT = 15.0
 POLL = 0.01
 
 
-def lab_up(nodes: Sequence[LabNode], name: str, inventory_dir: str | Path = "inventory", root: Path = LAB_ROOT) -> Lab:
-    """Create the lab `name` for `nodes`; on any failure remove what was created and raise."""
+def lab_up(
+    nodes: Sequence[LabNode],
+    name: str,
+    inventory_dir: str | Path = "inventory",
+    root: Path = LAB_ROOT,
+    bastion: bool = False,
+) -> Lab:
+    """Create the lab `name` for `nodes`; on any failure remove what was created and raise.
+
+    `bastion`: one more machine, the jump host, with its own sshd and host key; the nodes are
+    then reachable over SSH only through it (the ssh_config's ProxyJump).
+    """
     tools = require_all()
     validate_lab_name(name)
-    nodes = validate_nodes(nodes)
-    plan = plan_switch(nodes)
+    nodes = validate_nodes(nodes, bastion)
+    plan = plan_switch(nodes, bastion)
     layout = LabLayout(name, root)
     inventory_path = (Path(inventory_dir) / f"{name}.yaml").absolute()
     _check_inventory_is_ours(inventory_path)
@@ -50,6 +60,15 @@ def lab_up(nodes: Sequence[LabNode], name: str, inventory_dir: str | Path = "inv
             )
             for i, n in enumerate(nodes)
         ),
+        bastion=NodeState(
+            name=BASTION_NAME,
+            ns=layout.bastion_ns,
+            port=BASTION_PORT,
+            addresses=plan.bastion_addresses,
+            prefixes=tuple(plan.prefix_len(a) for a in plan.bastion_addresses),
+        )
+        if bastion
+        else None,
         tools=asdict(tools),
     )
     _register(state, layout, root)
@@ -88,9 +107,9 @@ def _register(state: LabState, layout: LabLayout, root: Path) -> None:
 def _build(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
     _write_keys_and_configs(state, layout, tools)
     procs.run([tools.ip, "-batch", "-"], stdin=netplan.netns_batch("add", state.namespaces))
-    ports = [(n.port, n.ns) for n in state.nodes] + [(CLIENT_PORT, state.client_ns)]
+    ports = [(n.port, n.ns) for n in state.machines] + [(CLIENT_PORT, state.client_ns)]
     procs.run([tools.ip, "-n", state.switch_ns, "-batch", "-"], stdin=netplan.switch_batch(ports))
-    hosts = [(n.ns, n.addresses, n.prefixes) for n in state.nodes]
+    hosts = [(n.ns, n.addresses, n.prefixes) for n in state.machines]
     hosts.append((state.client_ns, state.client_addresses, state.client_prefixes))
     procs.run_all(
         [([tools.ip, "-n", ns, "-batch", "-"], netplan.host_batch(addrs, prefixes)) for ns, addrs, prefixes in hosts]
@@ -106,35 +125,40 @@ def _build(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
 def _write_keys_and_configs(state: LabState, layout: LabLayout, tools: Tools) -> None:
     comment = f"svcnet-lab-{state.name}"
     keygen = [tools.ssh_keygen, "-q", "-t", "ed25519", "-N", ""]
-    procs.run_all(
-        [
-            ([*keygen, "-C", f"{comment}-host", "-f", str(layout.host_key)], None),
-            ([*keygen, "-C", comment, "-f", str(layout.client_key)], None),
-        ]
-    )
+    keys = [(f"{comment}-host", layout.host_key), (comment, layout.client_key)]
+    if state.bastion:
+        keys.append((f"{comment}-bastion", layout.bastion_host_key))
+    procs.run_all([([*keygen, "-C", text, "-f", str(path)], None) for text, path in keys])
     layout.authorized_keys.write_text(Path(f"{layout.client_key}.pub").read_text())
     layout.sshd_config.write_text(sshfiles.sshd_config(layout.host_key, layout.authorized_keys))
     ssh_nodes = [sshfiles.SshNode(n.name, n.ns, n.addresses) for n in state.nodes]
+    bastion, bastion_pub = None, ""
+    if state.bastion:
+        layout.bastion_sshd_config.write_text(
+            sshfiles.sshd_config(layout.bastion_host_key, layout.authorized_keys, bastion=True)
+        )
+        bastion = sshfiles.SshNode(state.bastion.name, state.bastion.ns, state.bastion.addresses)
+        bastion_pub = Path(f"{layout.bastion_host_key}.pub").read_text()
     layout.ssh_config.write_text(
-        sshfiles.ssh_config(ssh_nodes, layout.client_key, layout.known_hosts, tools.ip, tools.nc)
+        sshfiles.ssh_config(ssh_nodes, layout.client_key, layout.known_hosts, tools.ip, tools.nc, bastion)
     )
     host_pub = Path(f"{layout.host_key}.pub").read_text()
-    layout.known_hosts.write_text(sshfiles.known_hosts(ssh_nodes, host_pub))
-    for node in state.nodes:
+    layout.known_hosts.write_text(sshfiles.known_hosts(ssh_nodes, host_pub, bastion, bastion_pub))
+    for node in state.machines:
         for mountpoint in NODE_PRIVATE_DIRS:
             layout.node_private_dir(node.name, mountpoint).mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
 def _start_anchors(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
-    """Start every node's anchor at once; wait until each has its own mount+UTS namespaces."""
+    """Start every machine's anchor at once; wait until each has its own mount+UTS namespaces."""
     commands = []
-    for node in state.nodes:
+    for node in state.machines:
         private = [(layout.node_private_dir(node.name, mp), mp) for mp in NODE_PRIVATE_DIRS]
         argv = netplan.anchor_argv(tools.ip, tools.unshare, node.ns, node.name, private)
         commands.append((argv, layout.node_dir(node.name) / "anchor.log"))
     pids = procs.spawn_detached(commands)
-    nodes = tuple(replace(n, anchor_pid=pid) for n, pid in zip(state.nodes, pids, strict=True))
-    state = state.with_nodes(nodes)
+    nodes = tuple(replace(n, anchor_pid=pid) for n, pid in zip(state.machines, pids, strict=True))
+    state = state.with_machines(nodes)
     write_state(state)
     my_uts = procs.ns_inode("self", "uts")
     _wait_all(
@@ -152,23 +176,22 @@ def _start_anchors(state: LabState, layout: LabLayout, tools: Tools) -> LabState
         )
         for n in nodes
     )
-    state = state.with_nodes(nodes)
+    state = state.with_machines(nodes)
     write_state(state)
     return state
 
 
 def _start_sshds(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
-    """Start every node's sshd at once (inside the node); wait until all listen."""
+    """Start every machine's sshd at once (inside it); wait until all listen."""
     commands = []
-    for node in state.nodes:
+    for node in state.machines:
         node_dir = layout.node_dir(node.name)
-        sshd = netplan.sshd_argv(
-            tools.sshd, layout.sshd_config, node.addresses, node_dir / "sshd.pid", node_dir / "sshd.log"
-        )
+        config = layout.bastion_sshd_config if node is state.bastion else layout.sshd_config
+        sshd = netplan.sshd_argv(tools.sshd, config, node.addresses, node_dir / "sshd.pid", node_dir / "sshd.log")
         commands.append((netplan.enter_argv(tools.nsenter, node.anchor_pid, sshd), node_dir / "sshd.out"))
     pids = procs.spawn_detached(commands)
-    nodes = tuple(replace(n, sshd_pid=pid) for n, pid in zip(state.nodes, pids, strict=True))
-    state = state.with_nodes(nodes)
+    nodes = tuple(replace(n, sshd_pid=pid) for n, pid in zip(state.machines, pids, strict=True))
+    state = state.with_machines(nodes)
     write_state(state)
     _wait_all(
         nodes,

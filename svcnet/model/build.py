@@ -13,13 +13,15 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from svcnet.diagnostics import Diagnostic
 from svcnet.load import Document
-from svcnet.model import alloc
+from svcnet.model import alloc, names, security
 from svcnet.model.types import (
     CLUSTER_IP,
+    DEFAULT_BRIDGE,
     LOAD_BALANCER,
     NODE_PORT,
     TCP,
@@ -94,8 +96,8 @@ class Build:
     slice_docs: list[Document]
     explicit_cluster_ips: dict[tuple[str, str], str]
     explicit_pod_ips: set[tuple[str, str]]
+    cluster_doc: Document
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    cluster_doc: Document | None = None
 
 
 def _meta(doc: Document) -> tuple[str, str]:
@@ -165,10 +167,11 @@ def _container_ports(pod_spec: dict) -> tuple[ContainerPort, ...]:
 
 
 def _command(pod_spec: dict) -> tuple[str, ...]:
-    for c in pod_spec.get("containers") or ():
-        if c.get("command"):
-            return tuple(str(a) for a in [*c["command"], *(c.get("args") or ())])
-    return ()
+    index = security.command_container(pod_spec)
+    if index is None:
+        return ()
+    c = pod_spec["containers"][index]
+    return tuple(str(a) for a in [*c["command"], *(c.get("args") or ())])
 
 
 def template_hash(template: object) -> str:
@@ -176,8 +179,14 @@ def template_hash(template: object) -> str:
     return alloc.k8s_suffix(json.dumps(template, sort_keys=True, default=str), 10)
 
 
-def expand_deployment(doc: Document, node_names: list[str]) -> list[tuple[dict, tuple[str | int, ...]]]:
-    """Pods of a Deployment as raw pod fields, spread round-robin across the nodes."""
+def expand_deployment(
+    doc: Document, node_names: list[str], taken: set[str]
+) -> list[tuple[dict, tuple[str | int, ...]]]:
+    """Pods of a Deployment as raw pod fields, spread round-robin across the nodes.
+
+    `taken` holds the pod names already used in the Deployment's namespace; each replica's
+    name is probed until it is free (and added), so replicas never share a name.
+    """
     ns, name = _meta(doc)
     spec = _get(doc.obj, "spec", default={})
     assert isinstance(spec, dict)
@@ -195,7 +204,7 @@ def expand_deployment(doc: Document, node_names: list[str]) -> list[tuple[dict, 
             (
                 {
                     "namespace": ns,
-                    "name": f"{name}-{thash}-{alloc.k8s_suffix(f'{ns}/{name}/{i}', 5)}",
+                    "name": names.first_free(partial(names.replica_pod_name, ns, name, thash, i), taken),
                     "labels": {**labels, "pod-template-hash": thash},
                     "node": node,
                     "ip": None,
@@ -222,17 +231,23 @@ def _pod_fields(doc: Document) -> dict:
 
 
 def build_pods(
-    objs: Objects, nodes: tuple[Node, ...]
+    objs: Objects, nodes: tuple[Node, ...], bridge: str = DEFAULT_BRIDGE
 ) -> tuple[tuple[Pod, ...], dict[tuple[str, str], tuple[Document, tuple[str | int, ...]]], set[tuple[str, str]]]:
     raw: list[tuple[dict, Document, tuple[str | int, ...]]] = []
     for doc in objs.pods:
         raw.append((_pod_fields(doc), doc, ()))
     node_names = [n.name for n in nodes]
-    for doc in objs.deployments:
-        raw.extend((fields, doc, path) for fields, path in expand_deployment(doc, node_names))
+    # Deployments name their pods around the Pods' names, in a fixed order (documents arrive
+    # in the order of the files given, which may change between runs).
+    taken: dict[str, set[str]] = defaultdict(set)
+    for f, _, _ in raw:
+        taken[f["namespace"]].add(f["name"])
+    for doc in sorted(objs.deployments, key=_meta):
+        raw.extend((f, doc, path) for f, path in expand_deployment(doc, node_names, taken[_meta(doc)[0]]))
     by_node = {n.name: n for n in nodes}
     used = {canonical_ip(f["ip"]) for f, _, _ in raw if f["ip"]}
     explicit = {(f["namespace"], f["name"]) for f, _, _ in raw if f["ip"]}
+    ifaces = names.pod_interfaces(((f["namespace"], f["name"]) for f, _, _ in raw), reserved=(bridge,))
     pods = []
     where: dict[tuple[str, str], tuple[Document, tuple[str | int, ...]]] = {}
     for f, doc, path in sorted(raw, key=lambda r: (r[0]["namespace"], r[0]["name"])):
@@ -247,11 +262,14 @@ def build_pods(
             name=f["name"],
             node_name=f["node"],
             ip=ip or "",
+            netns=ifaces[(f["namespace"], f["name"])][0],
+            veth=ifaces[(f["namespace"], f["name"])][1],
             labels=tuple(sorted((str(k), str(v)) for k, v in (f["labels"] or {}).items())),
             ports=_container_ports(f["spec"] or {}),
             command=_command(f["spec"] or {}),
             owner=f["owner"],
             source=_source(doc),
+            security=security.process_security(f["spec"] or {}),
         )
         pods.append(pod)
         where.setdefault((pod.namespace, pod.name), (doc, path))
@@ -259,13 +277,15 @@ def build_pods(
 
 
 def build_services(
-    objs: Objects, service_cidr: str, port_range: tuple[int, int]
+    objs: Objects, service_cidr: str, port_range: tuple[int, int], node_ips: Iterable[str] = ()
 ) -> tuple[list[Service], dict[tuple[str, str], Document], dict[tuple[str, str], str]]:
+    """Services with ClusterIPs and nodePorts allocated; an allocated ClusterIP is never a node's
+    address (a node address inside serviceCIDR is reported by the semantic checks)."""
     docs: dict[tuple[str, str], Document] = {}
     for doc in objs.services:
         docs.setdefault(_meta(doc), doc)
     explicit_ips: dict[tuple[str, str], str] = {}
-    used_ips: set[str] = set()
+    used_ips: set[str] = set(node_ips)
     used_ports: set[int] = set()
     for key, doc in docs.items():
         spec = _get(doc.obj, "spec", default={})
@@ -398,8 +418,12 @@ def endpoints_for(
         if "port" not in sp:
             continue
         cond = ep.get("conditions") or {}
-        ready = cond.get("ready", True) is not False
-        serving = cond.get("serving")
+        # An omitted (or null) condition is read as kube-proxy reads it, not as the API docs
+        # suggest ("serving: defer to ready"): pkg/proxy/endpointslicecache.go addEndpoints has
+        # `ready := Ready == nil || *Ready`, `serving := Serving == nil || *Serving`,
+        # `terminating := Terminating != nil && *Terminating` (the version the vectors name).
+        ready = cond.get("ready") is not False
+        serving = cond.get("serving") is not False
         ref = ep.get("targetRef") or {}
         for addr in ep.get("addresses") or ():
             add(
@@ -408,7 +432,7 @@ def endpoints_for(
                     int(sp["port"]),
                     ep.get("nodeName"),
                     ready=ready,
-                    serving=ready if serving is None else bool(serving),
+                    serving=serving,
                     terminating=bool(cond.get("terminating", False)),
                     target=f"{ref['kind']}/{ref['name']}" if ref.get("kind") and ref.get("name") else None,
                 )
@@ -462,8 +486,10 @@ def build(objs: Objects) -> Build:
     nodes, node_docs = build_nodes(cdoc)
     service_cidr = canonical_cidr(spec.get("serviceCIDR", DEFAULT_SERVICE_CIDR))
     port_range = parse_port_range(str(spec.get("nodePortRange", DEFAULT_NODE_PORT_RANGE)))
-    pods, pod_docs, explicit_pod_ips = build_pods(objs, nodes)
-    services, service_docs, explicit_ips = build_services(objs, service_cidr, port_range)
+    bridge = str(spec.get("bridge", DEFAULT_BRIDGE))
+    pods, pod_docs, explicit_pod_ips = build_pods(objs, nodes, bridge)
+    node_ips = [a for n in nodes for a in n.addresses]
+    services, service_docs, explicit_ips = build_services(objs, service_cidr, port_range, node_ips)
     cluster = Cluster(
         name=str(_get(cdoc.obj, "metadata", "name", default="cluster")),
         service_cidr=service_cidr,
@@ -474,7 +500,6 @@ def build(objs: Objects) -> Build:
         services=tuple(services),
         pods=pods,
         service_ports=service_ports(services, pods, objs.slices),
-        bridge=spec.get("bridge", "cni0"),
+        bridge=bridge,
     )
-    return Build(cluster, service_docs, pod_docs, node_docs, objs.slices, explicit_ips, explicit_pod_ips,
-                 cluster_doc=cdoc)
+    return Build(cluster, service_docs, pod_docs, node_docs, objs.slices, explicit_ips, explicit_pod_ips, cdoc)

@@ -10,6 +10,7 @@ from svcnet.diagnostics import WARNING, DescriptionError, Diagnostic, errors, fo
 from svcnet.load import Document, load_paths
 from svcnet.model import semantic
 from svcnet.model.build import Build, Objects, build
+from svcnet.model.family import ipv6_errors
 from svcnet.model.types import Cluster
 from svcnet.validate_schema import Schemas
 
@@ -130,6 +131,7 @@ def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None) -> 
     diags = list(loaded.diagnostics)
     objs, found, cluster_seen = classify(loaded.documents, schemas)
     diags.extend(found)
+    diags.extend(ipv6_errors(objs))
     cluster_diags = _cluster_doc_checks(objs, loaded.documents, cluster_seen)
     diags.extend(cluster_diags)
     if not objs.cluster or errors(cluster_diags):

@@ -15,6 +15,8 @@ TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
 # Service types.
 CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"
 
+DEFAULT_BRIDGE = "cni0"  # the pod bridge on every node
+
 # detectLocalMode values (KubeProxyConfiguration spelling).
 DETECT_CLUSTER_CIDR = "ClusterCIDR"
 DETECT_NODE_CIDR = "NodeCIDR"
@@ -213,16 +215,37 @@ class ContainerPort:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessSecurity:
+    """How a pod's process runs, from its pod's and container's securityContext (svcnet.model.security).
+
+    Capabilities are Kubernetes names (`NET_BIND_SERVICE`). The process keeps `capabilities` in
+    its bounding set (None: every capability, a privileged container); `ambient` are those it
+    also keeps as a non-root user (the ones the container adds).
+    """
+
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
+    capabilities: tuple[str, ...] | None = None
+    ambient: tuple[str, ...] = ()
+    no_new_privs: bool = False
+    read_only_root: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Pod:
     namespace: str
     name: str
     node_name: str
     ip: str
+    netns: str  # the pod's network namespace on its node (svcnet.model.names)
+    veth: str  # the host side of its veth
     labels: tuple[tuple[str, str], ...] = ()
     ports: tuple[ContainerPort, ...] = ()
     command: tuple[str, ...] = ()
     owner: str | None = None  # "Deployment/name" for expanded pods
     source: Source | None = None
+    security: ProcessSecurity | None = None  # None: no securityContext, the process runs as root
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -277,7 +300,7 @@ class Cluster:
     services: tuple[Service, ...]
     pods: tuple[Pod, ...]
     service_ports: tuple[ServicePort, ...]  # sorted by (namespace, name, port name, protocol)
-    bridge: str = "cni0"
+    bridge: str = DEFAULT_BRIDGE
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

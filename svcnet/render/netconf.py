@@ -13,7 +13,6 @@ both values; tests/unit/test_netconf.py checks they agree.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import shlex
 import threading
@@ -22,11 +21,9 @@ from functools import cache
 
 import jinja2
 
-from svcnet.model.types import Cluster, Node, Pod
+from svcnet.model.types import Cluster, Node, ProcessSecurity
 
 POD_IFACE = "eth0"
-NETNS_PREFIX = "svcnet_"
-VETH_PREFIX = "veth"
 # `ip link ... alias` of the links svcnet creates: the mark that makes a link svcnet's.
 OWNER_ALIAS = "svcnet:owned"
 # rtnetlink protocol of the routes svcnet adds (`ip route ... proto 115`): 0x73, "s". Numbers up to
@@ -63,6 +60,7 @@ class PodNet:
     gateway: str
     command: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
+    security: ProcessSecurity | None = None  # None: the command runs as root, as before
 
     @property
     def ip(self) -> str:
@@ -77,16 +75,6 @@ class NetConf:
     sysctls: tuple[Sysctl, ...]
     routes: tuple[Route, ...]
     pods: tuple[PodNet, ...]
-
-
-def pod_netns(pod: Pod) -> str:
-    """Network namespace name of a pod: `svcnet_<namespace>_<name>` (both DNS-1123)."""
-    return f"{NETNS_PREFIX}{pod.namespace}_{pod.name}"
-
-
-def pod_veth(pod: Pod) -> str:
-    """Host side of the pod's veth: 12 characters, within the 15-character limit."""
-    return VETH_PREFIX + hashlib.sha256(f"{pod.namespace}/{pod.name}".encode()).hexdigest()[:8]
 
 
 def node_sysctls(cluster: Cluster) -> tuple[Sysctl, ...]:
@@ -108,12 +96,13 @@ def node_netconf(cluster: Cluster, node: Node) -> NetConf:
         PodNet(
             namespace=p.namespace,
             name=p.name,
-            netns=pod_netns(p),
-            veth=pod_veth(p),
+            netns=p.netns,
+            veth=p.veth,
             address=f"{p.ip}/{net.prefixlen}",
             gateway=gateway,
             command=p.command,
             ports=tuple(sorted({cp.port for cp in p.ports})),
+            security=p.security,
         )
         for p in cluster.pods
         if p.node_name == node.name and p.ip

@@ -11,6 +11,9 @@ from __future__ import annotations
 import copy
 import getpass
 import logging
+import os
+import pwd
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +52,21 @@ SSH_OPTION_KEYS = (
 # ssh(1) flags that take an argument (so the argument is not read as a flag).
 _SSH_FLAGS_WITH_ARG = set("BbcDEeFIiJLlmOoPpQRSWw")
 _FLAG_TO_OPTION = {"J": "proxyjump", "p": "port", "l": "user", "i": "identityfile"}
+# The two ways to reach a host indirectly: OpenSSH uses whichever it obtains first (`none` included).
+PROXY_KEYS = ("proxycommand", "proxyjump")
+NO_PROXY = "none"
+# Hops a ProxyJump chain may have, counting hops that a first hop's own ProxyJump adds (a bound
+# besides the loop check, for chains that only grow: OpenSSH spawns ssh after ssh).
+MAX_JUMP_HOPS = 16
+_SSH_URI = "ssh://"
+# What a ProxyJump hop's host and user may be: names and addresses, never an option (`-...`) or
+# anything a hop's ProxyCommand (`%h`, `%r`) would need quoted.
+_HOP_HOST_RE = re.compile(r"^[A-Za-z0-9_.%:][A-Za-z0-9_.%:-]*$")
+_HOP_USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
+# A value that stays one value on an ssh_config line (no blanks, quotes or comment).
+_CONFIG_VALUE_RE = re.compile(r"^[^\s\"'#]+$")
+# HostConfig attribute an inventory variable set -> the ssh option it stands for.
+_ENDPOINT_OPTIONS = (("address", "hostname"), ("port", "port"), ("user", "user"))
 
 
 class SecretStr:
@@ -97,7 +115,71 @@ def become_password(
 
 
 class SshArgsError(ValueError):
-    """`ansible_ssh_common_args` cannot be read (bad quoting, unreadable -F file)."""
+    """`ansible_ssh_common_args` cannot be read (bad quoting, unreadable -F file, bad ProxyJump)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JumpHop:
+    """One hop of a ProxyJump as written: `[user@]host[:port]` (user and port may be left to ssh_config)."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user + '@' if self.user else ''}{host}{f':{self.port}' if self.port else ''}"
+
+
+def parse_proxy_jump(text: str) -> tuple[JumpHop, ...]:
+    """OpenSSH's ProxyJump / `-J`: `none` (no hops), or hops separated by commas, first hop first.
+
+    A hop is `[user@]host[:port]` or `ssh://[user@]host[:port]`; an IPv6 address in brackets.
+    """
+    text = text.strip()
+    if text.lower() == NO_PROXY:
+        return ()
+    return tuple(_parse_hop(part) for part in text.split(","))
+
+
+def _parse_hop(text: str) -> JumpHop:
+    def bad(why: str) -> SshArgsError:
+        return SshArgsError(f"ProxyJump hop {text!r}: {why}")
+
+    rest = text
+    if rest.lower().startswith(_SSH_URI):
+        rest = rest[len(_SSH_URI) :].removesuffix("/")
+        if "/" in rest:
+            raise bad("an ssh:// hop cannot have a path")
+    user, at, hostport = rest.rpartition("@")
+    if hostport.startswith("["):
+        host, closed, after = hostport[1:].partition("]")
+        if not closed or (after and not after.startswith(":")):
+            raise bad("expected [ADDRESS] or [ADDRESS]:PORT")
+        port_text = after[1:] if after else None
+    else:
+        host, colon, port_text_or_empty = hostport.partition(":")
+        if colon and ":" in port_text_or_empty:
+            raise bad("an IPv6 address must be in brackets: [ADDRESS]:PORT")
+        port_text = port_text_or_empty if colon else None
+    if not _HOP_HOST_RE.match(host):
+        raise bad("expected [USER@]HOST[:PORT] with a host name or address")
+    if at and not _HOP_USER_RE.match(user):
+        raise bad(f"{user!r} is not a user name")
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise bad(f"port {port_text!r} is not a number in 1-65535")
+        port = int(port_text)
+    return JumpHop(host, user if at else None, port)
+
+
+def local_user() -> str:
+    """Who runs svcnet: OpenSSH's user for a jump host that neither its spec nor ssh_config names."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry (some containers)
+        return getpass.getuser()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +218,17 @@ def parse_ssh_args(args: Sequence[str]) -> SshArgs:
                 key, _, val = value.strip().partition(" ")
             if not key.strip() or not val.strip():
                 raise SshArgsError(f"ssh option -o {value!r} is not KEY=VALUE")
-            _set_first(options, key.strip(), val.strip())
+            key, val = key.strip(), val.strip()
         elif flag == "F":
             config_file = config_file or value
+            continue
         elif flag in _FLAG_TO_OPTION:
-            _set_first(options, _FLAG_TO_OPTION[flag], value)
+            key, val = _FLAG_TO_OPTION[flag], value
+        else:
+            continue
+        if key.lower() == "proxyjump":
+            parse_proxy_jump(val)  # a bad hop is an error here, where the inventory is read
+        _set_first(options, key, val)
     return SshArgs(options, config_file)
 
 
@@ -152,28 +240,36 @@ def split_ssh_args(text: str) -> list[str]:
         raise SshArgsError(f"cannot split ssh arguments: {exc}") from exc
 
 
-def _lookup_config(path: str, alias: str, address: str) -> dict[str, Any]:
+def _lookup_config(path: str, alias: str, address: str, fixed: Mapping[str, str]) -> dict[str, Any]:
     """Look up `address` (what ssh does) then `alias` (fills gaps) in an ssh_config file.
 
-    Memoised per file version: paramiko re-reads the file and resolves every token (down to the
-    local FQDN, a resolver call) on each lookup, and every connection asks again.
+    `fixed`: HostName, Port, User given before the file (inventory, command line); they come
+    first, as OpenSSH reads its command line first, so the file's `%h %p %r` tokens expand to
+    what svcnet connects to. Memoised per file version: paramiko re-reads the file and resolves
+    every token (down to the local FQDN, a resolver call) on each lookup, and every connection
+    asks again.
     """
     file = Path(path).expanduser()
     try:
         st = file.stat()
     except OSError as exc:
         raise SshArgsError(f"cannot read ssh config {path}: {exc.strerror or exc}") from exc
-    return copy.deepcopy(_lookup_config_version(str(file), st.st_mtime_ns, st.st_size, alias, address))
+    head = "".join(f"{key} {value}\n" for key, value in sorted(fixed.items()) if _CONFIG_VALUE_RE.match(value))
+    return copy.deepcopy(_lookup_config_version(str(file), st.st_mtime_ns, st.st_size, alias, address, head))
 
 
 @lru_cache(maxsize=1024)
-def _lookup_config_version(path: str, mtime_ns: int, size: int, alias: str, address: str) -> dict[str, Any]:
+def _lookup_config_version(path: str, mtime_ns: int, size: int, alias: str, address: str, head: str) -> dict[str, Any]:
     try:
-        config = paramiko.SSHConfig.from_path(path)
+        config = paramiko.SSHConfig.from_text(head + Path(path).read_text())  # `head`: global, so first
     except OSError as exc:
         raise SshArgsError(f"cannot read ssh config {path}: {exc.strerror or exc}") from exc
-    by_address = config.lookup(address)
-    by_alias = config.lookup(alias)
+    except paramiko.ssh_exception.ConfigParseError as exc:
+        raise SshArgsError(f"cannot read ssh config {path}: {exc}") from exc
+    by_address = _first_proxy_only(config.lookup(address))
+    by_alias = _first_proxy_only(config.lookup(alias))
+    if any(k in by_address for k in PROXY_KEYS):
+        by_alias = {k: v for k, v in by_alias.items() if k not in PROXY_KEYS}
     merged: dict[str, Any] = {k: v for k, v in by_alias.items() if k != "hostname"}
     merged.update({k: v for k, v in by_address.items() if k != "hostname"})
     if by_address.get("hostname", address) != address:
@@ -181,6 +277,15 @@ def _lookup_config_version(path: str, mtime_ns: int, size: int, alias: str, addr
     elif by_alias.get("hostname", alias) != alias:
         merged["hostname"] = by_alias["hostname"]
     return merged
+
+
+def _first_proxy_only(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the ProxyCommand or ProxyJump obtained second: OpenSSH ignores it.
+
+    paramiko's lookup adds each key when it is first obtained, so the dict's order is OpenSSH's.
+    """
+    winner = next((k for k in options if k in PROXY_KEYS), None)
+    return {k: v for k, v in options.items() if k not in PROXY_KEYS or k == winner}
 
 
 def _expand_tokens(command: str, host: str, port: int, user: str, alias: str) -> str:
@@ -220,28 +325,81 @@ class HostConfig:
         """Options from `ssh_common_args` (command line first, then `-F` file), normalized.
 
         Keys: SSH_OPTION_KEYS; a value is None when the arguments say nothing about it.
-        `port` is an int, `identityfile` a list of paths, others strings.
+        `port` is an int, `identityfile` a list of paths, others strings. At most one of
+        `proxycommand` and `proxyjump` is set: the one obtained first, as in OpenSSH, and
+        neither when that one is `none`.
         """
         parsed = parse_ssh_args(self.ssh_common_args)
         found: dict[str, Any] = dict(parsed.options)
         if parsed.config_file:
-            for key, value in _lookup_config(parsed.config_file, self.name, self.address).items():
+            fixed = {
+                key: str(getattr(self, attr) if attr in self.explicit else parsed.options[key])
+                for attr, key in _ENDPOINT_OPTIONS
+                if attr in self.explicit or key in parsed.options
+            }
+            for key, value in _lookup_config(parsed.config_file, self.name, self.address, fixed).items():
                 if key == "identityfile" and "identityfile" not in parsed.options:
                     found[key] = list(value)
                 else:
                     found.setdefault(key, value)
+        found = _first_proxy_only(found)  # the command line's comes first: it beats the file's
+        for key in PROXY_KEYS:
+            if isinstance(found.get(key), str) and found[key].strip().lower() == NO_PROXY:
+                found[key] = None
         result: dict[str, Any] = {key: found.get(key) for key in SSH_OPTION_KEYS}
         if result["port"] is not None:
             try:
                 result["port"] = int(result["port"])
             except ValueError as exc:
                 raise SshArgsError(f"ssh Port {result['port']!r} is not a number") from exc
-        if "proxycommand" in parsed.options:
+        if result["proxycommand"] and "proxycommand" in parsed.options:
             host, port, user = self._endpoint(result)
             result["proxycommand"] = _expand_tokens(parsed.options["proxycommand"], host, port, user, self.name)
-        if isinstance(result["proxycommand"], str) and result["proxycommand"].lower() == "none":
-            result["proxycommand"] = None
+        if result["proxyjump"]:
+            parse_proxy_jump(result["proxyjump"])  # ssh_config's value: checked as the command line's
         return result
+
+    def jump_hosts(self) -> tuple[HostConfig, ...]:
+        """The jump hosts on the way to this host, the first to connect to first (none without ProxyJump).
+
+        As OpenSSH's `ProxyJump a,b`: b is reached through a, and this host through b. Each hop is
+        looked up in the same `-F` ssh_config under its own name (HostName, User, Port,
+        IdentityFile, UserKnownHostsFile); the hop's user and port, when written in the ProxyJump,
+        beat the file's. Only the first hop's own ProxyCommand or ProxyJump applies (OpenSSH gives
+        the later hops theirs on the command line); `-o` options do not carry over to hops.
+        """
+        path: list[HostConfig] = []
+        seen = {self.name}
+        hop = self._jump_host()
+        while hop is not None:
+            if hop.name in seen:
+                raise SshArgsError(f"ProxyJump loop: jump host {hop.name} on the way to {self.name} "
+                                   f"(after {', '.join(h.name for h in path) or 'no other hop'})")
+            if len(path) == MAX_JUMP_HOPS:
+                raise SshArgsError(f"ProxyJump: more than {MAX_JUMP_HOPS} jump hosts on the way to {self.name}")
+            seen.add(hop.name)
+            path.insert(0, hop)
+            hop = hop._jump_host()
+        return tuple(path)
+
+    def _jump_host(self) -> HostConfig | None:
+        """The last hop before this host, as OpenSSH's `ssh [-l U] [-p P] [-J REST] [-F FILE] -W %h:%p LAST`."""
+        spec = self.ssh_options()["proxyjump"]
+        hops = parse_proxy_jump(spec) if spec else ()
+        if not hops:
+            return None
+        last, rest = hops[-1], hops[:-1]
+        args: list[str] = []
+        if last.user:
+            args += ["-l", last.user]
+        if last.port:
+            args += ["-p", str(last.port)]
+        if rest:
+            args += ["-J", ",".join(str(h) for h in rest)]
+        config_file = parse_ssh_args(self.ssh_common_args).config_file
+        if config_file:
+            args += ["-F", config_file]
+        return HostConfig(name=last.host, address=last.host, user=local_user(), ssh_common_args=tuple(args))
 
     def _endpoint(self, opts: Mapping[str, Any]) -> tuple[str, int, str]:
         """Final (host, port, user): inventory values when set, else ssh options, else defaults."""
@@ -267,7 +425,7 @@ class HostConfig:
     def fabric_kwargs(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """`fabric.Connection(**kwargs)` arguments; a ProxyCommand becomes the `gateway` string.
 
-        A ProxyJump needs a second Connection; it is left to the caller (`ssh_options()['proxyjump']`).
+        A ProxyJump needs a connection per hop: the caller makes them (`jump_hosts()`).
         """
         opts = self.ssh_options()
         host, port, user = self._endpoint(opts)

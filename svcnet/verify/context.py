@@ -88,12 +88,18 @@ def parse_probe(stdout: str, where: str) -> dict:
     return resp
 
 
-def netns_prefix(netns: str | None) -> str:
+def netns_argv(netns: str | None) -> list[str]:
+    """argv entering the network namespace `netns` (none for None)."""
     if netns is None:
-        return ""
+        return []
     if not NETNS_RE.match(netns):
         raise VerifyError(f"invalid network namespace name {netns!r}")
-    return f"ip netns exec {shlex.quote(netns)} "
+    return ["ip", "netns", "exec", netns]
+
+
+def netns_prefix(netns: str | None) -> str:
+    argv = netns_argv(netns)
+    return shlex.join(argv) + " " if argv else ""
 
 
 class VerifyContext:
@@ -159,11 +165,15 @@ class VerifyContext:
         return self._hosts[node]
 
     # -- agent -----------------------------------------------------------------------
+    def python(self, node: str) -> str | None:
+        """The node's ansible_python_interpreter, if the inventory sets one."""
+        python = self.inventory.host_vars(node).get("ansible_python_interpreter")
+        return str(python) if python else None
+
     def agent(self, node: str, request: dict) -> dict:
         from svcnet.agent.protocol import AgentProtocolError, build_stdin, parse_response, remote_command
 
-        python = self.session(node).host.vars.get("ansible_python_interpreter")
-        result = self.run(node, remote_command(python), build_stdin(request), AGENT_TIMEOUT)
+        result = self.run(node, remote_command(self.python(node)), build_stdin(request), AGENT_TIMEOUT)
         try:
             return parse_response(result.stdout, node)
         except AgentProtocolError as exc:
@@ -216,7 +226,9 @@ class VerifyContext:
     # -- traffic ---------------------------------------------------------------------
     def probe(self, source: Source, request: dict) -> dict:
         """Run the traffic probe on the source's node (inside the pod's netns for a pod source)."""
-        command = netns_prefix(source.netns) + "python3 -c " + shlex.quote(PROBE_BOOTSTRAP)
+        from svcnet.agent.protocol import python_command
+
+        command = python_command(PROBE_BOOTSTRAP, self.python(source.node), netns_argv(source.netns))
         timeout = float(request.get("deadline", request.get("timeout", 5))) + PROBE_SLACK
         result = self.run(source.node, command, probe_stdin(request), timeout)
         return parse_probe(result.stdout, source.label)
@@ -226,14 +238,16 @@ class VerifyContext:
         out = self.outside
         if out.mode == OUTSIDE_NONE:
             pytest.skip(out.reason)
-        argv = [sys.executable, "-c", PROBE_BOOTSTRAP]
+        from svcnet.agent.node import PYTHON_FLAGS
+
+        argv = [sys.executable, *PYTHON_FLAGS, "-c", PROBE_BOOTSTRAP]  # isolated: cwd's modules stay out
         if out.netns:
             if not os.path.exists(f"/run/netns/{out.netns}") or not NETNS_RE.match(out.netns):
                 raise VerifyError(f"outside client: network namespace {out.netns} does not exist (is the lab up?)")
             argv = [shutil.which("ip") or "ip", "netns", "exec", out.netns, *argv]
         timeout = float(request.get("deadline", request.get("timeout", 5))) + PROBE_SLACK
         try:
-            proc = subprocess.run(argv, input=probe_stdin(request), capture_output=True, timeout=timeout)
+            proc = subprocess.run(argv, input=probe_stdin(request), capture_output=True, timeout=timeout, cwd="/")
         except subprocess.TimeoutExpired:
             raise VerifyError(f"outside client: the traffic probe did not finish in {timeout:g}s") from None
         return parse_probe(proc.stdout.decode(errors="replace"), "outside client")

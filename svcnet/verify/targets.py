@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from svcnet.model.types import TCP, Cluster, Endpoint, Pod, ServicePort
 from svcnet.render.chains import endpoint_chain_name, service_chain_names
-from svcnet.render.netconf import pod_netns
 
 PODSERVER = "podserver.py"
 
@@ -25,7 +24,7 @@ class Source:
 
     @property
     def netns(self) -> str | None:
-        return pod_netns(self.pod) if self.pod else None
+        return self.pod.netns if self.pod else None
 
     @property
     def label(self) -> str:

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from prereq import unavailable
 
-from svcnet.agent import protocol
+from svcnet.agent import node, protocol
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "examples" / "seed"
@@ -79,9 +80,9 @@ class ScratchNode:
         return ["nsenter", "-t", str(self.pid), "-n", "-m", "-r", "--wd=/", "--", *argv]
 
     def sh(self, argv: list[str], stdin: str | bytes | None = None, timeout: float = 60,
-           check: bool = True) -> subprocess.CompletedProcess:
+           check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         if self.path_prefix:
             env["PATH"] = self.path_prefix + os.pathsep + env.get("PATH", "")
         proc = subprocess.run(self.exec_argv(argv), input=data, capture_output=True, timeout=timeout, check=False,
@@ -91,13 +92,19 @@ class ScratchNode:
             raise AssertionError(f"{argv} failed ({proc.returncode}): {out.stderr}")
         return out
 
-    def agent(self, req: dict, timeout: float = 120) -> dict:
+    def agent_proc(self, req: dict, timeout: float = 120, env: dict[str, str] | None = None,
+                   ) -> subprocess.CompletedProcess:
+        """Run one agent request; the finished process (`env`: e.g. node.TEST_HOOK_ENV)."""
         full = {**self.paths(), **req}
         started = time.monotonic()
-        proc = self.sh(["python3", "-c", protocol.BOOTSTRAP], protocol.build_stdin(full), timeout, check=False)
+        proc = self.sh(["python3", "-c", protocol.BOOTSTRAP], protocol.build_stdin(full), timeout, check=False,
+                       env=env)
         self.calls.append(time.monotonic() - started)
         assert "Traceback" not in proc.stdout
-        return protocol.parse_response(proc.stdout, self.ns)
+        return proc
+
+    def agent(self, req: dict, timeout: float = 120, env: dict[str, str] | None = None) -> dict:
+        return protocol.parse_response(self.agent_proc(req, timeout, env).stdout, self.ns)
 
     def agent_file(self, *args: str, timeout: float = 120) -> dict:
         """File mode: `python3 STATE/agent.py ARGS --etc-dir ...`."""
@@ -241,3 +248,63 @@ def apply_req(node: ScratchNode, art, run_id: str, **kw) -> dict:
     text = json.dumps(req["netconf"]).replace(PODSERVER_IN_SEED, str(node.state / "podserver.py"))
     req["netconf"] = json.loads(text)
     return req
+
+
+def hook(**points: dict) -> dict[str, str]:
+    """The environment of an agent with test hooks at these points (see node.fault_point)."""
+    return {node.TEST_HOOK_ENV: json.dumps(points)}
+
+
+def node_state(snode: ScratchNode) -> dict:
+    """Everything an apply may change, as seen inside the node (its own mounts included)."""
+    def sh(script: str, *args: str) -> str:
+        return snode.sh(["sh", "-c", script, "sh", *args]).stdout
+
+    return {
+        "filter": snode.save("filter"),
+        "nat": snode.save("nat"),
+        "etc": sh('cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && '
+                  'echo "$f $(stat -c %a "$f") $(sha256sum < "$f")"; done; true', str(snode.etc)),
+        # not MACs, carrier or IPv6 link-local addresses: they come and go on their own
+        "links": sorted((ln["ifname"], "UP" in ln["flags"], ln.get("master", "")) for ln in
+                        json.loads(sh("ip -j link"))),
+        "addresses": sh("ip -o -4 addr | awk '{print $2, $4}'"),
+        "routes": sh("ip route"),
+        "netns": snode.netns_list(),
+        "pods": sh("cd /run/svcnet/pods 2>/dev/null && ls *.pid; true").split(),  # supervised pods
+        "forwarding": sh("sysctl -n net.ipv4.ip_forward"),
+    }
+
+
+class Events:
+    """The FIFO that agents with "report"/"pause" hooks write to: (tag, point), in the order they happened."""
+
+    def __init__(self, path: Path):
+        os.mkfifo(path)
+        self.path = str(path)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # read-write: never an end of file
+        self.buf = b""
+
+    def next(self, timeout: float = 60) -> tuple[str, str]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self.fd], [], [], left)[0], f"no event within {timeout:g}s"
+            self.buf += os.read(self.fd, 4096)
+        line, self.buf = self.buf.split(b"\n", 1)
+        tag, point = line.decode().split("\t")[:2]
+        return tag, point
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def release(fifo: Path) -> bool:
+    """Let the agent paused on this FIFO go on; False when none waits on it."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody waits on it
+    except OSError:
+        return False
+    os.write(fd, b"go\n")
+    os.close(fd)
+    return True

@@ -98,6 +98,6 @@ def test_renaming_the_bridge_and_teardown_leave_foreign_links_and_routes(lab_fac
     assert owned_rules(lab, "node1") == "" and node_net(lab, "node1") == theirs  # nothing of svcnet's is left
     # the teardown was confirmed over a fresh connection: its backup and dead-man switch are gone too
     assert node_run(lab, "node1", "ls -A /etc/svcnet /var/lib/svcnet").stdout.split() == \
-        ["/etc/svcnet:", "/var/lib/svcnet:"]
+        ["/etc/svcnet:", "/var/lib/svcnet:", "lock"]
     node_run(lab, "node1", "ip link del br0 && ip route del 10.244.2.0/24")  # theirs gone, the node is as before
     assert node_net(lab, "node1") == before

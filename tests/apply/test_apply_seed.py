@@ -7,7 +7,6 @@ from applylab import REQUESTS, SEED, answers, apply, owned_rules, settled_answer
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.model.load import load_cluster
-from svcnet.render.netconf import pod_netns
 
 pytestmark = pytest.mark.lab
 
@@ -35,7 +34,7 @@ def test_cluster_ip_answered_by_both_pods_from_every_node_and_pod(seed_lab):
         got = settled_answers(lab, node, "http://10.111.35.139:8080/")
         assert "FAIL" not in got and set(got) == pods, (node, got)
     for pod in cluster.pods:
-        got = answers(lab, pod.node_name, "http://10.111.35.139:8080/", netns=pod_netns(pod))
+        got = answers(lab, pod.node_name, "http://10.111.35.139:8080/", netns=pod.netns)
         assert "FAIL" not in got and set(got) == pods, (pod.name, got)
     assert len(got) == REQUESTS
 

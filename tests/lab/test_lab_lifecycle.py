@@ -57,10 +57,10 @@ def test_root_namespace_is_unchanged_by_up_and_down(tmp_path):
 
 
 def _lab_traces(lab) -> tuple[set[int], set[int], set[int]]:
-    """Inodes of the lab's network namespaces and of its nodes' UTS and mount namespaces."""
+    """Inodes of the lab's network namespaces and of its machines' UTS and mount namespaces."""
     state = lab.state
     net = {lab_procs.netns_inode(ns) for ns in state.namespaces}
-    return net, {n.anchor_uts for n in state.nodes}, {n.anchor_mnt for n in state.nodes}
+    return net, {n.anchor_uts for n in state.machines}, {n.anchor_mnt for n in state.machines}
 
 
 def _assert_nothing_left(lab, traces, inventory: Path) -> None:
@@ -70,7 +70,7 @@ def _assert_nothing_left(lab, traces, inventory: Path) -> None:
     assert _lab_namespaces(lab.state.id) == []
     assert not lab.dir.exists()
     assert not inventory.exists()
-    for node in lab.state.nodes:
+    for node in lab.state.machines:
         for pid in (node.anchor_pid, node.sshd_pid):
             assert not lab_procs.is_alive(pid) or lab_procs.ns_inode(pid, "uts") != node.anchor_uts
 
@@ -97,6 +97,21 @@ def test_down_removes_everything_after_processes_were_killed(tmp_path):
     finally:
         lab_down(name)
     _assert_nothing_left(lab, traces, inventory)
+
+
+def test_a_lab_with_a_bastion_leaves_nothing_either(tmp_path):
+    before = _root_namespace_snapshot()
+    name = unique_lab_name("b")
+    lab = lab_up(lab_nodes_from_files([CLUSTER]), name, tmp_path, bastion=True)
+    try:
+        traces = _lab_traces(lab)
+        assert lab.bastion is not None and lab.bastion[0] in lab.state.namespaces
+        assert node_run(lab, "bastion", "hostname").stdout.strip() == "bastion"
+        assert _root_namespace_snapshot() == before
+    finally:
+        lab_down(name)
+    _assert_nothing_left(lab, traces, lab.inventory_path)
+    assert _root_namespace_snapshot() == before
 
 
 def test_two_labs_of_the_same_cluster_run_side_by_side(lab, tmp_path):

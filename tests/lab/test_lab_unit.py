@@ -14,7 +14,7 @@ from svcnet.lab.errors import LabError
 from svcnet.lab.layout import LabLayout, lab_id
 from svcnet.lab.netplan import host_batch, switch_batch
 from svcnet.lab.spec import LabNode, lab_nodes_from_files, validate_lab_name, validate_nodes
-from svcnet.lab.sshfiles import SshNode, inventory, known_hosts, ssh_config
+from svcnet.lab.sshfiles import SshNode, inventory, known_hosts, ssh_config, sshd_config
 
 CLUSTER = Path(__file__).parent / "cluster.yaml"
 
@@ -147,3 +147,54 @@ def test_lab_name_is_resolved_only_when_unambiguous(tmp_path):
     with pytest.raises(LabError, match=r"several labs exist \(one, two\)"):
         resolve_name(None, tmp_path)
     assert resolve_name("two", tmp_path) == "two"
+
+
+def test_lab_users_are_checked_and_get_the_sudo_they_ask_for():
+    from svcnet.lab import users
+
+    ok = [users.LabUser("ops", 4101), users.LabUser("dev", 4102, users.SUDO_PASSWORD, "pw"),
+          users.LabUser("guest", 4103, users.SUDO_NONE)]
+    users._validate(ok)
+    sudoers = users._sudoers(ok)
+    assert "ops ALL=(ALL:ALL) NOPASSWD: ALL\n" in sudoers and "dev ALL=(ALL:ALL) ALL\n" in sudoers
+    assert "guest" not in sudoers and "lecture=never" in sudoers and "secure_path=" in sudoers
+    for bad, message in [
+        ([users.LabUser("root", 4101)], "other than root"),
+        ([users.LabUser("ops", 0)], "uid 0 outside"),
+        ([users.LabUser("ops", 4101, "always")], "sudo must be one of"),
+        ([users.LabUser("ops", 4101, users.SUDO_PASSWORD)], "a password"),
+        ([users.LabUser("ops", 4101, users.SUDO_NOPASSWD, "pw")], "a password"),
+        ([users.LabUser("ops", 4101), users.LabUser("ops", 4102)], "distinct"),
+    ]:
+        with pytest.raises(LabError, match=message):
+            users._validate(bad)
+
+
+def test_a_bastion_gets_the_next_free_address_and_a_reserved_name():
+    nodes = [LabNode("a", ("192.168.56.11", "fd00::11")), LabNode("b", ("192.168.56.254",))]
+    plan = plan_switch(nodes, bastion=True)
+    assert plan.client_addresses == ("192.168.56.253", "fd00::ffff:ffff:ffff:fffe")
+    assert plan.bastion_addresses == ("192.168.56.252", "fd00::ffff:ffff:ffff:fffd")
+    assert plan_switch(nodes).bastion_addresses == ()
+    named = [LabNode("bastion", ("192.168.56.11",))]
+    assert validate_nodes(named) == named  # only reserved when the lab has one
+    with pytest.raises(LabError, match="reserved for the lab's jump host"):
+        validate_nodes(named, bastion=True)
+
+
+def test_ssh_files_with_a_bastion_reach_the_nodes_only_through_it():
+    nodes = [SshNode("node1", "svlab-abc123-n0", ("192.168.56.11",))]
+    bastion = SshNode("bastion", "svlab-abc123-bj", ("192.168.56.252",))
+    config = ssh_config(nodes, Path("/k"), Path("/kh"), "/usr/sbin/ip", "/usr/bin/nc", bastion)
+    bastion_block, node_block = config.split("\n\n")
+    assert bastion_block.startswith("Host bastion 192.168.56.252\n")
+    assert "ProxyCommand /usr/sbin/ip netns exec svlab-abc123-bj /usr/bin/nc %h %p" in bastion_block
+    node_lines = node_block.splitlines()
+    jump, refuse = node_lines.index("  ProxyJump bastion"), node_lines.index("  ProxyCommand false")
+    assert jump < refuse  # OpenSSH takes the first of the two: the refusing command is never run
+    assert "netns exec" not in node_block
+    hosts = known_hosts(nodes, "ssh-ed25519 AAAAnode c\n", bastion, "ssh-ed25519 AAAAbastion c\n")
+    assert hosts == "node1,192.168.56.11 ssh-ed25519 AAAAnode\nbastion,192.168.56.252 ssh-ed25519 AAAAbastion\n"
+    assert "AllowTcpForwarding yes" in sshd_config(Path("/hk"), Path("/ak"), bastion=True)
+    assert "LogLevel DEBUG1" in sshd_config(Path("/hk"), Path("/ak"), bastion=True)
+    assert "AllowTcpForwarding" not in sshd_config(Path("/hk"), Path("/ak"))

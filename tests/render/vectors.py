@@ -4,6 +4,11 @@ kube-proxy-vectors, which were copied from kube-proxy's own unit tests) into svc
 `load_vector(name)` returns a `Vector` with `ProxierSettings`, the sorted `ServicePort`s, the stale
 chains, the expectation text and the upstream packet-flow tests (kept for the tracer tests).
 IPs and CIDRs are canonicalised the way Go's `ParseIPSloppy` does (leading zeros are decimal).
+
+This builds the renderer's inputs directly, beside the product's front half, so it is used only
+for what the real path (realpath.py) cannot express (see realpath.CANNOT_EXPRESS) and by the
+packet tracer's tests. An omitted endpoint condition is read as kube-proxy reads it
+(endpointslicecache.go: ready and serving true, terminating false), as the model does.
 """
 
 from __future__ import annotations

@@ -186,3 +186,39 @@ def test_headless_service_is_accepted_and_gets_no_rules(tmp_path: Path):
     c = load_cluster([BASE, f])
     assert [s.name for s in c.services] == ["db"] and c.services[0].cluster_ip == ""
     assert c.service_ports == ()  # kube-proxy skips headless services
+
+
+def test_omitted_serving_condition_means_serving(tmp_path: Path):
+    # kube-proxy reads a nil `serving` as true, not as `ready` (endpointslicecache.go), so a
+    # not-ready terminating endpoint without `serving` is a fallback endpoint, not "no endpoints".
+    f = write(tmp_path, """\
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ext-1
+  labels: {kubernetes.io/service-name: ext}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+  - addresses: [203.0.113.1]
+    conditions: {ready: false, terminating: true}
+  - addresses: [203.0.113.2]
+    conditions: {ready: false, serving: null, terminating: true}
+  - addresses: [203.0.113.3]
+    conditions: {ready: false, serving: false, terminating: true}
+  - addresses: [203.0.113.4]
+""")
+    (sp,) = load_cluster([BASE, f]).service_ports
+    got = {e.ip: (e.ready, e.serving, e.terminating) for e in sp.endpoints}
+    assert got == {
+        "203.0.113.1": (False, True, True),
+        "203.0.113.2": (False, True, True),
+        "203.0.113.3": (False, False, True),
+        "203.0.113.4": (True, True, False),
+    }

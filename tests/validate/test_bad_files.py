@@ -1,8 +1,9 @@
 """Every hand-made bad description gets a located error and exit 1 from `svcnet validate`.
 
 Each file under bad/ states what it expects in a header comment:
-`# expect: LINE:PATH[: message fragment]`. Files marked `# alone` hold their own Cluster;
-the others are validated together with good/base-cluster.yaml.
+`# expect: LINE:PATH[: message fragment]`, or one `# exact: LINE:COL: PATH: message` per error
+(the file's errors are then exactly those). Files marked `# alone` hold their own Cluster; the
+others are validated together with good/base-cluster.yaml.
 """
 
 from __future__ import annotations
@@ -19,21 +20,20 @@ HERE = Path(__file__).parent
 BAD = sorted((HERE / "bad").glob("*.yaml"))
 BASE = HERE / "good" / "base-cluster.yaml"
 # Files that cannot carry a header comment.
-SPECIAL = {
+SPECIAL: dict[str, tuple[int, str, str | None]] = {
     "30-binary.yaml": (1, "(file)", "binary"),
     "18-empty.yaml": (1, "(file)", "holds no YAML document"),
 }
 _EXPECT = re.compile(r"^# expect: (\d+):([^:\n]+)(?:: (.*))?$", re.MULTILINE)
+_EXACT = re.compile(r"^# exact: (.+)$", re.MULTILINE)
 
 
-def expectation(path: Path) -> tuple[int, str, str | None, bool]:
+def expectation(path: Path) -> tuple[int, str, str | None]:
     if path.name in SPECIAL:
-        line, field, fragment = SPECIAL[path.name]
-        return line, field, fragment, False
-    text = path.read_text()
-    m = _EXPECT.search(text)
-    assert m, f"{path.name} has no '# expect:' header"
-    return int(m.group(1)), m.group(2), m.group(3), "# alone" in text
+        return SPECIAL[path.name]
+    m = _EXPECT.search(path.read_text())
+    assert m, f"{path.name} has no '# expect:' or '# exact:' header"
+    return int(m.group(1)), m.group(2), m.group(3)
 
 
 def test_there_are_at_least_30_bad_files():
@@ -42,20 +42,26 @@ def test_there_are_at_least_30_bad_files():
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
 def test_bad_file_gets_located_error(path: Path):
-    line, field, fragment, alone = expectation(path)
-    args = ["validate", str(path)] if alone else ["validate", str(BASE), str(path)]
+    text = "" if path.name in SPECIAL else path.read_text()
+    args = ["validate", str(path)] if "# alone" in text else ["validate", str(BASE), str(path)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     lines = [ln for ln in result.output.splitlines() if ln.startswith(f"{path}:")]
+    # every reported line has the located shape FILE:LINE:COL: PATH: message
+    for ln in lines:
+        assert re.match(rf"^{re.escape(str(path))}:\d+:\d+: \S.*: .+", ln), ln
+    exact = _EXACT.findall(text)
+    if exact:
+        errors = [ln for ln in lines if ": warning: " not in ln]
+        assert sorted(errors) == sorted(f"{path}:{e}" for e in exact), result.output
+        return
+    line, field, fragment = expectation(path)
     wanted = f"{path}:{line}:"
     matching = [ln for ln in lines if ln.startswith(wanted) and f": {field}: " in ln]
     assert matching, f"expected {wanted}*: {field}: ... in:\n{result.output}"
     if fragment:
         assert any(fragment in ln for ln in matching), f"{fragment!r} not in {matching}"
-    # every reported line has the located shape FILE:LINE:COL: PATH: message
-    for ln in lines:
-        assert re.match(rf"^{re.escape(str(path))}:\d+:\d+: \S.*: .+", ln), ln
 
 
 def test_good_seed_example_is_valid():

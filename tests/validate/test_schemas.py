@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -698,3 +699,13 @@ def test_measure_backends(rs: Schemas, py: Schemas) -> None:
         timings[schemas.backend] = time.perf_counter() - start
     print(f"\n20k documents: {timings}")
     assert timings["jsonschema-rs"] < timings["python-jsonschema"]
+
+
+@pytest.mark.parametrize("name", ["cni0", "br.0", "br_0", "br-0", "0", "a" * 15, "a" * 16, "_br0", "-br0", ".br0",
+                                  "br 0", ""])
+def test_the_schema_accepts_exactly_the_interface_names_the_agent_accepts(name: str):
+    """Whatever validates must apply: the bridge name reaches the agent's IFNAME_RE."""
+    from svcnet.agent.node import IFNAME_RE
+
+    pattern = json.loads((SCHEMA_DIR / "defs.schema.json").read_text())["$defs"]["interfaceName"]["pattern"]
+    assert bool(re.match(pattern, name)) == bool(IFNAME_RE.fullmatch(name))

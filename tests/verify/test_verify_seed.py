@@ -11,7 +11,6 @@ from verifylab import SEED, applied_lab, apply, svcnet, verify
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.model.load import load_cluster
 from svcnet.render.chains import endpoint_chain_name, service_chain_names
-from svcnet.render.netconf import pod_netns
 
 pytestmark = pytest.mark.lab
 
@@ -21,7 +20,7 @@ SVC_CHAIN = service_chain_names(SP)[0]
 POD = next(p for p in CLUSTER.pods if p.node_name == "node1")
 OTHER = next(p for p in CLUSTER.pods if p.node_name == "node2")
 OTHER_SEP = endpoint_chain_name(SP, next(ep for ep in SP.endpoints if ep.ip == OTHER.ip))
-NETNS = pod_netns(POD)
+NETNS = POD.netns
 WAIT_GONE = "for i in $(seq 50); do kill -0 $p 2>/dev/null || break; sleep 0.1; done"
 
 

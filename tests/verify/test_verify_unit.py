@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -249,3 +250,35 @@ def test_verify_cli_rejects_bad_input_without_traceback(tmp_path):
     invalid = _svcnet("verify", "-f", str(SEED), "-f", str(bad), "-i", str(inv))
     assert invalid.returncode == 4 and f"{bad}:4:" in invalid.stderr
     assert "Traceback" not in missing.stderr + invalid.stderr
+
+
+def test_the_traffic_probes_run_isolated_from_root(podserver, tmp_path, monkeypatch):
+    """No module planted in the current directory is imported by a probe, here or on a node."""
+    from planted import plant, ran
+
+    from svcnet.transport.inventory import load_inventory
+    from svcnet.transport.ssh import Result
+    from svcnet.verify.context import PROBE_BOOTSTRAP, VerifyContext
+    from svcnet.verify.targets import Source
+
+    cluster = load_cluster([SEED])
+    (tmp_path / "inv.yaml").write_text("all:\n  hosts:\n    node1: {}\n"
+                                       "    node2: {ansible_python_interpreter: /opt/py}\n")
+    ctx = VerifyContext(cluster, load_inventory(tmp_path / "inv.yaml"), outside="local")
+    home = tmp_path / "home"
+    home.mkdir()
+    plant(home)
+    monkeypatch.chdir(home)
+    got = ctx.probe_outside({"op": "http", "host": "127.0.0.1", "port": podserver, "count": 2, "timeout": 2})
+    assert got["answers"] == {"pod-a": 2} and ran(home) == ""
+
+    sent: list[str] = []
+    monkeypatch.setattr(ctx, "run", lambda node, command, stdin=b"", timeout=60: sent.append(command) or Result(
+        0, '{"ok": true}\n', "", 0.0))
+    pod = next(p for p in cluster.pods if p.node_name == "node2")
+    ctx.probe(Source("node2", pod), {"op": "connect", "host": "127.0.0.1", "port": 1})
+    ctx.probe(Source("node1"), {"op": "connect", "host": "127.0.0.1", "port": 1})
+    isolated = ["-I", "-S", "-c", PROBE_BOOTSTRAP]
+    assert [shlex.split(c) for c in sent] == [
+        ["cd", "/", "&&", "exec", "ip", "netns", "exec", Source("node2", pod).netns, "/opt/py", *isolated],
+        ["cd", "/", "&&", "exec", "/usr/bin/python3", *isolated]]

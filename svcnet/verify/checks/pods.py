@@ -8,7 +8,7 @@ import time
 import pytest
 
 from svcnet.model.types import TCP, UDP, Pod
-from svcnet.render.netconf import POD_IFACE, pod_netns
+from svcnet.render.netconf import POD_IFACE
 from svcnet.verify.context import VerifyContext, VerifyError, netns_prefix
 from svcnet.verify.procnet import listening_ports
 
@@ -22,7 +22,7 @@ def label(pod: Pod) -> str:
 
 
 def test_pod_has_its_ip(svcnet_context: VerifyContext, svcnet_pod: Pod) -> None:
-    pod, netns = svcnet_pod, pod_netns(svcnet_pod)
+    pod, netns = svcnet_pod, svcnet_pod.netns
     host = svcnet_context.host(pod.node_name)
     if not host.run("test -e /run/netns/%s", netns).succeeded:
         raise VerifyError(f"{label(pod)}: its network namespace {netns} does not exist")
@@ -45,7 +45,7 @@ def missing_ports(ctx: VerifyContext, pod: Pod) -> list[str]:
     """Container ports of `pod` nothing listens on, as `PORT/PROTO`."""
     missing = []
     for proto in sorted({cp.protocol for cp in pod.ports} & set(PROC_NET)):
-        res = ctx.run(pod.node_name, f"{netns_prefix(pod_netns(pod))}cat {PROC_NET[proto]} 2>/dev/null")
+        res = ctx.run(pod.node_name, f"{netns_prefix(pod.netns)}cat {PROC_NET[proto]} 2>/dev/null")
         listening = listening_ports(res.stdout, udp=proto == UDP)
         missing += [f"{cp.port}/{proto}" for cp in pod.ports if cp.protocol == proto and cp.port not in listening]
     return missing

@@ -1,0 +1,69 @@
+"""Validation time of a Cluster with many nodes (the podCIDR and node-address checks).
+
+    .venv/bin/python bench/validate_bench.py [--nodes 1000,6000] [--repeat 3]
+
+Needs no root and touches nothing but a temporary file. Per size it prints the median of
+`--repeat` runs of the whole front of the pipeline (load + schema + build + semantic checks,
+`svcnet validate`'s work) and of the node checks alone (`semantic.check_nodes`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from generate import cluster_yaml
+
+from svcnet.model import semantic
+from svcnet.model.load import check_paths
+
+CLUSTER_CIDR = "10.128.0.0/9"  # room for 32768 /24 podCIDRs, beside the serviceCIDR 10.96.0.0/12
+FIRST_NODE_IP = ipaddress.ip_address("172.16.0.1")
+
+
+def nodes(n: int) -> list[tuple[str, str, str]]:
+    """n nodes: (name, address, podCIDR), podCIDRs /24 in order from the start of CLUSTER_CIDR."""
+    base = ipaddress.ip_network(CLUSTER_CIDR).network_address
+    return [(f"node{i:05d}", str(FIRST_NODE_IP + i), f"{base + (i << 8)}/24") for i in range(n)]
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", default="1000,6000", help="comma-separated cluster sizes")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    print(f"{'nodes':>7} {'validate s':>11} {'check_nodes s':>14}")
+    with tempfile.TemporaryDirectory(prefix="svcnet-validate-bench-") as tmp:
+        for n in (int(s) for s in args.nodes.split(",")):
+            path = Path(tmp) / f"cluster-{n}.yaml"
+            path.write_text(cluster_yaml("bench", CLUSTER_CIDR, nodes(n)))
+            checked = check_paths([path])
+            if not checked.ok or checked.build is None:
+                print("\n".join(str(d) for d in checked.diagnostics[:5]), file=sys.stderr)
+                return 2
+            whole = median_seconds(partial(check_paths, [path]), args.repeat)
+            only = median_seconds(partial(semantic.check_nodes, checked.build), args.repeat)
+            print(f"{n:>7} {whole:>11.3f} {only:>14.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

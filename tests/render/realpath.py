@@ -1,0 +1,292 @@
+"""Write a kube-proxy vector as svcnet description files and run the product's whole front half.
+
+`vectors.py` builds the renderer's inputs directly; this module instead writes what a user
+would write (a `Cluster` document, `v1 Service` and `discovery.k8s.io/v1 EndpointSlice`
+manifests) and runs load → validate → model → desired → render on it, so endpoint merging, the
+conditions' defaults, IP handling and the proxy settings are the product's, not test code.
+
+The vector's values are written as they are (no canonicalisation, no defaulting: an omitted
+condition stays omitted). The only translations are those every vector needs because the
+vectors come from kube-proxy's fake proxier, not from a configuration:
+
+* the fake proxier's mark is the literal `0x4000`; real kube-proxy prints `%#08x` of
+  1<<masqueradeBit, `0x00004000` for the bit 14 written here (`MARK_FROM_BIT`);
+* the node's podCIDR is not in the vectors (nothing in them depends on it); it is a /24
+  inside the detector's clusterCIDR;
+* the nodePortRange covers the vector's ports (the fake API has no range).
+
+`rewrites(raw)` lists the few values of a vector that a real API server would never store or
+that svcnet's validation rejects, each with its reason; `describe(raw, rewrite=False)` writes
+the vector without them, to show which svcnet rule rejects it. `CANNOT_EXPRESS` names the
+vectors the real path cannot express at all, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from svcnet.desired import node_artifacts
+from svcnet.diagnostics import errors
+from svcnet.model.load import check_paths
+from svcnet.model.types import DETECT_CLUSTER_CIDR, DETECT_NODE_CIDR
+
+MARK_FROM_BIT = ("0x00004000", "0x4000")  # (masqueradeBit 14 as kube-proxy prints it, the fake's)
+SERVICE_CIDR = {"IPv4": "172.30.0.0/16", "IPv6": "fd00:172:30::/64"}  # around every vector's ClusterIPs
+DEFAULT_CLUSTER_CIDR = "10.0.0.0/8"  # the fake proxier's detector CIDR
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+Raw = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One change to a vector's input, and why the real path needs it."""
+
+    why: str
+    apply: Callable[[Raw], None]
+
+
+def _service(raw: Raw, ns_name: str) -> Raw:
+    ns, name = ns_name.split("/")
+    return next(s for s in raw["services"] if (s["namespace"], s["name"]) == (ns, name))
+
+
+def _set(ns_name: str, key: str, value: Any) -> Callable[[Raw], None]:
+    def apply(raw: Raw) -> None:
+        svc = _service(raw, ns_name)
+        if value is None:
+            svc.pop(key, None)
+        else:
+            svc[key] = value
+    return apply
+
+
+def _strip_ranges(ns_name: str) -> Callable[[Raw], None]:
+    def apply(raw: Raw) -> None:
+        svc = _service(raw, ns_name)
+        svc["load_balancer_source_ranges"] = [r.strip() for r in svc["load_balancer_source_ranges"]]
+    return apply
+
+
+def _drop_ipv6_node_values(raw: Raw) -> None:
+    p = raw["proxier"]
+    for key in ("node_interface_addresses", "nodeport_addresses"):
+        p[key] = [v for v in p.get(key) or [] if ":" not in v]
+
+
+IPV6_ON_AN_IPV4_NODE = Rewrite(
+    "IPv6 node addresses and nodePortAddresses dropped: an IPv4 kube-proxy filters them out by family "
+    "(NewNodePortAddresses, GetNodeIPs), and svcnet refuses IPv6 values until it supports IPv6",
+    _drop_ipv6_node_values)
+
+
+def _has_ipv6_node_values(raw: Raw) -> bool:
+    p = raw["proxier"]
+    values = [*(p.get("node_interface_addresses") or []), *(p.get("nodeport_addresses") or [])]
+    return p.get("ip_family", "IPv4") == "IPv4" and any(":" in v for v in values)
+
+
+# Vectors the real path cannot express at all: (why, a regex every error svcnet reports matches).
+CANNOT_EXPRESS: dict[str, tuple[str, str]] = {
+    "bad-ips": ("its IPs and CIDRs have leading zeros, which svcnet's schema rejects (the API server "
+                "stored such values before StrictIPCIDRValidation; issue 12); the converter keeps it",
+                r"'[0-9./]*\b0[0-9][0-9./]*' is not a"),
+    **{name: ("an IPv6 proxier: svcnet renders IPv4 only and refuses IPv6 values (its own issue); "
+              "the converter keeps it", "IPv6 is not supported yet")
+       for name in ("nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple")},
+}
+
+# Changes the real path needs, per vector. Each `why` says whether it is svcnet's validation
+# (issue 12's list: the API server accepts the value) or a value no API server would store.
+REWRITES: dict[str, tuple[Rewrite, ...]] = {
+    "overall": (
+        Rewrite("ns4/svc4 is type NodePort with no nodePort, which the API server never stores (it "
+                "allocates one). Written as ClusterIP: kube-proxy reads the type only in "
+                "ExternalPolicyLocal and NeedsHealthCheck, both false for it, so its rules are the same",
+                _set("ns4/svc4", "type", "ClusterIP")),
+        Rewrite("svcnet's schema rejects the space-padded loadBalancerSourceRange ' 203.0.113.0/25' "
+                "that the API server accepts and kube-proxy trims (issue 12)",
+                _strip_ranges("ns5/svc5")),
+        Rewrite("ns5/svc5 (eTP Cluster) has healthCheckNodePort 30000, which the API server rejects "
+                "(validateServiceExternalTrafficPolicy: only for LoadBalancer with eTP Local) and kube-proxy "
+                "ignores (NeedsHealthCheck); svcnet rejects it as a duplicate of ns2/svc2's",
+                _set("ns5/svc5", "health_check_node_port", None)),
+    ),
+}
+
+
+def rewrites(raw: Raw) -> tuple[Rewrite, ...]:
+    """The rewrites the real path needs for this vector (empty for most)."""
+    general = (IPV6_ON_AN_IPV4_NODE,) if _has_ipv6_node_values(raw) else ()
+    return (*general, *REWRITES.get(raw["name"], ()))
+
+
+def _cluster_doc(raw: Raw) -> Raw:
+    p = raw["proxier"]
+    family = p.get("ip_family", "IPv4")
+    detector = p.get("local_detector") or {}
+    mode = {"none": "None"}.get(detector.get("mode", "none"), detector.get("mode", "none"))
+    cluster_cidr = detector.get("cidr", DEFAULT_CLUSTER_CIDR) if mode in (DETECT_CLUSTER_CIDR, DETECT_NODE_CIDR) \
+        else DEFAULT_CLUSTER_CIDR
+    proxy: Raw = {
+        "mode": "iptables",
+        "detectLocalMode": mode,
+        "iptables": {
+            "masqueradeBit": 14,
+            "masqueradeAll": bool(p.get("masquerade_all", False)),
+            "localhostNodePorts": bool(p.get("localhost_nodeports", True)),
+        },
+    }
+    if detector.get("interface"):
+        proxy["detectLocal"] = {"bridgeInterface": detector["interface"]}
+    if detector.get("prefix"):
+        proxy["detectLocal"] = {"interfaceNamePrefix": detector["prefix"]}
+    if p.get("nodeport_addresses"):
+        proxy["nodePortAddresses"] = list(p["nodeport_addresses"])
+    extra = [a for a in p.get("node_interface_addresses") or [] if a != p["node_ip"]]
+    counters = [k for k, on in (p.get("nfacct_counters") or {}).items() if on]
+    node = {
+        "name": p["node_name"],
+        "addresses": [p["node_ip"], *extra],
+        "podCIDR": _pod_cidr(cluster_cidr),
+        "facts": {
+            "randomFully": bool(p.get("has_random_fully", False)),
+            "nfacctCounters": counters,
+            "tcpBeLiberal": bool(p.get("conntrack_tcp_liberal", False)),
+        },
+    }
+    return {
+        "apiVersion": "svcnet.dev/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": raw["name"]},
+        "spec": {
+            "serviceCIDR": SERVICE_CIDR[family],
+            "clusterCIDR": cluster_cidr,
+            "nodePortRange": _port_range(raw),
+            "proxy": proxy,
+            "nodes": [node],
+        },
+    }
+
+
+def _pod_cidr(cluster_cidr: str) -> str:
+    base, _, bits = cluster_cidr.partition("/")
+    if ":" in base:
+        return f"{base}/{max(int(bits), 64)}"
+    return f"{base}/{max(int(bits), 24)}"
+
+
+def _port_range(raw: Raw) -> str:
+    ports = [int(p.get("node_port") or 0) for s in raw.get("services") or [] for p in s.get("ports") or []]
+    ports += [int(s.get("health_check_node_port") or 0) for s in raw.get("services") or []]
+    ports = [p for p in ports if p]
+    return f"{min([*ports, 30000])}-{max([*ports, 32767])}"
+
+
+def _service_doc(svc: Raw) -> Raw:
+    spec: Raw = {}
+    if svc.get("type"):
+        spec["type"] = svc["type"]
+    spec["clusterIP"] = svc["cluster_ip"]
+    ports = []
+    for port in svc.get("ports") or []:
+        out: Raw = {"name": port["name"], "port": port["port"], "protocol": port.get("protocol", "TCP")}
+        if port.get("target_port"):
+            out["targetPort"] = port["target_port"]
+        if port.get("node_port"):
+            out["nodePort"] = port["node_port"]
+        ports.append(out)
+    spec["ports"] = ports
+    for key, field in (("external_ips", "externalIPs"), ("load_balancer_source_ranges", "loadBalancerSourceRanges"),
+                       ("external_traffic_policy", "externalTrafficPolicy"),
+                       ("internal_traffic_policy", "internalTrafficPolicy"),
+                       ("health_check_node_port", "healthCheckNodePort"),
+                       ("session_affinity", "sessionAffinity")):
+        if svc.get(key):
+            spec[field] = svc[key]
+    if svc.get("session_affinity_timeout_seconds"):
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": svc["session_affinity_timeout_seconds"]}}
+    doc: Raw = {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"namespace": svc["namespace"], "name": svc["name"]}, "spec": spec}
+    ingress = [{"ip": i["ip"], **({"ipMode": i["ip_mode"]} if i.get("ip_mode") else {})}
+               for i in svc.get("load_balancer_ingress") or []]
+    if ingress:
+        doc["status"] = {"loadBalancer": {"ingress": ingress}}
+    return doc
+
+
+_CONDITIONS = ("ready", "serving", "terminating")
+
+
+def _endpoint(e: Raw) -> Raw:
+    out: Raw = {"addresses": list(e["addresses"])}
+    if e.get("node_name"):
+        out["nodeName"] = e["node_name"]
+    conditions = {k: e[k] for k in _CONDITIONS if k in e}  # omitted stays omitted (nil in Go)
+    if conditions:
+        out["conditions"] = conditions
+    hints: Raw = {}
+    if e.get("zone_hints"):
+        hints["forZones"] = [{"name": z} for z in e["zone_hints"]]
+    if e.get("node_hints"):
+        hints["forNodes"] = [{"name": n} for n in e["node_hints"]]
+    if hints:
+        out["hints"] = hints
+    return out
+
+
+def _slice_doc(sl: Raw) -> Raw:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"namespace": sl["namespace"], "name": sl["name"],
+                     "labels": {SERVICE_NAME_LABEL: sl["service"]}},
+        "addressType": sl.get("address_type", "IPv4"),
+        "ports": [{"name": p["name"], "port": p["port"], "protocol": p.get("protocol", "TCP")}
+                  for p in sl.get("ports") or []],
+        "endpoints": [_endpoint(e) for e in sl.get("endpoints") or []],
+    }
+
+
+def describe(raw: Raw, rewrite: bool = True) -> tuple[list[Raw], tuple[str, ...]]:
+    """The description documents for a vector, and the reasons of the rewrites applied."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy the rewrites may change
+    applied = rewrites(raw) if rewrite else ()
+    for r in applied:
+        r.apply(raw)
+    docs = [_cluster_doc(raw)]
+    docs += [_service_doc(s) for s in raw.get("services") or []]
+    docs += [_slice_doc(sl) for sl in raw.get("endpoint_slices") or []]
+    return docs, tuple(r.why for r in applied)
+
+
+def write(docs: Iterable[Raw], directory: Path) -> Path:
+    path = directory / "description.yaml"
+    path.write_text(yaml.safe_dump_all(list(docs), sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True)
+class RealPath:
+    """What the product made of a vector: its errors, or the node's restore input."""
+
+    errors: tuple[str, ...]
+    restore: str
+
+
+def run(raw: Raw, directory: Path, rewrite: bool = True) -> RealPath:
+    """load → validate → model → desired → render for the vector's node."""
+    docs, _ = describe(raw, rewrite)
+    checked = check_paths([write(docs, directory)])
+    found = tuple(f"{d.path}: {d.message}" for d in errors(checked.diagnostics))
+    if found or checked.build is None:
+        return RealPath(found, "")
+    cluster = checked.build.cluster
+    stale = (raw.get("sync") or {}).get("existing_nat_chains") or ()
+    restore = node_artifacts(cluster, raw["proxier"]["node_name"], stale).restore
+    return RealPath((), restore.replace(*MARK_FROM_BIT))
