@@ -10,8 +10,10 @@ Stdlib-only, Python 3.9+, one file. Two ways to run it:
 Either way exactly one JSON response line goes to stdout (logs go to stderr); errors become
 ``{"ok": false, "msg": ...}``, never a traceback on stdout. Everything svcnet owns: iptables
 chains named ``KUBE-*`` in filter/nat, the jump rules into them from built-in chains, the address
-config of its netconf (bridge, routes, pod netns/veths, sysctls it set), pod supervisors, files
-in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service. Nothing else is touched.
+config of its netconf that it created and marked (links with the alias OWNER_ALIAS, routes with the
+protocol ROUTE_PROTO, pod netns recorded in state.json; and sysctls it set), pod supervisors, files
+in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service. Nothing else is touched:
+an existing link, route or netns of a name the netconf uses is refused, never adopted.
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ LOGS_DIR = "logs"
 PODS_DIR = "pods"
 # Files that show a pod's command (its spec, its log, netconf.json) and their directories: root's only.
 PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
+
+# The marks of what svcnet created (see ownership below): svcnet/render/netconf.py's OWNER_ALIAS and
+# ROUTE_PROTO, which the rendered netconf.sh sets (tests/unit/test_netconf.py checks they agree).
+OWNER_ALIAS = "svcnet:owned"
+ROUTE_PROTO = 0x73
+OWNED_NETNS_KEY = "owned_netns"  # state.json: the pod netns svcnet created
+MARKS_KEY = "marks"  # state.json: the applied address config was created by an svcnet that marks it
 
 CMD_TIMEOUT = 120.0
 POD_STOP_WAIT = 5.0
@@ -1045,10 +1054,12 @@ def ip_json(argv: list[str]) -> list:
 
 
 def main_routes(versions: set[int]) -> dict[str, list[dict]]:
-    """The main table's routes of the IP versions asked for, by normalised destination (one `ip` each)."""
+    """The main table's routes of the IP versions asked for, by normalised destination (one `ip` each).
+
+    Each as `ip -j -N` prints it: "protocol" a number, and absent for boot (iproute2 omits it)."""
     out: dict[str, list[dict]] = {}
     for v in sorted(versions):
-        for r in ip_json(["ip", "-j", f"-{v}", "route", "show"]):
+        for r in ip_json(["ip", "-j", "-N", f"-{v}", "route", "show"]):  # -N: protocols as numbers
             dst = str(r.get("dst", ""))
             try:
                 key = _net(("0.0.0.0/0" if v == 4 else "::/0") if dst == "default" else dst)
@@ -1074,6 +1085,138 @@ def netns_exists(name: str) -> bool:
 
 def link_exists(dev: str) -> bool:
     return os.path.exists("/sys/class/net/" + dev) or ok(["ip", "link", "show", "dev", dev])
+
+
+# --------------------------------------------------------------------------- ownership
+# svcnet changes and deletes only the links, routes and netns it created. netconf.sh marks a link
+# it creates with the alias OWNER_ALIAS and a route with the protocol ROUTE_PROTO; the agent records
+# a pod netns before netconf.sh creates it (state.json's OWNED_NETNS_KEY). Before netconf.sh runs,
+# any link, route or netns it names must be absent or so marked (`refuse_foreign`); only marked ones
+# are deleted (`delete_link`, `delete_route`, `remove_netconf_extras`).
+#
+# Migration: an svcnet from before the marks left an unmarked bridge, veths, netns and routes, named
+# in its own netconf.json. Those are svcnet's: `legacy_claims` names them while the state says the
+# address config was applied without marks (no MARKS_KEY). They are taken as svcnet's that once: the
+# next network apply marks them (and sets MARKS_KEY), a teardown deletes them.
+
+
+def legacy_claims(applied: bool, marked: bool, recorded: dict) -> frozenset[str]:
+    """The objects of `recorded` (the applied netconf) an unmarking svcnet created, as "link X",
+    "route DST", "netns X"; none once the node's state says the marks are in place."""
+    if marked or not applied:
+        return frozenset()
+    out = {"route " + _net(r["dst"]) for r in recorded["routes"]}
+    if recorded["bridge"]:
+        out.add("link " + recorded["bridge"])
+    for p in recorded["pods"]:
+        out.update(("link " + p["veth"], "netns " + p["netns"]))
+    return frozenset(out)
+
+
+def state_claims(paths: Paths, recorded: dict) -> frozenset[str]:
+    """`legacy_claims` of the netconf recorded in etc_dir, by the node's state.json."""
+    state = load_state(paths)
+    return legacy_claims(bool(state.get("applied_hash")), bool(state.get(MARKS_KEY)), recorded)
+
+
+def owned_netns(paths: Paths) -> set[str]:
+    return {str(n) for n in load_state(paths).get(OWNED_NETNS_KEY) or []}
+
+
+def route_is_ours(r: dict) -> bool:
+    """Is a route (as `main_routes` lists it) one svcnet added?"""
+    return str(r.get("protocol", "")) == str(ROUTE_PROTO)
+
+
+def route_text(dst: str, r: dict) -> str:
+    """A live route as `ip route` shows it, for messages."""
+    words = [dst]
+    for key, word in (("gateway", "via"), ("dev", "dev"), ("metric", "metric")):
+        if r.get(key) not in (None, ""):
+            words += [word, str(r[key])]
+    return " ".join([*words, "proto", str(r.get("protocol", "boot"))])
+
+
+def foreign_objects(paths: Paths, conf: dict, trusted: frozenset[str] = frozenset()) -> list[str]:
+    """The links, routes and netns `conf` names that exist and are not svcnet's (unmarked, not in
+    `trusted`): what netconf.sh would otherwise adopt or overwrite. One `ip` per kind."""
+    out = []
+    aliases = {str(x.get("ifname")): str(x.get("ifalias", "")) for x in ip_json(["ip", "-j", "link", "show"])}
+
+    def link(dev: str, what: str) -> None:
+        if dev in aliases and aliases[dev] != OWNER_ALIAS and "link " + dev not in trusted:
+            out.append(f"{what}: link {dev} exists and was not created by svcnet (it has no alias {OWNER_ALIAS})")
+
+    if conf["bridge"]:
+        link(conf["bridge"], "bridge " + conf["bridge"])
+    dsts = [_net(r["dst"]) for r in conf["routes"]]
+    table = main_routes({ipaddress.ip_network(d).version for d in dsts})
+    for dst in dsts:
+        foreign = [r for r in table.get(dst, []) if not route_is_ours(r)] if "route " + dst not in trusted else []
+        out.extend(f"route {dst}: route {route_text(dst, r)} was not added by svcnet (its routes have protocol "
+                   f"{ROUTE_PROTO})" for r in foreign)
+    mine = owned_netns(paths)
+    for p in conf["pods"]:
+        link(p["veth"], "pod " + pod_label(p))
+        if netns_exists(p["netns"]) and p["netns"] not in mine and "netns " + p["netns"] not in trusted:
+            out.append("pod {}: network namespace {} exists and was not created by svcnet".format(
+                pod_label(p), p["netns"]))
+    return out
+
+
+def refusal(foreign: list[str]) -> str:
+    return ("refusing to change what svcnet did not create: " + "; ".join(foreign)
+            + " (rename the bridge, pods or node podCIDRs in the description, or remove them from the node)")
+
+
+def refuse_foreign(paths: Paths, conf: dict, trusted: frozenset[str] = frozenset()) -> None:
+    foreign = foreign_objects(paths, conf, trusted)
+    if foreign:
+        raise AgentError(refusal(foreign))
+
+
+def adopt_claims(paths: Paths, conf: dict, trusted: frozenset[str]) -> None:
+    """Mark the links and record the netns of `conf` that are svcnet's by `trusted` (migration), and
+    record the netns netconf.sh is about to create (absent now) as svcnet's."""
+    for dev in [conf["bridge"], *(p["veth"] for p in conf["pods"])]:
+        if dev and "link " + dev in trusted and link_alias(dev) not in (None, OWNER_ALIAS):
+            run(["ip", "link", "set", "dev", dev, "alias", OWNER_ALIAS])
+    claim = {p["netns"] for p in conf["pods"] if "netns " + p["netns"] in trusted or not netns_exists(p["netns"])}
+    set_owned_netns(paths, owned_netns(paths) | claim)
+
+
+def set_owned_netns(paths: Paths, names: set[str]) -> None:
+    state = load_state(paths)
+    if set(state.get(OWNED_NETNS_KEY) or []) != names:
+        state[OWNED_NETNS_KEY] = sorted(names)
+        save_state(paths, state)
+
+
+def link_alias(dev: str) -> str | None:
+    """The alias of link `dev` ("" when it has none); None when there is no such link."""
+    data = ip_json(["ip", "-j", "link", "show", "dev", dev])
+    return str(data[0].get("ifalias", "")) if data else None
+
+
+def delete_link(dev: str, trusted: frozenset[str]) -> bool:
+    """Delete link `dev` if it is svcnet's; True if it was deleted."""
+    alias = link_alias(dev)
+    if alias is None or (alias != OWNER_ALIAS and "link " + dev not in trusted):
+        return False
+    run(["ip", "link", "del", dev], check=False)
+    return True
+
+
+def delete_route(dst: str, via: str, trusted: frozenset[str]) -> bool:
+    """Delete svcnet's route to `dst` (by its protocol; by `via` when trusted unmarked); True if deleted."""
+    proto = ["proto", str(ROUTE_PROTO)]
+    if ip_json(["ip", "-j", "route", "show", "exact", dst, *proto]):
+        run(["ip", "route", "del", dst, *proto], check=False)
+        return True
+    if "route " + dst in trusted and ip_json(["ip", "-j", "route", "show", "exact", dst, "via", via]):
+        run(["ip", "route", "del", dst, "via", via], check=False)
+        return True
+    return False
 
 
 def live_lines(confs: list[dict], paths: Paths) -> list[str]:
@@ -1149,19 +1292,29 @@ def restore_sysctls(paths: Paths, keys: list[str]) -> None:
             run(["sysctl", "-qw", f"{key}={orig[key]}"], check=False)
 
 
-def run_netconf_script(path: str) -> None:
+def run_netconf_script(path: str, paths: Paths, conf: dict, trusted: frozenset[str] = frozenset()) -> None:
+    """Run the netconf.sh written for `conf`, refused while a link, route or netns it names is not
+    svcnet's; `trusted`: unmarked objects that are svcnet's all the same (`legacy_claims`)."""
     if read_text(path) is None:
         return
-    run(["sh", path])
+    refuse_foreign(paths, conf, trusted)
+    adopt_claims(paths, conf, trusted)
+    try:
+        run(["sh", path])
+    finally:  # forget the claimed netns the script did not get to create
+        set_owned_netns(paths, {n for n in owned_netns(paths) if netns_exists(n)})
 
 
-def remove_netconf_extras(paths: Paths, old: dict, new: dict, actions: list[str] | None = None) -> bool:
+def remove_netconf_extras(paths: Paths, old: dict, new: dict, actions: list[str] | None = None,
+                          trusted: frozenset[str] = frozenset()) -> bool:
     """Remove what `old` had and `new` does not: pods (processes, netns, veth), routes, bridge, sysctls.
 
-    Stopped pods are appended to `actions` as "stopped NETNS".
+    Only what is svcnet's (marked, or in `trusted`): a link, route or netns of that name that
+    svcnet did not create is left alone. Stopped pods are appended to `actions` as "stopped NETNS".
     """
     changed = False
     keep_ns = {p["netns"] for p in new["pods"]}
+    mine = owned_netns(paths)
     for p in old["pods"]:
         if p["netns"] in keep_ns:
             continue
@@ -1169,22 +1322,19 @@ def remove_netconf_extras(paths: Paths, old: dict, new: dict, actions: list[str]
             changed = True
             if actions is not None:
                 actions.append("stopped " + p["netns"])
-        if netns_exists(p["netns"]):
+        if netns_exists(p["netns"]) and (p["netns"] in mine or "netns " + p["netns"] in trusted):
             kill_netns_processes(p["netns"])
             run(["ip", "netns", "del", p["netns"]], check=False)
             changed = True
-        if link_exists(p["veth"]):
-            run(["ip", "link", "del", p["veth"]], check=False)
-            changed = True
+        changed |= delete_link(p["veth"], trusted)
+    set_owned_netns(paths, {n for n in mine if n in keep_ns or netns_exists(n)})
     keep_routes = {_net(r["dst"]) for r in new["routes"]}
     for r in old["routes"]:
         dst = _net(r["dst"])
-        if dst not in keep_routes and ip_json(["ip", "-j", "route", "show", "exact", dst]):
-            run(["ip", "route", "del", dst], check=False)
-            changed = True
-    if old["bridge"] and old["bridge"] != new["bridge"] and link_exists(old["bridge"]):
-        run(["ip", "link", "del", old["bridge"]], check=False)
-        changed = True
+        if dst not in keep_routes:
+            changed |= delete_route(dst, r["via"], trusted)
+    if old["bridge"] and old["bridge"] != new["bridge"]:
+        changed |= delete_link(old["bridge"], trusted)
     keep_keys = {s["key"] for s in new["sysctls"]}
     restore_sysctls(paths, [s["key"] for s in old["sysctls"] if s["key"] not in keep_keys])
     return changed
@@ -1606,6 +1756,7 @@ def make_backup(paths: Paths, run_id: str, live: dict) -> None:
     write_json(os.path.join(tmp, "meta.json"), {
         "run_id": run_id, "at": time.time(), "applied_hash": state.get("applied_hash"),
         "saved_rules_hash": state.get("saved_rules_hash"), "had_state": bool(state.get("applied_hash")),
+        "marks": state.get(MARKS_KEY),
     }, durable=False)
     fsync_tree(tmp)  # all at once: fewer journal commits than one durable write per file
     remove(paths.backup)
@@ -1644,8 +1795,9 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
     # What may be on the node: the last recorded address config and the one an apply was making.
     currents = [load_netconf_file(os.path.join(d, NETCONF_JSON)) for d in (paths.etc, paths.staging)]
     previous = load_netconf_file(os.path.join(paths.backup, "etc", NETCONF_JSON))
-    try:
-        run_netconf_script(os.path.join(paths.backup, "etc", NETCONF_SH))
+    try:  # (the backup's netconf may be one an svcnet before the marks applied: see legacy_claims)
+        claims = legacy_claims(bool(meta.get("had_state")), bool(meta.get("marks")), previous)
+        run_netconf_script(os.path.join(paths.backup, "etc", NETCONF_SH), paths, previous, claims)
         if any([remove_netconf_extras(paths, current, previous) for current in currents]):
             done.append("address config restored")
         if reconcile_pods(paths, previous):
@@ -1662,6 +1814,7 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
     state = load_state(paths)
     state["applied_hash"] = meta.get("applied_hash")
     state["saved_rules_hash"] = sha256(normal_form(rules)) if meta.get("had_state") else None
+    state[MARKS_KEY] = meta.get("marks")
     save_state(paths, state)
     if errors:
         raise AgentError("rollback incomplete: " + "; ".join(errors))
@@ -1778,6 +1931,12 @@ def op_preflight(req: dict, paths: Paths) -> dict:
     ok_ = not missing and bool(features) and not bad
     if not ok_:
         return response(False, False, msg, missing=missing, features=features, facts=gather_facts(scratch=False))
+    if req.get("netconf") is not None:  # the address config the run will apply: nothing of it may be foreign
+        conf = validate_netconf(req["netconf"])
+        foreign = foreign_objects(paths, conf, state_claims(paths, load_netconf_file(paths.etc_file(NETCONF_JSON))))
+        if foreign:
+            return response(False, False, refusal(foreign), foreign=foreign, missing=missing, features=features,
+                            facts=gather_facts(scratch=False))
     # Everything a probe says too, so a run needs one round trip to decide what to change.
     return {**op_probe(req, paths, features), "msg": msg or "node ready", "missing": missing, "features": features}
 
@@ -1849,6 +2008,10 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
                 arts[name] = read_text(paths.etc_file(name)) or ""
     if not do_net:
         conf = old_conf
+    claims = state_claims(paths, old_conf)
+    foreign = foreign_objects(paths, conf, claims) if do_net else []
+    if foreign:
+        return response(False, False, refusal(foreign), foreign=foreign)
     want_lines = desired_lines(conf)
     have_lines = live_lines([conf, old_conf], paths)
     net_same = sorted(have_lines) == sorted(want_lines)
@@ -1875,7 +2038,8 @@ def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict,
         return response(True, False, "already in the desired state", **extra)
     jumps = canonical_jumps(arts.get(JUMPS_FILE, ""), prefix) if do_rules else {}
     return Commit(req, paths, run_id, prefix, parts, arts, conf, live=live, old_conf=old_conf, jumps=jumps,
-                  applied=applied, want=want, unchanged_before=files_same and net_same, extra=extra).run()
+                  applied=applied, want=want, unchanged_before=files_same and net_same, extra=extra,
+                  claims=claims).run()
 
 
 # The steps of a guarded apply, in order. Before FIRST_CHANGE nothing on the node has changed; from
@@ -1899,11 +2063,12 @@ class Commit:
 
     def __init__(self, req: dict, paths: Paths, run_id: str, prefix: str, parts: list[str], arts: dict, conf: dict,
                  *, live: dict, old_conf: dict, jumps: dict, applied: dict, want: dict, unchanged_before: bool,
-                 extra: dict):
+                 extra: dict, claims: frozenset[str] = frozenset()):
         self.req, self.paths, self.run_id, self.prefix = req, paths, run_id, prefix
         self.parts, self.arts, self.conf = parts, arts, conf
         self.live, self.old_conf, self.jumps = live, old_conf, jumps
         self.applied, self.want, self.unchanged_before, self.extra = applied, want, unchanged_before, extra
+        self.claims = claims  # unmarked objects an svcnet before the marks applied (legacy_claims)
         self.do_rules, self.do_net = PART_RULES in parts, PART_NETWORK in parts
         self.timeout = float(req.get("confirm_timeout") or 0)
         self.live_normal = self.final_normal = normal_form(live)
@@ -1980,8 +2145,8 @@ class Commit:
     def step_address_config(self) -> None:
         if self.do_net:
             record_sysctl_origins(self.paths, self.conf)
-            run(["sh", os.path.join(self.paths.staging, NETCONF_SH)])
-            remove_netconf_extras(self.paths, self.old_conf, self.conf, self.pods)
+            run_netconf_script(os.path.join(self.paths.staging, NETCONF_SH), self.paths, self.conf, self.claims)
+            remove_netconf_extras(self.paths, self.old_conf, self.conf, self.pods, self.claims)
 
     def step_pods(self) -> None:
         if self.do_net:
@@ -1998,6 +2163,8 @@ class Commit:
         install_persistence(paths, state)
         self.applied.update({p: self.want.get(p) for p in self.parts})
         state.update(applied_hash=self.applied, last_run_id=self.run_id, applied_at=time.time())
+        if self.do_net:  # what it names is marked now: legacy_claims no longer apply
+            state[MARKS_KEY] = 1
         if self.do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
             state.update(saved_rules_hash=sha256(self.final_normal))
             write_text(paths.state_file(SAVED_FILE), self.final_normal)
@@ -2108,18 +2275,26 @@ def op_confirm(req: dict, paths: Paths) -> dict:
         if marker and marker.get("run_id") == run_id and marker.get("phase") == PHASE_APPLYING:
             return response(False, False, f"run {run_id} stopped before its apply finished: it is rolled back "
                             "(nothing to confirm)")
-        if marker and marker.get("run_id") == run_id:
-            clear_pending(paths, marker)
+        if not marker or marker.get("run_id") != run_id:
+            return not_pending(paths, run_id, marker)
+        clear_pending(paths, marker)
+        if marker.get("op") != "teardown":
             return response(True, True, f"run {run_id} confirmed")
-        last = read_json(paths.state_file(LAST_ROLLBACK_FILE)) or {}
-        if last.get("run_id") == run_id:
-            return response(False, False, "run {} was already rolled back ({} at {})".format(
-                run_id, last.get("reason"), time.strftime("%H:%M:%S", time.localtime(last.get("at", 0)))),
-                rolled_back=True)
-        if marker:
-            return response(False, False, "pending confirmation belongs to run {}, not {}".format(
-                marker.get("run_id"), run_id))
-        return response(True, False, f"nothing pending for run {run_id}")
+        remove_files(paths)  # a confirmed teardown: svcnet's files go too (kept until now for a rollback)
+    return response(True, True, f"run {run_id} confirmed: svcnet removed from {os.uname().nodename}")
+
+
+def not_pending(paths: Paths, run_id: str, marker: dict | None) -> dict:
+    """The answer to a confirmation of run_id when nothing of run_id awaits one."""
+    last = read_json(paths.state_file(LAST_ROLLBACK_FILE)) or {}
+    if last.get("run_id") == run_id:
+        return response(False, False, "run {} was already rolled back ({} at {})".format(
+            run_id, last.get("reason"), time.strftime("%H:%M:%S", time.localtime(last.get("at", 0)))),
+            rolled_back=True)
+    if marker:
+        return response(False, False, "pending confirmation belongs to run {}, not {}".format(
+            marker.get("run_id"), run_id))
+    return response(True, False, f"nothing pending for run {run_id}")
 
 
 def op_rollback(req: dict, paths: Paths) -> dict:
@@ -2139,37 +2314,109 @@ def op_rollback(req: dict, paths: Paths) -> dict:
 
 
 def op_teardown(req: dict, paths: Paths) -> dict:
+    """Remove everything svcnet created on the node, guarded like an apply.
+
+    The state is backed up first; a failure rolls the node back to it. With confirm_timeout, a
+    dead-man switch armed before anything changes rolls the node back unless the run confirms over
+    a fresh connection (op_confirm), which then removes svcnet's files too.
+    """
     run_id = str(req.get("run_id", ""))
     prefix = owned_prefix(req)
-    with NodeLock(paths, run_id, "teardown", float(req.get("lock_wait", 30))):
-        changed = False
+    with settled_lock(paths, run_id, "teardown", float(req.get("lock_wait", 30))):
         marker = pending_marker(paths)
-        if marker:
+        if marker and marker.get("run_id") != run_id:
+            log("stale pending marker of run {}: rolling it back first".format(marker.get("run_id")))
+            _deadman_rollback(paths, prefix, marker, "stale pending marker")
+        elif marker:
             clear_pending(paths, marker)
-            changed = True
-        changed |= set_owned_rules(empty_snapshot(), prefix)
-        conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
-        if os.path.isdir(paths.pods_dir):
-            for f in os.listdir(paths.pods_dir):
-                if f.endswith(".pid"):
-                    changed |= stop_pod(paths, f[:-4])
-        changed |= remove_netconf_extras(paths, conf, empty_netconf())
-        state = load_state(paths)
-        orig = state.get("sysctl_orig", {})
-        if any(read_sysctl(k) not in (None, v) for k, v in orig.items()):
-            restore_sysctls(paths, list(orig))
-            changed = True
-        changed |= remove_persistence(state)
-        for d in (paths.etc, paths.run):
-            if os.path.isdir(d):
-                for name in os.listdir(d):
-                    gone = remove(os.path.join(d, name))
-                    changed |= gone and not CODE_CACHE_RE.fullmatch(name)  # this very run wrote its cache
-        if os.path.isdir(paths.state):
-            for name in os.listdir(paths.state):
-                if name != LOCK_FILE:
-                    changed |= remove(os.path.join(paths.state, name))
-    return response(True, changed, f"svcnet removed from {os.uname().nodename}" if changed else "nothing to remove")
+        return _teardown_locked(req, paths, run_id, prefix)
+
+
+def _teardown_locked(req: dict, paths: Paths, run_id: str, prefix: str) -> dict:
+    live = snapshot(prefix)
+    if not svcnet_present(paths, live):
+        return response(True, remove_files(paths), "nothing to remove")
+    timeout = float(req.get("confirm_timeout") or 0)
+    make_backup(paths, run_id, live)
+    if timeout > 0:  # armed before anything changes: a connection lost halfway is rolled back too
+        arm_deadman(paths, run_id, timeout, prefix, "teardown")
+    try:
+        strip_node(paths, prefix)
+    except Exception as exc:  # roll back on ANY failure
+        clear_pending(paths, pending_marker(paths))
+        return rolled_back_response(paths, prefix, run_id, "teardown failed", f"teardown failed: {exc}")
+    where = os.uname().nodename
+    if timeout > 0:
+        return response(True, True, f"svcnet removed from {where}; awaiting confirmation within {timeout:g}s",
+                        pending=True)
+    remove_files(paths)
+    return response(True, True, f"svcnet removed from {where}")
+
+
+def svcnet_present(paths: Paths, live: dict) -> bool:
+    """Has svcnet anything on this node: owned rules, or files in etc_dir or state_dir (the lock aside)?"""
+    if normal_form(live) != normal_form(empty_snapshot()):
+        return True
+    names = [*(os.listdir(paths.etc) if os.path.isdir(paths.etc) else []),
+             *(n for n in (os.listdir(paths.state) if os.path.isdir(paths.state) else []) if n != LOCK_FILE)]
+    return bool(names)
+
+
+def strip_node(paths: Paths, prefix: str) -> None:
+    """Remove svcnet's rules, pods, address config and sysctl values; its files stay (for a rollback)."""
+    set_owned_rules(empty_snapshot(), prefix)
+    conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
+    if os.path.isdir(paths.pods_dir):
+        for f in os.listdir(paths.pods_dir):
+            if f.endswith(".pid"):
+                stop_pod(paths, f[:-4])
+    remove_netconf_extras(paths, conf, empty_netconf(), trusted=state_claims(paths, conf))
+    restore_sysctls(paths, list(load_state(paths).get("sysctl_orig", {})))
+
+
+def remove_files(paths: Paths) -> bool:
+    """The end of a teardown: svcnet.service and svcnet's files (but the lock); True if any was there."""
+    changed = remove_persistence(load_state(paths))
+    for d in (paths.etc, paths.run):
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                gone = remove(os.path.join(d, name))
+                changed |= gone and not CODE_CACHE_RE.fullmatch(name)  # this very run wrote its cache
+    if os.path.isdir(paths.state):
+        for name in os.listdir(paths.state):
+            if name != LOCK_FILE:
+                changed |= remove(os.path.join(paths.state, name))
+    return changed
+
+
+def arm_deadman(paths: Paths, run_id: str, timeout: float, prefix: str, op: str) -> None:
+    """Start the dead-man switch of run_id's change (`op`): it rolls back unless confirmed in time.
+
+    As an apply arms it (Commit): the marker first, then the switch, then its pid in the marker.
+    The deadline is already the confirmation's: the change runs under the lock, which the switch
+    waits for, so a teardown killed halfway is rolled back as soon as it lets go.
+    """
+    marker = {"run_id": run_id, "deadline": time.time() + timeout, "phase": PHASE_AWAITING, "op": op}
+    write_json(paths.state_file(PENDING_FILE), marker)
+    log_path = os.path.join(paths.state, LOGS_DIR, "deadman.log")
+    pid = spawn_daemon(lambda: deadman(paths, run_id, prefix), log_path)  # forked: no new interpreter
+    start = proc_start(pid)
+    if start is None:
+        raise AgentError(f"the dead-man switch died at once (see {log_path})")
+    marker.update(pid=pid, start=start)
+    write_json(paths.state_file(PENDING_FILE), marker)
+
+
+def rolled_back_response(paths: Paths, prefix: str, run_id: str, reason: str, msg: str) -> dict:
+    """Roll back to the backup after a failed change; the response that says how it went."""
+    log(msg)
+    try:
+        rollback_to_backup(paths, prefix)
+        record_rollback(paths, run_id, reason, True, msg)
+    except Exception as exc:
+        record_rollback(paths, run_id, reason, False, str(exc))
+        return response(False, True, msg + f"; ROLLBACK FAILED: {exc}", rolled_back=False)
+    return response(False, False, msg, rolled_back=True)
 
 
 def op_boot(req: dict, paths: Paths) -> dict:
@@ -2188,7 +2435,7 @@ def op_boot(req: dict, paths: Paths) -> dict:
         ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
         conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
         record_sysctl_origins(paths, conf)
-        run_netconf_script(paths.etc_file(NETCONF_SH))
+        run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, state_claims(paths, conf))
         pods = reconcile_pods(paths, conf)
         state = load_state(paths)
         live_hash = sha256(normal_form(snapshot(prefix)))

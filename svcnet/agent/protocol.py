@@ -124,6 +124,12 @@ def netconf_payload(conf: NetConf) -> dict:
     }
 
 
+def preflight_request(conf: NetConf, run_id: str, **fields: object) -> dict:
+    """A `preflight` request; the node also refuses when a link, route or netns `conf` names exists
+    and is not svcnet's (so a run changes nothing on a node it would have to take those over)."""
+    return request("preflight", run_id, netconf=netconf_payload(conf), **fields)
+
+
 def _security_payload(sec: ProcessSecurity | None) -> dict:
     """A pod's `security` as the agent reads it; absent for a pod without one (its hash stays as before)."""
     if sec is None:

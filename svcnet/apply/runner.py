@@ -17,7 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from svcnet.agent.protocol import apply_request, desired_hashes, facts_from_probe, is_unchanged, request
+from svcnet.agent.protocol import (
+    apply_request,
+    desired_hashes,
+    facts_from_probe,
+    is_unchanged,
+    preflight_request,
+    request,
+)
 from svcnet.apply.client import NodeClient
 from svcnet.desired import NodeArtifacts, node_artifacts_all
 from svcnet.diagnostics import errors
@@ -26,6 +33,7 @@ from svcnet.model.types import Cluster, NodeFacts
 from svcnet.playbook import recap
 from svcnet.playbook.model import NETWORK, RULES, Play, Task
 from svcnet.playbook.select import select_tasks, serial_batches
+from svcnet.render.netconf import node_netconf
 from svcnet.transport.inventory import Inventory
 from svcnet.transport.ssh import SSHError
 
@@ -189,7 +197,7 @@ class Runner:
 
     def task_preflight(self, host: str, cluster: Cluster, task: Task) -> Outcome:
         st = self.hosts[host]
-        resp = st.client.call(request("preflight", self.run_id))
+        resp = st.client.call(preflight_request(node_netconf(cluster, cluster.node(host)), self.run_id))
         if not resp.get("ok"):
             return Outcome(recap.FAILED, str(resp.get("msg")))
         st.probe = resp  # a passing preflight carries the probe's answer too
@@ -275,16 +283,22 @@ class Runner:
         diff = resp.get("diff") or {}
         if not resp.get("ok"):
             return Outcome(recap.FAILED, str(resp.get("msg")), diff, bool(resp.get("rolled_back")))
-        if resp.get("pending"):
-            try:
-                conf = st.client.call(request("confirm", self.run_id), fresh=True, timeout=60)
-            except SSHError as exc:
-                return Outcome(recap.FAILED, f"applied but could not confirm over a fresh connection "
-                               f"({exc.message}); the node rolls itself back after {guard:g}s", diff, True)
-            if not conf.get("ok"):
-                return Outcome(recap.FAILED, str(conf.get("msg")), diff, bool(conf.get("rolled_back")))
+        failed = self._confirm(host, "applied", guard, diff) if resp.get("pending") else None
+        if failed is not None:
+            return failed
         status = recap.CHANGED if resp.get("changed") else recap.OK
         return Outcome(status, str(resp.get("msg")), diff)
+
+    def _confirm(self, host: str, done: str, guard: float, diff: dict[str, str] | None = None) -> Outcome | None:
+        """Confirm the run's guarded change on `host` over a fresh connection; the failure, if any."""
+        try:
+            conf = self.hosts[host].client.call(request("confirm", self.run_id), fresh=True, timeout=60)
+        except SSHError as exc:
+            return Outcome(recap.FAILED, f"{done} but could not confirm over a fresh connection "
+                           f"({exc.message}); the node rolls itself back after {guard:g}s", diff or {}, True)
+        if not conf.get("ok"):
+            return Outcome(recap.FAILED, str(conf.get("msg")), diff or {}, bool(conf.get("rolled_back")))
+        return None
 
     def task_network(self, host: str, cluster: Cluster, task: Task) -> Outcome:
         return self.converge(host, cluster, NETWORK)
@@ -295,9 +309,14 @@ class Runner:
     def task_teardown(self, host: str, cluster: Cluster, task: Task) -> Outcome:
         if self.opts.check:
             return Outcome(recap.SKIPPED, "teardown is skipped in check mode")
-        resp = self.hosts[host].client.call(request("teardown", self.run_id, lock_wait=self.opts.lock_wait))
+        guard = self.opts.confirm_timeout  # guarded like an apply: rolled back unless confirmed anew
+        resp = self.hosts[host].client.call(request("teardown", self.run_id, lock_wait=self.opts.lock_wait,
+                                                    confirm_timeout=guard))
         if not resp.get("ok"):
-            return Outcome(recap.FAILED, str(resp.get("msg")))
+            return Outcome(recap.FAILED, str(resp.get("msg")), rolled_back=bool(resp.get("rolled_back")))
+        failed = self._confirm(host, "removed", guard) if resp.get("pending") else None
+        if failed is not None:
+            return failed
         return Outcome(recap.CHANGED if resp.get("changed") else recap.OK, str(resp.get("msg")))
 
     def task_verify(self, host: str, cluster: Cluster, task: Task) -> Outcome:

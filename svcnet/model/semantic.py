@@ -43,6 +43,22 @@ def _in(ip: str, net: Net) -> bool:
     return addr.version == net.version and addr in net
 
 
+# Names the pod bridge can never have: svcnet creates its bridge (and deletes it on teardown), and
+# `lo` always exists while the kernel refuses to create `all` or `default` (its sysctl directories).
+NEVER_BRIDGES = {
+    "lo": "'lo' is the loopback interface: svcnet creates the pod bridge and deletes it on teardown",
+    "all": "'all' cannot name a network interface (net.ipv4.conf.all is the every-interface sysctl)",
+    "default": "'default' cannot name a network interface (net.ipv4.conf.default is the sysctl template)",
+}
+
+
+def check_bridge(b: Build) -> list[Diagnostic]:
+    why = NEVER_BRIDGES.get(b.cluster.bridge)
+    if why is None:
+        return []
+    return [b.cluster_doc.diag(("spec", "bridge"), why + "; choose another name, e.g. cni0")]
+
+
 def _overlap(a: Net, b: Net) -> bool:
     return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]
 
@@ -345,5 +361,5 @@ def check_slices(b: Build) -> list[Diagnostic]:
 
 def check(b: Build) -> list[Diagnostic]:
     """Every semantic problem of a built description, in document order per check."""
-    return [*check_cluster_ranges(b), *check_nodes(b), *check_pods(b), *check_pod_security(b), *check_services(b),
-            *check_slices(b)]
+    return [*check_cluster_ranges(b), *check_bridge(b), *check_nodes(b), *check_pods(b), *check_pod_security(b),
+            *check_services(b), *check_slices(b)]

@@ -3,6 +3,12 @@
 `node_netconf` derives the desired state from the model; `render_script` turns it into an
 idempotent POSIX sh script of `ip`/`sysctl` commands (every value shell-quoted), and
 `state_lines` into a stable text form used for diffs and drift checks.
+
+svcnet changes only what it created: the script marks every link it creates (the bridge, the pod
+veths) with the alias `OWNER_ALIAS` and every route it adds with the protocol number `ROUTE_PROTO`;
+the node agent refuses to run it while a link, route or netns it names exists unmarked, and deletes
+only what carries the mark. The agent (svcnet/agent/node.py, one stdlib-only file) holds copies of
+both values; tests/unit/test_netconf.py checks they agree.
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ import jinja2
 from svcnet.model.types import Cluster, Node, ProcessSecurity
 
 POD_IFACE = "eth0"
+# `ip link ... alias` of the links svcnet creates: the mark that makes a link svcnet's.
+OWNER_ALIAS = "svcnet:owned"
+# rtnetlink protocol of the routes svcnet adds (`ip route ... proto 115`): 0x73, "s". Numbers up to
+# 4 belong to the kernel; routing daemons use their own (iproute2's rt_protos and FRR's 186-198,
+# Calico's 80, osctld's 230): 115 is registered by none of them.
+ROUTE_PROTO = 0x73
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +138,7 @@ def render_script(conf: NetConf) -> str:
     """Idempotent sh script that brings a node's address config to `conf`."""
     with _TEMPLATE_LOCK:
         template = _template()
-    return template.render(c=conf, pod_iface=POD_IFACE)
+    return template.render(c=conf, pod_iface=POD_IFACE, alias=OWNER_ALIAS, proto=ROUTE_PROTO)
 
 
 def state_lines(conf: NetConf) -> list[str]:

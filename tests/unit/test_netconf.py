@@ -6,9 +6,10 @@ import re
 import shlex
 from pathlib import Path
 
+from svcnet.agent import node
 from svcnet.desired import node_artifacts_all
 from svcnet.model.load import load_cluster
-from svcnet.render.netconf import node_netconf, render_script, state_lines
+from svcnet.render.netconf import OWNER_ALIAS, ROUTE_PROTO, node_netconf, render_script, state_lines
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 
@@ -37,7 +38,7 @@ def test_script_lines_parse_as_shell_words_and_are_idempotent_forms():
     batches = re.findall(r"^(ip (?:-n \S+ )?-batch -) <<'(\w+)'\n(.*?)^\2$", script, re.M | re.S)
     assert [b[0] for b in batches] == ["ip -batch -", "ip -batch -", f"ip -n {pod_ns} -batch -"]
     assert batches[0][2].splitlines() == ["addr replace 10.244.2.1/24 dev cni0", "link set dev cni0 up",
-                                          "route replace 10.244.1.0/24 via 192.168.56.11"]
+                                          "route replace 10.244.1.0/24 via 192.168.56.11 proto 115"]
     assert "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.route_localnet=1" in script
     # no bare "ip addr add" / "ip route add" that would fail on a second run
     assert "addr add" not in script and "route add" not in script
@@ -56,3 +57,24 @@ def test_artifacts_for_every_node(tmp_path: Path):
     files = arts["node1"].files()
     assert set(files) == {"rules.restore", "jumps.rules", "netconf.sh", "netconf.state"}
     assert files["rules.restore"].startswith("*filter\n") and files["rules.restore"].endswith("COMMIT\n")
+
+
+def test_the_agent_knows_the_marks_the_script_sets():
+    # The agent is one stdlib-only file shipped as text: it holds its own copies of the marks.
+    assert (node.OWNER_ALIAS, node.ROUTE_PROTO) == (OWNER_ALIAS, ROUTE_PROTO)
+
+
+def test_the_script_marks_what_it_creates_and_only_that():
+    c = load_cluster([SEED])
+    conf = node_netconf(c, c.node("node1"))
+    script = render_script(conf)
+    # each link is created only where absent, and marked right after; `svcnet_owns` stops the script
+    # at an existing link without the mark, so no existing link is adopted
+    created = re.findall(r"^if ! svcnet_owns (\S+); then\s+ip link add \1 [^;\n]*[;\n]\s*"
+                         r"ip link set dev \1 alias (\S+?);?\s+fi$", script, re.M)
+    assert sorted(created) == sorted((dev, OWNER_ALIAS) for dev in [conf.bridge, *(p.veth for p in conf.pods)])
+    assert len(re.findall(r"\balias " + re.escape(OWNER_ALIAS) + r"(;|$)", script, re.M)) == len(created)
+    assert "ip link show dev" not in script
+    routes = [ln for ln in script.splitlines() if ln.startswith("route replace") and " default " not in ln]
+    assert routes and all(ln.endswith(f" proto {ROUTE_PROTO}") for ln in routes)
+    assert f"*\'\"ifalias\":\"{OWNER_ALIAS}\"\'*) return 0 ;;" in script
