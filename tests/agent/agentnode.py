@@ -308,3 +308,14 @@ def release(fifo: Path) -> bool:
     os.write(fd, b"go\n")
     os.close(fd)
     return True
+
+
+def wait_until(pred, timeout: float, step: float = 0.1):  # type: ignore[no-untyped-def]
+    """The first true value of pred() within `timeout` seconds, else pred()'s last value (an event, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()

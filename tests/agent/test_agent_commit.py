@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from agentnode import Events, ScratchNode, apply_req, hook, node_pids, node_state, release, seed_artifacts
+from agentnode import Events, ScratchNode, apply_req, hook, node_pids, node_state, release, seed_artifacts, wait_until
 
 from svcnet.agent import node
 
@@ -43,15 +43,6 @@ def deadman_pids(snode: ScratchNode) -> list[int]:
 def pending(snode: ScratchNode) -> dict | None:
     return node.read_json(str(snode.state / "pending.json"))
 
-
-def wait_until(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def killed_at(snode: ScratchNode, req: dict, point: str) -> None:

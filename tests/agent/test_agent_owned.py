@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
-from agentnode import ScratchNode, apply_req, seed_artifacts
+from agentnode import ScratchNode, apply_req, seed_artifacts, wait_until
 from test_agent_pods import http, pod_pid
 
 from svcnet.agent import node
@@ -62,15 +61,6 @@ def alias(snode: ScratchNode, dev: str) -> str | None:
     data = json.loads(snode.sh(["ip", "-j", "link", "show", "dev", dev], check=False).stdout or "[]")
     return data[0].get("ifalias", "") if data else None
 
-
-def wait_until(pred, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def test_foreign_bridge_and_route_are_refused_before_anything_changes(snode, tmp_path):

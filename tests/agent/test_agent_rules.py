@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from agentnode import apply_req, legacy_bin, scratch_node, seed_artifacts
+from agentnode import apply_req, legacy_bin, scratch_node, seed_artifacts, wait_until
 
 from svcnet.agent import node, protocol
 
@@ -36,15 +36,6 @@ FOREIGN = [
 def foreign_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if "KUBE-" not in ln]
 
-
-def wait_until(pred, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def test_apply_then_probe_says_unchanged(snode, tmp_path):
