@@ -5,6 +5,10 @@ PyYAML), falling back to PyYAML's C loader. PyYAML also gives located messages f
 malformed YAML, and the position of a field is looked up only when a diagnostic needs it
 (`Document.locate`), by composing that one document's node tree. Large descriptions load
 fast, and errors still carry file, line and column.
+
+Before a document is parsed, `yamlbounds.check` refuses alias bombs and deep nesting (one
+`AliasBudget` per load); whatever the parsers raise becomes a located diagnostic, so no
+input makes a loader crash or print a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from svcnet import yamlbounds
 from svcnet.diagnostics import Diagnostic, PathT, format_path
 
 try:  # pragma: no cover - depends on how PyYAML was built
@@ -52,7 +57,7 @@ class Document:
         if self._nodes is None:
             try:
                 self._nodes = yaml.compose(self.text, Loader=yaml.SafeLoader)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError, MemoryError):
                 return (self.line, 1)
         node = self._nodes
         if node is None:
@@ -121,19 +126,28 @@ def _split_documents(text: str) -> list[tuple[int, str]]:
     return chunks
 
 
-def _parse(chunk: str) -> object:
-    """One document's data; malformed YAML raises PyYAML's located error."""
+def _parse(chunk: str, budget: yamlbounds.AliasBudget) -> object:
+    """One document's data; malformed YAML raises PyYAML's located error, a bound `BoundError`."""
+    yamlbounds.check(chunk, budget)
     if yaml_rs is not None:
         try:
             return yaml_rs.loads(chunk)
-        except Exception as exc:  # yaml-rs errors carry no usable position: re-parse with PyYAML
-            yaml.load(chunk, Loader=FastLoader)  # raises a located error for malformed YAML
-            raise ValueError(str(exc).splitlines()[0]) from None  # e.g. a duplicate key PyYAML allows
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a Rust panic is a BaseException (pyo3's PanicException): caught too
+            # yaml-rs errors carry no usable position: re-parse with PyYAML for a located one.
+            yaml.load(chunk, Loader=FastLoader)
+            raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     return yaml.load(chunk, Loader=FastLoader)
 
 
-def load_text(name: str, text: str) -> LoadResult:
-    """Parse one file's text into documents; YAML errors become diagnostics."""
+def load_text(name: str, text: str, budget: yamlbounds.AliasBudget | None = None) -> LoadResult:
+    """Parse one file's text into documents; YAML errors become diagnostics.
+
+    `budget` bounds alias expansion across every file of one load (a fresh one by default).
+    """
+    budget = budget or yamlbounds.AliasBudget()
+    budget.add_text(len(text))
     docs: list[Document] = []
     diags: list[Diagnostic] = []
     index = 0
@@ -143,7 +157,11 @@ def load_text(name: str, text: str) -> LoadResult:
         ):
             continue
         try:
-            obj = _parse(chunk)
+            obj = _parse(chunk, budget)
+        except yamlbounds.BoundError as exc:
+            diags.append(Diagnostic(name, line + exc.line, exc.col + 1, format_path(exc.path), exc.message))
+            index += 1
+            continue
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             ln = line + (mark.line if mark else 0)
@@ -152,8 +170,8 @@ def load_text(name: str, text: str) -> LoadResult:
             diags.append(Diagnostic(name, ln, col, "(yaml)", f"invalid YAML: {msg}"))
             index += 1
             continue
-        except (yaml.YAMLError, RecursionError, ValueError) as exc:
-            diags.append(Diagnostic(name, line, 1, "(yaml)", f"invalid YAML: {exc}"))
+        except (yaml.YAMLError, RecursionError, MemoryError, ValueError) as exc:
+            diags.append(Diagnostic(name, line, 1, "(yaml)", f"invalid YAML: {exc or type(exc).__name__}"))
             index += 1
             continue
         if obj is None:
@@ -188,13 +206,14 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
     """Load every document from the given files and directories."""
     files, diags = expand_paths(paths)
     docs: list[Document] = []
+    budget = yamlbounds.AliasBudget()
     for path in files:
         text, err = read_text(path)
         if err:
             diags.append(err)
             continue
         assert text is not None
-        result = load_text(str(path), text)
+        result = load_text(str(path), text, budget)
         docs.extend(result.documents)
         diags.extend(result.diagnostics)
     return LoadResult(docs, diags)

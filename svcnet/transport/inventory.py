@@ -54,6 +54,7 @@ from svcnet.transport.invdata import (
     to_bool,
 )
 from svcnet.transport.inventory_ini import parse_ini
+from svcnet.yamlbounds import AliasBudget
 
 log = logging.getLogger(__name__)
 
@@ -326,13 +327,13 @@ def _file_diag(path: Path | str, message: str) -> Diagnostic:
     return Diagnostic(str(path), 1, 1, "(file)", message)
 
 
-def _load_yaml_doc(path: Path, diags: list[Diagnostic]) -> Document | None:
+def _load_yaml_doc(path: Path, diags: list[Diagnostic], budget: AliasBudget) -> Document | None:
     text, err = read_text(path)
     if err:
         diags.append(err)
         return None
     assert text is not None
-    result = load_text(str(path), text)
+    result = load_text(str(path), text, budget)
     if result.diagnostics and not result.documents and "holds no YAML document" in result.diagnostics[0].message:
         return Document(str(path), 0, 1, "", None)  # an empty file is allowed (nothing in it)
     diags.extend(result.diagnostics)
@@ -350,14 +351,14 @@ def _is_yaml_inventory(path: Path, text: str) -> bool:
     return not first.lstrip().startswith("[") and first.rstrip().endswith(":")
 
 
-def _load_source(path: Path, data: InventoryData, diags: list[Diagnostic]) -> None:
+def _load_source(path: Path, data: InventoryData, diags: list[Diagnostic], budget: AliasBudget) -> None:
     text, err = read_text(path)
     if err:
         diags.append(err)
         return
     assert text is not None
     if _is_yaml_inventory(path, text):
-        doc = _load_yaml_doc(path, diags)
+        doc = _load_yaml_doc(path, diags, budget)
         if doc is not None and doc.obj is not None:
             diags.extend(parse_yaml(doc, data))
     else:
@@ -391,12 +392,13 @@ def _load_vars_dir(
     into: dict[str, dict[str, Any]],
     diags: list[Diagnostic],
     warns: list[str],
+    budget: AliasBudget,
 ) -> None:
     for name, path in _vars_files(base):
         if name not in known:
             warns.append(f"{path}: {name!r} is not in the inventory; file ignored")
             continue
-        doc = _load_yaml_doc(path, diags)
+        doc = _load_yaml_doc(path, diags, budget)
         if doc is None or doc.obj is None:
             continue
         if not isinstance(doc.obj, dict):
@@ -481,8 +483,9 @@ def load_inventory(paths: str | Path | Sequence[str | Path]) -> Inventory:
         base = src if src.is_dir() else src.parent
         if base not in bases:
             bases.append(base)
+    budget = AliasBudget()  # one for every file this load reads, vars files included
     for path in files:
-        _load_source(path, data, diags)
+        _load_source(path, data, diags, budget)
     if diags:
         raise InventoryError(diags)
     _finish(data)
@@ -490,8 +493,8 @@ def load_inventory(paths: str | Path | Sequence[str | Path]) -> Inventory:
     host_file_vars: dict[str, dict[str, Any]] = {}
     warns: list[str] = []
     for base in bases:
-        _load_vars_dir(base / GROUP_VARS, list(data.groups), group_file_vars, diags, warns)
-        _load_vars_dir(base / HOST_VARS, list(data.hosts), host_file_vars, diags, warns)
+        _load_vars_dir(base / GROUP_VARS, list(data.groups), group_file_vars, diags, warns, budget)
+        _load_vars_dir(base / HOST_VARS, list(data.hosts), host_file_vars, diags, warns, budget)
     if diags:
         raise InventoryError(diags)
     inv = Inventory(

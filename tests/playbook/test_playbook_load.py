@@ -83,3 +83,17 @@ def test_every_problem_is_reported_once() -> None:
 def test_missing_playbook_file(tmp_path: Path) -> None:
     with pytest.raises(PlaybookError, match="no such playbook"):
         load_playbook(tmp_path / "none.yaml")
+
+
+def test_alias_bomb_in_a_playbook_is_refused_where_the_alias_is(tmp_path: Path) -> None:
+    book = tmp_path / "bomb.yaml"
+    copies = ", ".join(["*big"] * 5000)
+    book.write_text(
+        f"- hosts: all\n  cluster: c.yaml\n  vars:\n    big: &big \"{'x' * 100_000}\"\n    copies: [{copies}]\n"
+        "  tasks:\n    - validate:\n"
+    )
+    with pytest.raises(PlaybookError) as info:
+        load_playbook(book, check_paths=False)
+    (message,) = info.value.messages
+    assert re.match(rf"^{re.escape(str(book))}:5:\d+: \[0\]\.vars\.copies\[\d+\]: ", message), message
+    assert "alias bomb" in message

@@ -170,3 +170,29 @@ def test_host_config_logs_no_secret(caplog: pytest.LogCaptureFixture, tmp_path: 
     assert cfg.become_password is not None and cfg.become_password.get_secret_value() == "s3cr3t-inv"
     assert "s3cr3t-inv" not in caplog.text and "s3cr3t-inv" not in repr(cfg)
     assert "resolved host" in caplog.text  # the debug line was written, masked
+
+
+def _aliased(key: str, copies: int, indent: str = "") -> str:
+    """`key` holding an anchored 100,000-character string, then `copies` aliases of it."""
+    return f"{indent}{key}: &big \"{'x' * 100_000}\"\n{indent}{key}_copies: [" + ", ".join(["*big"] * copies) + "]\n"
+
+
+def test_alias_bombs_are_refused_in_inventories_and_their_vars_files(tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text("all:\n  hosts: {h1: }\n  vars:\n" + _aliased("big", 5000, "    "))
+    with pytest.raises(InventoryError) as info:
+        load_inventory(tmp_path / "bomb.yaml")
+    (message,) = info.value.messages
+    assert re.match(rf"^{re.escape(str(tmp_path / 'bomb.yaml'))}:5:\d+: all\.vars\.big_copies\[\d+\]: ", message)
+    assert "alias bomb" in message
+    # The bound holds for everything one load reads: here four vars files, each under it alone.
+    (tmp_path / "bomb.yaml").unlink()
+    (tmp_path / "hosts.yaml").write_text("all:\n  hosts: {h1: , h2: }\n  children: {web: {hosts: {h1: }}}\n")
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "host_vars").mkdir()
+    third = 16 * 1024 * 1024 // 3 // 100_064 + 1
+    for vars_file in ("group_vars/all.yaml", "group_vars/web.yaml", "host_vars/h1.yaml", "host_vars/h2.yaml"):
+        (tmp_path / vars_file).write_text(_aliased("big", third))
+    with pytest.raises(InventoryError) as info:
+        load_inventory(tmp_path)
+    (message,) = info.value.messages
+    assert message.startswith(f"{tmp_path / 'host_vars' / 'h2.yaml'}:2:") and "alias bomb" in message
