@@ -14,6 +14,7 @@ input makes a loader crash or print a traceback.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -141,6 +142,27 @@ def _parse(chunk: str, budget: yamlbounds.AliasBudget) -> object:
     return yaml.load(chunk, Loader=FastLoader)
 
 
+def _error_diag(name: str, line: int, chunk: str, exc: Exception) -> Diagnostic:
+    """A parse failure of the document `chunk` (starting at `line`) as one located line."""
+    if isinstance(exc, yamlbounds.BoundError):
+        return Diagnostic(name, line + exc.line, exc.col + 1, format_path(exc.path), exc.message)
+    ln, col = line, 1
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        ln, col = line + (mark.line if mark else 0), (mark.column + 1) if mark else 1
+        msg = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+    elif isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids, at a bare offset
+        if FastLoader is yaml.SafeLoader:
+            before = chunk[: exc.position]
+        else:  # libyaml counts UTF-8 bytes
+            before = chunk.encode("utf-8", "surrogatepass")[: exc.position].decode("utf-8", "replace")
+        ln, col = line + before.count("\n"), len(before) - before.rfind("\n")
+        msg = f"character {exc.character:#06x} is not allowed ({exc.reason})"
+    else:
+        msg = str(exc) or type(exc).__name__
+    return Diagnostic(name, ln, col, "(yaml)", "invalid YAML: " + " ".join(msg.split()))
+
+
 def load_text(name: str, text: str, budget: yamlbounds.AliasBudget | None = None) -> LoadResult:
     """Parse one file's text into documents; YAML errors become diagnostics.
 
@@ -158,26 +180,20 @@ def load_text(name: str, text: str, budget: yamlbounds.AliasBudget | None = None
             continue
         try:
             obj = _parse(chunk, budget)
-        except yamlbounds.BoundError as exc:
-            diags.append(Diagnostic(name, line + exc.line, exc.col + 1, format_path(exc.path), exc.message))
-            index += 1
-            continue
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            ln = line + (mark.line if mark else 0)
-            col = (mark.column + 1) if mark else 1
-            msg = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-            diags.append(Diagnostic(name, ln, col, "(yaml)", f"invalid YAML: {msg}"))
-            index += 1
-            continue
-        except (yaml.YAMLError, RecursionError, MemoryError, ValueError) as exc:
-            diags.append(Diagnostic(name, line, 1, "(yaml)", f"invalid YAML: {exc or type(exc).__name__}"))
+        except (yamlbounds.BoundError, yaml.YAMLError, RecursionError, MemoryError, ValueError) as exc:
+            diags.append(_error_diag(name, line, chunk, exc))
             index += 1
             continue
         if obj is None:
             continue
-        docs.append(Document(name, index, line, chunk, obj))
+        doc = Document(name, index, line, chunk, obj)
         index += 1
+        huge = yamlbounds.huge_number(chunk, obj)
+        if huge is not None:
+            limit = sys.get_int_max_str_digits()
+            diags.append(doc.diag(huge, f"a number of more than {limit} digits (write it as a string if it is one)"))
+            continue
+        docs.append(doc)
     if not docs and not diags:
         diags.append(Diagnostic(name, 1, 1, "(file)", "file holds no YAML document"))
     return LoadResult(docs, diags)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -203,6 +204,37 @@ class _Scan:
             )
         budget.spent += size
         return size
+
+
+def huge_number(text: str, obj: object) -> PathT | None:
+    """Where `obj` (parsed from `text`) holds an integer too long for Python to print, if anywhere.
+
+    yaml-rs builds integers of any length, but Python refuses to turn one of more than
+    `sys.get_int_max_str_digits()` digits into text (a guard against quadratic conversion), so
+    any message showing it would raise. Only documents with such a run of digits are walked.
+    """
+    limit = sys.get_int_max_str_digits()
+    if not limit or not _digit_run(limit).search(text):
+        return None
+    too_big = 10**limit
+    todo: list[tuple[object, PathT]] = [(obj, ())]
+    while todo:
+        node, path = todo.pop()
+        if isinstance(node, int) and abs(node) >= too_big:
+            return path
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, int) and abs(key) >= too_big:
+                    return path  # the key itself cannot be shown: point at its mapping
+                todo.append((value, (*path, key)))
+        elif isinstance(node, list):
+            todo.extend((value, (*path, i)) for i, value in enumerate(node))
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _digit_run(n: int) -> re.Pattern[str]:
+    return re.compile(f"[0-9]{{{n}}}")  # documents shorter than n are skipped at once
 
 
 def _events(text: str) -> Iterator[yaml.Event]:

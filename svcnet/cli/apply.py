@@ -13,6 +13,7 @@ from svcnet.cli.common import fail
 from svcnet.playbook.load import PlaybookError, load_playbook
 from svcnet.playbook.model import Play, Task
 from svcnet.transport.hostconfig import become_password
+from svcnet.transport.hostpattern import PatternError
 from svcnet.transport.inventory import InventoryError, load_inventory
 
 SITE_TASKS = ("validate", "preflight", "network", "rules", "verify")
@@ -59,6 +60,11 @@ def execute(plays: list[Play], inventory: str, **kw: object) -> None:
             click.echo(str(d), err=True)
         fail(f"invalid inventory {inventory}", EXIT_INVALID)
         return
+    limit = kw.get("limit")
+    try:  # a bad --limit (regex, unreadable @file) is an input error before any play runs
+        inv.select("all", str(limit) if limit else None)
+    except PatternError as exc:
+        fail(f"invalid --limit: {exc}", EXIT_INVALID)
     secret = become_password(os.environ, ask=bool(kw.pop("ask_become_pass")))
     opts = Options(tags=_split(str(kw.pop("tags"))), skip_tags=_split(str(kw.pop("skip_tags"))), **kw)  # type: ignore[arg-type]
     sys.exit(Runner(inv, opts, become_password=secret).run(plays))

@@ -176,7 +176,17 @@ def _command(pod_spec: dict) -> tuple[str, ...]:
 
 def template_hash(template: object) -> str:
     """Stand-in for Kubernetes' pod-template-hash: 10 characters from the template."""
-    return alloc.k8s_suffix(json.dumps(template, sort_keys=True, default=str), 10)
+    return alloc.k8s_suffix(json.dumps(_string_keys(template), sort_keys=True, default=str), 10)
+
+
+def _string_keys(obj: object) -> object:
+    """`obj` with every mapping key a string, as in JSON: YAML keys may be ints, nulls or lists,
+    which `sort_keys` cannot order against strings."""
+    if isinstance(obj, dict):
+        return {str(k): _string_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_string_keys(v) for v in obj]
+    return obj
 
 
 def expand_deployment(

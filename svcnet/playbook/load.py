@@ -33,7 +33,9 @@ SCHEMA_KIND = "playbook"
 PLAY_KEYS = ("name", "hosts", "cluster", "serial", "vars", "tags", "tasks")
 REQUIRED_PLAY_KEYS = ("hosts", "cluster", "tasks")
 TASK_KEYS = ("name", "tags")
-_PERCENT_RE = re.compile(r"^\s*([0-9]+)\s*%\s*$")
+# ASCII digits only (str.isdigit() also takes '²', which int() refuses), and few enough for int().
+_PERCENT_RE = re.compile(r"^\s*([0-9]{1,18})\s*%\s*$")
+_COUNT_RE = re.compile(r"^\s*([0-9]{1,18})\s*$")
 
 
 class PlaybookError(Exception):
@@ -93,7 +95,9 @@ class _Reader:
             self.err(path, "hosts pattern selects nothing")
         for term in terms:
             bare = term.lstrip("!&")
-            if bare.startswith("~"):
+            if bare.startswith("@"):  # Ansible reads host lists from files for --limit only
+                self.err(path, f"host pattern {term!r}: a host list file (@file) is for --limit, not a play's hosts")
+            elif bare.startswith("~"):
                 try:
                     re.compile(bare[1:])
                 except re.error as exc:
@@ -123,8 +127,9 @@ class _Reader:
             m = _PERCENT_RE.match(value)
             if m and 0 < int(m.group(1)) <= 100:
                 return f"{int(m.group(1))}%"
-            if value.strip().isdigit():
-                return int(value)
+            m = _COUNT_RE.match(value)
+            if m and int(m.group(1)) >= 1:  # "0" is refused as 0 is
+                return int(m.group(1))
         self.err(path, f"serial must be a host count or a percentage like '30%' (1-100), not {value!r}")
         return None
 

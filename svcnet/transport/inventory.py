@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,9 +115,18 @@ class Inventory:
             return list(self.hosts)
         return [h for h in self.hosts if h in members]
 
+    @functools.cached_property
+    def _direct_groups(self) -> dict[str, list[str]]:
+        """host -> the groups that list it, in group order (one pass, not one per host)."""
+        out: dict[str, list[str]] = {}
+        for g in self.groups.values():
+            for h in g.hosts:
+                out.setdefault(h, []).append(g.name)
+        return out
+
     def groups_of(self, host: str) -> list[str]:
         """Every group the host belongs to, directly or through a child group (with `all`)."""
-        direct = [g.name for g in self.groups.values() if host in g.hosts]
+        direct = self._direct_groups.get(host, [])
         found: set[str] = {ALL}
         todo = list(direct)
         while todo:
@@ -128,7 +137,7 @@ class Inventory:
         return _ordered_groups(found, self.groups)
 
     def index(self) -> hostpattern.HostIndex:
-        return hostpattern.HostIndex(self.hosts, {g: self.group_hosts(g) for g in self.groups})
+        return hostpattern.HostIndex(self.hosts, _GroupHosts(self))
 
     def select(self, pattern: str | Sequence[str], limit: str | None = None) -> list[str]:
         """Hosts matching an Ansible host pattern, narrowed by `--limit`, in inventory order."""
@@ -193,6 +202,28 @@ class Inventory:
         self, hosts: Sequence[str] | None = None, become_password: SecretStr | None = None
     ) -> list[HostConfig]:
         return [self.host_config(h, become_password) for h in (self.hosts if hosts is None else hosts)]
+
+
+class _GroupHosts(Mapping[str, Sequence[str]]):
+    """Each group's hosts, worked out when a host pattern names the group: all of them up
+    front costs groups x hosts, minutes for a range of many hosts under many groups."""
+
+    def __init__(self, inventory: Inventory):
+        self._inventory = inventory
+        self._done: dict[str, list[str]] = {}
+
+    def __getitem__(self, name: str) -> list[str]:
+        if name not in self._inventory.groups:
+            raise KeyError(name)
+        if name not in self._done:
+            self._done[name] = self._inventory.group_hosts(name)
+        return self._done[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inventory.groups)
+
+    def __len__(self) -> int:
+        return len(self._inventory.groups)
 
 
 def _ordered_groups(names: set[str], groups: Mapping[str, Group]) -> list[str]:
@@ -265,7 +296,7 @@ def _yaml_group(
         for pattern, host_body in hosts.items():
             hpath = (*path, "hosts", pattern)
             try:
-                names, port = expand_host_pattern(str(pattern))
+                names, port = expand_host_pattern(str(pattern), data.room())
             except ValueError as exc:
                 diags.append(doc.diag(hpath, str(exc)))
                 continue
@@ -440,8 +471,7 @@ def _finish(data: InventoryData) -> None:
             data.add_child(ALL, name)
     grouped = {h for g in data.groups.values() if g.name not in (ALL, UNGROUPED) for h in g.hosts}
     if UNGROUPED in data.groups:
-        members = data.groups[UNGROUPED].hosts
-        members[:] = [h for h in members if h not in grouped]
+        data.groups[UNGROUPED].remove(grouped)
     for host in data.hosts:
         if host not in grouped:
             data.add_host(UNGROUPED, host)

@@ -73,6 +73,7 @@ def parse_ini(name: str, text: str, data: InventoryData) -> list[Diagnostic]:
             problem = check_group_name(group)
             if problem:
                 err(lineno, problem)
+                group = "(invalid)"  # its lines are not read: they would land in no group
                 continue
             if state == VARS:
                 pending_vars.setdefault(group, (lineno, {}))
@@ -120,7 +121,7 @@ def _host_line(line: str, lineno: int, group: str, data: InventoryData, err: Any
     if not tokens:
         return
     try:
-        hosts, port = expand_host_pattern(tokens[0])
+        hosts, port = expand_host_pattern(tokens[0], data.room())
     except ValueError as exc:
         err(lineno, str(exc))
         return

@@ -97,3 +97,25 @@ def test_alias_bomb_in_a_playbook_is_refused_where_the_alias_is(tmp_path: Path) 
     (message,) = info.value.messages
     assert re.match(rf"^{re.escape(str(book))}:5:\d+: \[0\]\.vars\.copies\[\d+\]: ", message), message
     assert "alias bomb" in message
+
+
+def test_a_host_list_file_in_a_plays_hosts_is_refused(tmp_path: Path) -> None:
+    # Found by tests/fuzz: `hosts: '@file'` loaded, then the run read the file relative to the
+    # working directory and crashed with a traceback when it was missing.
+    book = tmp_path / "p.yaml"
+    book.write_text("- hosts: web:!@retry.txt\n  cluster: c.yaml\n  tasks:\n    - validate:\n")
+    with pytest.raises(PlaybookError) as info:
+        load_playbook(book, check_paths=False)
+    (message,) = info.value.messages
+    assert message.startswith(f"{book}:1:10: [0].hosts: ") and "'!@retry.txt'" in message
+
+
+@pytest.mark.parametrize("serial", ["²", "0", "9" * 5000, "9" * 5000 + "%"])
+def test_serial_strings_int_cannot_read_are_located_errors(tmp_path: Path, serial: str) -> None:
+    # Found by tests/fuzz: str.isdigit() accepts '²' and 5,000 digits, which int() refuses (a
+    # traceback); "0" was taken as 0 hosts per batch although serial: 0 is refused.
+    book = tmp_path / "p.yaml"
+    book.write_text(f"- hosts: all\n  cluster: c.yaml\n  serial: '{serial}'\n  tasks:\n    - validate:\n")
+    with pytest.raises(PlaybookError) as info:
+        load_playbook(book, check_paths=False)
+    assert any(m.startswith(f"{book}:3:") and ": [0].serial: " in m for m in info.value.messages), info.value.messages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,60 @@ def test_alias_bombs_are_refused_in_inventories_and_their_vars_files(tmp_path: P
         load_inventory(tmp_path)
     (message,) = info.value.messages
     assert message.startswith(f"{tmp_path / 'host_vars' / 'h2.yaml'}:2:") and "alias bomb" in message
+
+
+def test_host_ranges_are_bounded_before_they_expand(tmp_path: Path) -> None:
+    # `m[0:999][0:999]` is a million hosts from 15 characters (`n[0:99999999]`: gigabytes).
+    (tmp_path / "big.yaml").write_text("all:\n  hosts:\n    m[0:999][0:999]:\n")
+    (tmp_path / "big.ini").write_text("[web]\nok1\nm[0:999][0:999] ansible_port=22\n")
+    for name, line, path in (("big.yaml", 3, "all.hosts.m[0:999][0:999]"), ("big.ini", 3, "[web]")):
+        with pytest.raises(InventoryError) as info:
+            load_inventory(tmp_path / name)
+        (message,) = info.value.messages
+        assert message.startswith(f"{tmp_path / name}:{line}:") and f": {path}: " in message, message
+        assert "1,000,000 or more host entries" in message
+    # The bound is on the whole inventory: three ranges of 40,000 each, the third one refused.
+    (tmp_path / "three.ini").write_text("[a]\na[1:40000]\n[b]\nb[1:40000]\n[c]\na[1:40000]\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(tmp_path / "three.ini")
+    (message,) = info.value.messages
+    assert message.startswith(f"{tmp_path / 'three.ini'}:6:") and "room for 20,000 more" in message
+    with pytest.raises(ValueError, match="room for 10 more"):
+        expand_host_pattern("n[0:99999999999]", 10)  # counted, not built
+    assert expand_host_pattern("n[1:3]", 3) == (["n1", "n2", "n3"], None)
+
+
+def test_lines_under_an_invalid_group_header_are_not_read(tmp_path: Path) -> None:
+    # Found by tests/fuzz: the variables under `[;web:vars]` raised KeyError (a traceback).
+    (tmp_path / "h.ini").write_text("[web]\nh1\n[;web:vars]\nx=1\n[;db]\nh2\n[;db:children]\nweb\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(tmp_path / "h.ini")
+    assert [m.split(": ")[0] for m in info.value.messages] == [f"{tmp_path / 'h.ini'}:{n}:1" for n in (3, 5, 7)]
+    assert all("invalid group name" in m for m in info.value.messages)
+
+
+def test_many_hosts_and_groups_resolve_without_quadratic_work(tmp_path: Path) -> None:
+    # A range of many hosts: resolving each host searched every group's host list (quadratic:
+    # about a minute here), and the host index listed every group's hosts up front.
+    (tmp_path / "a.ini").write_text("[big]\nh[1:30000]\n[k8s:children]\nbig\n")
+    (tmp_path / "b.ini").write_text("[big]\nh[1:99000]\n" + "".join(f"[g{i}:children]\nbig\n" for i in range(300)))
+    started = time.monotonic()
+    configs = load_inventory(tmp_path / "a.ini").host_configs()
+    assert len(configs) == 30_000 and configs[-1].name == "h30000"
+    inv = load_inventory(tmp_path / "b.ini")
+    assert inv.select("g7:&big", limit="h9999*") == ["h9999"]
+    assert len(inv.groups_of("h5")) == 302  # all, big, g0..g299
+    # Generous for a loaded 2-core machine; the quadratic version took over a minute.
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(("var", "value"), [("ansible_port", "²"), ("ansible_group_priority", "--1"),
+                                            ("ansible_group_priority", "1²"), ("ansible_group_priority", "9" * 5000)])
+def test_numbers_int_cannot_read_are_located_errors(tmp_path: Path, var: str, value: str) -> None:
+    # Found by tests/fuzz: str.isdigit() accepts '²', lstrip('-') accepted '--1', and int() refuses
+    # 5,000 digits: each raised ValueError (a traceback) while the inventory was resolved.
+    (tmp_path / "h.yaml").write_text(f"all:\n  hosts: {{h1: }}\n  vars:\n    {var}: '{value}'\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(tmp_path / "h.yaml")
+    (message,) = info.value.messages
+    assert message.startswith(f"{tmp_path / 'h.yaml'}:4:") and f"all.vars.{var}" in message

@@ -100,3 +100,11 @@ def test_duplicate_keys_are_an_error():
     result = load_text("dup.yaml", "a: 1\nb: 2\n---\nkind: Service\nkind: Pod\n")
     assert [d.line for d in result.diagnostics] == [3]
     assert "duplicate" in result.diagnostics[0].message
+
+
+def test_forbidden_characters_are_located_on_one_line():
+    # A control character after multi-byte ones: libyaml reports a byte offset, we report line:col.
+    result = load_text("ctl.yaml", "kind: Service\nname: éé\x1f\nbad: [\n")  # yaml-rs refuses the [
+    (d,) = result.diagnostics
+    assert (d.line, d.col, d.path) == (2, 9, "(yaml)")
+    assert "0x001f" in d.message and "\n" not in str(d)

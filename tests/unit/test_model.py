@@ -222,3 +222,26 @@ endpoints:
         "203.0.113.3": (False, False, True),
         "203.0.113.4": (True, True, False),
     }
+
+
+def test_deployment_template_with_non_string_keys_builds(tmp_path):
+    # Found by tests/fuzz: YAML keys may be ints, nulls or lists; hashing the template sorted
+    # them against strings and raised TypeError (a traceback from `svcnet validate`).
+    f = write(tmp_path, """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d, namespace: x}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+      containers: [{name: c, image: i}]
+      extra: {1: a, b: c, null: d}
+      ? [a, b]
+      : c
+""")
+    checked = check_paths([BASE, f])
+    assert checked.ok, [str(d) for d in checked.diagnostics]
+    (pod,) = checked.build.cluster.pods
+    assert pod.name.startswith("d-")

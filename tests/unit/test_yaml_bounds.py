@@ -7,11 +7,16 @@ import re
 import resource
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from svcnet.load import load_paths, load_text
+from svcnet.model.load import check_paths
 from svcnet.yamlbounds import ALIAS_FLOOR, MAX_DEPTH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,11 +106,70 @@ def test_nesting_is_bounded_exactly(make, depth: int) -> None:
         assert f"deeper than {MAX_DEPTH} levels" in diag.message and LOCATED.match(str(diag))
 
 
+def _depth(obj: object) -> int:
+    if isinstance(obj, dict):
+        return 1 + max((_depth(v) for v in obj.values()), default=0)
+    if isinstance(obj, list):
+        return 1 + max((_depth(v) for v in obj), default=0)
+    return 0
+
+
+@st.composite
+def _nested(draw: st.DrawFn) -> object:
+    """Chains of mappings and sequences about MAX_DEPTH deep, with siblings here and there."""
+    node: object = draw(st.sampled_from(["x", 1, None, [], {}]))
+    levels = draw(st.sampled_from([MAX_DEPTH + 1, MAX_DEPTH, MAX_DEPTH - 1, MAX_DEPTH + 2, MAX_DEPTH - 5]))
+    # Alternating mappings and indentless sequences is the tightest layout: a column per level.
+    kinds = ["map", "seq"] * levels if draw(st.booleans()) else draw(st.lists(st.sampled_from(["map", "seq"]),
+                                                                            min_size=levels, max_size=levels))
+    for kind in kinds[:levels]:
+        sibling = draw(st.sampled_from([None, "s", ["a", "b"], {"k": "v"}]))
+        if kind == "map":
+            node = {"k": node} if sibling is None else {"k": node, "sib": sibling}
+        else:
+            node = [node] if sibling is None else [sibling, node]
+    return node
+
+
+@settings(max_examples=100, deadline=timedelta(seconds=5), database=None)
+@given(obj=_nested(), indent=st.integers(2, 9), flow=st.sampled_from([False, True, None]), cr=st.booleans())
+def test_the_cheap_depth_precheck_never_lets_a_deep_document_through(obj: object, indent: int, flow: bool | None,
+                                                                    cr: bool) -> None:
+    # Exactly the documents deeper than MAX_DEPTH are refused, however they are laid out (block,
+    # flow, compact `- - x`, indentless sequences, indents of 2 to 9, \r line breaks): so the
+    # regular-expression pre-check that lets ordinary documents skip the scan never misses one.
+    text = yaml.safe_dump(obj, indent=indent, default_flow_style=flow, width=10**6)
+    if cr:
+        text = text.replace("\n", "\r")
+    result = load_text("deep.yaml", text)
+    assert bool(result.diagnostics) == (_depth(obj) > MAX_DEPTH), (result.diagnostics, _depth(obj))
+
+
 def test_nesting_after_carriage_returns_is_seen() -> None:
     # yaml-rs breaks lines at a lone \r too: the cheap pre-check must see those lines' indentation.
     text = nested_seq(MAX_DEPTH + 1).replace("\n", "\r")
     (diag,) = load_text("cr.yaml", text).diagnostics
     assert f"deeper than {MAX_DEPTH} levels" in diag.message
+
+
+@pytest.mark.parametrize(
+    ("field", "line", "col", "path"),
+    [("port: NUM", 5, 18, "spec.ports[0].port"), ("x: [1, NUM]", 6, 10, "spec.x[1]"), ("? NUM\n  : 1", 5, 3, "spec")],
+)
+def test_integers_too_long_to_print_are_located_errors(tmp_path: Path, field: str, line: int, col: int,
+                                                       path: str) -> None:
+    # Found by tests/fuzz: yaml-rs builds a 5,000-digit integer; Python refuses to print one
+    # (sys.get_int_max_str_digits), so the schema's message raised ValueError (a traceback).
+    num = "9" * 5000
+    ports = field.replace("NUM", num) if field.startswith("port") else "port: 80"
+    extra = "" if field.startswith("port") else "  " + field.replace("NUM", num) + "\n"
+    (tmp_path / "svc.yaml").write_text(
+        f"apiVersion: v1\nkind: Service\nmetadata: {{name: a}}\nspec:\n  ports: [{{{ports}}}]\n{extra}"
+    )
+    checked = check_paths([tmp_path / "svc.yaml", REPO / "tests" / "validate" / "good" / "base-cluster.yaml"])
+    (diag,) = [d for d in checked.diagnostics if d.severity == "error"]
+    assert (diag.line, diag.col, diag.path) == (line, col, path)
+    assert "more than 4300 digits" in diag.message
 
 
 def _limit_memory() -> None:
