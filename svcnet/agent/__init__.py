@@ -1,1 +1,4 @@
-"""svcnet node agent (node.py runs on nodes; protocol.py is the controller side)."""
+"""What svcnet ships to nodes: the agent (node.py) and the pod server (podserver.py), stdlib only.
+
+The controller side of the agent's wire is svcnet/transport/protocol.py.
+"""

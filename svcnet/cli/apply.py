@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from svcnet.apply.runner import EXIT_INVALID, Options, Runner, playbook_path
 from svcnet.cli.common import fail
-from svcnet.playbook.load import PlaybookError, load_playbook
+from svcnet.cli.tasks import registry
+from svcnet.playbook.load import PlaybookError, load_playbook, playbook_path
 from svcnet.playbook.model import Play, Task
-from svcnet.transport.hostconfig import become_password
+from svcnet.playbook.runner import EXIT_INVALID, Options, Runner
+from svcnet.transport.gateway import Connector
 from svcnet.transport.hostpattern import PatternError
 from svcnet.transport.inventory import InventoryError, load_inventory
 
@@ -65,9 +65,12 @@ def execute(plays: list[Play], inventory: str, **kw: object) -> None:
         inv.select("all", str(limit) if limit else None)
     except PatternError as exc:
         fail(f"invalid --limit: {exc}", EXIT_INVALID)
-    secret = become_password(os.environ, ask=bool(kw.pop("ask_become_pass")))
+    timeout = kw.pop("connect_timeout")
+    assert isinstance(timeout, float)
+    connector = Connector.from_env(inv, ask=bool(kw.pop("ask_become_pass")),
+                                   accept_new_host_keys=bool(kw.pop("accept_new_host_keys")), connect_timeout=timeout)
     opts = Options(tags=_split(str(kw.pop("tags"))), skip_tags=_split(str(kw.pop("skip_tags"))), **kw)  # type: ignore[arg-type]
-    sys.exit(Runner(inv, opts, become_password=secret).run(plays))
+    sys.exit(Runner(inv, opts, registry(), connector.gateway).run(plays))
 
 
 @click.command()

@@ -128,10 +128,12 @@ def _cell(count: int, total: int) -> str:
 @click.option("--name", default="seed", show_default=True, help="Lab name.")
 def demo(paths: tuple[str, ...], name: str) -> None:
     """The seed article, live: lab up, apply site.yaml, verify, then show the rules at work."""
-    from svcnet.apply.runner import Options, Runner
+    from svcnet.cli.tasks import registry
     from svcnet.lab import LabError, LabNode, lab_up, load_lab
     from svcnet.playbook.load import load_playbook
     from svcnet.playbook.model import Play
+    from svcnet.playbook.runner import Options, Runner
+    from svcnet.transport.gateway import Connector
     from svcnet.transport.inventory import load_inventory
 
     paths = paths or (str(SEED),)
@@ -155,7 +157,8 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     buf = io.StringIO()
 
     def site() -> int:
-        return Runner(load_inventory(lab.inventory_path), Options(), out=buf).run(plays)
+        inventory = load_inventory(lab.inventory_path)
+        return Runner(inventory, Options(), registry(), Connector.from_env(inventory).gateway, out=buf).run(plays)
 
     code = step(f"svcnet playbook playbooks/site.yaml -i {lab.inventory_path}", site)
     click.echo(buf.getvalue(), nl=False)

@@ -68,14 +68,14 @@ def _pod_iface(cluster: Cluster, node: Node, src: str) -> str:
 
 def _live_rules(inventory_path: str, node: str) -> str:
     """`iptables-save` (filter and nat) from the node, over a host-key-verified SSH session."""
+    from svcnet.transport.gateway import Connector
     from svcnet.transport.inventory import InventoryError, load_inventory
-    from svcnet.transport.nodes import open_node
     from svcnet.transport.ssh import SSHError
 
     try:
         inv = load_inventory(inventory_path)
-        with open_node(inv, node) as session:
-            result = session.run("iptables-save -t filter && iptables-save -t nat", timeout=60)
+        with Connector.from_env(inv).gateway(node) as gateway:
+            result = gateway.run("iptables-save -t filter && iptables-save -t nat", timeout=60)
     except InventoryError as exc:
         for d in exc.diagnostics:
             click.echo(str(d), err=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -35,7 +34,7 @@ def verify(paths: tuple[str, ...], inventory: str, junitxml: str | None, keyword
     """
     from svcnet.diagnostics import errors
     from svcnet.model.load import check_paths
-    from svcnet.transport.hostconfig import become_password
+    from svcnet.transport.gateway import Connector, Gateways
     from svcnet.transport.inventory import InventoryError, load_inventory
     from svcnet.verify.context import VerifyContext
     from svcnet.verify.suite import pytest_args, run_suite
@@ -52,10 +51,14 @@ def verify(paths: tuple[str, ...], inventory: str, junitxml: str | None, keyword
             click.echo(message, err=True)
         click.echo(f"svcnet: invalid inventory {inventory}", err=True)
         sys.exit(EXIT_USAGE)
+    gateways = Gateways(Connector.from_env(inv, connect_timeout=connect_timeout).gateway)
     try:
-        ctx = VerifyContext(checked.build.cluster, inv, list(nodes), outside, connect_timeout,
-                            become_password(os.environ))
+        ctx = VerifyContext(checked.build.cluster, inv, gateways.get, list(nodes), outside)
     except ValueError as exc:
         click.echo(f"svcnet: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(run_suite(ctx, pytest_args(junitxml, keyword, verbose=not quiet)))
+    try:
+        code = run_suite(ctx, pytest_args(junitxml, keyword, verbose=not quiet))
+    finally:
+        gateways.close()
+    sys.exit(code)

@@ -244,3 +244,12 @@ def load_playbook(path: str | Path, check_paths: bool = True) -> list[Play]:
     if diags:
         raise PlaybookError(diags)
     return plays
+
+
+def playbook_path(name: str) -> Path:
+    """A playbook given by path, or by name from the shipped `playbooks/` directory."""
+    p = Path(name)
+    if p.exists():
+        return p
+    shipped = Path(__file__).resolve().parents[2] / "playbooks" / name
+    return shipped if shipped.exists() else p

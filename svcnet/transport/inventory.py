@@ -198,11 +198,6 @@ class Inventory:
         log.debug("resolved host %r", config)
         return config
 
-    def host_configs(
-        self, hosts: Sequence[str] | None = None, become_password: SecretStr | None = None
-    ) -> list[HostConfig]:
-        return [self.host_config(h, become_password) for h in (self.hosts if hosts is None else hosts)]
-
 
 class _GroupHosts(Mapping[str, Sequence[str]]):
     """Each group's hosts, worked out when a host pattern names the group: all of them up

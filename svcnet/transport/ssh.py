@@ -227,7 +227,7 @@ class Session:
     def open(self) -> Session:
         """Connect (through each ProxyJump hop in turn); every host key verified the same way."""
         if self.conn is not None:
-            return self  # already open: `with open_node(...)` enters an opened session
+            return self  # already open: `with session` enters an opened session as it is
         route = self._route()
         try:
             sock: paramiko.Channel | None = None

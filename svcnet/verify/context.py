@@ -1,12 +1,14 @@
-"""One verify run's view of the cluster: the model, the inventory, and lazily opened node sessions.
+"""One verify run's view of the cluster: the model, the inventory, and the gateways to its nodes.
 
-Created per pytest session (stored on the config, never global). Everything reached over SSH is
-cached for the run: one session per node, one agent check per node, one pod status per node.
-A failure to reach a node is remembered, so every later check of that node fails at once.
+Created per pytest session (stored on the config, never global). Everything asked of a node is
+cached for the run: one agent check per node, one pod status per node (and one gateway, so one
+session and one agent process, per node). A failure to reach a node is remembered, so every
+later check of that node fails at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,18 +16,30 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from svcnet.agent.node import PYTHON_FLAGS
+from svcnet.desired import node_artifacts_all
+from svcnet.model.facts import with_facts
 from svcnet.model.types import Cluster
+from svcnet.transport.gateway import AgentReplyError, Gateway
 from svcnet.transport.inventory import Inventory
+from svcnet.transport.protocol import (
+    ApplyAnswer,
+    ApplyRequest,
+    PodStatus,
+    ProbeRequest,
+    Request,
+    StatusRequest,
+    new_run_id,
+)
+from svcnet.transport.ssh import Result, SSHError
 from svcnet.verify.targets import Source
 
 OUTSIDE_AUTO, OUTSIDE_LOCAL, OUTSIDE_NONE = "auto", "local", "none"
@@ -40,6 +54,7 @@ NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 PROBE_SLACK = 15.0  # seconds allowed beyond a probe's own deadline (python start, SSH)
 AGENT_TIMEOUT = 120.0
 MAX_PARALLEL = 10  # nodes asked at once for their state check
+A = TypeVar("A")
 
 
 class VerifyError(pytest.fail.Exception):  # type: ignore[misc,name-defined]
@@ -103,12 +118,15 @@ def netns_prefix(netns: str | None) -> str:
 
 
 class VerifyContext:
-    """The cluster, the inventory, and the run's connections to nodes."""
+    """The cluster, the inventory, and the run's gateways to nodes.
 
-    def __init__(self, cluster: Cluster, inventory: Inventory, nodes: Sequence[str] | None = None,
-                 outside: str = OUTSIDE_AUTO, connect_timeout: float = 10.0, become_password: Any = None):
+    `gateway(node)` gives the node's gateway; whoever made them closes them (the CLI, the
+    plugin, or the playbook's runner). `run_id`: the run's (a new one by default).
+    """
+
+    def __init__(self, cluster: Cluster, inventory: Inventory, gateway: Callable[[str], Gateway],
+                 nodes: Sequence[str] | None = None, outside: str = OUTSIDE_AUTO, run_id: str | None = None):
         self.cluster = cluster
-        self.become_password = become_password
         self.inventory = inventory
         names = [n.name for n in cluster.nodes]
         unknown = [n for n in nodes or () if n not in names]
@@ -121,65 +139,56 @@ class VerifyContext:
                              f"(hosts: {', '.join(inventory.hosts) or 'none'})")
         self.nodes = [n for n in names if not nodes or n in nodes]
         self.outside = resolve_outside(inventory, names, outside)
-        self.connect_timeout = connect_timeout
-        self.run_id = "verify-" + time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self._sessions: dict[str, Any] = {}
+        self.run_id = run_id or new_run_id("verify")
+        self._gateway = gateway
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}
-        self._checks: dict[str, dict | str] = {}
-        self._status: dict[str, dict] = {}
+        self._checks: dict[str, ApplyAnswer | str] = {}
+        self._status: dict[str, dict[str, PodStatus]] = {}
 
     # -- connections -----------------------------------------------------------------
-    def session(self, node: str) -> Any:
-        """The open svcnet Session to `node` (VerifyError if it cannot be reached)."""
-        from svcnet.transport.hostconfig import become_password
-        from svcnet.transport.ssh import Session, SSHError
-
+    def gateway(self, node: str) -> Gateway:
+        """The node's gateway (VerifyError if the node could not be reached before)."""
         if node in self._unreachable:
             raise VerifyError(self._unreachable[node])
-        if node not in self._sessions:
-            try:
-                secret = self.become_password or become_password(os.environ)
-                config = self.inventory.host_config(node, secret)
-                self._sessions[node] = Session(config, False, self.connect_timeout).open()
-            except SSHError as exc:
-                self._unreachable[node] = f"{node}: unreachable: {exc.message}"
-                raise VerifyError(self._unreachable[node]) from None
-        return self._sessions[node]
+        return self._gateway(node)
 
-    def run(self, node: str, command: str, stdin: bytes = b"", timeout: float = 60.0) -> Any:
-        from svcnet.transport.ssh import SSHError
-
+    @contextlib.contextmanager
+    def reaching(self, node: str) -> Iterator[Gateway]:
+        """The node's gateway, connected; a failure to reach the node is remembered (VerifyError)."""
+        gw = self.gateway(node)
         try:
-            return self.session(node).run(command, stdin, timeout)
+            gw.open()
+        except SSHError as exc:
+            self._unreachable[node] = f"{node}: unreachable: {exc.message}"
+            raise VerifyError(self._unreachable[node]) from None
+        try:
+            yield gw
+        except AgentReplyError as exc:  # the node answered: only this call failed
+            raise VerifyError(f"{node}: {exc.message}") from None
         except SSHError as exc:
             self._unreachable[node] = f"{node}: {exc.message}"
             raise VerifyError(self._unreachable[node]) from None
 
+    def run(self, node: str, command: str, stdin: bytes = b"", timeout: float = 60.0) -> Result:
+        with self.reaching(node) as gw:
+            return gw.run(command, stdin, timeout)
+
     def host(self, node: str) -> Any:
-        """A testinfra Host for `node` over its svcnet session."""
-        from svcnet.verify.backend import session_host
+        """A testinfra Host for `node` over its gateway."""
+        from svcnet.verify.backend import gateway_host
 
         if node not in self._hosts:
-            self._hosts[node] = session_host(self.session(node))
+            with self.reaching(node) as gw:
+                self._hosts[node] = gateway_host(gw)
         return self._hosts[node]
 
     # -- agent -----------------------------------------------------------------------
-    def python(self, node: str) -> str | None:
-        """The node's ansible_python_interpreter, if the inventory sets one."""
-        python = self.inventory.host_vars(node).get("ansible_python_interpreter")
-        return str(python) if python else None
+    def agent(self, node: str, request: Request[A]) -> A:
+        with self.reaching(node) as gw:
+            return gw.ask(request, AGENT_TIMEOUT)
 
-    def agent(self, node: str, request: dict) -> dict:
-        from svcnet.agent.protocol import AgentProtocolError, build_stdin, parse_response, remote_command
-
-        result = self.run(node, remote_command(self.python(node)), build_stdin(request), AGENT_TIMEOUT)
-        try:
-            return parse_response(result.stdout, node)
-        except AgentProtocolError as exc:
-            raise VerifyError(f"{node}: {exc}") from None
-
-    def state_check(self, node: str) -> dict:
+    def state_check(self, node: str) -> ApplyAnswer:
         """The agent's check-mode diff of live vs rendered state (rules and netconf), once per run.
 
         The first call asks every checked node at once (one thread per node, bounded).
@@ -194,41 +203,31 @@ class VerifyContext:
             raise VerifyError(result)
         return result
 
-    def _state_check_one(self, node: str) -> dict | str:
-        """The check response, or the failure message (raised later by the check of that node)."""
-        from svcnet.agent.protocol import PARTS, apply_request, facts_from_probe, request
-        from svcnet.desired import node_artifacts_all
-
+    def _state_check_one(self, node: str) -> ApplyAnswer | str:
+        """The check answer, or the failure message (raised later by the check of that node)."""
         try:
-            probe = self.agent(node, request("probe", self.run_id))
-            if not probe.get("ok"):
-                return f"{node}: agent probe failed: {probe.get('msg')}"
-            facts = facts_from_probe(probe)
-            cluster = replace(self.cluster, nodes=tuple(replace(n, facts=facts) if n.name == node else n
-                                                        for n in self.cluster.nodes))
-            art = node_artifacts_all(cluster, [node])[node]
-            resp = self.agent(node, apply_request(art, self.run_id, check=True, parts=PARTS))
+            probe = self.agent(node, ProbeRequest(self.run_id))
+            if not probe.ok or probe.facts is None:
+                return f"{node}: agent probe failed: {probe.msg}"
+            art = node_artifacts_all(with_facts(self.cluster, {node: probe.facts}), [node])[node]
+            answer = self.agent(node, ApplyRequest(self.run_id, art, check=True))
         except VerifyError as exc:
             return str(exc.msg)
-        if not resp.get("ok") or not isinstance(resp.get("diff"), dict):
-            return f"{node}: agent check failed: {resp.get('msg')}"
-        return resp
+        if not answer.ok or answer.diff is None:
+            return f"{node}: agent check failed: {answer.msg}"
+        return answer
 
-    def pod_status(self, node: str) -> dict[str, dict]:
-        """The agent's view of the node's pods: "ns/name" -> {running, pid, ...}."""
-        from svcnet.agent.protocol import request
-
+    def pod_status(self, node: str) -> dict[str, PodStatus]:
+        """The agent's view of the node's pods: "ns/name" -> its status."""
         if node not in self._status:
-            resp = self.agent(node, request("status", self.run_id))
-            self._status[node] = {p["pod"]: p for p in resp.get("pods") or [] if isinstance(p, dict)}
+            answer = self.agent(node, StatusRequest(self.run_id))
+            self._status[node] = {p.pod: p for p in answer.pods}
         return self._status[node]
 
     # -- traffic ---------------------------------------------------------------------
     def probe(self, source: Source, request: dict) -> dict:
         """Run the traffic probe on the source's node (inside the pod's netns for a pod source)."""
-        from svcnet.agent.protocol import python_command
-
-        command = python_command(PROBE_BOOTSTRAP, self.python(source.node), netns_argv(source.netns))
+        command = self.gateway(source.node).python_command(PROBE_BOOTSTRAP, netns_argv(source.netns))
         timeout = float(request.get("deadline", request.get("timeout", 5))) + PROBE_SLACK
         result = self.run(source.node, command, probe_stdin(request), timeout)
         return parse_probe(result.stdout, source.label)
@@ -238,8 +237,6 @@ class VerifyContext:
         out = self.outside
         if out.mode == OUTSIDE_NONE:
             pytest.skip(out.reason)
-        from svcnet.agent.node import PYTHON_FLAGS
-
         argv = [sys.executable, *PYTHON_FLAGS, "-c", PROBE_BOOTSTRAP]  # isolated: cwd's modules stay out
         if out.netns:
             if not os.path.exists(f"/run/netns/{out.netns}") or not NETNS_RE.match(out.netns):
@@ -253,7 +250,4 @@ class VerifyContext:
         return parse_probe(proc.stdout.decode(errors="replace"), "outside client")
 
     def close(self) -> None:
-        for s in self._sessions.values():
-            s.close()
-        self._sessions.clear()
         self._hosts.clear()

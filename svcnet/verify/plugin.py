@@ -23,9 +23,12 @@ from typing import Any
 
 import pytest
 
+from svcnet.transport.gateway import Connector, Gateways
+from svcnet.transport.inventory import Inventory
 from svcnet.verify.context import OUTSIDE_AUTO, OUTSIDE_MODES, VerifyContext
 
 CONTEXT_KEY = pytest.StashKey[VerifyContext]()
+GATEWAYS_KEY = pytest.StashKey[Gateways]()  # the gateways this plugin opened itself
 EMPTY_KEY = pytest.StashKey[set[str]]()  # tests whose svcnet parameters matched nothing
 NOT_CONFIGURED = "svcnet fixtures need --svcnet-cluster PATH and --svcnet-inventory PATH"
 PORTS_MARKER = "svcnet_ports"
@@ -54,8 +57,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def load_context(paths: list[str], inventory_path: str, nodes: list[str], outside: str,
-                 connect_timeout: float) -> VerifyContext:
-    """Load and validate description and inventory; pytest.UsageError with located messages."""
+                 gateways: Callable[[Inventory], Gateways]) -> VerifyContext:
+    """Load and validate description and inventory; pytest.UsageError with located messages.
+
+    `gateways`: makes the run's gateways to the inventory's nodes (closed by its caller).
+    """
     from svcnet.diagnostics import errors
     from svcnet.model.load import check_paths
     from svcnet.transport.inventory import InventoryError, load_inventory
@@ -70,7 +76,7 @@ def load_context(paths: list[str], inventory_path: str, nodes: list[str], outsid
     except InventoryError as exc:
         raise pytest.UsageError(f"invalid inventory {inventory_path}:\n" + "\n".join(exc.messages)) from None
     try:
-        return VerifyContext(checked.build.cluster, inventory, nodes, outside, connect_timeout)
+        return VerifyContext(checked.build.cluster, inventory, gateways(inventory).get, nodes, outside)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -86,15 +92,23 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not paths or not inventory:
         raise pytest.UsageError("--svcnet-cluster and --svcnet-inventory must be given together")
+    timeout = config.getoption("svcnet_connect_timeout")
+
+    def gateways(inv: Inventory) -> Gateways:
+        config.stash[GATEWAYS_KEY] = Gateways(Connector.from_env(inv, connect_timeout=timeout).gateway)
+        return config.stash[GATEWAYS_KEY]
+
     config.stash[CONTEXT_KEY] = load_context(paths, inventory, config.getoption("svcnet_node"),
-                                             config.getoption("svcnet_outside"),
-                                             config.getoption("svcnet_connect_timeout"))
+                                             config.getoption("svcnet_outside"), gateways)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     ctx = config.stash.get(CONTEXT_KEY, None)
     if ctx is not None:
         ctx.close()
+    opened = config.stash.get(GATEWAYS_KEY, None)  # only ours: a preloaded context's are its caller's
+    if opened is not None:
+        opened.close()
 
 
 def _params(ctx: VerifyContext, name: str, selector: str) -> tuple[list[Any], list[str]]:

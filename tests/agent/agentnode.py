@@ -23,7 +23,8 @@ from pathlib import Path
 
 from prereq import unavailable
 
-from svcnet.agent import node, protocol
+from svcnet.agent import node
+from svcnet.transport import protocol
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "examples" / "seed"
@@ -244,10 +245,15 @@ def seed_artifacts(tmp_path: Path, replace: dict[str, str] | None = None, node: 
 
 def apply_req(node: ScratchNode, art, run_id: str, **kw) -> dict:
     """An apply request whose pod commands use the podserver copied into the node's state dir."""
-    req = protocol.apply_request(art, run_id, **kw)
+    req = protocol.ApplyRequest(run_id, art, **kw).to_wire()
     text = json.dumps(req["netconf"]).replace(PODSERVER_IN_SEED, str(node.state / "podserver.py"))
     req["netconf"] = json.loads(text)
     return req
+
+
+def unchanged(probe: dict, want: dict, parts: tuple[str, ...] = protocol.PARTS) -> bool:
+    """The controller's reading of a probe answer: nothing of `parts` needs sending."""
+    return protocol.ProbeAnswer.from_wire(probe).unchanged(want, parts)
 
 
 def hook(**points: dict) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 from agentnode import apply_req, node_state, seed_artifacts
 from test_agent_rules import FOREIGN
 
-from svcnet.agent import protocol
+from svcnet.transport import protocol
 
 pytestmark = pytest.mark.lab
 

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 from planted import MARKER, plant, ran
 
-from svcnet.agent import node, protocol
+from svcnet.agent import node
+from svcnet.transport import protocol
 
 ISOLATED = ["cd", "/", "&&", "exec"]
 
 
 def status_request(tmp_path: Path) -> dict:
-    return protocol.request("status", "r1", etc_dir=str(tmp_path / "e"), state_dir=str(tmp_path / "s"),
-                            run_dir=str(tmp_path / "r"))
+    return {**protocol.StatusRequest("r1").to_wire(), "etc_dir": str(tmp_path / "e"),
+            "state_dir": str(tmp_path / "s"), "run_dir": str(tmp_path / "r")}
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from agentnode import Events, apply_req, hook, release, seed_artifacts
-
-from svcnet.agent import protocol
+from agentnode import Events, apply_req, hook, release, seed_artifacts, unchanged
 
 pytestmark = pytest.mark.lab
 
@@ -62,5 +60,5 @@ def test_three_runs_never_hold_the_lock_together(snode, tmp_path, remover):
         if held is not None:
             os.close(held)
     probe = snode.agent({"op": "probe", "run_id": "p"})
-    assert protocol.is_unchanged(probe, apply_req(snode, art2, "x")["desired_hashes"]), probe
+    assert unchanged(probe, apply_req(snode, art2, "x")["desired_hashes"]), probe
     assert (snode.state / "lock").exists()

@@ -9,9 +9,7 @@ import signal
 import time
 
 import pytest
-from agentnode import apply_req, seed_artifacts
-
-from svcnet.agent import protocol
+from agentnode import apply_req, seed_artifacts, unchanged
 
 pytestmark = pytest.mark.lab
 
@@ -119,13 +117,13 @@ def test_reboot_then_boot_restores_everything(snode, tmp_path):
 
     # simulated reboot: processes, rules, namespaces, links and forwarding are gone; files stay
     snode.simulate_reboot()
-    assert not protocol.is_unchanged(snode.agent({"op": "probe", "run_id": "p"}), req["desired_hashes"])
+    assert not unchanged(snode.agent({"op": "probe", "run_id": "p"}), req["desired_hashes"])
 
     booted = snode.agent_file("boot")
     assert booted["ok"] and booted["changed"], booted
     assert http(snode) == POD + "\n"
     probe = snode.agent({"op": "probe", "run_id": "p"})
-    assert protocol.is_unchanged(probe, req["desired_hashes"]), probe
+    assert unchanged(probe, req["desired_hashes"]), probe
 
 
 def test_boot_rolls_back_an_unconfirmed_run(snode, tmp_path):
@@ -139,4 +137,4 @@ def test_boot_rolls_back_an_unconfirmed_run(snode, tmp_path):
     booted = snode.agent_file("boot")
     assert booted["ok"] and "unconfirmed at boot" in booted["msg"], booted
     assert "--dport 30000" in snode.save("nat") and "--dport 30003" not in snode.save("nat")
-    assert protocol.is_unchanged(snode.agent({"op": "probe", "run_id": "p"}), req1["desired_hashes"])
+    assert unchanged(snode.agent({"op": "probe", "run_id": "p"}), req1["desired_hashes"])

@@ -10,8 +10,8 @@ import time
 import pytest
 from agentnode import ScratchNode, seed_artifacts
 
-from svcnet.agent import protocol
 from svcnet.model.types import ProcessSecurity
+from svcnet.transport import protocol
 
 pytestmark = pytest.mark.lab
 
@@ -32,8 +32,8 @@ def secured_req(snode: ScratchNode, tmp_path, run_id: str, security: ProcessSecu
     pod = art.netconf.pods[0]
     command = ("python3", PODSERVER, "--port", str(port))
     pods = (dataclasses.replace(pod, command=command, security=security),)
-    req = protocol.apply_request(dataclasses.replace(art, netconf=dataclasses.replace(art.netconf, pods=pods)),
-                                 run_id)
+    secured = dataclasses.replace(art, netconf=dataclasses.replace(art.netconf, pods=pods))
+    req = protocol.ApplyRequest(run_id, secured).to_wire()
     snode.sh(["sh", "-c", f"mkdir -p {os.path.dirname(PODSERVER)} && cat > {PODSERVER} && chmod 0644 {PODSERVER}"],
              stdin=protocol.podserver_source())
     return req, pod.netns

@@ -11,9 +11,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from agentnode import apply_req, legacy_bin, scratch_node, seed_artifacts, wait_until
+from agentnode import apply_req, legacy_bin, scratch_node, seed_artifacts, unchanged, wait_until
 
-from svcnet.agent import node, protocol
+from svcnet.agent import node
+from svcnet.transport import protocol
 
 pytestmark = pytest.mark.lab
 
@@ -52,11 +53,12 @@ def test_apply_then_probe_says_unchanged(snode, tmp_path):
     assert probe["applied_hash"] == req["desired_hashes"]
     assert probe["live_rules_hash"] == probe["saved_rules_hash"]
     assert probe["netconf_ok"], probe["netconf_drift"]
-    assert protocol.is_unchanged(probe, req["desired_hashes"])
+    assert unchanged(probe, req["desired_hashes"])
     assert sorted(probe["stale_chains"]) == sorted(
         c for c in probe["stale_chains"] if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-")))
     assert any(c.startswith("KUBE-SEP-") for c in probe["stale_chains"])
-    assert isinstance(protocol.facts_from_probe(probe).random_fully, bool)
+    facts = protocol.ProbeAnswer.from_wire(probe).facts
+    assert facts is not None and isinstance(facts.random_fully, bool)
 
     again = snode.agent(apply_req(snode, art, "r3"))
     assert again["ok"] and not again["changed"], again
@@ -65,10 +67,10 @@ def test_apply_then_probe_says_unchanged(snode, tmp_path):
     snode.sh(["iptables", "-t", "nat", "-F", "KUBE-MARK-MASQ"])
     drifted = snode.agent({"op": "probe", "run_id": "r4"})
     assert drifted["live_rules_hash"] != drifted["saved_rules_hash"]
-    assert not protocol.is_unchanged(drifted, req["desired_hashes"])
+    assert not unchanged(drifted, req["desired_hashes"])
     repaired = snode.agent(apply_req(snode, art, "r5"))
     assert repaired["ok"] and repaired["changed"]
-    assert protocol.is_unchanged(snode.agent({"op": "probe", "run_id": "r6"}), req["desired_hashes"])
+    assert unchanged(snode.agent({"op": "probe", "run_id": "r6"}), req["desired_hashes"])
 
     # address drift is seen too
     snode.sh(["ip", "route", "del", "10.244.2.0/24"])
@@ -130,7 +132,7 @@ def test_failing_step_rolls_back_everything(snode, tmp_path):
     assert (snode.save("filter"), snode.save("nat")) == before
     assert {f: (snode.etc / f).read_text() for f in os.listdir(snode.etc)} == files
     probe = snode.agent({"op": "probe", "run_id": "r3"})
-    assert protocol.is_unchanged(probe, req1["desired_hashes"]), probe
+    assert unchanged(probe, req1["desired_hashes"]), probe
     assert probe["last_rollback"]["run_id"] == "r2"
 
 
@@ -331,7 +333,7 @@ def test_legacy_backend_apply_failure_and_teardown(tmp_path):
         assert node.agent(req)["changed"]
         probe = node.agent({"op": "probe", "run_id": "p"})
         assert probe["facts"]["iptables_backend"] == "legacy"
-        assert protocol.is_unchanged(probe, req["desired_hashes"])
+        assert unchanged(probe, req["desired_hashes"])
         applied = node.save("nat")
         bad = apply_req(node, seed_artifacts(tmp_path, NODEPORT_CHANGE), "r2")
         bad["artifacts"]["netconf.sh"] += "exit 5\n"

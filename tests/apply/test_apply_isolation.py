@@ -14,11 +14,11 @@ import pytest
 from applylab import REPO, SEED, Run, owned_rules
 from planted import marker_command, plant, plant_command, ran
 
-from svcnet.agent import protocol
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.lab.users import SUDO_PASSWORD, LabUser, add_users, user_inventory
+from svcnet.transport import protocol
+from svcnet.transport.gateway import Connector
 from svcnet.transport.inventory import load_inventory
-from svcnet.transport.nodes import open_node
 
 pytestmark = pytest.mark.lab
 NODES = ("node1", "node2")
@@ -80,8 +80,8 @@ def markers(lab, home: str) -> dict[str, str]:
 def assert_old_command_runs_them(inventory: Path, home: str, lab) -> None:
     """The control: the agent's command before the fix, in the same place, ran the planted modules as root."""
     old = f"{protocol.DEFAULT_PYTHON} -E -S -c '{protocol.BOOTSTRAP}'"
-    with open_node(load_inventory(inventory), "node1") as s:
-        r = s.run(old, protocol.build_stdin(protocol.request("status", "control")))
+    with Connector(load_inventory(inventory)).gateway("node1") as s:
+        r = s.run(old, protocol.build_stdin(protocol.StatusRequest("control").to_wire()))
     assert protocol.parse_response(r.stdout)["ok"]
     assert "json euid=0 " in markers(lab, home)["node1"]
 

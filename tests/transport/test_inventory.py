@@ -235,7 +235,8 @@ def test_many_hosts_and_groups_resolve_without_quadratic_work(tmp_path: Path) ->
     (tmp_path / "a.ini").write_text("[big]\nh[1:30000]\n[k8s:children]\nbig\n")
     (tmp_path / "b.ini").write_text("[big]\nh[1:99000]\n" + "".join(f"[g{i}:children]\nbig\n" for i in range(300)))
     started = time.monotonic()
-    configs = load_inventory(tmp_path / "a.ini").host_configs()
+    big = load_inventory(tmp_path / "a.ini")
+    configs = [big.host_config(h) for h in big.hosts]
     assert len(configs) == 30_000 and configs[-1].name == "h30000"
     inv = load_inventory(tmp_path / "b.ini")
     assert inv.select("g7:&big", limit="h9999*") == ["h9999"]

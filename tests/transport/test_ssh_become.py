@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from planted import marker_command, plant_command
 
-from svcnet.agent import protocol
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.lab.users import SUDO_PASSWORD, LabUser, add_users, user_inventory
+from svcnet.transport import protocol
 from svcnet.transport.hostconfig import SecretStr
 from svcnet.transport.inventory import load_inventory
 from svcnet.transport.ssh import BecomeError, Session
@@ -49,9 +49,10 @@ def test_sudo_that_asks_gets_the_password_for_every_command(lab, tmp_path):
         for _ in range(3):  # the lab's sudoers asks on every command (timestamp_timeout=0)
             r = s.run("id -u; cat", b"in\n")
             assert (r.rc, r.stdout, r.stderr) == (0, "0\nin\n", "")
-        agent = s.start(protocol.remote_command(), protocol.build_stdin(protocol.request("status", "b1"), session=True))
+        first = protocol.build_stdin(protocol.StatusRequest("b1").to_wire(), session=True)
+        agent = s.start(protocol.remote_command(), first)
         assert protocol.parse_response(agent.read_line(60) or "")["ok"]
-        agent.send(protocol.request_line(protocol.request("status", "b2")))
+        agent.send(protocol.request_line(protocol.StatusRequest("b2").to_wire()))
         assert protocol.parse_response(agent.read_line(60) or "")["ok"]
         agent.close()
 
@@ -70,7 +71,7 @@ def test_a_wrong_or_missing_password_is_a_clear_error_not_a_hang(lab, tmp_path):
 def test_a_module_planted_in_the_login_home_never_runs_as_root(lab, tmp_path):
     home = NOPW.home
     node_run(lab, "node1", plant_command(home, NOPW.name))
-    req = protocol.build_stdin(protocol.request("status", "p1"))
+    req = protocol.build_stdin(protocol.StatusRequest("p1").to_wire())
     with session(lab, tmp_path, NOPW, None) as s:
         assert protocol.parse_response(s.run(protocol.remote_command(), req).stdout)["ok"]
         assert node_run(lab, "node1", marker_command(home)).stdout == ""

@@ -13,8 +13,8 @@ from labrun import bastion_log, inventory_trusting
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.lab.spec import BASTION_NAME, LabNode
+from svcnet.transport.gateway import Connector
 from svcnet.transport.inventory import load_inventory
-from svcnet.transport.nodes import open_node
 from svcnet.transport.ssh import Session, SSHError
 
 pytestmark = pytest.mark.lab
@@ -53,9 +53,9 @@ def test_every_node_is_reached_through_the_bastion(lab):
     _, bastion_ip = lab.bastion
     for node, (_, address) in lab.nodes.items():
         before = forwarded(lab, address)
-        with open_node(inv, node) as s:
-            assert s.run("hostname").stdout.strip() == node
-            assert [jump.host for jump in s.jumps] == [bastion_ip]
+        with Connector(inv).gateway(node) as gw:
+            assert gw.run("hostname").stdout.strip() == node
+            assert gw.session is not None and [jump.host for jump in gw.session.jumps] == [bastion_ip]
             assert ssh_peers(lab, node) == {bastion_ip}  # the node's sshd sees the bastion, nothing else
         assert forwarded(lab, address) == before + 1
 
@@ -109,7 +109,7 @@ def test_an_unknown_bastion_key_is_refused_or_recorded_once_on_first_use(lab, tm
             session.close()
     recorded = (tmp_path / "known_hosts").read_text().splitlines()
     assert len([ln for ln in recorded if ln.startswith(f"{lab.bastion[1]} ")]) == 1  # once, not once per node
-    with open_node(inv, "node2") as s:  # strict again, now known
+    with Connector(inv).gateway("node2") as s:  # strict again, now known
         assert s.run("hostname").stdout.strip() == "node2"
 
 

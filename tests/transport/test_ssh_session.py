@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from svcnet.agent.protocol import request
-from svcnet.apply.client import NodeClient
 from svcnet.lab.pytest_fixtures import node_run
+from svcnet.transport.gateway import Connector
 from svcnet.transport.inventory import load_inventory
-from svcnet.transport.nodes import open_node
+from svcnet.transport.protocol import StatusRequest
 from svcnet.transport.ssh import Session, SSHError, known_hosts_path
 
 pytestmark = pytest.mark.lab
@@ -38,16 +37,16 @@ def inventory_with_known_hosts(lab, tmp_path: Path, known_hosts: Path):
 def test_every_node_answers_with_verified_host_key(lab):
     inv = load_inventory(lab.inventory_path)
     for node in ("node1", "node2", "node3"):
-        with open_node(inv, node) as s:
-            assert known_hosts_path(s.host) == lab.known_hosts_path
-            r = s.run("hostname")
+        with Connector(inv).gateway(node) as gw:
+            assert known_hosts_path(gw.host) == lab.known_hosts_path
+            r = gw.run("hostname")
             assert (r.rc, r.stdout.strip()) == (0, node)
 
 
 def test_stdin_is_fed_and_closed_and_exit_codes_propagate(lab):
     inv = load_inventory(lab.inventory_path)
     data = bytes(range(256)) * 4096  # 1 MiB, binary
-    with open_node(inv, "node1") as s:
+    with Connector(inv).gateway("node1") as s:
         r = s.run("sha256sum", stdin=data)
         import hashlib
 
@@ -62,17 +61,17 @@ def test_unknown_host_key_is_refused_by_default(lab, tmp_path: Path):
     empty.write_text("")
     inv = inventory_with_known_hosts(lab, tmp_path, empty)
     with pytest.raises(SSHError, match=r"not in .*--accept-new-host-keys"):
-        open_node(inv, "node1")
+        Connector(inv).gateway("node1").open()
 
 
 def test_accept_new_records_the_key_then_strict_checking_passes(lab, tmp_path: Path):
     known = tmp_path / "known_hosts"
     known.write_text("")
     inv = inventory_with_known_hosts(lab, tmp_path, known)
-    with open_node(inv, "node2", accept_new_host_keys=True) as s:
+    with Connector(inv, accept_new_host_keys=True).gateway("node2") as s:
         assert s.run("true").rc == 0
     assert "192.168.56.12" in known.read_text()
-    with open_node(inv, "node2") as s:  # strict again, now known
+    with Connector(inv).gateway("node2") as s:  # strict again, now known
         assert s.run("hostname").stdout.strip() == "node2"
 
 
@@ -89,7 +88,7 @@ def test_changed_host_key_is_refused_even_with_accept_new(lab, tmp_path: Path):
 
 def test_a_stream_answers_line_by_line_and_reports_its_end(lab):
     inv = load_inventory(lab.inventory_path)
-    with open_node(inv, "node1") as s:
+    with Session(inv.host_config("node1")) as s:
         stream = s.start("while read -r x; do echo \"got $x\"; done; echo bye >&2", b"one\n")
         assert stream.read_line(10) == "got one"
         stream.send(b"two\nthree\n")
@@ -103,20 +102,20 @@ def test_a_stream_answers_line_by_line_and_reports_its_end(lab):
         silent.close()
 
 
-def test_a_client_keeps_one_agent_process_per_session(lab):
+def test_a_gateway_keeps_one_agent_process_per_session(lab):
     inv = load_inventory(lab.inventory_path)
-    client = NodeClient(inv.host_config("node2"))
+    client = Connector(inv).gateway("node2")
     # Agents in node2's own network namespace (the lab shares the host's pids); [i]: not this shell.
     mine = "--ns $$ --nslist net -f '[i]mport sys,json,os,marshal'"
     agents = f"pgrep -c {mine} || true"
     try:
-        assert client.call(request("status", "s1"))["ok"]
-        assert client.call(request("status", "s2"))["ok"]
+        assert client.ask(StatusRequest("s1")).ok
+        assert client.ask(StatusRequest("s2")).ok
         assert node_run(lab, "node2", agents).stdout.strip() == "1"  # one process served both
         node_run(lab, "node2", f"pkill {mine}")
         with pytest.raises(SSHError, match=r"remote command has ended|no response"):
-            client.call(request("status", "s3"))  # it died: this call fails, as with Ansible ...
-        assert client.call(request("status", "s4"))["ok"]  # ... and the next starts another
+            client.ask(StatusRequest("s3"))  # it died: this call fails, as with Ansible ...
+        assert client.ask(StatusRequest("s4")).ok  # ... and the next starts another
     finally:
         client.close()
     deadline = time.monotonic() + 10

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from svcnet.agent import node as agent
-from svcnet.agent.protocol import netconf_payload
 from svcnet.desired import node_artifacts_all
 from svcnet.model import names
 from svcnet.model.load import check_paths, load_cluster
+from svcnet.transport.protocol import netconf_payload
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_NAMES = REPO / "tests" / "apply" / "long-names"

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from svcnet import podserver
+from svcnet.agent import podserver
 
 
 def test_bind_makes_no_dns_lookup(monkeypatch: pytest.MonkeyPatch):

@@ -158,7 +158,7 @@ def _free_port() -> int:
 @pytest.fixture
 def podserver():
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "svcnet" / "podserver.py"), "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, str(REPO / "svcnet" / "agent" / "podserver.py"), "--host", "127.0.0.1",
                              "--port", str(port)], env={"POD_NAME": "pod-a", "PATH": "/usr/bin:/bin"},
                             stderr=subprocess.DEVNULL)
     try:
@@ -256,6 +256,7 @@ def test_the_traffic_probes_run_isolated_from_root(podserver, tmp_path, monkeypa
     """No module planted in the current directory is imported by a probe, here or on a node."""
     from planted import plant, ran
 
+    from svcnet.transport.gateway import Connector
     from svcnet.transport.inventory import load_inventory
     from svcnet.transport.ssh import Result
     from svcnet.verify.context import PROBE_BOOTSTRAP, VerifyContext
@@ -264,7 +265,8 @@ def test_the_traffic_probes_run_isolated_from_root(podserver, tmp_path, monkeypa
     cluster = load_cluster([SEED])
     (tmp_path / "inv.yaml").write_text("all:\n  hosts:\n    node1: {}\n"
                                        "    node2: {ansible_python_interpreter: /opt/py}\n")
-    ctx = VerifyContext(cluster, load_inventory(tmp_path / "inv.yaml"), outside="local")
+    inventory = load_inventory(tmp_path / "inv.yaml")
+    ctx = VerifyContext(cluster, inventory, Connector(inventory).gateway, outside="local")
     home = tmp_path / "home"
     home.mkdir()
     plant(home)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from svcnet.transport.protocol import DIFF_NETCONF
 from svcnet.verify.context import VerifyContext, VerifyError
 from svcnet.verify.drift import netconf_drift
 
@@ -9,7 +10,7 @@ NETCONF_LEGEND = "(- on the node, + rendered)"
 
 
 def check_fact(ctx: VerifyContext, node: str, kind: str, what: str) -> None:
-    lines = netconf_drift(ctx.state_check(node)["diff"].get("netconf") or "", kind)
+    lines = netconf_drift((ctx.state_check(node).diff or {}).get(DIFF_NETCONF) or "", kind)
     if lines:
         body = "\n".join("    " + ln for ln in lines)
         raise VerifyError(f"{node}: {what} differ from the rendered address config {NETCONF_LEGEND}:\n{body}")

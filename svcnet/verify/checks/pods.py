@@ -61,7 +61,7 @@ def test_pod_listens_on_its_ports(svcnet_context: VerifyContext, svcnet_pod: Pod
     if not missing:
         return
     status = ctx.pod_status(pod.node_name).get(f"{pod.namespace}/{pod.name}")
-    running = bool(status and status.get("running"))
+    running = bool(status and status.running)
     deadline = time.monotonic() + START_GRACE
     while missing and running and time.monotonic() < deadline:  # a pod just (re)started gets a moment
         time.sleep(POLL)

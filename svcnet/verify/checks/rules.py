@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from svcnet.model.types import ServicePort
+from svcnet.transport.protocol import DIFF_RULES
 from svcnet.verify.context import VerifyContext, VerifyError
 from svcnet.verify.drift import RulesDrift, describe_chains, rules_drift, sort_drift
 from svcnet.verify.targets import chain_owners
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.svcnet_ports("all")
 
 
 def node_drift(ctx: VerifyContext, node: str) -> RulesDrift:
-    diff = ctx.state_check(node)["diff"].get("rules") or ""
+    diff = (ctx.state_check(node).diff or {}).get(DIFF_RULES) or ""
     return sort_drift(rules_drift(diff), chain_owners(ctx.cluster))
 
 
