@@ -17,11 +17,13 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_CONNECTIONS = 64
 CONNECTION_TIMEOUT = 10.0
 UDP_BUFFER = 2048
+ACCEPT_BACKOFF = 0.1  # seconds
 UDP_FLAG, SCTP_FLAG = "--udp", "--sctp"  # verify reads a pod's command for these
 WHOAMI = b"whoami"
 IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
@@ -131,7 +133,14 @@ def serve_stream(sock: socket.socket) -> None:
     """Accept on a listening stream socket (SCTP one-to-one style); MAX_CONNECTIONS at a time."""
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
     while True:
-        conn, addr = sock.accept()
+        try:
+            conn, addr = sock.accept()
+        except OSError as exc:
+            if sock.fileno() < 0:  # closed: the server is stopping
+                return
+            print(f"podserver: accept failed: {exc}", file=sys.stderr)
+            time.sleep(ACCEPT_BACKOFF)  # e.g. out of file descriptors: do not spin
+            continue
         if not slots.acquire(blocking=False):
             conn.close()
             continue

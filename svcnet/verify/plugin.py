@@ -7,7 +7,8 @@ hands it a loaded context). Then tests may use:
 * `svcnet_hosts` ({node: testinfra Host}) and `svcnet_host` (one test per node);
 * `service_url(name, namespace, port_name=None, via="cluster"|"nodeport", node=None)`;
 * parameters `svcnet_node`, `svcnet_target_node`, `svcnet_source`, `svcnet_pod`,
-  `svcnet_external` and `svcnet_service_port` (narrowed by `@pytest.mark.svcnet_ports(SELECTOR)`).
+  `svcnet_external` and `svcnet_service_port` (the last two narrowed by
+  `@pytest.mark.svcnet_ports(SELECTOR)`, a name from targets.EXTERNAL_SELECTORS or SELECTORS).
 
     pytest --svcnet-cluster=examples/seed --svcnet-inventory=inventory/lab.yaml my_tests/
 
