@@ -1,9 +1,10 @@
 """Tiny pod server (stdlib only, runs on nodes): answers with the pod's name.
 
-`python3 podserver.py --port 8080 [--udp]`: every HTTP request gets "<pod name>\\n" and an
-`X-Pod-Name` header; `/whoami` returns JSON {pod, namespace, ip, client_ip, client_port} so
-a verifier can check source-IP preservation. With --udp, datagrams on the same port are answered
-with the pod name. Threaded with a bounded number of concurrent connections; no access log.
+`python3 podserver.py --port 8080 [--udp] [--sctp]`: every HTTP request gets "<pod name>\\n" and
+an `X-Pod-Name` header; `/whoami` returns JSON {pod, namespace, ip, client_ip, client_port} so
+a verifier can check source-IP preservation. With --udp (--sctp), each datagram (SCTP association)
+on the same port is answered the same way: "<pod name>\\n", or the JSON for the message "whoami".
+Threaded with a bounded number of concurrent connections; no access log.
 """
 
 from __future__ import annotations
@@ -16,15 +17,36 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_CONNECTIONS = 64
 CONNECTION_TIMEOUT = 10.0
 UDP_BUFFER = 2048
+ACCEPT_BACKOFF = 0.1  # seconds
+UDP_FLAG, SCTP_FLAG = "--udp", "--sctp"  # verify reads a pod's command for these
+WHOAMI = b"whoami"
+IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
 
 
 def pod_name() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+def whoami(local_ip: str, client: tuple) -> dict:
+    return {"pod": pod_name(), "namespace": os.environ.get("POD_NAMESPACE", ""),
+            "ip": os.environ.get("POD_IP") or local_ip, "client_ip": client[0], "client_port": client[1]}
+
+
+def reply(message: bytes, local_ip: str, client: tuple) -> bytes:
+    """The answer to a datagram or SCTP message: the pod's name, or whoami's JSON."""
+    if message.strip() == WHOAMI:
+        return json.dumps(whoami(local_ip, client)).encode() + b"\n"
+    return (pod_name() + "\n").encode()
+
+
+def family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -35,13 +57,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         name = pod_name()
         if self.path.split("?")[0] == "/whoami":
-            body = json.dumps({
-                "pod": name,
-                "namespace": os.environ.get("POD_NAMESPACE", ""),
-                "ip": os.environ.get("POD_IP") or self.connection.getsockname()[0],
-                "client_ip": self.client_address[0],
-                "client_port": self.client_address[1],
-            }).encode() + b"\n"
+            body = json.dumps(whoami(self.connection.getsockname()[0], self.client_address)).encode() + b"\n"
             ctype = "application/json"
         else:
             body = (name + "\n").encode()
@@ -94,24 +110,73 @@ class BoundedServer(ThreadingHTTPServer):
         print(f"podserver: error serving {client_address}: {sys.exc_info()[1]}", file=sys.stderr)
 
 
-def serve_udp(host: str, port: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def serve_udp(sock: socket.socket) -> None:
+    local_ip = sock.getsockname()[0]
+    while True:
+        message, addr = sock.recvfrom(UDP_BUFFER)
+        sock.sendto(reply(message, local_ip, addr), addr)
+
+
+def answer_stream(conn: socket.socket, addr: tuple, slots: threading.BoundedSemaphore) -> None:
+    """One SCTP association: read one message, answer it, close."""
+    try:
+        with conn:
+            conn.settimeout(CONNECTION_TIMEOUT)
+            conn.sendall(reply(conn.recv(UDP_BUFFER), conn.getsockname()[0], addr))
+    except OSError as exc:
+        print(f"podserver: error serving {addr}: {exc}", file=sys.stderr)
+    finally:
+        slots.release()
+
+
+def serve_stream(sock: socket.socket) -> None:
+    """Accept on a listening stream socket (SCTP one-to-one style); MAX_CONNECTIONS at a time."""
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    while True:
+        try:
+            conn, addr = sock.accept()
+        except OSError as exc:
+            if sock.fileno() < 0:  # closed: the server is stopping
+                return
+            print(f"podserver: accept failed: {exc}", file=sys.stderr)
+            time.sleep(ACCEPT_BACKOFF)  # e.g. out of file descriptors: do not spin
+            continue
+        if not slots.acquire(blocking=False):
+            conn.close()
+            continue
+        threading.Thread(target=answer_stream, args=(conn, addr, slots), daemon=True).start()
+
+
+def listen(host: str, port: int, kind: int, proto: int = 0) -> socket.socket:
+    sock = socket.socket(family(host), kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    reply = (pod_name() + "\n").encode()
-    while True:
-        _, addr = sock.recvfrom(UDP_BUFFER)
-        sock.sendto(reply, addr)
+    if kind == socket.SOCK_STREAM:
+        sock.listen(128)
+    return sock
+
+
+def start_extra(host: str, port: int, udp: bool, sctp: bool) -> None:
+    """UDP and SCTP listeners beside HTTP. A kernel without SCTP still gets HTTP and UDP served."""
+    if udp:
+        threading.Thread(target=serve_udp, args=(listen(host, port, socket.SOCK_DGRAM),), daemon=True).start()
+    if sctp:
+        try:
+            sock = listen(host, port, socket.SOCK_STREAM, IPPROTO_SCTP)
+        except OSError as exc:
+            print(f"podserver: no SCTP on {host}:{port}: {exc}", file=sys.stderr, flush=True)
+            return
+        threading.Thread(target=serve_stream, args=(sock,), daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="svcnet pod server: answers with the pod's name")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--host", default="0.0.0.0")
-    ap.add_argument("--udp", action="store_true", help="also answer UDP datagrams on the same port")
+    ap.add_argument(UDP_FLAG, action="store_true", help="also answer UDP datagrams on the same port")
+    ap.add_argument(SCTP_FLAG, action="store_true", help="also answer SCTP associations on the same port")
     args = ap.parse_args(argv)
-    if args.udp:
-        threading.Thread(target=serve_udp, args=(args.host, args.port), daemon=True).start()
+    start_extra(args.host, args.port, args.udp, args.sctp)
     server = BoundedServer((args.host, args.port), Handler)
     print(f"podserver: {pod_name()} listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -130,6 +130,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     """The seed article, live: lab up, apply site.yaml, verify, then show the rules at work."""
     from svcnet.cli.tasks import registry
     from svcnet.lab import LabError, LabNode, lab_up, load_lab
+    from svcnet.lab.spec import lab_routes
     from svcnet.playbook.load import load_playbook
     from svcnet.playbook.model import Play
     from svcnet.playbook.runner import Options, Runner
@@ -144,7 +145,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
             return load_lab(name)
         except LabError:
             nodes = [LabNode(n.name, n.addresses) for n in cluster.nodes]
-            return lab_up(nodes, name, str(REPO / "inventory"))
+            return lab_up(nodes, name, str(REPO / "inventory"), routes=lab_routes(cluster))
 
     try:
         lab = step(f"bring up the local lab {name!r} ({len(cluster.nodes)} nodes + a client, each its own "

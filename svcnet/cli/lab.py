@@ -12,7 +12,7 @@ from svcnet.lab import LabError, lab_down, lab_down_all, lab_nodes_from_files, l
 from svcnet.lab.node_ops import node_exec_argv
 from svcnet.lab.prereq import require_root
 from svcnet.lab.procs import tool_env
-from svcnet.lab.spec import cluster_name_from_files
+from svcnet.lab.spec import cluster_name_from_files, lab_routes_from_files
 from svcnet.lab.status import resolve_name
 
 DEFAULT_LAB = "lab"
@@ -53,8 +53,9 @@ def up(files: tuple[str, ...], name: str | None, inventory_dir: str, bastion: bo
     try:
         nodes = lab_nodes_from_files(files)
         name = name or cluster_name_from_files(files) or DEFAULT_LAB
+        routes = lab_routes_from_files(files)
         started = time.monotonic()
-        result = lab_up(nodes, name, inventory_dir, bastion=bastion)
+        result = lab_up(nodes, name, inventory_dir, bastion=bastion, routes=routes)
     except (LabError, OSError) as exc:
         _fail(exc)
         return
@@ -62,6 +63,8 @@ def up(files: tuple[str, ...], name: str | None, inventory_dir: str, bastion: bo
     for node, (ns, address) in result.nodes.items():
         click.echo(f"  {node:<20} {address:<16} netns {ns}")
     click.echo(f"  {'client':<20} {result.client_ip:<16} netns {result.client_ns}")
+    for dest, node, _ in result.state.client_routes:
+        click.echo(f"  {'':<20} routes {dest} to {node} (a LoadBalancer or external IP)")
     if result.bastion:
         click.echo(f"  {'bastion':<20} {result.bastion[1]:<16} netns {result.bastion[0]}   (the nodes' ProxyJump)")
     click.echo(f"inventory:   {_relative(result.inventory_path)}")

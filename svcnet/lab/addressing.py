@@ -15,11 +15,16 @@ _MAX_PREFIX = {4: 24, 6: 64}
 
 @dataclass(frozen=True)
 class SwitchPlan:
-    """One subnet per IP family on the switch, and the client's (and the bastion's) address in each."""
+    """One subnet per IP family on the switch, and the client's (and the bastion's) address in each.
+
+    The client also gets a second address in each subnet, so that traffic can come from outside
+    the cluster from two sources (one inside a service's loadBalancerSourceRanges, one not).
+    """
 
     subnets: tuple[IPNetwork, ...]
     client_addresses: tuple[str, ...]
     bastion_addresses: tuple[str, ...] = ()
+    client_second_addresses: tuple[str, ...] = ()
 
     def prefix_len(self, address: str) -> int:
         ip = ipaddress.ip_address(address)
@@ -41,11 +46,13 @@ def smallest_subnet(addresses: Sequence[str], version: int) -> IPNetwork:
 
 
 def plan_switch(nodes: Sequence[LabNode], bastion: bool = False) -> SwitchPlan:
-    """Subnets per family, and a free client address in each (the highest free host), then the bastion's."""
+    """Subnets per family, and a free client address in each (the highest free host), then the bastion's,
+    then the client's second one."""
     used = {str(ipaddress.ip_address(a)) for n in nodes for a in n.addresses}
     subnets: list[IPNetwork] = []
     clients: list[str] = []
     bastions: list[str] = []
+    seconds: list[str] = []
     for version in (4, 6):
         family = [a for n in nodes for a in n.addresses if ipaddress.ip_address(a).version == version]
         if not family:
@@ -54,10 +61,11 @@ def plan_switch(nodes: Sequence[LabNode], bastion: bool = False) -> SwitchPlan:
         clients.append(_free_address(net, used, "the lab client"))
         if bastion:
             bastions.append(_free_address(net, used | {clients[-1]}, "the lab bastion"))
+        seconds.append(_free_address(net, used | {clients[-1], *bastions}, "the lab client's second address"))
         if any(ipaddress.ip_address(a) in (net.network_address, _broadcast(net)) for a in family):
             raise LabError(f"a node address is the network or broadcast address of the lab subnet {net}")
         subnets.append(net)
-    return SwitchPlan(tuple(subnets), tuple(clients), tuple(bastions))
+    return SwitchPlan(tuple(subnets), tuple(clients), tuple(bastions), tuple(seconds))
 
 
 def _free_address(net: IPNetwork, used: set[str], what: str) -> str:

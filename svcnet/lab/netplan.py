@@ -52,6 +52,11 @@ def host_batch(addresses: Sequence[str], prefixes: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def route_batch(routes: Sequence[tuple[str, str]]) -> str:
+    """`ip -n CLIENT -batch` text: a host route per (destination, gateway on the switch)."""
+    return "".join(f"route add {dest} via {gateway} dev {NODE_IF}\n" for dest, gateway in routes)
+
+
 def anchor_argv(
     ip_bin: str, unshare_bin: str, ns: str, hostname: str, private_dirs: Sequence[tuple[Path, str]]
 ) -> list[str]:

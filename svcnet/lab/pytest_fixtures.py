@@ -21,7 +21,7 @@ from svcnet.lab.down import lab_down
 from svcnet.lab.errors import LabError
 from svcnet.lab.node_ops import node_exec_argv
 from svcnet.lab.prereq import missing_tools
-from svcnet.lab.spec import LabNode, lab_nodes_from_files
+from svcnet.lab.spec import LabNode, LabRoute, lab_nodes_from_files, lab_routes_from_files
 from svcnet.lab.state import Lab
 from svcnet.lab.up import lab_up
 
@@ -44,13 +44,25 @@ def unique_lab_name(prefix: str = "t") -> str:
     return f"{prefix}{os.getpid()}x{next(_counter)}"
 
 
-def _nodes(spec: Spec) -> list[LabNode]:
+def _files(spec: Spec) -> list[str | Path] | None:
+    """The description files of `spec`, or None when it lists LabNodes."""
     if isinstance(spec, str | Path):
-        return lab_nodes_from_files([spec])
+        return [spec]
     items = list(spec)
     if items and all(isinstance(item, LabNode) for item in items):
-        return items  # type: ignore[return-value]
-    return lab_nodes_from_files(items)  # type: ignore[arg-type]
+        return None
+    return items  # type: ignore[return-value]
+
+
+def _nodes(spec: Spec) -> list[LabNode]:
+    files = _files(spec)
+    return list(spec) if files is None else lab_nodes_from_files(files)  # type: ignore[arg-type]
+
+
+def _routes(spec: Spec) -> list[LabRoute]:
+    """The client's routes to the description's LoadBalancer and external IPs (none for bare LabNodes)."""
+    files = _files(spec)
+    return [] if files is None else lab_routes_from_files(files)
 
 
 @contextlib.contextmanager
@@ -65,7 +77,7 @@ def running_lab(
     name = name or unique_lab_name()
     tmp = None if inventory_dir else tempfile.mkdtemp(prefix="svcnet-lab-inv-")
     try:
-        lab = lab_up(_nodes(spec), name, inventory_dir or str(tmp), bastion=bastion)
+        lab = lab_up(_nodes(spec), name, inventory_dir or str(tmp), bastion=bastion, routes=_routes(spec))
         try:
             yield lab
         finally:

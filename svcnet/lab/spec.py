@@ -28,6 +28,18 @@ class LabNode:
     addresses: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class LabRoute:
+    """A route in the client: `destination` (one address) is sent to node `node`.
+
+    The lab has no cloud load balancer nor router in front of the nodes; the client routes each
+    LoadBalancer ingress IP and externalIP that no node holds to a node instead, as they would.
+    """
+
+    destination: str
+    node: str
+
+
 def validate_lab_name(name: str) -> str:
     """Return name if it is a safe lab name (used in paths and file names)."""
     if not _LAB_NAME_RE.match(name or ""):
@@ -86,6 +98,27 @@ def _cluster(paths: Iterable[str | Path]) -> Cluster:
 def lab_nodes_from_files(paths: Iterable[str | Path]) -> list[LabNode]:
     """The lab nodes (name, addresses) of a cluster description."""
     return validate_nodes([LabNode(n.name, n.addresses) for n in _cluster(paths).nodes])
+
+
+def lab_routes(cluster: Cluster) -> list[LabRoute]:
+    """A route per LoadBalancer ingress IP and externalIP no node holds, to the first node of its family."""
+    held = {str(ipaddress.ip_address(a)) for n in cluster.nodes for a in n.addresses}
+    routes: dict[str, LabRoute] = {}
+    for sp in cluster.service_ports:
+        for raw in (*sp.lb_ips, *sp.external_ips):
+            ip = ipaddress.ip_address(raw)
+            if str(ip) in held or str(ip) in routes:
+                continue
+            node = next((n for n in cluster.nodes
+                         if any(ipaddress.ip_address(a).version == ip.version for a in n.addresses)), None)
+            if node is not None:
+                routes[str(ip)] = LabRoute(str(ip), node.name)
+    return list(routes.values())
+
+
+def lab_routes_from_files(paths: Iterable[str | Path]) -> list[LabRoute]:
+    """The client's routes (`lab_routes`) for a cluster description."""
+    return lab_routes(_cluster(paths))
 
 
 def cluster_name_from_files(paths: Iterable[str | Path]) -> str | None:

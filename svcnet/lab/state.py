@@ -38,9 +38,10 @@ class LabState:
     inventory_path: str
     switch_ns: str
     client_ns: str
-    client_addresses: tuple[str, ...]
+    client_addresses: tuple[str, ...]  # each family's first address, then each family's second
     client_prefixes: tuple[int, ...]
     nodes: tuple[NodeState, ...]
+    client_routes: tuple[tuple[str, str, str], ...] = ()  # (destination, node, gateway)
     bastion: NodeState | None = None  # the jump host the nodes are reached through (`lab up --bastion`)
     phase: str = "creating"
     inventory_dir_created: bool = False
@@ -121,6 +122,7 @@ def read_state(name: str, root: Path = LAB_ROOT) -> LabState:
         raw["bastion"] = _node_state(raw["bastion"])
     raw["client_addresses"] = tuple(raw["client_addresses"])
     raw["client_prefixes"] = tuple(raw["client_prefixes"])
+    raw["client_routes"] = tuple(tuple(r) for r in raw.get("client_routes", ()))
     return LabState(**raw, nodes=nodes)
 
 

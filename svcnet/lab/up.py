@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -15,7 +16,7 @@ from svcnet.lab.errors import LabError
 from svcnet.lab.layout import BASTION_PORT, CLIENT_PORT, LAB_ROOT, NODE_PRIVATE_DIRS, LabLayout, lab_id
 from svcnet.lab.prereq import Tools, require_all
 from svcnet.lab.registry import ensure_mountpoints, locked
-from svcnet.lab.spec import BASTION_NAME, LabNode, validate_lab_name, validate_nodes
+from svcnet.lab.spec import BASTION_NAME, LabNode, LabRoute, validate_lab_name, validate_nodes
 from svcnet.lab.state import Lab, LabState, NodeState, lab_names, lab_view, read_state, write_state
 
 READY_TIMEOUT = 15.0
@@ -28,16 +29,19 @@ def lab_up(
     inventory_dir: str | Path = "inventory",
     root: Path = LAB_ROOT,
     bastion: bool = False,
+    routes: Sequence[LabRoute] = (),
 ) -> Lab:
     """Create the lab `name` for `nodes`; on any failure remove what was created and raise.
 
     `bastion`: one more machine, the jump host, with its own sshd and host key; the nodes are
-    then reachable over SSH only through it (the ssh_config's ProxyJump).
+    then reachable over SSH only through it (the ssh_config's ProxyJump). `routes`: addresses
+    the client sends to a node (see `LabRoute`).
     """
     tools = require_all()
     validate_lab_name(name)
     nodes = validate_nodes(nodes, bastion)
     plan = plan_switch(nodes, bastion)
+    client_addresses = plan.client_addresses + plan.client_second_addresses
     layout = LabLayout(name, root)
     inventory_path = (Path(inventory_dir) / f"{name}.yaml").absolute()
     _check_inventory_is_ours(inventory_path)
@@ -48,8 +52,9 @@ def lab_up(
         inventory_path=str(inventory_path),
         switch_ns=layout.switch_ns,
         client_ns=layout.client_ns,
-        client_addresses=plan.client_addresses,
-        client_prefixes=tuple(plan.prefix_len(a) for a in plan.client_addresses),
+        client_addresses=client_addresses,
+        client_prefixes=tuple(plan.prefix_len(a) for a in client_addresses),
+        client_routes=client_routes(routes, nodes, client_addresses),
         nodes=tuple(
             NodeState(
                 name=n.name,
@@ -78,6 +83,31 @@ def lab_up(
         teardown(_latest(state, root), root)
         raise
     return lab_view(state)
+
+
+def client_routes(
+    routes: Sequence[LabRoute], nodes: Sequence[LabNode], client_addresses: Sequence[str]
+) -> tuple[tuple[str, str, str], ...]:
+    """(destination, node, gateway) per route: the gateway is the node's first address of the family."""
+    taken = {str(ipaddress.ip_address(a)) for a in client_addresses}
+    taken |= {str(ipaddress.ip_address(a)) for n in nodes for a in n.addresses}
+    out = []
+    for route in routes:
+        try:
+            dest = ipaddress.ip_address(route.destination)
+        except ValueError:
+            raise LabError(f"route {route.destination!r}: not an IP address") from None
+        if str(dest) in taken:
+            raise LabError(f"route {dest}: the address is already a lab machine's")
+        node = next((n for n in nodes if n.name == route.node), None)
+        if node is None:
+            raise LabError(f"route {dest}: no node {route.node!r}")
+        gateway = next((a for a in node.addresses if ipaddress.ip_address(a).version == dest.version), None)
+        if gateway is None:
+            raise LabError(f"route {dest}: node {node.name} has no IPv{dest.version} address")
+        taken.add(str(dest))
+        out.append((str(dest), node.name, gateway))
+    return tuple(out)
 
 
 def _latest(state: LabState, root: Path) -> LabState:
@@ -109,11 +139,11 @@ def _build(state: LabState, layout: LabLayout, tools: Tools) -> LabState:
     procs.run([tools.ip, "-batch", "-"], stdin=netplan.netns_batch("add", state.namespaces))
     ports = [(n.port, n.ns) for n in state.machines] + [(CLIENT_PORT, state.client_ns)]
     procs.run([tools.ip, "-n", state.switch_ns, "-batch", "-"], stdin=netplan.switch_batch(ports))
-    hosts = [(n.ns, n.addresses, n.prefixes) for n in state.machines]
-    hosts.append((state.client_ns, state.client_addresses, state.client_prefixes))
-    procs.run_all(
-        [([tools.ip, "-n", ns, "-batch", "-"], netplan.host_batch(addrs, prefixes)) for ns, addrs, prefixes in hosts]
-    )
+    batches = [(n.ns, netplan.host_batch(n.addresses, n.prefixes)) for n in state.machines]
+    gateways = [(dest, gateway) for dest, _, gateway in state.client_routes]
+    client = netplan.host_batch(state.client_addresses, state.client_prefixes) + netplan.route_batch(gateways)
+    batches.append((state.client_ns, client))
+    procs.run_all([([tools.ip, "-n", ns, "-batch", "-"], batch) for ns, batch in batches])
     state = _start_anchors(state, layout, tools)
     state = _start_sshds(state, layout, tools)
     state = _write_inventory(state, layout)
@@ -244,6 +274,8 @@ def _write_inventory(state: LabState, layout: LabLayout) -> LabState:
         "known_hosts": str(layout.known_hosts),
         "client_ns": state.client_ns,
         "client_ip": state.client_addresses[0],
+        "client_addresses": list(state.client_addresses),
+        "routes": {dest: node for dest, node, _ in state.client_routes},
     }
     path.write_text(sshfiles.inventory(ssh_nodes, layout.client_key, layout.ssh_config, lab_vars))
     return state

@@ -72,6 +72,8 @@ class Outside:
     netns: str | None = None
     client_ip: str | None = None
     reason: str = ""
+    sources: tuple[str, ...] = ()  # the lab client's addresses (traffic may be sent from each)
+    routes: tuple[tuple[str, str], ...] = ()  # (address, node): the lab client sends it to that node
 
 
 def resolve_outside(inventory: Inventory, nodes: Sequence[str], mode: str) -> Outside:
@@ -82,7 +84,11 @@ def resolve_outside(inventory: Inventory, nodes: Sequence[str], mode: str) -> Ou
         return Outside(OUTSIDE_LOCAL)
     lab = inventory.host_vars(nodes[0]).get(LAB_VARS) if nodes else None
     if isinstance(lab, dict) and lab.get("client_ns"):
-        return Outside("lab", str(lab["client_ns"]), str(lab.get("client_ip") or "") or None)
+        client_ip = str(lab.get("client_ip") or "") or None
+        addresses, routes = lab.get("client_addresses"), lab.get("routes")
+        sources = tuple(map(str, addresses)) if isinstance(addresses, list) else (client_ip,) if client_ip else ()
+        pairs = tuple((str(k), str(v)) for k, v in routes.items()) if isinstance(routes, dict) else ()
+        return Outside("lab", str(lab["client_ns"]), client_ip, sources=sources, routes=pairs)
     return Outside(OUTSIDE_NONE, reason="no outside client: the inventory is not a lab's (no all.vars."
                    f"{LAB_VARS}); pass --svcnet-outside local to send outside traffic from this machine")
 

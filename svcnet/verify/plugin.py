@@ -7,7 +7,8 @@ hands it a loaded context). Then tests may use:
 * `svcnet_hosts` ({node: testinfra Host}) and `svcnet_host` (one test per node);
 * `service_url(name, namespace, port_name=None, via="cluster"|"nodeport", node=None)`;
 * parameters `svcnet_node`, `svcnet_target_node`, `svcnet_source`, `svcnet_pod`,
-  `svcnet_external` and `svcnet_service_port` (narrowed by `@pytest.mark.svcnet_ports(SELECTOR)`).
+  `svcnet_external` and `svcnet_service_port` (the last two narrowed by
+  `@pytest.mark.svcnet_ports(SELECTOR)`, a name from targets.EXTERNAL_SELECTORS or SELECTORS).
 
     pytest --svcnet-cluster=examples/seed --svcnet-inventory=inventory/lab.yaml my_tests/
 
@@ -124,18 +125,19 @@ def _params(ctx: VerifyContext, name: str, selector: str) -> tuple[list[Any], li
         pods = [p for p in cluster.pods if p.node_name in ctx.nodes and p.ip]
         return pods, [f"{p.node_name}-{p.namespace}/{p.name}" for p in pods]
     if name == "svcnet_external":
-        addrs = [a for a in targets.external_addresses(cluster) if external_owner(ctx, a.ip) in ctx.nodes]
+        addrs = [a for a in targets.external_addresses(cluster, selector) if external_owner(ctx, a.ip) in ctx.nodes]
         return addrs, [a.label for a in addrs]
     ports = targets.select_ports(cluster, selector)
     return ports, [sp.spn for sp in ports]
 
 
 def external_owner(ctx: VerifyContext, ip: str) -> str:
-    """The node an external address is checked with: the node holding it, else the first node."""
+    """The node an external address is checked with: the node holding it, the node the lab's client
+    routes it to, else the first node."""
     for node in ctx.cluster.nodes:
         if ip in node.addresses:
             return node.name
-    return ctx.cluster.nodes[0].name
+    return dict(ctx.outside.routes).get(ip) or ctx.cluster.nodes[0].name
 
 
 PARAM_ORDER = ("svcnet_source", "svcnet_node", "svcnet_target_node", "svcnet_pod", "svcnet_external",

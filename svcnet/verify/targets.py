@@ -1,18 +1,22 @@
 """What to check, derived from the model (pure): traffic sources, endpoints, service selections.
 
-Data-plane checks cover TCP HTTP backends that svcnet runs itself (pods whose command is the
-shipped podserver); anything else is checked for rules only, and `dataplane_skip_reason` says why.
+Data-plane checks cover backends that svcnet runs itself: pods whose command is the shipped
+podserver, which answers TCP (HTTP) always, UDP with --udp and SCTP with --sctp. Anything else is
+checked for rules only, and `dataplane_skip_reason` says why.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from svcnet.model.types import TCP, Cluster, Endpoint, Pod, ServicePort
+from svcnet.agent.podserver import SCTP_FLAG, UDP_FLAG
+from svcnet.model.types import SCTP, TCP, UDP, Cluster, Endpoint, Pod, ServicePort
 from svcnet.render.chains import endpoint_chain_name, service_chain_names
 
 PODSERVER = "podserver.py"
+PODSERVER_FLAG = {UDP: UDP_FLAG, SCTP: SCTP_FLAG}  # what podserver needs to answer the protocol (TCP: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +72,17 @@ def local_endpoints(sp: ServicePort, node: str) -> tuple[Endpoint, ...]:
     return tuple(ep for ep in usable_endpoints(sp) if ep.node_name == node)
 
 
-def serving_pod(cluster: Cluster, ep: Endpoint, protocol: str = TCP) -> Pod | None:
-    """The svcnet pod running podserver that answers at this endpoint, if any."""
+def runs_podserver(pod: Pod, protocol: str) -> bool:
+    """The pod's command is podserver, told to answer `protocol`."""
+    if not any(c.endswith(PODSERVER) for c in pod.command):
+        return False
+    return protocol == TCP or PODSERVER_FLAG.get(protocol) in pod.command
+
+
+def serving_pod(cluster: Cluster, ep: Endpoint, protocol: str) -> Pod | None:
+    """The svcnet pod running podserver that answers `protocol` at this endpoint, if any."""
     for pod in cluster.pods:
-        if pod.ip != ep.ip or not any(c.endswith(PODSERVER) for c in pod.command):
+        if pod.ip != ep.ip or not runs_podserver(pod, protocol):
             continue
         if any(cp.port == ep.port and cp.protocol == protocol for cp in pod.ports):
             return pod
@@ -80,20 +91,20 @@ def serving_pod(cluster: Cluster, ep: Endpoint, protocol: str = TCP) -> Pod | No
 
 def dataplane_skip_reason(cluster: Cluster, sp: ServicePort) -> str | None:
     """Why traffic checks do not apply to this service port (None: they do)."""
-    if sp.protocol != TCP:
-        return f"{sp.spn} is {sp.protocol}: traffic checks cover TCP HTTP backends only; checked for rules only"
-    foreign = [ep.hostport for ep in usable_endpoints(sp) if serving_pod(cluster, ep) is None]
+    foreign = [ep.hostport for ep in usable_endpoints(sp) if serving_pod(cluster, ep, sp.protocol) is None]
     if foreign:
-        return (f"{sp.spn}: endpoint(s) {', '.join(foreign)} are not svcnet pods running podserver "
-                "(e.g. an EndpointSlice to outside machines); checked for rules only")
+        flag = f" {PODSERVER_FLAG[sp.protocol]}" if sp.protocol in PODSERVER_FLAG else ""
+        return (f"{sp.spn}: endpoint(s) {', '.join(foreign)} are not svcnet pods running podserver{flag} "
+                f"with a {sp.protocol} container port there (e.g. an EndpointSlice to outside machines); "
+                "checked for rules only")
     return None
 
 
-def expected_pods(cluster: Cluster, endpoints: Sequence[Endpoint]) -> list[str]:
-    """Pod names expected to answer for these endpoints (served endpoints only)."""
+def expected_pods(cluster: Cluster, sp: ServicePort, endpoints: Sequence[Endpoint]) -> list[str]:
+    """Pod names expected to answer `sp`'s traffic for these endpoints (served endpoints only)."""
     names = []
     for ep in endpoints:
-        pod = serving_pod(cluster, ep)
+        pod = serving_pod(cluster, ep, sp.protocol)
         if pod is not None and pod.name not in names:
             names.append(pod.name)
     return names
@@ -122,14 +133,37 @@ def select_ports(cluster: Cluster, selector: str) -> list[ServicePort]:
     return [sp for sp in cluster.service_ports if SELECTORS[selector](sp)]
 
 
-def external_addresses(cluster: Cluster) -> list[ExternalAddress]:
+def source_ranged(addr: ExternalAddress) -> bool:
+    """A LoadBalancer IP that only sources in the port's loadBalancerSourceRanges may reach."""
+    return addr.kind == LB_IP and bool(addr.port.lb_source_ranges)
+
+
+# Named selections of external addresses, for checks taking `svcnet_external`.
+EXTERNAL_SELECTORS: dict[str, Callable[[ExternalAddress], bool]] = {
+    "all": lambda addr: True,
+    "open": lambda addr: not source_ranged(addr),
+    "source_ranges": source_ranged,
+}
+
+
+def external_addresses(cluster: Cluster, selector: str = "all") -> list[ExternalAddress]:
+    """externalIPs and LoadBalancer IPs of the service ports with endpoints, narrowed by `selector`."""
+    if selector not in EXTERNAL_SELECTORS:
+        raise KeyError(f"unknown external address selector {selector!r} (known: {', '.join(EXTERNAL_SELECTORS)})")
     out: list[ExternalAddress] = []
     for sp in cluster.service_ports:
         if not usable_endpoints(sp):
             continue
         out.extend(ExternalAddress(EXTERNAL_IP, ip, sp) for ip in sp.external_ips)
         out.extend(ExternalAddress(LB_IP, ip, sp) for ip in sp.lb_ips)
-    return out
+    return [addr for addr in out if EXTERNAL_SELECTORS[selector](addr)]
+
+
+def in_source_ranges(ip: str, sp: ServicePort) -> bool:
+    """Traffic from `ip` passes the port's loadBalancerSourceRanges (kube-proxy's KUBE-FW chain)."""
+    addr = ipaddress.ip_address(ip)
+    return any(addr in ipaddress.ip_network(r, strict=False) for r in sp.lb_source_ranges
+               if ipaddress.ip_network(r, strict=False).version == addr.version)
 
 
 def chain_owners(cluster: Cluster) -> dict[str, ServicePort]:

@@ -55,6 +55,26 @@ def test_up_status_exec_down(tmp_path):
     assert gone.returncode == 1 and "no lab named" in gone.stderr and "Traceback" not in gone.stderr
 
 
+@pytest.mark.lab
+def test_the_client_routes_load_balancer_ips_and_has_a_second_address(tmp_path):
+    protocols = Path(__file__).resolve().parents[1] / "verify" / "protocols"
+    name = unique_lab_name("c")
+    up = svcnet_lab("up", "-f", str(protocols), "--name", name, cwd=tmp_path)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "routes 192.168.59.10 to node1 (a LoadBalancer or external IP)" in up.stdout, up.stdout
+        lab_vars = yaml.safe_load((tmp_path / "inventory" / f"{name}.yaml").read_text())["all"]["vars"]["svcnet_lab"]
+        assert lab_vars["client_addresses"] == ["192.168.58.254", "192.168.58.253"]
+        assert lab_vars["routes"] == {"192.168.59.30": "node1", "192.168.59.11": "node1", "192.168.59.10": "node1"}
+        route = svcnet_lab("exec", "--name", name, "client", "--", "ip", "route", "get", "192.168.59.10")
+        assert "via 192.168.58.11 dev eth0" in route.stdout, route.stdout + route.stderr
+        addrs = svcnet_lab("exec", "--name", name, "client", "--", "ip", "-br", "addr", "show", "eth0")
+        assert "192.168.58.254/24 192.168.58.253/24" in addrs.stdout, addrs.stdout
+    finally:
+        down = svcnet_lab("down", "--name", name)
+    assert down.returncode == 0, down.stderr
+
+
 def test_bad_input_is_reported_without_traceback(tmp_path):
     bad = tmp_path / "cluster.yaml"
     bad.write_text("apiVersion: svcnet.dev/v1alpha1\nkind: Cluster\nmetadata: {name: b}\nspec:\n  nodes:\n"

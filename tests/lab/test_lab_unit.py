@@ -12,8 +12,15 @@ from svcnet.lab import prereq
 from svcnet.lab.addressing import plan_switch
 from svcnet.lab.errors import LabError
 from svcnet.lab.layout import LabLayout, lab_id
-from svcnet.lab.netplan import host_batch, switch_batch
-from svcnet.lab.spec import LabNode, lab_nodes_from_files, validate_lab_name, validate_nodes
+from svcnet.lab.netplan import host_batch, route_batch, switch_batch
+from svcnet.lab.spec import (
+    LabNode,
+    LabRoute,
+    lab_nodes_from_files,
+    lab_routes_from_files,
+    validate_lab_name,
+    validate_nodes,
+)
 from svcnet.lab.sshfiles import SshNode, inventory, known_hosts, ssh_config, sshd_config
 
 CLUSTER = Path(__file__).parent / "cluster.yaml"
@@ -69,6 +76,43 @@ def test_switch_subnet_and_client_address():
     assert [str(n) for n in plan.subnets] == ["192.168.56.0/24"]
     assert plan.client_addresses == ("192.168.56.253",)
     assert plan.prefix_len("192.168.56.11") == 24
+
+
+def test_the_client_gets_a_second_address_after_the_bastion():
+    nodes = [LabNode("a", ("192.168.56.11", "fd00::11"))]
+    assert plan_switch(nodes).client_second_addresses == ("192.168.56.253", "fd00::ffff:ffff:ffff:fffd")
+    with_bastion = plan_switch(nodes, bastion=True)
+    assert with_bastion.client_addresses == ("192.168.56.254", "fd00::ffff:ffff:ffff:fffe")
+    assert with_bastion.bastion_addresses == ("192.168.56.253", "fd00::ffff:ffff:ffff:fffd")
+    assert with_bastion.client_second_addresses == ("192.168.56.252", "fd00::ffff:ffff:ffff:fffc")
+
+
+def test_the_client_routes_load_balancer_and_external_ips_no_node_holds(tmp_path):
+    protocols = Path(__file__).resolve().parents[1] / "verify" / "protocols"
+    assert lab_routes_from_files([protocols]) == [
+        LabRoute("192.168.59.30", "node1"), LabRoute("192.168.59.11", "node1"), LabRoute("192.168.59.10", "node1")]
+    features = Path(__file__).resolve().parents[1] / "verify" / "features"
+    assert lab_routes_from_files([features]) == []  # its externalIP is node2's own address
+    assert route_batch([("192.168.59.10", "192.168.58.11")]) == "route add 192.168.59.10 via 192.168.58.11 dev eth0\n"
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        (LabRoute("x", "a"), "not an IP address"),
+        (LabRoute("10.0.0.1", "a"), "already a lab machine's"),
+        (LabRoute("10.0.0.254", "a"), "already a lab machine's"),
+        (LabRoute("10.9.0.1", "b"), "no node 'b'"),
+        (LabRoute("fd00::1", "a"), "has no IPv6 address"),
+    ],
+)
+def test_bad_client_routes(route, message):
+    from svcnet.lab.up import client_routes
+
+    with pytest.raises(LabError, match=message):
+        client_routes([route], [LabNode("a", ("10.0.0.1",))], ["10.0.0.254"])
+    assert client_routes([LabRoute("10.9.0.1", "a")], [LabNode("a", ("10.0.0.1",))], []) == (
+        ("10.9.0.1", "a", "10.0.0.1"),)
 
 
 def test_switch_subnet_widens_to_hold_all_nodes_and_supports_ipv6():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import shlex
 import socket
@@ -21,11 +22,20 @@ from svcnet.verify.drift import netconf_drift, rules_drift, sort_drift
 from svcnet.verify.plugin import make_service_url
 from svcnet.verify.procnet import listening_ports
 from svcnet.verify.stats import ALPHA, chi2_critical, chi2_sf, requests_for, split_test
-from svcnet.verify.targets import chain_owners, dataplane_skip_reason, select_ports, sources
+from svcnet.verify.targets import (
+    chain_owners,
+    dataplane_skip_reason,
+    external_addresses,
+    in_source_ranges,
+    select_ports,
+    sources,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "examples" / "seed"
 FEATURES = Path(__file__).resolve().parent / "features"
+PROTOCOLS = Path(__file__).resolve().parent / "protocols"
+PODSERVER = REPO / "svcnet" / "agent" / "podserver.py"
 
 
 # -- the split test ------------------------------------------------------------------------
@@ -138,6 +148,35 @@ def test_targets_of_the_feature_cluster():
         p.name for p in cluster.pods if p.node_name == "node1")]
 
 
+def test_targets_of_the_protocols_cluster():
+    """UDP and SCTP ports of podserver pods get traffic checks; LoadBalancer IPs split by source ranges."""
+    cluster = load_cluster([PROTOCOLS])
+    assert all(dataplane_skip_reason(cluster, sp) is None for sp in cluster.service_ports)
+    assert [sp.spn for sp in select_ports(cluster, "no_endpoints")] == ["vp/nobody:dns"]
+    labels = {sel: [a.label for a in external_addresses(cluster, sel)] for sel in ("all", "open", "source_ranges")}
+    assert labels == {"all": ["192.168.59.30-vp/ext:http", "192.168.59.11-vp/guarded:http", "192.168.59.10-vp/lb:dns"],
+                      "open": ["192.168.59.30-vp/ext:http", "192.168.59.10-vp/lb:dns"],
+                      "source_ranges": ["192.168.59.11-vp/guarded:http"]}
+    guarded = next(sp for sp in cluster.service_ports if sp.name == "guarded")
+    assert in_source_ranges("192.168.58.254", guarded) and not in_source_ranges("192.168.58.253", guarded)
+    assert not in_source_ranges("fd00::1", guarded)
+
+
+def test_a_port_podserver_is_not_told_to_answer_is_checked_for_rules_only(tmp_path):
+    """A UDP (SCTP) container port of a podserver started without --udp (--sctp) gets no traffic."""
+    text = (PROTOCOLS / "workloads.yaml").read_text()
+    assert '"--udp", "--sctp"' in text
+    for d in ("cluster.yaml", "services.yaml"):
+        (tmp_path / d).write_text((PROTOCOLS / d).read_text())
+    (tmp_path / "workloads.yaml").write_text(text.replace('"--udp", "--sctp"', '"--sctp"'))
+    cluster = load_cluster([tmp_path])
+    by_name = {sp.name: sp for sp in cluster.service_ports}
+    reason = dataplane_skip_reason(cluster, by_name["dns"])
+    assert reason and "not svcnet pods running podserver --udp with a UDP container port" in reason
+    assert dataplane_skip_reason(cluster, by_name["assoc"]) is None  # --sctp is still there
+    assert dataplane_skip_reason(cluster, by_name["ext"]) is None  # TCP needs no flag
+
+
 def test_service_url():
     cluster = load_cluster([SEED])
     assert make_service_url(cluster, "service", "k8s-test") == "http://10.111.35.139:8080"
@@ -157,9 +196,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def podserver():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "svcnet" / "agent" / "podserver.py"), "--host", "127.0.0.1",
-                             "--port", str(port)], env={"POD_NAME": "pod-a", "PATH": "/usr/bin:/bin"},
+    """A podserver on loopback answering HTTP and UDP on one free port (free for both: UDP is bound first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(PODSERVER), "--host", "127.0.0.1",
+                             "--port", str(port), "--udp"], env={"POD_NAME": "pod-a", "PATH": "/usr/bin:/bin"},
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -177,6 +219,76 @@ def test_probe_counts_answers_and_whoami(podserver):
     assert got["answers"] == {"pod-a": 5} and got["errors"] == {} and got["sent"] == 5
     who = probe.handle({"op": "http", "host": "127.0.0.1", "port": podserver, "path": "/whoami", "count": 2})
     assert who["answers"] == {"pod-a": 2} and who["client_ips"] == ["127.0.0.1"]
+
+
+def test_probe_asks_over_udp_and_from_a_chosen_source(podserver):
+    got = probe.handle({"op": "udp", "host": "127.0.0.1", "port": podserver, "count": 5, "timeout": 2})
+    assert got["answers"] == {"pod-a": 5} and got["errors"] == {} and got["sent"] == 5, got
+    who = probe.handle({"op": "udp", "host": "127.0.0.1", "port": podserver, "count": 2, "whoami": True,
+                        "source": "127.0.0.2"})
+    assert who["answers"] == {"pod-a": 2} and who["client_ips"] == ["127.0.0.2"], who
+    http = probe.handle({"op": "http", "host": "127.0.0.1", "port": podserver, "whoami": True, "source": "127.0.0.3"})
+    assert http["answers"] == {"pod-a": 1} and http["client_ips"] == ["127.0.0.3"], http
+    bad = probe.handle({"op": "udp", "host": "127.0.0.1", "port": podserver, "source": "192.0.2.1"})
+    assert bad["ok"] is False and "cannot send from 192.0.2.1" in bad["msg"]
+
+
+def test_probe_sees_a_udp_port_refused():
+    """A REJECT's ICMP port unreachable (here: the kernel's, for a closed port) is a refusal, not a timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    got = probe.handle({"op": "connect", "protocol": "udp", "host": "127.0.0.1", "port": port, "timeout": 3})
+    assert got["outcome"] == "refused", got
+    many = probe.handle({"op": "udp", "host": "127.0.0.1", "port": port, "count": 3, "timeout": 1})
+    assert many["errors"] == {"refused": 3} and many["answers"] == {}, many
+
+
+def test_a_silent_udp_server_times_out():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        got = probe.handle({"op": "connect", "protocol": "udp", "host": "127.0.0.1", "port": port, "timeout": 1})
+        assert got["outcome"] == "timeout", got
+        asked = probe.handle({"op": "udp", "host": "127.0.0.1", "port": port, "count": 3, "timeout": 0.3,
+                              "max_timeouts": 2})
+        assert asked["errors"] == {"timeout": 2} and asked["stopped"] == "2 timeouts", asked
+
+
+def test_sctp_halves_speak_to_each_other_over_a_stream():
+    """podserver's SCTP server loop and the probe's SCTP request, over TCP (the same one-to-one stream
+    API; this kernel may have no SCTP), so what they exchange is tested wherever the tests run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("podserver_under_test", PODSERVER)
+    assert spec and spec.loader
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    sock = server.listen("127.0.0.1", 0, socket.SOCK_STREAM)
+    threading.Thread(target=server.serve_stream, args=(sock,), daemon=True).start()
+    port = sock.getsockname()[1]
+    try:
+        req = {"host": "127.0.0.1", "port": port}
+        assert probe.ask_sctp(req, 2.0, proto=0) == ("ok", {"pod": server.pod_name()})
+        kind, info = probe.ask_sctp({**req, "whoami": True, "source": "127.0.0.4"}, 2.0, proto=0)
+        assert kind == "ok" and info["client_ip"] == "127.0.0.4", info
+    finally:
+        sock.close()
+
+
+def test_a_kernel_without_sctp_is_reported_not_failed(monkeypatch):
+    real = socket.socket
+
+    def no_sctp(family=-1, kind=-1, proto=0, *args):
+        if proto == probe.IPPROTO_SCTP:
+            raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+        return real(family, kind, proto, *args)
+
+    monkeypatch.setattr(socket, "socket", no_sctp)
+    for req in ({"op": "sctp", "host": "127.0.0.1", "port": 9}, {"op": "connect", "protocol": "sctp",
+                                                                  "host": "127.0.0.1", "port": 9}):
+        reason = "the kernel where the probe runs has no SCTP sockets (Protocol not supported)"
+        assert probe.handle(req) == {"ok": True, "unsupported": reason}
 
 
 def test_probe_reports_refused_fast():

@@ -7,3 +7,4 @@ from pathlib import Path
 from labrun import REPO, SEED, Run, applied_lab, apply, svcnet, verify  # noqa: F401  (shared with the apply tests)
 
 FEATURES = Path(__file__).resolve().parent / "features"
+PROTOCOLS = Path(__file__).resolve().parent / "protocols"

@@ -1,6 +1,7 @@
 """Real traffic: from the nodes, from a pod on each node, and from outside the cluster.
 
-Each probe is one remote command doing a bounded batch of requests (new TCP connection each,
+Each probe is one remote command doing a bounded batch of requests in the service port's protocol
+(HTTP over a new TCP connection, a UDP datagram from a new socket, or a new SCTP association each;
 per-request timeout, overall deadline, stop after a couple of timeouts).
 """
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from svcnet.model.types import ServicePort
+from svcnet.model.types import SCTP, TCP, UDP, ServicePort
 from svcnet.verify.context import VerifyContext, VerifyError
 from svcnet.verify.stats import ALPHA, requests_for, split_test
 from svcnet.verify.targets import (
@@ -18,6 +19,7 @@ from svcnet.verify.targets import (
     Source,
     dataplane_skip_reason,
     expected_pods,
+    in_source_ranges,
     local_endpoints,
     usable_endpoints,
 )
@@ -39,13 +41,31 @@ NO_ANSWER_TRIES = 2  # requests that must all go unanswered where nothing may an
 REJECT_TIMEOUT = 3.0
 SECONDS_PER_SPLIT_REQUEST = 0.05
 SPLIT_MAX_FAILED = 0.01  # fraction of split-test requests that may be lost without failing it
+PROBE_OP = {TCP: "http", UDP: "udp", SCTP: "sctp"}  # the probe's request kind per service protocol
 
 
-def http(host: str, port: int, count: int, path: str = "/", timeout: float = REQUEST_TIMEOUT,
-         deadline: float = PROBE_DEADLINE, max_timeouts: int = MAX_TIMEOUTS,
-         retry_timeouts: int = RETRY_TIMEOUTS) -> dict:
-    return {"op": "http", "host": host, "port": port, "path": path, "count": count, "timeout": timeout,
-            "deadline": deadline, "max_timeouts": max_timeouts, "retry_timeouts": retry_timeouts}
+def ask(sp: ServicePort, host: str, port: int, count: int, whoami: bool = False, source: str | None = None,
+        timeout: float = REQUEST_TIMEOUT, deadline: float = PROBE_DEADLINE, max_timeouts: int = MAX_TIMEOUTS,
+        retry_timeouts: int = RETRY_TIMEOUTS) -> dict:
+    """A probe request: `count` requests in `sp`'s protocol to host:port (from `source` if given)."""
+    req = {"op": PROBE_OP[sp.protocol], "host": host, "port": port, "count": count, "timeout": timeout,
+           "deadline": deadline, "max_timeouts": max_timeouts, "retry_timeouts": retry_timeouts, "whoami": whoami}
+    return {**req, "source": source} if source else req
+
+
+def supported(resp: dict, where: str) -> dict:
+    """The probe's answer; a skip where its kernel cannot speak the protocol (no SCTP sockets)."""
+    if resp.get("unsupported"):
+        pytest.skip(f"{where}: {resp['unsupported']}; checked for rules only")
+    return resp
+
+
+def probe(ctx: VerifyContext, src: Source, req: dict, where: str) -> dict:
+    return supported(ctx.probe(src, req), where)
+
+
+def probe_outside(ctx: VerifyContext, req: dict, where: str) -> dict:
+    return supported(ctx.probe_outside(req), where)
 
 
 def summary(resp: dict) -> str:
@@ -81,6 +101,11 @@ def hostport(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+def target(ip: str, port: int, sp: ServicePort) -> str:
+    """`ip:port`, with the protocol when it is not TCP (`10.0.0.1:53/UDP`)."""
+    return hostport(ip, port) + ("" if sp.protocol == TCP else f"/{sp.protocol}")
+
+
 def check_answers(where: str, resp: dict, expected: Sequence[str]) -> None:
     """All requests answered, and only by the expected pods."""
     bad = strangers(resp, expected)
@@ -95,8 +120,8 @@ def cluster_endpoints(ctx: VerifyContext, sp: ServicePort, node: str) -> list[st
         local = local_endpoints(sp, node)
         if not local:
             pytest.skip(f"{sp.spn}: internalTrafficPolicy Local and no local endpoint on {node}: dropped by design")
-        return expected_pods(ctx.cluster, local)
-    return expected_pods(ctx.cluster, usable_endpoints(sp))
+        return expected_pods(ctx.cluster, sp, local)
+    return expected_pods(ctx.cluster, sp, usable_endpoints(sp))
 
 
 @pytest.mark.svcnet_ports("cluster_ip")
@@ -105,8 +130,8 @@ def test_cluster_ip_answers(svcnet_context: VerifyContext, svcnet_source: Source
     ctx, src, sp = svcnet_context, svcnet_source, svcnet_service_port
     require_dataplane(ctx, sp)
     expected = cluster_endpoints(ctx, sp, src.node)
-    resp = ctx.probe(src, http(sp.cluster_ip or "", sp.port, ANSWER_REQUESTS))
-    check_answers(f"{src.label} -> {hostport(sp.cluster_ip or '', sp.port)} ({sp.spn})", resp, expected)
+    where = f"{src.label} -> {target(sp.cluster_ip or '', sp.port, sp)} ({sp.spn})"
+    check_answers(where, probe(ctx, src, ask(sp, sp.cluster_ip or "", sp.port, ANSWER_REQUESTS), where), expected)
 
 
 @pytest.mark.svcnet_ports("split")
@@ -119,9 +144,9 @@ def test_endpoints_share_traffic_evenly(svcnet_context: VerifyContext, svcnet_no
     if len(expected) < 2:
         pytest.skip(f"{sp.spn}: one endpoint, nothing to split")
     n = requests_for(len(expected))
-    req = http(sp.cluster_ip or "", sp.port, n, deadline=PROBE_DEADLINE + n * SECONDS_PER_SPLIT_REQUEST)
-    resp = ctx.probe(Source(svcnet_node), req)
-    where = f"{svcnet_node} -> {hostport(sp.cluster_ip or '', sp.port)} ({sp.spn})"
+    req = ask(sp, sp.cluster_ip or "", sp.port, n, deadline=PROBE_DEADLINE + n * SECONDS_PER_SPLIT_REQUEST)
+    where = f"{svcnet_node} -> {target(sp.cluster_ip or '', sp.port, sp)} ({sp.spn})"
+    resp = probe(ctx, Source(svcnet_node), req, where)
     result = split_test(resp.get("answers") or {}, expected, ALPHA)
     problems = []
     # Reachability is test_cluster_ip_answers' job (every request must answer there); this test is
@@ -146,8 +171,8 @@ def test_client_ip_affinity(svcnet_context: VerifyContext, svcnet_source: Source
     ctx, src, sp = svcnet_context, svcnet_source, svcnet_service_port
     require_dataplane(ctx, sp)
     expected = cluster_endpoints(ctx, sp, src.node)
-    resp = ctx.probe(src, http(sp.cluster_ip or "", sp.port, AFFINITY_REQUESTS))
-    where = f"{src.label} -> {hostport(sp.cluster_ip or '', sp.port)} ({sp.spn}, ClientIP affinity)"
+    where = f"{src.label} -> {target(sp.cluster_ip or '', sp.port, sp)} ({sp.spn}, ClientIP affinity)"
+    resp = probe(ctx, src, ask(sp, sp.cluster_ip or "", sp.port, AFFINITY_REQUESTS), where)
     check_answers(where, resp, expected)
     if len(resp["answers"]) != 1:
         raise VerifyError(f"{where}: one client reached {len(resp['answers'])} endpoints: {summary(resp)}")
@@ -164,20 +189,20 @@ def test_node_port_answers(svcnet_context: VerifyContext, svcnet_target_node: st
     ctx, node, sp = svcnet_context, svcnet_target_node, svcnet_service_port
     require_dataplane(ctx, sp)
     ip = node_ip(ctx, node)
-    where = f"outside -> {node} {hostport(ip, sp.node_port)} ({sp.spn} NodePort)"
+    where = f"outside -> {node} {target(ip, sp.node_port, sp)} ({sp.spn} NodePort)"
     if sp.external_policy_local:
         local = local_endpoints(sp, node)
         if not local:
-            resp = ctx.probe_outside(http(ip, sp.node_port, NO_ANSWER_TRIES, max_timeouts=NO_ANSWER_TRIES,
-                                          retry_timeouts=0))
+            resp = probe_outside(ctx, ask(sp, ip, sp.node_port, NO_ANSWER_TRIES, max_timeouts=NO_ANSWER_TRIES,
+                                          retry_timeouts=0), where)
             if resp.get("answers"):
                 raise VerifyError(f"{where}: externalTrafficPolicy Local and no local endpoint on {node}, "
                                   f"yet it answered: {summary(resp)}")
             return
-        expected = expected_pods(ctx.cluster, local)
+        expected = expected_pods(ctx.cluster, sp, local)
     else:
-        expected = expected_pods(ctx.cluster, usable_endpoints(sp))
-    check_answers(where, ctx.probe_outside(http(ip, sp.node_port, ANSWER_REQUESTS)), expected)
+        expected = expected_pods(ctx.cluster, sp, usable_endpoints(sp))
+    check_answers(where, probe_outside(ctx, ask(sp, ip, sp.node_port, ANSWER_REQUESTS), where), expected)
 
 
 @pytest.mark.svcnet_ports("local_node_port")
@@ -190,9 +215,9 @@ def test_node_port_preserves_client_ip(svcnet_context: VerifyContext, svcnet_tar
     if not local:
         pytest.skip(f"{sp.spn}: no local endpoint on {node} (checked by test_node_port_answers: it must not answer)")
     ip = node_ip(ctx, node)
-    where = f"outside -> {node} {hostport(ip, sp.node_port)} ({sp.spn} NodePort, externalTrafficPolicy Local)"
-    resp = ctx.probe_outside(http(ip, sp.node_port, WHOAMI_REQUESTS, path="/whoami"))
-    check_answers(where, resp, expected_pods(ctx.cluster, local))
+    where = f"outside -> {node} {target(ip, sp.node_port, sp)} ({sp.spn} NodePort, externalTrafficPolicy Local)"
+    resp = probe_outside(ctx, ask(sp, ip, sp.node_port, WHOAMI_REQUESTS, whoami=True), where)
+    check_answers(where, resp, expected_pods(ctx.cluster, sp, local))
     seen = resp.get("client_ips") or []
     node_ips = {a for n in ctx.cluster.nodes for a in n.addresses}
     want = ctx.outside.client_ip
@@ -201,51 +226,98 @@ def test_node_port_preserves_client_ip(svcnet_context: VerifyContext, svcnet_tar
                           + (f", expected {want}" if want else ""))
 
 
+def arrival_node(ctx: VerifyContext, ext: ExternalAddress) -> str | None:
+    """The node outside traffic to `ext` reaches: the node holding the address, the one the lab's client
+    routes it to; None where something outside svcnet's view (a cloud load balancer, a router) decides."""
+    for node in ctx.cluster.nodes:
+        if ext.ip in node.addresses:
+            return node.name
+    routed = dict(ctx.outside.routes).get(ext.ip)
+    if ctx.outside.mode == "lab" and routed is None:
+        pytest.skip(f"{ext.kind} {ext.ip} of {ext.port.spn} is neither a node address nor routed by the lab's "
+                    "client (`lab up` routes the LoadBalancer and external IPs of the description it is "
+                    "given); checked for rules only")
+    return routed
+
+
+def external_expected(ctx: VerifyContext, ext: ExternalAddress, where: str) -> list[str]:
+    """Pods that may answer outside traffic to `ext` (with eTP Local: those on the node it arrives at)."""
+    sp, node = ext.port, arrival_node(ctx, ext)
+    eps = usable_endpoints(sp)
+    if sp.external_policy_local and node:
+        eps = local_endpoints(sp, node)
+        if not eps:
+            pytest.skip(f"{where}: externalTrafficPolicy Local and no endpoint on {node}")
+    return expected_pods(ctx.cluster, sp, eps)
+
+
+@pytest.mark.svcnet_ports("open")
 def test_external_address_answers(svcnet_context: VerifyContext, svcnet_external: ExternalAddress) -> None:
-    """externalIPs and LoadBalancer IPs answer from outside (where the outside can reach them)."""
+    """externalIPs and LoadBalancer IPs (without source ranges) answer from outside."""
     ctx, ext = svcnet_context, svcnet_external
     sp = ext.port
     require_dataplane(ctx, sp)
-    node_ips = {a: n.name for n in ctx.cluster.nodes for a in n.addresses}
-    if ctx.outside.mode == "lab" and ext.ip not in node_ips:
-        pytest.skip(f"{ext.kind} {ext.ip} of {sp.spn} is not a node address: the lab's client has no route "
-                    "delivering it to a node; checked for rules only")
-    where = f"outside -> {ext.kind} {hostport(ext.ip, sp.port)} ({sp.spn})"
-    eps = usable_endpoints(sp)
-    if sp.external_policy_local and ext.ip in node_ips:
-        eps = local_endpoints(sp, node_ips[ext.ip])
-        if not eps:
-            pytest.skip(f"{where}: externalTrafficPolicy Local and no endpoint on {node_ips[ext.ip]}")
-    check_answers(where, ctx.probe_outside(http(ext.ip, sp.port, ANSWER_REQUESTS)), expected_pods(ctx.cluster, eps))
+    where = f"outside -> {ext.kind} {target(ext.ip, sp.port, sp)} ({sp.spn})"
+    expected = external_expected(ctx, ext, where)
+    check_answers(where, probe_outside(ctx, ask(sp, ext.ip, sp.port, ANSWER_REQUESTS), where), expected)
+
+
+def check_dropped(where: str, resp: dict) -> None:
+    """No answer, and no refusal either: kube-proxy drops what a KUBE-FW chain does not accept."""
+    if resp.get("answers") or set(resp.get("errors") or {}) - {"timeout"}:
+        raise VerifyError(f"{where}: expected the traffic to be dropped, got: {summary(resp)}")
+
+
+@pytest.mark.svcnet_ports("source_ranges")
+def test_load_balancer_source_ranges(svcnet_context: VerifyContext, svcnet_external: ExternalAddress) -> None:
+    """loadBalancerSourceRanges: from each address of the lab's client, traffic to the LoadBalancer IP is
+    answered when the address is in a range and dropped when it is not."""
+    ctx, ext = svcnet_context, svcnet_external
+    sp = ext.port
+    require_dataplane(ctx, sp)
+    ranges = ", ".join(sp.lb_source_ranges)
+    label = f"{ext.kind} {target(ext.ip, sp.port, sp)} ({sp.spn}, loadBalancerSourceRanges {ranges})"
+    if ctx.outside.mode != "lab":
+        pytest.skip(f"{label}: which address outside traffic comes from is known only in a lab, whose client "
+                    "sends from each of its addresses; checked for rules only")
+    sources = [a for a in ctx.outside.sources if (":" in a) == (":" in ext.ip)]
+    if not sources:
+        pytest.skip(f"{label}: the lab's client has no address of this IP family")
+    expected = external_expected(ctx, ext, f"outside -> {label}")
+    for source in sources:
+        where = f"outside {source} -> {label}"
+        if in_source_ranges(source, sp):
+            resp = probe_outside(ctx, ask(sp, ext.ip, sp.port, ANSWER_REQUESTS, source=source), where)
+            check_answers(f"{where}: a source in the ranges", resp, expected)
+        else:
+            req = ask(sp, ext.ip, sp.port, NO_ANSWER_TRIES, source=source, max_timeouts=NO_ANSWER_TRIES,
+                      retry_timeouts=0)
+            check_dropped(f"{where}: a source outside the ranges", probe_outside(ctx, req, where))
 
 
 def check_rejected(where: str, resp: dict) -> None:
     outcome, seconds = resp.get("outcome"), float(resp.get("seconds") or 0)
     if outcome == "refused":
         return
-    raise VerifyError(f"{where}: expected REJECT (connection refused before the {REJECT_TIMEOUT:g}s connect "
-                      f"timeout), got {outcome} after {seconds:.2f}s")
+    raise VerifyError(f"{where}: expected REJECT (refused before the {REJECT_TIMEOUT:g}s timeout), "
+                      f"got {outcome} after {seconds:.2f}s")
 
 
 @pytest.mark.svcnet_ports("no_endpoints")
 def test_no_endpoints_rejected(svcnet_context: VerifyContext, svcnet_source: Source,
                                svcnet_service_port: ServicePort) -> None:
-    """A service without endpoints refuses connections at once (REJECT), never times out."""
+    """A service without endpoints refuses connections (or datagrams) at once (REJECT), never times out."""
     ctx, src, sp = svcnet_context, svcnet_source, svcnet_service_port
-    if sp.protocol != "TCP":
-        pytest.skip(f"{sp.spn} is {sp.protocol}: the REJECT check connects over TCP")
-    req = {"op": "connect", "host": sp.cluster_ip, "port": sp.port, "timeout": REJECT_TIMEOUT}
-    where = f"{src.label} -> {hostport(sp.cluster_ip or '', sp.port)} ({sp.spn}, no endpoints)"
-    check_rejected(where, ctx.probe(src, req))
+    req = {"op": "connect", "protocol": sp.proto, "host": sp.cluster_ip, "port": sp.port, "timeout": REJECT_TIMEOUT}
+    where = f"{src.label} -> {target(sp.cluster_ip or '', sp.port, sp)} ({sp.spn}, no endpoints)"
+    check_rejected(where, probe(ctx, src, req, where))
 
 
 @pytest.mark.svcnet_ports("no_endpoints_node_port")
 def test_no_endpoints_node_port_rejected(svcnet_context: VerifyContext, svcnet_target_node: str,
                                          svcnet_service_port: ServicePort) -> None:
     ctx, node, sp = svcnet_context, svcnet_target_node, svcnet_service_port
-    if sp.protocol != "TCP":
-        pytest.skip(f"{sp.spn} is {sp.protocol}: the REJECT check connects over TCP")
     ip = node_ip(ctx, node)
-    req = {"op": "connect", "host": ip, "port": sp.node_port, "timeout": REJECT_TIMEOUT}
-    where = f"outside -> {node} {hostport(ip, sp.node_port)} ({sp.spn} NodePort, no endpoints)"
-    check_rejected(where, ctx.probe_outside(req))
+    req = {"op": "connect", "protocol": sp.proto, "host": ip, "port": sp.node_port, "timeout": REJECT_TIMEOUT}
+    where = f"outside -> {node} {target(ip, sp.node_port, sp)} ({sp.spn} NodePort, no endpoints)"
+    check_rejected(where, probe_outside(ctx, req, where))
