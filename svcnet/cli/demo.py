@@ -1,6 +1,6 @@
 """`svcnet demo`: the seed article, live, in one command.
 
-Brings up the local lab for the example, runs playbooks/site.yaml against it, then prints
+Brings up the local lab for the example, runs the shipped site.yaml playbook against it, then prints
 what a reader of the article wants to see: the Service as kubectl shows it, the chain path
 of the ClusterIP with the real chain names (traced by `svcnet explain`), and which pod
 answered each of 200 requests to the ClusterIP and 200 to the NodePort. The lab stays up.
@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from svcnet import resources
 from svcnet.cli.common import load_or_exit
 from svcnet.desired import node_artifacts
 from svcnet.explain.combine import combine
@@ -29,9 +30,9 @@ from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import get
 from svcnet.model.types import Cluster, ServicePort
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = REPO / "examples" / "seed"
-SITE = REPO / "playbooks" / "site.yaml"
+SEED = "seed"  # the bundled example description
+SITE = "site.yaml"  # the shipped playbook
+INVENTORY_DIR = "inventory"  # where the lab's inventory is written, as `svcnet lab up` does
 REQUESTS = 200  # per table column
 REQUEST_TIMEOUT = 2  # seconds per request
 
@@ -124,7 +125,7 @@ def _cell(count: int, total: int) -> str:
 
 @click.command()
 @click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
-              help="Description to demonstrate (default: examples/seed).")
+              help="Description to demonstrate (default: the bundled seed example, a copy of examples/seed).")
 @click.option("--name", default="seed", show_default=True, help="Lab name.")
 def demo(paths: tuple[str, ...], name: str) -> None:
     """The seed article, live: lab up, apply site.yaml, verify, then show the rules at work."""
@@ -136,7 +137,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     from svcnet.transport.gateway import Connector
     from svcnet.transport.inventory import load_inventory
 
-    paths = paths or (str(SEED),)
+    paths = paths or (str(resources.example(SEED)),)
     cluster: Cluster = step(f"validate {' '.join(paths)}", lambda: load_or_exit(paths, show_warnings=True))
 
     def up() -> Any:
@@ -144,7 +145,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
             return load_lab(name)
         except LabError:
             nodes = [LabNode(n.name, n.addresses) for n in cluster.nodes]
-            return lab_up(nodes, name, str(REPO / "inventory"))
+            return lab_up(nodes, name, INVENTORY_DIR)
 
     try:
         lab = step(f"bring up the local lab {name!r} ({len(cluster.nodes)} nodes + a client, each its own "
@@ -153,7 +154,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
         raise click.ClickException(str(exc)) from None
 
     plays = [Play(p.name, p.hosts, tuple(Path(x) for x in paths), p.tasks, p.serial, p.vars, p.tags, p.source)
-             for p in load_playbook(SITE)]
+             for p in load_playbook(resources.shipped_path(resources.PLAYBOOKS, SITE))]
     buf = io.StringIO()
 
     def site() -> int:
