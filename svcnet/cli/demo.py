@@ -1,7 +1,7 @@
-"""`svcnet demo`: the seed article, live, in one command.
+"""`svcnet demo`: the seed example, live, in one command.
 
-Brings up the local lab for the example, runs the shipped site.yaml playbook against it, then prints
-what a reader of the article wants to see: the Service as kubectl shows it, the chain path
+Brings up the local lab for the example, runs the shipped site.yaml playbook against it, then
+prints what shows kube-proxy's rules at work: the Service as kubectl shows it, the chain path
 of the ClusterIP with the real chain names (traced by `svcnet explain`), and which pod
 answered each of 200 requests to the ClusterIP and 200 to the NodePort. The lab stays up.
 """
@@ -47,7 +47,7 @@ def step(title: str, fn: Callable[[], Any]) -> Any:
 
 
 def chain_walk(cluster: Cluster, node: str, sp: ServicePort) -> str:
-    """The article's walk-through for one ClusterIP, traced through the rendered rules of `node`."""
+    """The chain path of one ClusterIP from `node`, traced through the rendered rules of `node`."""
     art = node_artifacts(cluster, node)
     n = cluster.node(node)
     packet = Packet(n.internal_ip, 40000, sp.cluster_ip or "", sp.port, sp.proto, ORIGIN_NODE)
@@ -128,7 +128,7 @@ def _cell(count: int, total: int) -> str:
               help="Description to demonstrate (default: the bundled seed example, a copy of examples/seed).")
 @click.option("--name", default="seed", show_default=True, help="Lab name.")
 def demo(paths: tuple[str, ...], name: str) -> None:
-    """The seed article, live: lab up, apply site.yaml, verify, then show the rules at work."""
+    """The seed example, live: lab up, apply site.yaml, verify, then show the rules at work."""
     from svcnet.cli.tasks import registry
     from svcnet.lab import LabError, LabNode, lab_up, load_lab
     from svcnet.playbook.load import load_playbook
@@ -176,8 +176,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     for sp in cluster.service_ports:
         if not sp.cluster_ip or not sp.endpoints:
             continue
-        click.echo("\nThe path of a packet, as the seed article reads it from iptables-save "
-                   f"(svcnet explain on {node}):")
+        click.echo(f"\nThe path of a packet through the nat table (svcnet explain on {node}):")
         click.echo(chain_walk(cluster, node, sp), nl=False)
         table = step(f"send {REQUESTS} requests to the ClusterIP and {REQUESTS} to the NodePort",
                      partial(request_table, lab, cluster, sp))
