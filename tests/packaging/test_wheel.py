@@ -6,7 +6,8 @@ the project venv's dependencies through a .pth line rather than a second downloa
 test offline and fast, and a .pth path's own .pth files are not processed, so the project's
 editable svcnet cannot leak in (the tests check which svcnet answered).
 
-Cost: about 10 s on the 2-core machine (build ~4 s, venv and install ~3 s, the commands ~1 s each).
+Cost, measured on the shared 2-core machine under load: building and installing 12-19 s once for
+the module, each command test 3-5 s, the lab demo 28-53 s (as tests/apply/test_demo.py); 51-88 s in all.
 """
 
 from __future__ import annotations
