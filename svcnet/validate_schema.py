@@ -1,7 +1,8 @@
 """JSON Schema validation of description documents, with located, human error messages.
 
-The schemas live in `svcnet/schemas/*.json` (draft 2020-12) and reference each other by
-relative `$ref` (`defs.schema.json#/$defs/ip`).  They carry no `$id`, so the same files work
+The schemas are package data (`svcnet.resources.schemas()`, copied to the repository's
+`schemas/` for users), JSON Schema draft 2020-12, and reference each other by relative `$ref`
+(`defs.schema.json#/$defs/ip`).  They carry no `$id`, so the same files work
 from a user's CI (`check-jsonschema --schemafile schemas/service.schema.json svc.yaml`) and
 in editors; here they are registered under an internal base URI.
 
@@ -22,9 +23,11 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 from urllib.parse import unquote, urljoin
+
+from svcnet import resources
 
 try:  # the fast path; python-jsonschema is the fallback
     import jsonschema_rs
@@ -38,7 +41,6 @@ SCHEMA_SUFFIX = ".schema.json"
 DEFS_KEY = "defs"
 EXPECTED = "x-svcnet-expected"
 IGNORED = "x-svcnet-ignored"
-DEFAULT_DIR = Path(__file__).parent / "schemas"
 
 _JSON_TYPES = {
     "string": "a string",
@@ -118,16 +120,14 @@ class Schemas:
         self._levels: dict[tuple[tuple[int, str], ...], _Level] = {}  # unknown-field walker memo
 
     @classmethod
-    def load(cls, directory: Path | None = None, *, use_rust: bool = True) -> Schemas:
-        """Read every `*.schema.json` of `directory` (default: the package's schemas).
+    def load(cls, directory: Traversable | None = None, *, use_rust: bool = True) -> Schemas:
+        """Read every `*.schema.json` of `directory` (a Path will do; default: the shipped schemas).
 
         `use_rust=False` forces python-jsonschema (for comparisons and tests).
         """
-        directory = directory or DEFAULT_DIR
-        docs = {
-            p.name[: -len(SCHEMA_SUFFIX)]: json.loads(p.read_text(encoding="utf-8"))
-            for p in sorted(directory.glob("*" + SCHEMA_SUFFIX))
-        }
+        directory = directory or resources.schemas()
+        found = sorted((p for p in directory.iterdir() if p.name.endswith(SCHEMA_SUFFIX)), key=lambda p: p.name)
+        docs = {p.name[: -len(SCHEMA_SUFFIX)]: json.loads(p.read_text(encoding="utf-8")) for p in found}
         if DEFS_KEY not in docs:
             raise FileNotFoundError(f"no {DEFS_KEY}{SCHEMA_SUFFIX} in {directory}")
         return cls(docs, use_rust=use_rust)

@@ -1,7 +1,7 @@
-"""`svcnet demo`: the seed article, live, in one command.
+"""`svcnet demo`: the seed example, live, in one command.
 
-Brings up the local lab for the example, runs playbooks/site.yaml against it, then prints
-what a reader of the article wants to see: the Service as kubectl shows it, the chain path
+Brings up the local lab for the example, runs the shipped site.yaml playbook against it, then
+prints what shows kube-proxy's rules at work: the Service as kubectl shows it, the chain path
 of the ClusterIP with the real chain names (traced by `svcnet explain`), and which pod
 answered each of 200 requests to the ClusterIP and 200 to the NodePort. The lab stays up.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from svcnet import resources
 from svcnet.cli.common import load_or_exit
 from svcnet.desired import node_artifacts
 from svcnet.explain.combine import combine
@@ -29,9 +30,9 @@ from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import get
 from svcnet.model.types import Cluster, ServicePort
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = REPO / "examples" / "seed"
-SITE = REPO / "playbooks" / "site.yaml"
+SEED = "seed"  # the bundled example description
+SITE = "site.yaml"  # the shipped playbook
+INVENTORY_DIR = "inventory"  # where the lab's inventory is written, as `svcnet lab up` does
 REQUESTS = 200  # per table column
 REQUEST_TIMEOUT = 2  # seconds per request
 
@@ -46,7 +47,7 @@ def step(title: str, fn: Callable[[], Any]) -> Any:
 
 
 def chain_walk(cluster: Cluster, node: str, sp: ServicePort) -> str:
-    """The article's walk-through for one ClusterIP, traced through the rendered rules of `node`."""
+    """The chain path of one ClusterIP from `node`, traced through the rendered rules of `node`."""
     art = node_artifacts(cluster, node)
     n = cluster.node(node)
     packet = Packet(n.internal_ip, 40000, sp.cluster_ip or "", sp.port, sp.proto, ORIGIN_NODE)
@@ -124,10 +125,10 @@ def _cell(count: int, total: int) -> str:
 
 @click.command()
 @click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
-              help="Description to demonstrate (default: examples/seed).")
+              help="Description to demonstrate (default: the bundled seed example, a copy of examples/seed).")
 @click.option("--name", default="seed", show_default=True, help="Lab name.")
 def demo(paths: tuple[str, ...], name: str) -> None:
-    """The seed article, live: lab up, apply site.yaml, verify, then show the rules at work."""
+    """The seed example, live: lab up, apply site.yaml, verify, then show the rules at work."""
     from svcnet.cli.tasks import registry
     from svcnet.lab import LabError, LabNode, lab_up, load_lab
     from svcnet.lab.spec import lab_routes
@@ -137,7 +138,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     from svcnet.transport.gateway import Connector
     from svcnet.transport.inventory import load_inventory
 
-    paths = paths or (str(SEED),)
+    paths = paths or (str(resources.example(SEED)),)
     cluster: Cluster = step(f"validate {' '.join(paths)}", lambda: load_or_exit(paths, show_warnings=True))
 
     def up() -> Any:
@@ -145,7 +146,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
             return load_lab(name)
         except LabError:
             nodes = [LabNode(n.name, n.addresses) for n in cluster.nodes]
-            return lab_up(nodes, name, str(REPO / "inventory"), routes=lab_routes(cluster))
+            return lab_up(nodes, name, INVENTORY_DIR, routes=lab_routes(cluster))
 
     try:
         lab = step(f"bring up the local lab {name!r} ({len(cluster.nodes)} nodes + a client, each its own "
@@ -154,7 +155,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
         raise click.ClickException(str(exc)) from None
 
     plays = [Play(p.name, p.hosts, tuple(Path(x) for x in paths), p.tasks, p.serial, p.vars, p.tags, p.source)
-             for p in load_playbook(SITE)]
+             for p in load_playbook(resources.shipped_path(resources.PLAYBOOKS, SITE))]
     buf = io.StringIO()
 
     def site() -> int:
@@ -176,8 +177,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     for sp in cluster.service_ports:
         if not sp.cluster_ip or not sp.endpoints:
             continue
-        click.echo("\nThe path of a packet, as the seed article reads it from iptables-save "
-                   f"(svcnet explain on {node}):")
+        click.echo(f"\nThe path of a packet through the nat table (svcnet explain on {node}):")
         click.echo(chain_walk(cluster, node, sp), nl=False)
         table = step(f"send {REQUESTS} requests to the ClusterIP and {REQUESTS} to the NodePort",
                      partial(request_table, lab, cluster, sp))

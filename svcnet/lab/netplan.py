@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
-from svcnet.lab.layout import BRIDGE, NODE_HOME, NODE_IF, NODE_PRIVATE_DIRS, NODE_RUN_DIR
+from svcnet.lab.layout import BRIDGE, NODE_HOME, NODE_IF, NODE_RUN_DIR
 
 # $1 = hostname, then (host dir, mountpoint) pairs. Runs inside the node's fresh mount+UTS namespaces.
 ANCHOR_SCRIPT = f"""set -e
@@ -80,11 +80,6 @@ def anchor_argv(
         hostname,
         *pairs,
     ]
-
-
-def default_private_dirs(node_dir_of: dict[str, Path]) -> list[tuple[Path, str]]:
-    """(host dir, mountpoint) for each node-private directory."""
-    return [(node_dir_of[mp], mp) for mp in NODE_PRIVATE_DIRS]
 
 
 def enter_argv(nsenter_bin: str, anchor_pid: int, argv: Sequence[str]) -> list[str]:

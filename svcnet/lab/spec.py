@@ -127,19 +127,3 @@ def cluster_name_from_files(paths: Iterable[str | Path]) -> str | None:
         return _cluster(paths).name
     except LabError:
         return None
-
-
-def _nodes_of(doc: dict, where: str) -> list[LabNode]:
-    spec = doc.get("spec")
-    raw_nodes = spec.get("nodes") if isinstance(spec, dict) else None
-    if not isinstance(raw_nodes, list):
-        raise LabError(f"{where}: spec.nodes must be a list")
-    nodes = []
-    for i, raw in enumerate(raw_nodes):
-        if not isinstance(raw, dict) or "name" not in raw:
-            raise LabError(f"{where}: spec.nodes[{i}] needs a name")
-        addresses = raw.get("addresses")
-        if not isinstance(addresses, list) or not addresses:
-            raise LabError(f"{where}: spec.nodes[{i}] ({raw['name']}): addresses must be a non-empty list")
-        nodes.append(LabNode(str(raw["name"]), tuple(str(a) for a in addresses)))
-    return nodes

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from svcnet import resources
 from svcnet.diagnostics import Diagnostic
 from svcnet.load import Document, load_text, read_text
 from svcnet.playbook.model import VERBS, Play, Serial, Task
@@ -251,5 +252,4 @@ def playbook_path(name: str) -> Path:
     p = Path(name)
     if p.exists():
         return p
-    shipped = Path(__file__).resolve().parents[2] / "playbooks" / name
-    return shipped if shipped.exists() else p
+    return resources.playbook(name) or p

@@ -25,9 +25,10 @@ import yaml
 from prereq import unavailable
 
 from svcnet.model.types import ProxyConfig
-from svcnet.validate_schema import DEFAULT_DIR, EXPECTED, SchemaError, Schemas, format_path
+from svcnet.validate_schema import EXPECTED, SchemaError, Schemas, format_path
 
-SCHEMA_DIR = DEFAULT_DIR.resolve()
+# The files users read and give to check-jsonschema: copies of the shipped ones (tests/packaging).
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 KIND_KEYS = ("cluster", "service", "pod", "deployment", "endpointslice")
 
 CLUSTER = """
