@@ -2931,7 +2931,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="agent.py", description="svcnet node agent")
-    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec", "deadman"])
+    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--etc-dir", default=DEFAULT_ETC_DIR)
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -2943,8 +2943,6 @@ def main(argv: list[str]) -> int:
         return supervise(paths, ns.args[0])
     if ns.command == "pod-exec":
         return pod_exec(paths, ns.args[0])
-    if ns.command == "deadman":
-        return deadman(paths, ns.args[0], ns.owned_prefix)  # (a deadline argument of older agents: the marker's rules)
     if ns.command == "request":
         try:
             req = json.load(sys.stdin)
