@@ -13,6 +13,22 @@ from svcnet.agent import node, protocol
 RESTORE_ONLY = {"rules.restore": "*filter\n:KUBE-X - [0:0]\nCOMMIT\n"}
 
 
+@pytest.fixture(autouse=True)
+def no_op_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Requests here are only parsed: should one pass that must not, its op is not run on this
+    machine (the test fails on the tripwire's answer instead)."""
+    ran: list[str] = []
+
+    def tripwire(req: node.Request) -> node.Answer:
+        ran.append(type(req).__name__)
+        return node.Answer(False, False, f"TRIPWIRE: {type(req).__name__} was run")
+
+    for ops in (node.OPS, node.SCRATCH_OPS):
+        for name, op in list(ops.items()):
+            monkeypatch.setitem(ops, name, node.Op(op.request, tripwire))
+    return ran
+
+
 def test_an_apply_request_takes_its_defaults_from_one_place():
     req = node.ApplyRequest.parse({"op": "apply", "artifacts": RESTORE_ONLY})
     assert (req.run_id, req.owned_prefix, req.lock_wait, req.confirm_timeout) == ("", "KUBE-", 30.0, 0.0)
@@ -47,7 +63,9 @@ def test_what_the_controller_sends_parses_to_the_same_values(tmp_path):
     assert set(node.OPS) == set(protocol.OPS)
 
 
-APPLY = {"op": "apply", "run_id": "r1", "artifacts": RESTORE_ONLY}
+# Should the parser regress, the tripwire answers; the directories are the test's own all the same.
+APPLY = {"op": "apply", "run_id": "r1", "artifacts": RESTORE_ONLY, "etc_dir": "/nonexistent/svcnet-test/e",
+         "state_dir": "/nonexistent/svcnet-test/s", "run_dir": "/nonexistent/svcnet-test/r"}
 
 
 @pytest.mark.parametrize("fields, says", [
@@ -73,10 +91,16 @@ APPLY = {"op": "apply", "run_id": "r1", "artifacts": RESTORE_ONLY}
     ({"owned_prefix": "DOCKER-"}, "owned_prefix must be KUBE- followed by"),
     ({"confirm_timout": 30}, "apply request: unknown field 'confirm_timout' (known: agent, artifacts,"),
 ])
-def test_a_malformed_request_gets_one_clear_answer(fields, says):
+def test_a_malformed_request_gets_one_clear_answer(fields, says, no_op_runs):
     answer = node.handle({**APPLY, **fields})
     assert answer == {"ok": False, "changed": False, "msg": answer["msg"]}, answer
-    assert says in answer["msg"]
+    assert says in answer["msg"] and no_op_runs == []
+
+
+def test_a_well_formed_request_reaches_its_op(no_op_runs):
+    """The control of the two tests around: the same requests, well formed, are run."""
+    assert "TRIPWIRE" in node.handle(APPLY)["msg"] and no_op_runs == ["ApplyRequest"]
+    assert "TRIPWIRE" in node.handle({"op": "teardown", "run_id": "r1"})["msg"]
 
 
 @pytest.mark.parametrize("raw, says", [
@@ -89,9 +113,10 @@ def test_a_malformed_request_gets_one_clear_answer(fields, says):
     ({"op": "teardown", "check": True}, "teardown request: unknown field 'check'"),
     ({"op": "_scratch_normalize", "restore": 1}, "'restore' must be text"),
 ])
-def test_a_request_for_no_op_or_with_another_ops_fields_is_refused(raw, says):
+def test_a_request_for_no_op_or_with_another_ops_fields_is_refused(raw, says, no_op_runs):
     answer = node.handle(raw)
     assert answer == {"ok": False, "changed": False, "msg": answer["msg"]} and says in answer["msg"], answer
+    assert no_op_runs == []
 
 
 def test_a_malformed_request_over_the_bootstrap_answers_one_json_line(tmp_path):
