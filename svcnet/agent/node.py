@@ -1,13 +1,22 @@
 """svcnet node agent: applies, checks, rolls back and tears down svcnet's state on one node.
 
-Stdlib-only, Python 3.9+, one file. Two ways to run it:
+Why one stdlib-only file: the controller sends it as text on the SSH session's stdin, and the node
+runs it with ``python3 -I -S -c BOOTSTRAP`` from ``/``. -I and -S keep every directory a user could
+write (the current one, the login user's home, site-packages) off sys.path, so nothing installed or
+planted on the node is imported as root: the agent can use only the standard library and itself.
+One file is one text to send and one hash to cache its compiled form under (BOOTSTRAP); there is
+no install step, and each request runs the very agent of the controller that sends it (the boot
+unit and the pod supervisors run the copy the last apply wrote to state_dir). Python 3.9+.
+
+Two ways to run it:
 
 * over SSH, source and request on stdin (see svcnet/agent/protocol.py): the bootstrap execs this
   source with ``__name__ == "svcnet_agent"`` and calls ``main_request(request)``;
 * as a file: ``python3 -I -S /var/lib/svcnet/agent.py boot|confirm RUN_ID|rollback RUN_ID|teardown|
   status|probe|request`` (``request`` reads a JSON request on stdin).
 
-Either way exactly one JSON response line goes to stdout (logs go to stderr); errors become
+Either way exactly one JSON answer line goes to stdout (logs go to stderr). Each op's request and
+answer is a record (see "the wire" below); a malformed request or any failure becomes
 ``{"ok": false, "msg": ...}``, never a traceback on stdout. Everything svcnet owns: iptables
 chains named ``KUBE-*`` in filter/nat, the jump rules into them from built-in chains, the address
 config of its netconf that it created and marked (links with the alias OWNER_ALIAS, routes with the
@@ -32,7 +41,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 DEFAULT_ETC_DIR = "/etc/svcnet"
 DEFAULT_STATE_DIR = "/var/lib/svcnet"
@@ -215,24 +224,111 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# --------------------------------------------------------------------------- records
+# Requests, answers and plans are records: frozen, slotted classes whose fields are their annotated
+# class attributes (a base's first), made by keyword or in field order, a default being the class
+# attribute or a `field(...)`. The type checker sees them as dataclasses(frozen=True, slots=True)
+# (dataclass_transform); the agent does not use `dataclasses` itself because it starts once per
+# request, and importing it (it pulls in `inspect`) and building twenty dataclasses took about as
+# much CPU again as the rest of the agent's start-up.
+
+TYPE_CHECKING = False  # True for the type checker only: typing is imported nowhere else
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+    R = TypeVar("R", bound="Request")
+    T = TypeVar("T", bound="Record")
+else:
+    def dataclass_transform(**_: object) -> Callable[[type], type]:
+        return lambda cls: cls
+
+MISSING = object()  # a field without a default
+
+
+class Field:
+    """A record field's default (or factory), and the metadata of its kind (see the wire)."""
+
+    __slots__ = ("default", "factory", "meta")
+
+    def __init__(self, default: object = MISSING, factory: Callable[[], object] | None = None,
+                 meta: Mapping[str, Any] | None = None):
+        self.default, self.factory, self.meta = default, factory, dict(meta or {})
+
+    def value(self, name: str) -> object:
+        if self.factory is not None:
+            return self.factory()
+        if self.default is MISSING:
+            raise TypeError(f"missing field {name!r}")
+        return self.default
+
+
+def field(*, default: object = MISSING, default_factory: Callable[[], object] | None = None,
+          meta: Mapping[str, Any] | None = None) -> Any:
+    return Field(default, default_factory, meta)
+
+
+class RecordType(type):
+    """Makes a record class: its fields (FIELDS) and their slots, from the annotations of its body."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> RecordType:
+        fields = {k: v for base in reversed(bases) for k, v in getattr(base, "FIELDS", {}).items()}
+        own = [n for n, kind in ns.get("__annotations__", {}).items() if not str(kind).startswith("ClassVar")]
+        for n in own:
+            given = ns.pop(n, MISSING)
+            fields[n] = given if isinstance(given, Field) else Field(given)
+        ns["__slots__"] = tuple(n for n in own if not any(n in getattr(b, "FIELDS", {}) for b in bases))
+        ns["FIELDS"] = fields
+        return super().__new__(mcs, name, bases, ns)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+class Record(metaclass=RecordType):
+    """A record (see above): subclass it, annotate its fields."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[dict[str, Field]]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        fields = type(self).FIELDS
+        given = {name: args[n] for n, name in enumerate(fields) if n < len(args)}
+        if len(args) > len(fields) or given.keys() & kwargs.keys() or not kwargs.keys() <= fields.keys():
+            raise TypeError(f"{type(self).__name__}: bad arguments {args!r:.100}, {sorted(kwargs)}")
+        given.update(kwargs)
+        for name, spec in fields.items():
+            object.__setattr__(self, name, given[name] if name in given else spec.value(name))
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Checks of a record's fields together (none by default)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name}")
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def replace(self: T, **changes: object) -> T:
+        return type(self)(**{**self.values(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and type(other) is type(self) and self.values() == other.values()
+
+    def __repr__(self) -> str:
+        return "{}({})".format(type(self).__name__, ", ".join(f"{k}={v!r}" for k, v in self.values().items()))
+
+
 # --------------------------------------------------------------------------- paths and files
 
 
-class Paths:
+class Paths(Record):
     """Where the agent keeps things on this node."""
 
-    def __init__(self, etc: str = DEFAULT_ETC_DIR, state: str = DEFAULT_STATE_DIR, run: str = DEFAULT_RUN_DIR):
-        self.etc = etc
-        self.state = state
-        self.run = run
-
-    @classmethod
-    def from_request(cls, req: dict) -> Paths:
-        return cls(
-            str(req.get("etc_dir") or DEFAULT_ETC_DIR),
-            str(req.get("state_dir") or DEFAULT_STATE_DIR),
-            str(req.get("run_dir") or DEFAULT_RUN_DIR),
-        )
+    etc: str = DEFAULT_ETC_DIR
+    state: str = DEFAULT_STATE_DIR
+    run: str = DEFAULT_RUN_DIR
 
     def etc_file(self, name: str) -> str:
         return os.path.join(self.etc, name)
@@ -812,7 +908,7 @@ def is_scratch_netns() -> bool:
                    for ln in saved.splitlines())
 
 
-def op_scratch_normalize(req: dict) -> dict:
+def op_scratch_normalize(req: ScratchRequest) -> ScratchAnswer:
     """Inside a scratch netns: load the restore text + jump rules, return the kernel's normal form.
 
     Refused anywhere else: it loads rules without lock, backup or ownership checks.
@@ -820,11 +916,10 @@ def op_scratch_normalize(req: dict) -> dict:
     if not is_scratch_netns():
         raise AgentError("_scratch_normalize runs only in a fresh network namespace of its own "
                          "(in_scratch_netns), not on the node")
-    prefix = owned_prefix(req)
-    iptables_restore(req["restore"])
-    ensure_jumps(req.get("jumps", ""), prefix)
-    snap = snapshot(prefix)
-    return {"ok": True, "changed": False, "msg": "", "snapshot": snap, "normal": normal_form(snap)}
+    iptables_restore(req.restore)
+    ensure_jumps(req.jumps, req.owned_prefix)
+    snap = snapshot(req.owned_prefix)
+    return ScratchAnswer(True, False, "", snapshot=snap, normal=normal_form(snap))
 
 
 def scratch_features() -> dict:
@@ -1864,21 +1959,283 @@ def remove_persistence(state: dict) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- operations
+# --------------------------------------------------------------------------- the wire: requests
+# Each op's request is a record parsed once, at the entry point, from the JSON object: a field's
+# JSON key is its name and its default the record's default (a key absent or null takes it); its
+# checker (the field's meta CHECK) turns the JSON value into the field's value or refuses it, naming
+# the field. A key no field names is refused too, so that a misspelt one never silently takes a default.
+
+CHECK = "check"  # a request field's meta: its checker, check(key, value) -> value (None: the default)
+OMIT_NONE = "omit_none"  # an answer field's meta: left out of the JSON while None
+OMIT = {OMIT_NONE: True}  # (for an answer that has nothing to say of it)
 
 
-def response(ok_: bool, changed: bool = False, msg: str = "", **extra: object) -> dict:
-    out = {"ok": ok_, "changed": changed, "msg": msg}
-    out.update(extra)
-    return out
+def _refuse(key: str, what: str, value: object) -> AgentError:
+    return AgentError(f"request field {key!r} must be {what}, not {value!r:.200}")
 
 
-def owned_prefix(req: dict) -> str:
-    prefix = str(req.get("owned_prefix") or OWNED_PREFIX)
-    if not PREFIX_RE.fullmatch(prefix) or not prefix.startswith(OWNED_PREFIX):
-        raise AgentError(f"owned_prefix must be {OWNED_PREFIX} followed by upper-case letters, digits and '-': "
+def as_text(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _refuse(key, "text", value)
+    return value
+
+
+def as_dir(key: str, value: object) -> str | None:
+    """A directory of svcnet's; empty: the default one."""
+    return as_text(key, value) or None
+
+
+def as_run_id(key: str, value: object) -> str:
+    if not (isinstance(value, str) and (value == "" or RUN_ID_RE.fullmatch(value))):
+        raise AgentError(f"invalid {key} {value!r:.200}")
+    return value
+
+
+def as_prefix(key: str, value: object) -> str | None:
+    """The prefix of svcnet's chains (a test's own, under KUBE-); empty: OWNED_PREFIX."""
+    prefix = as_text(key, value)
+    if prefix and not (PREFIX_RE.fullmatch(prefix) and prefix.startswith(OWNED_PREFIX)):
+        raise AgentError(f"{key} must be {OWNED_PREFIX} followed by upper-case letters, digits and '-': "
                          f"{prefix!r}")
-    return prefix
+    return prefix or None
+
+
+def as_seconds(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise _refuse(key, "a number of seconds >= 0", value)
+    return float(value)
+
+
+def as_flag(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _refuse(key, "true or false", value)
+    return value
+
+
+def as_netconf(key: str, value: object) -> dict:
+    return validate_netconf(value)
+
+
+def as_parts(key: str, value: object) -> tuple[str, ...] | None:
+    """Parts to apply, in PARTS order; empty: all of them."""
+    if not isinstance(value, list) or not all(p in PARTS for p in value):
+        raise _refuse(key, "a list of parts ({})".format(", ".join(PARTS)), value)
+    return tuple(p for p in PARTS if p in value) or None
+
+
+def as_part_hashes(key: str, value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(k in PARTS and isinstance(v, str) for k, v in value.items()):
+        raise _refuse(key, "an object of a text per part ({})".format(", ".join(PARTS)), value)
+    return dict(value)
+
+
+def as_artifacts(key: str, value: object) -> dict[str, str]:
+    """The artifact files given, by name (one not given is empty; rules.restore is required: ApplyRequest)."""
+    if not isinstance(value, dict) or not all(k in ARTIFACT_FILES for k in value):
+        raise _refuse(key, "an object of the files {}".format(", ".join(ARTIFACT_FILES)), value)
+    for name in ARTIFACT_FILES:
+        if not isinstance(value.get(name, ""), str):
+            raise AgentError(f"{key}.{name} must be text")
+    return {name: value.get(name, "") for name in ARTIFACT_FILES if name in value}
+
+
+class Request(Record):
+    """What every request may carry: its run, where svcnet's files are, the prefix of svcnet's chains
+    and how long to wait for the node lock."""
+
+    run_id: str = field(default="", meta={CHECK: as_run_id})
+    etc_dir: str = field(default=DEFAULT_ETC_DIR, meta={CHECK: as_dir})
+    state_dir: str = field(default=DEFAULT_STATE_DIR, meta={CHECK: as_dir})
+    run_dir: str = field(default=DEFAULT_RUN_DIR, meta={CHECK: as_dir})
+    owned_prefix: str = field(default=OWNED_PREFIX, meta={CHECK: as_prefix})
+    lock_wait: float = field(default=30.0, meta={CHECK: as_seconds})
+
+    @classmethod
+    def parse(cls: type[R], raw: Mapping[str, object]) -> R:
+        """The request of this type in the JSON object `raw` (its "op" already found); AgentError if malformed."""
+        known = cls.FIELDS
+        unknown = sorted(str(k) for k in raw if k != "op" and k not in known)
+        if unknown:
+            raise AgentError("{} request: unknown field{} {} (known: {})".format(
+                raw.get("op"), "s" if len(unknown) > 1 else "", ", ".join(map(repr, unknown)),
+                ", ".join(sorted(known))))
+        values: dict[str, Any] = {}
+        for name, spec in known.items():
+            given = raw.get(name)
+            value = None if given is None else spec.meta[CHECK](name, given)
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.etc_dir, self.state_dir, self.run_dir)
+
+
+class ProbeRequest(Request):
+    """What the node has and what svcnet applied on it (changes nothing)."""
+
+
+class PreflightRequest(Request):
+    """Can the node take svcnet's state: commands, kernel features, and (with netconf) no foreign
+    link, route or netns of a name the address config uses."""
+
+    netconf: dict | None = field(default=None, meta={CHECK: as_netconf})
+
+
+class GuardedRequest(Request):
+    """A change guarded by a dead-man switch when confirm_timeout > 0: rolled back unless confirmed
+    over a fresh connection within that many seconds."""
+
+    confirm_timeout: float = field(default=0.0, meta={CHECK: as_seconds})
+
+
+class ApplyRequest(GuardedRequest):
+    """Apply `parts` of the rendered state: artifacts (the files by name) and netconf (the address config).
+
+    desired_hashes: per part, the hash of what it applies (recorded; the same again: unchanged);
+    check: say what would change, change nothing; diff: also answer the changes' diff; agent,
+    podserver: the source texts that pod supervisors and the boot unit run from state_dir.
+    """
+
+    artifacts: dict[str, str] = field(default_factory=dict, meta={CHECK: as_artifacts})
+    netconf: dict = field(default_factory=empty_netconf, meta={CHECK: as_netconf})
+    parts: tuple[str, ...] = field(default=PARTS, meta={CHECK: as_parts})
+    desired_hashes: dict[str, str] = field(default_factory=dict, meta={CHECK: as_part_hashes})
+    check: bool = field(default=False, meta={CHECK: as_flag})
+    diff: bool = field(default=False, meta={CHECK: as_flag})
+    agent: str | None = field(default=None, meta={CHECK: as_text})
+    podserver: str | None = field(default=None, meta={CHECK: as_text})
+
+    def __post_init__(self) -> None:
+        """The rules must be svcnet's own: refused here, before anything on the node is read or locked."""
+        if RESTORE_FILE not in self.artifacts:
+            raise AgentError(f"apply needs artifacts with {RESTORE_FILE}")
+        check_restore(self.artifacts[RESTORE_FILE], self.owned_prefix)
+        parse_jumps(self.artifacts.get(JUMPS_FILE, ""), self.owned_prefix)
+
+
+class ConfirmRequest(Request):
+    """Keep the run's guarded change: disarm its dead-man switch (a teardown's also removes the files)."""
+
+
+class RollbackRequest(Request):
+    """Bring the node back to the backup of the run (any run's when run_id is empty)."""
+
+
+class TeardownRequest(GuardedRequest):
+    """Remove everything svcnet created on the node."""
+
+
+class BootRequest(Request):
+    """Re-create the applied state at boot (svcnet.service)."""
+
+    lock_wait: float = field(default=60.0, meta={CHECK: as_seconds})
+
+
+class StatusRequest(Request):
+    """The pods' processes and the pending confirmation."""
+
+
+class ScratchRequest(Request):
+    """In a scratch netns only: load `restore` and `jumps`, answer the kernel's normal form of them."""
+
+    restore: str = field(default="", meta={CHECK: as_text})
+    jumps: str = field(default="", meta={CHECK: as_text})
+
+
+# --------------------------------------------------------------------------- the wire: answers
+
+
+class Answer(Record):
+    """What every op answers: ok (it did what was asked), changed (the node changed) and a message."""
+
+    ok: bool
+    changed: bool
+    msg: str
+
+    def to_wire(self) -> dict:
+        """The answer as the JSON object on the wire."""
+        return {name: value for name, value in self.values().items()
+                if value is not None or not self.FIELDS[name].meta.get(OMIT_NONE)}
+
+
+class ChangeAnswer(Answer):
+    """The answer of an op that changes the node (apply, confirm, rollback, teardown).
+
+    pending: the change awaits confirmation; rolled_back: the node is back in its previous state
+    (False: the rollback failed too); pods: what was done to pod processes; diff: per DIFF_KEYS,
+    the changes; foreign: what the address config names that svcnet did not create.
+    """
+
+    pending: bool | None = field(default=None, meta=OMIT)
+    rolled_back: bool | None = field(default=None, meta=OMIT)
+    pods: list[str] | None = field(default=None, meta=OMIT)
+    diff: dict[str, str] | None = field(default=None, meta=OMIT)
+    foreign: list[str] | None = field(default=None, meta=OMIT)
+
+
+class ProbeAnswer(Answer):
+    """What the node has (facts) and how it compares with what svcnet applied and recorded there.
+
+    A preflight answers a probe's fields too, so that a run decides what to change in one round
+    trip, and what the node lacks (missing commands, rule features).
+    """
+
+    facts: dict
+    applied_hash: object
+    live_rules_hash: str
+    saved_rules_hash: object
+    stale_chains: list[str]
+    pending: dict | None
+    netconf_ok: bool
+    netconf_drift: list[str]
+    netconf_live_hash: str
+    netconf_saved_hash: str
+    last_rollback: dict | None
+    missing: list[dict] | None = field(default=None, meta=OMIT)
+    features: dict[str, bool] | None = field(default=None, meta=OMIT)
+
+
+class PreflightRefusal(Answer):
+    """A node that cannot take svcnet's state: what it lacks, or the foreign objects in the way."""
+
+    missing: list[dict]
+    features: dict[str, bool]
+    facts: dict
+    foreign: list[str] | None = field(default=None, meta=OMIT)
+
+
+class BootAnswer(Answer):
+    """pods: what was done to pod processes; live_rules_hash: the rules booted (absent: none applied)."""
+
+    pods: list[str] | None = field(default=None, meta=OMIT)
+    live_rules_hash: str | None = field(default=None, meta=OMIT)
+
+
+class StatusAnswer(Answer):
+    """Per pod of the applied address config, its process; and the change awaiting confirmation."""
+
+    pods: list[dict]
+    pending: dict | None
+
+
+class ScratchAnswer(Answer):
+    """The rules loaded in the scratch netns, parsed (snapshot) and in normal form."""
+
+    snapshot: dict
+    normal: str
+
+
+# The diff of an apply, per part: the rules' under the part's name, the address config's as "netconf".
+DIFF_KEYS = {PART_RULES: PART_RULES, PART_NETWORK: "netconf"}
+
+
+def part_diff(part: str, old: list[str], new: list[str]) -> str:
+    return text_diff(old, new, DIFF_KEYS[part])
+
+
+# --------------------------------------------------------------------------- operations
 
 
 def netconf_status(paths: Paths) -> tuple[bool, list[str], str, str]:
@@ -1892,12 +2249,12 @@ def netconf_status(paths: Paths) -> tuple[bool, list[str], str, str]:
     return same, drift, sha256("\n".join(sorted(live))), sha256("\n".join(sorted(want)))
 
 
-def op_probe(req: dict, paths: Paths, features: dict | None = None) -> dict:
-    prefix = owned_prefix(req)
-    snap = snapshot(prefix)
+def op_probe(req: Request, features: dict | None = None) -> ProbeAnswer:
+    paths = req.paths
+    snap = snapshot(req.owned_prefix)
     state = load_state(paths)
     net_ok, drift, live_hash, saved_hash = netconf_status(paths)
-    return response(
+    return ProbeAnswer(
         True, False, "",
         facts=gather_facts(features=features),
         applied_hash=state.get("applied_hash"),
@@ -1913,7 +2270,7 @@ def op_probe(req: dict, paths: Paths, features: dict | None = None) -> dict:
     )
 
 
-def op_preflight(req: dict, paths: Paths) -> dict:
+def op_preflight(req: PreflightRequest) -> Answer:
     missing = [{"command": c, "package": pkg} for c, pkg in REQUIRED_COMMANDS.items() if not shutil.which(c)]
     features: dict = {}
     msg = ""
@@ -1928,42 +2285,36 @@ def op_preflight(req: dict, paths: Paths) -> dict:
     if missing:
         msg = ("missing commands: " + ", ".join("{} (apt install {})".format(m["command"], m["package"])
                                                 for m in missing) + ("; " + msg if msg else ""))
-    ok_ = not missing and bool(features) and not bad
-    if not ok_:
-        return response(False, False, msg, missing=missing, features=features, facts=gather_facts(scratch=False))
-    if req.get("netconf") is not None:  # the address config the run will apply: nothing of it may be foreign
-        conf = validate_netconf(req["netconf"])
-        foreign = foreign_objects(paths, conf, state_claims(paths, load_netconf_file(paths.etc_file(NETCONF_JSON))))
+    if missing or not features or bad:
+        return PreflightRefusal(False, False, msg, missing=missing, features=features,
+                                facts=gather_facts(scratch=False))
+    if req.netconf is not None:  # the address config the run will apply: nothing of it may be foreign
+        paths = req.paths
+        foreign = foreign_objects(paths, req.netconf,
+                                  state_claims(paths, load_netconf_file(paths.etc_file(NETCONF_JSON))))
         if foreign:
-            return response(False, False, refusal(foreign), foreign=foreign, missing=missing, features=features,
-                            facts=gather_facts(scratch=False))
+            return PreflightRefusal(False, False, refusal(foreign), foreign=foreign, missing=missing,
+                                    features=features, facts=gather_facts(scratch=False))
     # Everything a probe says too, so a run needs one round trip to decide what to change.
-    return {**op_probe(req, paths, features), "msg": msg or "node ready", "missing": missing, "features": features}
+    return op_probe(req, features).replace(msg=msg or "node ready", missing=missing, features=features)
 
 
-def check_artifacts(req: dict) -> dict:
-    arts = req.get("artifacts")
-    if not isinstance(arts, dict) or not isinstance(arts.get(RESTORE_FILE), str):
-        raise AgentError(f"apply needs artifacts with {RESTORE_FILE}")
-    for name in ARTIFACT_FILES:
-        if not isinstance(arts.get(name, ""), str):
-            raise AgentError(f"artifacts.{name} must be text")
-    return arts
-
-
-def op_apply(req: dict, paths: Paths) -> dict:
-    run_id = str(req.get("run_id", ""))
-    prefix = owned_prefix(req)
-    arts = check_artifacts(req)
-    conf = validate_netconf(req.get("netconf") or empty_netconf())
-    check_restore(arts[RESTORE_FILE], prefix)
-    parse_jumps(arts.get(JUMPS_FILE, ""), prefix)
-    with settled_lock(paths, run_id, "apply", float(req.get("lock_wait", 30))):
+def op_apply(req: ApplyRequest) -> ChangeAnswer:
+    paths = req.paths
+    with settled_lock(paths, req.run_id, "apply", req.lock_wait):
         marker = pending_marker(paths)
-        if marker and marker.get("run_id") != run_id:
+        if marker and marker.get("run_id") != req.run_id:
             log("stale pending marker of run {}: rolling it back first".format(marker.get("run_id")))
-            _deadman_rollback(paths, prefix, marker, "stale pending marker")
-        return _apply_locked(req, paths, run_id, prefix, arts, conf)
+            _deadman_rollback(paths, req.owned_prefix, marker, "stale pending marker")
+        plan = plan_apply(req)
+        if plan.foreign:
+            return ChangeAnswer(False, False, refusal(plan.foreign), foreign=plan.foreign)
+        if req.check:
+            return check_answer(req, plan)
+        if plan.unchanged:
+            return ChangeAnswer(True, False, "already in the desired state", diff=plan.diff(req.diff))
+        jumps = canonical_jumps(plan.arts[JUMPS_FILE], req.owned_prefix) if plan.do_rules else {}
+        return Commit(req, plan, jumps).run()
 
 
 @contextlib.contextmanager
@@ -1995,231 +2346,292 @@ def applied_hashes(state: dict) -> dict:
     return dict(value) if isinstance(value, dict) else {}
 
 
-def _apply_locked(req: dict, paths: Paths, run_id: str, prefix: str, arts: dict, conf: dict) -> dict:
-    parts = [p for p in PARTS if p in (req.get("parts") or PARTS)]
-    do_rules, do_net = PART_RULES in parts, PART_NETWORK in parts
-    live = snapshot(prefix)
-    live_normal = normal_form(live)
+class ApplyPlan(Record):
+    """What an apply changes: read from the node under the lock, before anything changes.
+
+    arts, conf: the artifact files and the address config after the apply (a part not applied keeps
+    the node's); live, live_normal, old_conf: the node's owned rules (and their normal form) and its
+    recorded address config now; claims: unmarked objects an svcnet before the marks applied
+    (legacy_claims); foreign: what conf names and svcnet did not create (refused); have_lines,
+    want_lines: the address config live and desired (desired_lines); files_same: etc_dir already
+    holds the applied parts' files; applied, want: per part, the hashes recorded and desired.
+    """
+
+    parts: tuple[str, ...]
+    arts: dict[str, str]
+    conf: dict
+    old_conf: dict
+    claims: frozenset[str]
+    foreign: list[str]
+    live: dict
+    live_normal: str
+    have_lines: list[str]
+    want_lines: list[str]
+    files_same: bool
+    applied: dict
+    want: dict
+    saved_rules_hash: object
+
+    @property
+    def do_rules(self) -> bool:
+        return PART_RULES in self.parts
+
+    @property
+    def do_net(self) -> bool:
+        return PART_NETWORK in self.parts
+
+    @property
+    def files(self) -> list[str]:
+        """The etc_dir files of the parts applied."""
+        return [name for p in self.parts for name in PART_FILES[p]]
+
+    @property
+    def net_same(self) -> bool:
+        return sorted(self.have_lines) == sorted(self.want_lines)
+
+    @property
+    def rules_same(self) -> bool:
+        """The same rules hash was applied and the live rules are still what that apply left."""
+        want = self.want.get(PART_RULES)
+        return not self.do_rules or (bool(want) and self.applied.get(PART_RULES) == want
+                                     and self.saved_rules_hash == sha256(self.live_normal))
+
+    @property
+    def unchanged(self) -> bool:
+        return (self.rules_same and self.net_same and self.files_same
+                and all(self.applied.get(p) == self.want.get(p) for p in self.parts))
+
+    def diff(self, shown: bool, rules: str = "") -> dict[str, str] | None:
+        """The answer's diff when `shown`: `rules`, and the address config's from live to desired."""
+        if not shown:
+            return None
+        net = part_diff(PART_NETWORK, sorted(self.have_lines), sorted(self.want_lines))
+        return {DIFF_KEYS[PART_RULES]: rules, DIFF_KEYS[PART_NETWORK]: net}
+
+
+def plan_apply(req: ApplyRequest) -> ApplyPlan:
+    """Read what the apply of `req` compares with (under the lock) and plan it; changes nothing."""
+    paths = req.paths
     old_conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
-    arts = dict(arts)
-    for part in PARTS:  # a part not being applied keeps what the node has
-        if part not in parts:
-            for name in PART_FILES[part]:
-                arts[name] = read_text(paths.etc_file(name)) or ""
-    if not do_net:
-        conf = old_conf
+    on_node = {name: read_text(paths.etc_file(name)) for name in ARTIFACT_FILES}
+    arts = planned_files(req.parts, req.artifacts, on_node)
+    conf = req.netconf if PART_NETWORK in req.parts else old_conf
     claims = state_claims(paths, old_conf)
-    foreign = foreign_objects(paths, conf, claims) if do_net else []
-    if foreign:
-        return response(False, False, refusal(foreign), foreign=foreign)
-    want_lines = desired_lines(conf)
-    have_lines = live_lines([conf, old_conf], paths)
-    net_same = sorted(have_lines) == sorted(want_lines)
+    live = snapshot(req.owned_prefix)
     state = load_state(paths)
-    applied = applied_hashes(state)
-    raw_want = req.get("desired_hashes")
-    want: dict = raw_want if isinstance(raw_want, dict) else {}
-    files_same = all(read_text(paths.etc_file(n)) == arts.get(n, "") for p in parts for n in PART_FILES[p])
-    extra: dict = {}
-    shown = req.get("check") or req.get("diff")
-    net_diff = text_diff(sorted(have_lines), sorted(want_lines), "netconf") if shown else ""
-    if req.get("check"):  # the kernel's normal form of the desired rules, from a scratch netns
-        desired_normal = desired_snapshot(arts, prefix)[1] if do_rules else live_normal
-        changed = live_normal != desired_normal or not net_same or not files_same
-        extra["diff"] = {"rules": text_diff(live_normal.splitlines(), desired_normal.splitlines(), "rules"),
-                         "netconf": net_diff}
-        return response(True, changed, "check mode: nothing changed", **extra)
-    # Unchanged: the same hashes were applied and the live rules are still what that apply left.
-    rules_same = not do_rules or (bool(want.get(PART_RULES)) and applied.get(PART_RULES) == want.get(PART_RULES)
-                                  and state.get("saved_rules_hash") == sha256(live_normal))
-    if req.get("diff"):
-        extra["diff"] = {"rules": "", "netconf": net_diff}
-    if rules_same and net_same and files_same and all(applied.get(p) == want.get(p) for p in parts):
-        return response(True, False, "already in the desired state", **extra)
-    jumps = canonical_jumps(arts.get(JUMPS_FILE, ""), prefix) if do_rules else {}
-    return Commit(req, paths, run_id, prefix, parts, arts, conf, live=live, old_conf=old_conf, jumps=jumps,
-                  applied=applied, want=want, unchanged_before=files_same and net_same, extra=extra,
-                  claims=claims).run()
+    return ApplyPlan(
+        parts=req.parts, arts=arts, conf=conf, old_conf=old_conf, claims=claims,
+        foreign=foreign_objects(paths, conf, claims) if PART_NETWORK in req.parts else [],
+        live=live, live_normal=normal_form(live),
+        have_lines=live_lines([conf, old_conf], paths), want_lines=desired_lines(conf),
+        files_same=all(on_node[name] == arts[name] for p in req.parts for name in PART_FILES[p]),
+        applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"))
 
 
-# The steps of a guarded apply, in order. Before FIRST_CHANGE nothing on the node has changed; from
-# "mark pending" on, a pending marker (and from "arm dead-man" on, its dead-man switch) makes sure
-# that an agent killed at any later step leaves the node in its previous state (the dead-man, or at
-# boot, rolls back) or, once confirmed, in the new one. A failure from FIRST_CHANGE on rolls back.
-COMMIT_STEPS = ("prepare", "backup", "mark pending", "arm dead-man", "record dead-man", "rules",
-                "address config", "pods", "record applied", "settle")
+def planned_files(parts: tuple[str, ...], sent: dict[str, str], on_node: dict[str, str | None]) -> dict[str, str]:
+    """The artifact files after an apply of `parts`: those sent, but a part not applied keeps the node's."""
+    return {name: sent.get(name, "") if part in parts else on_node[name] or ""
+            for part in PARTS for name in PART_FILES[part]}
+
+
+def check_answer(req: ApplyRequest, plan: ApplyPlan) -> ChangeAnswer:
+    """Check mode: would the apply change anything, and the diff (the kernel's normal form of the
+    desired rules, loaded into a scratch netns); nothing on the node changes."""
+    desired = desired_snapshot(plan.arts, req.owned_prefix)[1] if plan.do_rules else plan.live_normal
+    changed = plan.live_normal != desired or not plan.net_same or not plan.files_same
+    rules = part_diff(PART_RULES, plan.live_normal.splitlines(), desired.splitlines())
+    return ChangeAnswer(True, changed, "check mode: nothing changed", diff=plan.diff(True, rules))
+
+
+# The steps of a guarded apply, in order (Commit.STEPS). Before FIRST_CHANGE nothing on the node has
+# changed; from "mark pending" on, a pending marker (and from "arm dead-man" on, its dead-man switch)
+# makes sure that an agent killed at any later step leaves the node in its previous state (the
+# dead-man, or at boot, rolls back) or, once confirmed, in the new one. A failure from FIRST_CHANGE
+# on rolls back.
 FIRST_CHANGE = "rules"
 # A pending marker's phase: the apply runs (or died: never to be confirmed), or it awaits confirmation.
 PHASE_APPLYING, PHASE_AWAITING = "applying", "awaiting confirmation"
 
 
 class Commit:
-    """One apply that changes the node, run as the named COMMIT_STEPS (a test can fault each one).
+    """One apply that changes the node as `plan` says, run as the named STEPS (a test can fault each).
 
-    live, old_conf: the node's rules and recorded address config before; jumps: canonical_jumps;
-    applied, want: the per-part hashes recorded and desired; unchanged_before: the files and the
-    address config were already as desired; extra: fields of the response (diff).
+    jumps: canonical_jumps of the plan's jump rules. What the steps learn on the way: the rules
+    transaction (prepare), the dead-man's pending marker, the live rules after (rules) and what was
+    done to pod processes (pods).
     """
 
-    def __init__(self, req: dict, paths: Paths, run_id: str, prefix: str, parts: list[str], arts: dict, conf: dict,
-                 *, live: dict, old_conf: dict, jumps: dict, applied: dict, want: dict, unchanged_before: bool,
-                 extra: dict, claims: frozenset[str] = frozenset()):
-        self.req, self.paths, self.run_id, self.prefix = req, paths, run_id, prefix
-        self.parts, self.arts, self.conf = parts, arts, conf
-        self.live, self.old_conf, self.jumps = live, old_conf, jumps
-        self.applied, self.want, self.unchanged_before, self.extra = applied, want, unchanged_before, extra
-        self.claims = claims  # unmarked objects an svcnet before the marks applied (legacy_claims)
-        self.do_rules, self.do_net = PART_RULES in parts, PART_NETWORK in parts
-        self.timeout = float(req.get("confirm_timeout") or 0)
-        self.live_normal = self.final_normal = normal_form(live)
-        self.text = ""
+    def __init__(self, req: ApplyRequest, plan: ApplyPlan, jumps: dict):
+        self.req, self.plan, self.jumps = req, plan, jumps
+        self.paths = req.paths
+        self.transaction = ""
         self.marker: dict = {}
+        self.final_normal = plan.live_normal
+        self.rules_diff = ""
         self.pods: list[str] = []
 
-    def run(self) -> dict:
-        changing = False
-        for step in COMMIT_STEPS:
-            changing = changing or step == FIRST_CHANGE
+    def run(self) -> ChangeAnswer:
+        first_change = COMMIT_STEPS.index(FIRST_CHANGE)
+        for n, (name, step) in enumerate(self.STEPS):
             try:
-                fault_point(step)
-                getattr(self, "step_" + re.sub(r"\W", "_", step))()
+                fault_point(name)
+                step(self)
             except Exception as exc:  # any failure: back to the previous state
-                return self.fail(step, exc, changing)
+                return self.fail(name, exc, changed_node=n >= first_change)
         fault_point("done")
         return self.result()
 
-    def step_prepare(self) -> None:
+    def prepare(self) -> None:
         """Everything that can be written or checked without changing the node."""
-        paths = self.paths
-        agent_text = self.req.get("agent")
-        write_if_changed(paths.state_file(AGENT_FILE), agent_text if isinstance(agent_text, str) else agent_source())
-        if isinstance(self.req.get("podserver"), str):
-            write_if_changed(paths.state_file(PODSERVER_FILE), self.req["podserver"])
+        paths, plan = self.paths, self.plan
+        write_if_changed(paths.state_file(AGENT_FILE), self.req.agent if self.req.agent is not None else agent_source())
+        if self.req.podserver is not None:
+            write_if_changed(paths.state_file(PODSERVER_FILE), self.req.podserver)
         remove(paths.staging)
         make_dir(paths.staging)
-        for name in self.staged_names():
-            write_text(os.path.join(paths.staging, name), self.arts.get(name, ""), artifact_mode(name), durable=False)
-        if self.do_net:
-            write_json(os.path.join(paths.staging, NETCONF_JSON), self.conf, artifact_mode(NETCONF_JSON), durable=False)
-        if self.do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
-            self.text = rules_transaction(self.arts[RESTORE_FILE], self.jumps, self.live)
-            iptables_restore(self.text, test=True)
+        for name in plan.files:
+            write_text(os.path.join(paths.staging, name), plan.arts[name], artifact_mode(name), durable=False)
+        if plan.do_net:
+            write_json(os.path.join(paths.staging, NETCONF_JSON), plan.conf, artifact_mode(NETCONF_JSON), durable=False)
+        if plan.do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
+            self.transaction = rules_transaction(plan.arts[RESTORE_FILE], self.jumps, plan.live)
+            iptables_restore(self.transaction, test=True)
 
-    def staged_names(self) -> list[str]:
-        return [n for p in self.parts for n in PART_FILES[p]]
+    def back_up(self) -> None:
+        make_backup(self.paths, self.req.run_id, self.plan.live)
 
-    def step_backup(self) -> None:
-        make_backup(self.paths, self.run_id, self.live)
-
-    def step_mark_pending(self) -> None:
+    def mark_pending(self) -> None:
         """From here a boot, a later run or the dead-man rolls back unless this run settles."""
-        self.marker = {"run_id": self.run_id, "deadline": time.time() + self.timeout, "phase": PHASE_APPLYING}
+        self.marker = {"run_id": self.req.run_id, "deadline": time.time() + self.req.confirm_timeout,
+                       "phase": PHASE_APPLYING}
         write_json(self.paths.state_file(PENDING_FILE), self.marker)
 
-    def step_arm_dead_man(self) -> None:
+    def arm_dead_man(self) -> None:
         """Fork the dead-man and wait until it runs (it waits for the lock this run holds)."""
-        paths, run_id, prefix = self.paths, self.run_id, self.prefix
-        pid = spawn_daemon(lambda: deadman(paths, run_id, prefix), os.path.join(paths.state, LOGS_DIR, "deadman.log"))
+        paths, run_id, prefix = self.paths, self.req.run_id, self.req.owned_prefix
+        log_path = os.path.join(paths.state, LOGS_DIR, "deadman.log")
+        pid = spawn_daemon(lambda: deadman(paths, run_id, prefix), log_path)
         start = proc_start(pid)
         self.marker.update(pid=pid, start=start)
         if start is None:
-            raise AgentError("the dead-man switch died at once (see {})".format(
-                os.path.join(paths.state, LOGS_DIR, "deadman.log")))
+            raise AgentError(f"the dead-man switch died at once (see {log_path})")
 
-    def step_record_dead_man(self) -> None:
+    def record_dead_man(self) -> None:
         write_json(self.paths.state_file(PENDING_FILE), self.marker)
 
-    def step_rules(self) -> None:
-        if not self.do_rules:
+    def restore_rules(self) -> None:
+        plan = self.plan
+        if not plan.do_rules:
             return
-        iptables_restore(self.text)
-        after = snapshot(self.prefix)
-        wrong = rules_mismatch(after, self.arts[RESTORE_FILE], self.jumps)
+        iptables_restore(self.transaction)
+        after = snapshot(self.req.owned_prefix)
+        wrong = rules_mismatch(after, plan.arts[RESTORE_FILE], self.jumps)
         if wrong:
             raise AgentError("the live rules are not what was restored: " + wrong)
         self.final_normal = normal_form(after)
-        if self.req.get("diff"):
-            self.extra["diff"]["rules"] = text_diff(self.live_normal.splitlines(), self.final_normal.splitlines(),
-                                                    "rules")
+        if self.req.diff:
+            self.rules_diff = part_diff(PART_RULES, plan.live_normal.splitlines(), self.final_normal.splitlines())
 
-    def step_address_config(self) -> None:
-        if self.do_net:
-            record_sysctl_origins(self.paths, self.conf)
-            run_netconf_script(os.path.join(self.paths.staging, NETCONF_SH), self.paths, self.conf, self.claims)
-            remove_netconf_extras(self.paths, self.old_conf, self.conf, self.pods, self.claims)
+    def configure_addresses(self) -> None:
+        plan = self.plan
+        if plan.do_net:
+            record_sysctl_origins(self.paths, plan.conf)
+            run_netconf_script(os.path.join(self.paths.staging, NETCONF_SH), self.paths, plan.conf, plan.claims)
+            remove_netconf_extras(self.paths, plan.old_conf, plan.conf, self.pods, plan.claims)
 
-    def step_pods(self) -> None:
-        if self.do_net:
-            self.pods.extend(reconcile_pods(self.paths, self.conf))
+    def update_pods(self) -> None:
+        if self.plan.do_net:
+            self.pods.extend(reconcile_pods(self.paths, self.plan.conf))
 
-    def step_record_applied(self) -> None:
+    def record_applied(self) -> None:
         """Only now does etc_dir say that the new state is applied (what boot re-creates)."""
-        paths = self.paths
-        for name in self.staged_names():
-            write_if_changed(paths.etc_file(name), self.arts.get(name, ""), artifact_mode(name))
-        if self.do_net:
-            write_if_changed(paths.etc_file(NETCONF_JSON), json_text(self.conf), artifact_mode(NETCONF_JSON))
+        paths, plan = self.paths, self.plan
+        for name in plan.files:
+            write_if_changed(paths.etc_file(name), plan.arts[name], artifact_mode(name))
+        if plan.do_net:
+            write_if_changed(paths.etc_file(NETCONF_JSON), json_text(plan.conf), artifact_mode(NETCONF_JSON))
         state = load_state(paths)
         install_persistence(paths, state)
-        self.applied.update({p: self.want.get(p) for p in self.parts})
-        state.update(applied_hash=self.applied, last_run_id=self.run_id, applied_at=time.time())
-        if self.do_net:  # what it names is marked now: legacy_claims no longer apply
+        applied = {**plan.applied, **{p: plan.want.get(p) for p in plan.parts}}
+        state.update(applied_hash=applied, last_run_id=self.req.run_id, applied_at=time.time())
+        if plan.do_net:  # what it names is marked now: legacy_claims no longer apply
             state[MARKS_KEY] = 1
-        if self.do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
+        if plan.do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
             state.update(saved_rules_hash=sha256(self.final_normal))
             write_text(paths.state_file(SAVED_FILE), self.final_normal)
         save_state(paths, state)
         remove(paths.staging)
 
-    def changed(self) -> bool:
-        return not (self.unchanged_before and not self.pods and self.final_normal == self.live_normal)
-
-    def step_settle(self) -> None:
+    def settle(self) -> None:
         """Await the confirmation (the dead-man's deadline starts now), or need none: disarm."""
-        if self.timeout > 0 and self.changed():
-            self.marker.update(deadline=time.time() + self.timeout, phase=PHASE_AWAITING)
+        timeout = self.req.confirm_timeout
+        if timeout > 0 and self.changed():
+            self.marker.update(deadline=time.time() + timeout, phase=PHASE_AWAITING)
             write_json(self.paths.state_file(PENDING_FILE), self.marker)
         else:
             clear_pending(self.paths, self.marker)
             self.marker = {}
 
-    def result(self) -> dict:
-        extra = {**self.extra, "pods": self.pods}
-        if not self.changed():
-            return response(True, False, "already in the desired state (recorded it)", **extra)
-        if self.marker:
-            return response(True, True, f"applied; awaiting confirmation within {self.timeout:g}s", pending=True,
-                            **extra)
-        return response(True, True, "applied", pending=False, **extra)
+    STEPS: ClassVar[tuple[tuple[str, Callable[[Commit], None]], ...]] = (
+        ("prepare", prepare),
+        ("backup", back_up),
+        ("mark pending", mark_pending),
+        ("arm dead-man", arm_dead_man),
+        ("record dead-man", record_dead_man),
+        ("rules", restore_rules),
+        ("address config", configure_addresses),
+        ("pods", update_pods),
+        ("record applied", record_applied),
+        ("settle", settle),
+    )
 
-    def fail(self, step: str, exc: Exception, changing: bool) -> dict:
+    def changed(self) -> bool:
+        plan = self.plan
+        return not (plan.files_same and plan.net_same and not self.pods and self.final_normal == plan.live_normal)
+
+    def result(self) -> ChangeAnswer:
+        diff = self.plan.diff(self.req.diff, self.rules_diff)
+        if not self.changed():
+            return ChangeAnswer(True, False, "already in the desired state (recorded it)", diff=diff, pods=self.pods)
+        if self.marker:
+            return ChangeAnswer(True, True, f"applied; awaiting confirmation within {self.req.confirm_timeout:g}s",
+                                pending=True, diff=diff, pods=self.pods)
+        return ChangeAnswer(True, True, "applied", pending=False, diff=diff, pods=self.pods)
+
+    def fail(self, step: str, exc: Exception, changed_node: bool) -> ChangeAnswer:
+        """The answer to a failure at `step`: disarmed, and rolled back if the node changed (or may have)."""
+        paths, run_id = self.paths, self.req.run_id
         msg = f"apply failed at step {step!r}: {exc}"
+        diff = self.plan.diff(self.req.diff, self.rules_diff)
         log(msg)
-        if not changing:  # nothing changed: disarm
+        if not changed_node:
             if self.marker:
-                clear_pending(self.paths, self.marker)
-            remove(self.paths.staging)
-            return response(False, False, msg, **self.extra)
+                clear_pending(paths, self.marker)
+            remove(paths.staging)
+            return ChangeAnswer(False, False, msg, diff=diff)
         try:
-            rollback_to_backup(self.paths, self.prefix)
-            record_rollback(self.paths, self.run_id, "apply failed", True, msg)
+            rollback_to_backup(paths, self.req.owned_prefix)
+            record_rollback(paths, run_id, "apply failed", True, msg)
         except Exception as exc2:  # the dead-man, still armed, tries once more when this run lets go
             with contextlib.suppress(Exception):
-                record_rollback(self.paths, self.run_id, "apply failed", False, str(exc2))
-            return response(False, True, msg + f"; ROLLBACK FAILED: {exc2}", rolled_back=False, **self.extra)
-        clear_pending(self.paths, self.marker)
-        return response(False, False, msg, rolled_back=True, **self.extra)
+                record_rollback(paths, run_id, "apply failed", False, str(exc2))
+            return ChangeAnswer(False, True, msg + f"; ROLLBACK FAILED: {exc2}", rolled_back=False, diff=diff)
+        clear_pending(paths, self.marker)
+        return ChangeAnswer(False, False, msg, rolled_back=True, diff=diff)
 
 
-def _deadman_rollback(paths: Paths, prefix: str, marker: dict, reason: str) -> dict:
+COMMIT_STEPS = tuple(name for name, _ in Commit.STEPS)  # the fault_point names of a commit, in order
+
+
+def _deadman_rollback(paths: Paths, prefix: str, marker: dict, reason: str) -> ChangeAnswer:
     run_id = str(marker.get("run_id", ""))
     try:
         done = rollback_to_backup(paths, prefix)
         record_rollback(paths, run_id, reason, True, "; ".join(done))
-        result = response(True, True, f"rolled back run {run_id} ({reason})", rolled_back=True)
+        result = ChangeAnswer(True, True, f"rolled back run {run_id} ({reason})", rolled_back=True)
     except Exception as exc:
         record_rollback(paths, run_id, reason, False, str(exc))
-        result = response(False, True, f"rollback of run {run_id} failed: {exc}", rolled_back=False)
+        result = ChangeAnswer(False, True, f"rollback of run {run_id} failed: {exc}", rolled_back=False)
     remove(paths.state_file(PENDING_FILE))
     return result
 
@@ -2264,79 +2676,77 @@ def _deadman_at_deadline(paths: Paths, run_id: str, prefix: str) -> int | None:
     except AgentError as exc:  # the lock is still taken: never give up the guard
         log(f"{exc}; still guarding run {run_id}")
         return None
-    log(result["msg"])
-    return 0 if result["ok"] else 1
+    log(result.msg)
+    return 0 if result.ok else 1
 
 
-def op_confirm(req: dict, paths: Paths) -> dict:
-    run_id = str(req.get("run_id", ""))
-    with NodeLock(paths, run_id, "confirm", float(req.get("lock_wait", 30))):
+def op_confirm(req: ConfirmRequest) -> ChangeAnswer:
+    paths, run_id = req.paths, req.run_id
+    with NodeLock(paths, run_id, "confirm", req.lock_wait):
         marker = pending_marker(paths)
         if marker and marker.get("run_id") == run_id and marker.get("phase") == PHASE_APPLYING:
-            return response(False, False, f"run {run_id} stopped before its apply finished: it is rolled back "
-                            "(nothing to confirm)")
+            return ChangeAnswer(False, False, f"run {run_id} stopped before its apply finished: it is rolled back "
+                                "(nothing to confirm)")
         if not marker or marker.get("run_id") != run_id:
             return not_pending(paths, run_id, marker)
         clear_pending(paths, marker)
         if marker.get("op") != "teardown":
-            return response(True, True, f"run {run_id} confirmed")
+            return ChangeAnswer(True, True, f"run {run_id} confirmed")
         remove_files(paths)  # a confirmed teardown: svcnet's files go too (kept until now for a rollback)
-    return response(True, True, f"run {run_id} confirmed: svcnet removed from {os.uname().nodename}")
+    return ChangeAnswer(True, True, f"run {run_id} confirmed: svcnet removed from {os.uname().nodename}")
 
 
-def not_pending(paths: Paths, run_id: str, marker: dict | None) -> dict:
+def not_pending(paths: Paths, run_id: str, marker: dict | None) -> ChangeAnswer:
     """The answer to a confirmation of run_id when nothing of run_id awaits one."""
     last = read_json(paths.state_file(LAST_ROLLBACK_FILE)) or {}
     if last.get("run_id") == run_id:
-        return response(False, False, "run {} was already rolled back ({} at {})".format(
+        return ChangeAnswer(False, False, "run {} was already rolled back ({} at {})".format(
             run_id, last.get("reason"), time.strftime("%H:%M:%S", time.localtime(last.get("at", 0)))),
             rolled_back=True)
     if marker:
-        return response(False, False, "pending confirmation belongs to run {}, not {}".format(
+        return ChangeAnswer(False, False, "pending confirmation belongs to run {}, not {}".format(
             marker.get("run_id"), run_id))
-    return response(True, False, f"nothing pending for run {run_id}")
+    return ChangeAnswer(True, False, f"nothing pending for run {run_id}")
 
 
-def op_rollback(req: dict, paths: Paths) -> dict:
-    run_id = str(req.get("run_id", ""))
-    prefix = owned_prefix(req)
-    with NodeLock(paths, run_id, "rollback", float(req.get("lock_wait", 30))):
+def op_rollback(req: RollbackRequest) -> ChangeAnswer:
+    paths, run_id = req.paths, req.run_id
+    with NodeLock(paths, run_id, "rollback", req.lock_wait):
         meta = read_json(os.path.join(paths.backup, "meta.json"))
         if meta is None or (run_id and meta.get("run_id") != run_id):
-            return response(True, False, "nothing to roll back for run %s" % (run_id or "(any)"))
+            return ChangeAnswer(True, False, "nothing to roll back for run %s" % (run_id or "(any)"))
         marker = pending_marker(paths)
         clear_pending(paths, marker)
-        done = rollback_to_backup(paths, prefix)
+        done = rollback_to_backup(paths, req.owned_prefix)
         record_rollback(paths, str(meta.get("run_id")), "explicit rollback", True, "; ".join(done))
         remove(paths.backup)
-        return response(True, True, "rolled back run {}: {}".format(meta.get("run_id"), ", ".join(done) or "no-op"),
-                        rolled_back=True)
+        return ChangeAnswer(True, True, "rolled back run {}: {}".format(meta.get("run_id"), ", ".join(done) or "no-op"),
+                            rolled_back=True)
 
 
-def op_teardown(req: dict, paths: Paths) -> dict:
+def op_teardown(req: TeardownRequest) -> ChangeAnswer:
     """Remove everything svcnet created on the node, guarded like an apply.
 
     The state is backed up first; a failure rolls the node back to it. With confirm_timeout, a
     dead-man switch armed before anything changes rolls the node back unless the run confirms over
     a fresh connection (op_confirm), which then removes svcnet's files too.
     """
-    run_id = str(req.get("run_id", ""))
-    prefix = owned_prefix(req)
-    with settled_lock(paths, run_id, "teardown", float(req.get("lock_wait", 30))):
+    paths, run_id = req.paths, req.run_id
+    with settled_lock(paths, run_id, "teardown", req.lock_wait):
         marker = pending_marker(paths)
         if marker and marker.get("run_id") != run_id:
             log("stale pending marker of run {}: rolling it back first".format(marker.get("run_id")))
-            _deadman_rollback(paths, prefix, marker, "stale pending marker")
+            _deadman_rollback(paths, req.owned_prefix, marker, "stale pending marker")
         elif marker:
             clear_pending(paths, marker)
-        return _teardown_locked(req, paths, run_id, prefix)
+        return _teardown_locked(req)
 
 
-def _teardown_locked(req: dict, paths: Paths, run_id: str, prefix: str) -> dict:
+def _teardown_locked(req: TeardownRequest) -> ChangeAnswer:
+    paths, run_id, prefix, timeout = req.paths, req.run_id, req.owned_prefix, req.confirm_timeout
     live = snapshot(prefix)
     if not svcnet_present(paths, live):
-        return response(True, remove_files(paths), "nothing to remove")
-    timeout = float(req.get("confirm_timeout") or 0)
+        return ChangeAnswer(True, remove_files(paths), "nothing to remove")
     make_backup(paths, run_id, live)
     if timeout > 0:  # armed before anything changes: a connection lost halfway is rolled back too
         arm_deadman(paths, run_id, timeout, prefix, "teardown")
@@ -2344,13 +2754,13 @@ def _teardown_locked(req: dict, paths: Paths, run_id: str, prefix: str) -> dict:
         strip_node(paths, prefix)
     except Exception as exc:  # roll back on ANY failure
         clear_pending(paths, pending_marker(paths))
-        return rolled_back_response(paths, prefix, run_id, "teardown failed", f"teardown failed: {exc}")
+        return rolled_back_answer(paths, prefix, run_id, "teardown failed", f"teardown failed: {exc}")
     where = os.uname().nodename
     if timeout > 0:
-        return response(True, True, f"svcnet removed from {where}; awaiting confirmation within {timeout:g}s",
-                        pending=True)
+        return ChangeAnswer(True, True, f"svcnet removed from {where}; awaiting confirmation within {timeout:g}s",
+                            pending=True)
     remove_files(paths)
-    return response(True, True, f"svcnet removed from {where}")
+    return ChangeAnswer(True, True, f"svcnet removed from {where}")
 
 
 def svcnet_present(paths: Paths, live: dict) -> bool:
@@ -2407,29 +2817,29 @@ def arm_deadman(paths: Paths, run_id: str, timeout: float, prefix: str, op: str)
     write_json(paths.state_file(PENDING_FILE), marker)
 
 
-def rolled_back_response(paths: Paths, prefix: str, run_id: str, reason: str, msg: str) -> dict:
-    """Roll back to the backup after a failed change; the response that says how it went."""
+def rolled_back_answer(paths: Paths, prefix: str, run_id: str, reason: str, msg: str) -> ChangeAnswer:
+    """Roll back to the backup after a failed change; the answer that says how it went."""
     log(msg)
     try:
         rollback_to_backup(paths, prefix)
         record_rollback(paths, run_id, reason, True, msg)
     except Exception as exc:
         record_rollback(paths, run_id, reason, False, str(exc))
-        return response(False, True, msg + f"; ROLLBACK FAILED: {exc}", rolled_back=False)
-    return response(False, False, msg, rolled_back=True)
+        return ChangeAnswer(False, True, msg + f"; ROLLBACK FAILED: {exc}", rolled_back=False)
+    return ChangeAnswer(False, False, msg, rolled_back=True)
 
 
-def op_boot(req: dict, paths: Paths) -> dict:
+def op_boot(req: BootRequest) -> BootAnswer:
     """Re-create the applied state from etc_dir (at boot; unconfirmed runs are rolled back first)."""
-    prefix = owned_prefix(req)
-    with NodeLock(paths, "boot", "boot", float(req.get("lock_wait", 60))):
+    paths, prefix = req.paths, req.owned_prefix
+    with NodeLock(paths, "boot", "boot", req.lock_wait):
         marker = pending_marker(paths)
         notes = []
         if marker:
-            notes.append(_deadman_rollback(paths, prefix, marker, "unconfirmed at boot")["msg"])
+            notes.append(_deadman_rollback(paths, prefix, marker, "unconfirmed at boot").msg)
         restore = read_text(paths.etc_file(RESTORE_FILE))
         if restore is None:
-            return response(True, False, "; ".join([*notes, "nothing applied on this node"]))
+            return BootAnswer(True, False, "; ".join([*notes, "nothing applied on this node"]))
         check_restore(restore, prefix)
         iptables_restore(restore)
         ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
@@ -2441,10 +2851,11 @@ def op_boot(req: dict, paths: Paths) -> dict:
         live_hash = sha256(normal_form(snapshot(prefix)))
         if state.get("saved_rules_hash") != live_hash:
             notes.append("live rules differ from the saved hash after boot")
-        return response(True, True, "; ".join([*notes, "booted"]), pods=pods, live_rules_hash=live_hash)
+        return BootAnswer(True, True, "; ".join([*notes, "booted"]), pods=pods, live_rules_hash=live_hash)
 
 
-def op_status(req: dict, paths: Paths) -> dict:
+def op_status(req: StatusRequest) -> StatusAnswer:
+    paths = req.paths
     conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
     pods = []
     for p in conf["pods"]:
@@ -2454,48 +2865,62 @@ def op_status(req: dict, paths: Paths) -> dict:
                      "has_command": bool(p.get("command")), "pid": running["pid"] if running else None,
                      "running": running is not None, "current": bool(running and running["spec_hash"] == want)})
     all_ok = all(p["running"] and p["current"] for p in pods if p["has_command"])
-    return response(all_ok, False, "" if all_ok else "some pods are not running", pods=pods,
-                    pending=pending_marker(paths))
+    return StatusAnswer(all_ok, False, "" if all_ok else "some pods are not running", pods=pods,
+                        pending=pending_marker(paths))
+
+
+class Op(Record):
+    """An op: the type of its request and what answers it (made by `handled`, so that the type
+    checker sees that `run` takes that type)."""
+
+    request: type[Request]
+    run: Callable[[Any], Answer]
+
+
+def handled(request: type[R], run: Callable[[R], Answer]) -> Op:
+    return Op(request, run)
 
 
 OPS = {
-    "probe": op_probe,
-    "preflight": op_preflight,
-    "apply": op_apply,
-    "confirm": op_confirm,
-    "rollback": op_rollback,
-    "teardown": op_teardown,
-    "boot": op_boot,
-    "status": op_status,
+    "probe": handled(ProbeRequest, op_probe),
+    "preflight": handled(PreflightRequest, op_preflight),
+    "apply": handled(ApplyRequest, op_apply),
+    "confirm": handled(ConfirmRequest, op_confirm),
+    "rollback": handled(RollbackRequest, op_rollback),
+    "teardown": handled(TeardownRequest, op_teardown),
+    "boot": handled(BootRequest, op_boot),
+    "status": handled(StatusRequest, op_status),
 }
-SCRATCH_OPS = {"_scratch_normalize": op_scratch_normalize}
+SCRATCH_OPS = {"_scratch_normalize": handled(ScratchRequest, op_scratch_normalize)}
 
 
-def handle(req: object) -> dict:
-    """Dispatch one request; every failure becomes {"ok": false, "msg": ...}."""
-    if not isinstance(req, dict):
-        return response(False, False, "request must be a JSON object")
-    op = req.get("op")
-    run_id = req.get("run_id", "")
-    if run_id and not (isinstance(run_id, str) and RUN_ID_RE.fullmatch(run_id)):
-        return response(False, False, f"invalid run_id {run_id!r}")
+def find_op(name: object) -> Op:
+    if isinstance(name, str) and name in OPS:
+        return OPS[name]
+    if isinstance(name, str) and name in SCRATCH_OPS:
+        return SCRATCH_OPS[name]
+    raise AgentError("unknown op {!r} (expected one of {})".format(name, ", ".join(OPS)))
+
+
+def handle(raw: object) -> dict:
+    """Answer one JSON request: parsed and checked here, once; every failure becomes {"ok": false, "msg": ...}."""
+    if not isinstance(raw, dict):
+        return Answer(False, False, "request must be a JSON object").to_wire()
+    name = raw.get("op")
     try:
-        if op in SCRATCH_OPS:
-            return SCRATCH_OPS[op](req)
-        if op not in OPS:
-            return response(False, False, "unknown op {!r} (expected one of {})".format(op, ", ".join(OPS)))
-        return OPS[op](req, Paths.from_request(req))
+        op = find_op(name)
+        return op.run(op.request.parse(raw)).to_wire()
     except AgentError as exc:
-        return response(False, False, str(exc))
+        return Answer(False, False, str(exc)).to_wire()
     except Exception as exc:  # never a traceback on stdout
         import traceback
 
         traceback.print_exc(file=sys.stderr)
-        return response(False, False, f"internal error in {op}: {type(exc).__name__}: {exc}")
+        return Answer(False, False, f"internal error in {name}: {type(exc).__name__}: {exc}").to_wire()
 
 
 def main_request(req: object) -> None:
-    """Entry point of the bootstrap: print exactly one JSON response line."""
+    """Entry point of the bootstrap: print exactly one JSON answer line."""
     out = handle(req)
     sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -2506,7 +2931,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="agent.py", description="svcnet node agent")
-    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec", "deadman"])
+    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--etc-dir", default=DEFAULT_ETC_DIR)
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -2518,8 +2943,6 @@ def main(argv: list[str]) -> int:
         return supervise(paths, ns.args[0])
     if ns.command == "pod-exec":
         return pod_exec(paths, ns.args[0])
-    if ns.command == "deadman":
-        return deadman(paths, ns.args[0], ns.owned_prefix)  # (a deadline argument of older agents: the marker's rules)
     if ns.command == "request":
         try:
             req = json.load(sys.stdin)

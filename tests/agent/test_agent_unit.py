@@ -221,9 +221,9 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path):
             node.validate_netconf(bad)
     assert "invalid run_id" in node.handle({"op": "status", "run_id": "r1\n"})["msg"]
     with pytest.raises(node.AgentError, match="owned_prefix"):
-        node.owned_prefix({"owned_prefix": "KUBE-\n"})
-    with pytest.raises(node.AgentError, match="owned_prefix"):
-        node.owned_prefix({"owned_prefix": "DOCKER-"})  # a prefix that is not svcnet's would own foreign chains
+        node.ProbeRequest.parse({"op": "probe", "owned_prefix": "KUBE-\n"})
+    with pytest.raises(node.AgentError, match="owned_prefix"):  # a prefix that is not svcnet's would own foreign chains
+        node.ProbeRequest.parse({"op": "probe", "owned_prefix": "DOCKER-"})
 
 
 OWNED_RESTORE = """*filter
