@@ -10,7 +10,7 @@ unit and the pod supervisors run the copy the last apply wrote to state_dir). Py
 
 Two ways to run it:
 
-* over SSH, source and request on stdin (see svcnet/agent/protocol.py): the bootstrap execs this
+* over SSH, source and request on stdin (see svcnet/transport/protocol.py): the bootstrap execs this
   source with ``__name__ == "svcnet_agent"`` and calls ``main_request(request)``;
 * as a file: ``python3 -I -S /var/lib/svcnet/agent.py boot|confirm RUN_ID|rollback RUN_ID|teardown|
   status|probe|request`` (``request`` reads a JSON request on stdin).

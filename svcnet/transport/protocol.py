@@ -33,9 +33,9 @@ PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see no
 OPS = tuple(node.OPS)
 PARTS = tuple(node.PARTS)
 APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE)
-# The keys of an apply's `diff`: each part's diff (the address config's is named after its file).
-DIFF_RULES, DIFF_NETCONF = "rules", "netconf"
-DIFF_KEYS = {node.PART_RULES: DIFF_RULES, node.PART_NETWORK: DIFF_NETCONF}
+# The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
+DIFF_KEYS = dict(node.DIFF_KEYS)
+DIFF_RULES, DIFF_NETCONF = DIFF_KEYS[node.PART_RULES], DIFF_KEYS[node.PART_NETWORK]
 LOCK_WAIT = 30  # seconds the agent waits for another run's lock (its own default too; an int, as sent so far)
 
 

@@ -11,6 +11,7 @@ import pytest
 from agentnode import seed_artifacts
 
 from svcnet.agent import node
+from svcnet.transport import protocol
 
 RESTORE_ONLY = {"rules.restore": "*filter\n:KUBE-X - [0:0]\nCOMMIT\n"}
 
@@ -53,20 +54,10 @@ def test_parts_come_in_the_one_order_of_PARTS():
 def controller_wires(art) -> tuple[dict, dict, dict]:
     """An apply (network only, confirm_timeout 5, diff, lock_wait 7), a preflight and a teardown
     (lock_wait 3, confirm_timeout 2) of run r1, as the controller's own code writes them."""
-    try:  # where issue 10 moves the controller's side, with typed requests
-        from svcnet.transport import protocol as typed
-    except ImportError:
-        typed = None
-    if typed is not None and hasattr(typed, "ApplyRequest"):
-        return (typed.ApplyRequest("r1", art, parts=(node.PART_NETWORK,), confirm_timeout=5, diff=True,
-                                   lock_wait=7).to_wire(),
-                typed.PreflightRequest("r1", art.netconf).to_wire(),
-                typed.TeardownRequest("r1", lock_wait=3, confirm_timeout=2).to_wire())
-    from svcnet.agent import protocol  # (before the move)
-
-    return (protocol.apply_request(art, "r1", confirm_timeout=5, diff=True, lock_wait=7, parts=(node.PART_NETWORK,)),
-            protocol.preflight_request(art.netconf, "r1"),
-            protocol.request("teardown", "r1", lock_wait=3, confirm_timeout=2))
+    return (protocol.ApplyRequest("r1", art, parts=(node.PART_NETWORK,), confirm_timeout=5, diff=True,
+                                  lock_wait=7).to_wire(),
+            protocol.PreflightRequest("r1", art.netconf).to_wire(),
+            protocol.TeardownRequest("r1", lock_wait=3, confirm_timeout=2).to_wire())
 
 
 def test_what_the_controller_sends_parses_to_the_same_values(tmp_path):
