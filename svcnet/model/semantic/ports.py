@@ -6,7 +6,18 @@ from collections.abc import Iterator
 
 from svcnet.diagnostics import Diagnostic
 from svcnet.load import Document
+from svcnet.model.build import Build
 from svcnet.model.types import NODE_PORT_TYPES, TCP, Cluster, Service, SvcPortSpec
+
+
+def check_node_port_range(b: Build) -> list[Diagnostic]:
+    """A range whose first port is above its last holds no port: say so once, at the range,
+    instead of calling every NodePort outside it or the range exhausted."""
+    lo, hi = b.cluster.node_port_range
+    if lo <= hi:
+        return []
+    message = f"nodePortRange {lo}-{hi} is empty: its first port is above its last"
+    return [b.cluster_doc.diag(("spec", "nodePortRange"), message)]
 
 
 def port_names(svc: Service, doc: Document) -> Iterator[Diagnostic]:
@@ -43,6 +54,7 @@ class NodePorts:
 
     def __init__(self, cluster: Cluster) -> None:
         self.lo, self.hi = cluster.node_port_range
+        self.range_ok = self.lo <= self.hi  # else check_node_port_range reports the range itself
         self.owners: dict[tuple[int, str], str] = {}  # (port, protocol) -> "namespace/name"
 
     def _claim(self, port: int, protocol: str, svc: Service) -> str | None:
@@ -55,21 +67,23 @@ class NodePorts:
     def port(self, svc: Service, doc: Document, i: int, port: SvcPortSpec) -> Iterator[Diagnostic]:
         path = ("spec", "ports", i, "nodePort")
         if port.node_port:
-            if port.node_port_given and not self.lo <= port.node_port <= self.hi:
+            if port.node_port_given and self.range_ok and not self.lo <= port.node_port <= self.hi:
                 yield doc.diag(path, f"nodePort {port.node_port} is outside the range {self.lo}-{self.hi}")
             owner = self._claim(port.node_port, port.protocol, svc)
             if owner:
                 yield doc.diag(path, f"nodePort {port.node_port}/{port.protocol} is also used by {owner}")
-        elif svc.type in NODE_PORT_TYPES:
+        elif svc.type in NODE_PORT_TYPES and self.range_ok:
             yield doc.diag(("spec", "ports", i), f"nodePort range {self.lo}-{self.hi} is exhausted")
 
     def health_check(self, svc: Service, doc: Document) -> Iterator[Diagnostic]:
         """The healthCheckNodePort, a TCP port (kube-proxy serves HTTP on it) like any nodePort."""
-        hc = svc.health_check_node_port
+        hc, path = svc.health_check_node_port, ("spec", "healthCheckNodePort")
         if hc:
             owner = self._claim(hc, TCP, svc)
             if owner and svc.health_check_node_port_given:
-                yield doc.diag(("spec", "healthCheckNodePort"), f"healthCheckNodePort {hc} is also used by {owner}")
+                yield doc.diag(path, f"healthCheckNodePort {hc} is also used by {owner}")
+        elif svc.needs_health_check_node_port and self.range_ok:
+            yield doc.diag(path, f"nodePort range {self.lo}-{self.hi} is exhausted")
 
 
 def check_ports(svc: Service, doc: Document, node_ports: NodePorts) -> list[Diagnostic]:
