@@ -4,7 +4,7 @@
 
 Needs no root and touches nothing but a temporary file. Per size it prints the median of
 `--repeat` runs of the whole front of the pipeline (load + schema + build + semantic checks,
-`svcnet validate`'s work) and of the node checks alone (`semantic.check_nodes`).
+`svcnet validate`'s work) and of the node checks alone (`svcnet.model.semantic.cluster.check_nodes`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate import cluster_yaml
 
-from svcnet.model import semantic
 from svcnet.model.load import check_paths
+from svcnet.model.semantic.cluster import check_nodes
 
 CLUSTER_CIDR = "10.128.0.0/9"  # room for 32768 /24 podCIDRs, beside the serviceCIDR 10.96.0.0/12
 FIRST_NODE_IP = ipaddress.ip_address("172.16.0.1")
@@ -60,7 +60,7 @@ def main() -> int:
                 print("\n".join(str(d) for d in checked.diagnostics[:5]), file=sys.stderr)
                 return 2
             whole = median_seconds(partial(check_paths, [path]), args.repeat)
-            only = median_seconds(partial(semantic.check_nodes, checked.build), args.repeat)
+            only = median_seconds(partial(check_nodes, checked.build), args.repeat)
             print(f"{n:>7} {whole:>11.3f} {only:>14.3f}")
     return 0
 

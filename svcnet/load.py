@@ -127,6 +127,25 @@ def _split_documents(text: str) -> list[tuple[int, str]]:
     return chunks
 
 
+class _Loader(FastLoader):
+    """PyYAML's safe loader, with a located error for a tagged value its constructors cannot read.
+
+    They raise without a position, and not always a YAMLError: `!!timestamp x` raises
+    AttributeError, `!!bool x` KeyError, `!!int x` ValueError.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (yaml.YAMLError, RecursionError, MemoryError):
+            raise
+        except Exception:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            shown = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            problem = f"{shown} is not a valid {tag}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
 def _parse(chunk: str, budget: yamlbounds.AliasBudget) -> object:
     """One document's data; malformed YAML raises PyYAML's located error, a bound `BoundError`."""
     yamlbounds.check(chunk, budget)
@@ -137,9 +156,9 @@ def _parse(chunk: str, budget: yamlbounds.AliasBudget) -> object:
             raise
         except BaseException as exc:  # a Rust panic is a BaseException (pyo3's PanicException): caught too
             # yaml-rs errors carry no usable position: re-parse with PyYAML for a located one.
-            yaml.load(chunk, Loader=FastLoader)
+            yaml.load(chunk, Loader=_Loader)
             raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    return yaml.load(chunk, Loader=FastLoader)
+    return yaml.load(chunk, Loader=_Loader)
 
 
 def _error_diag(name: str, line: int, chunk: str, exc: Exception) -> Diagnostic:

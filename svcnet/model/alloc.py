@@ -10,6 +10,8 @@ import hashlib
 import ipaddress
 from collections.abc import Callable
 
+from svcnet.model.family import last_host
+
 # Kubernetes' SafeEncodeString alphabet (no vowels, no confusable digits).
 _K8S_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -43,12 +45,14 @@ def probe(key: str, lo: int, hi: int, taken: Callable[[int], bool]) -> int | Non
 
 def allocate_ip(key: str, cidr: str, used: set[str], reserved_low: int = 1) -> str | None:
     """An address of `cidr` for `key`, skipping the network address, the first
-    `reserved_low` hosts (e.g. the bridge gateway), the broadcast address and `used`."""
+    `reserved_low` hosts (e.g. the bridge gateway), an IPv4 broadcast address and `used`."""
     net = ipaddress.ip_network(cidr)
+    # The network's own address type: `ipaddress.ip_address(int)` makes an IPv4 address of any
+    # integer below 2**32, which is also an IPv6 address (`::a.b.c.d`).
+    address = type(net.network_address)
     first = int(net.network_address) + 1 + reserved_low
-    last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
-    value = probe(key, first, last, lambda v: str(ipaddress.ip_address(v)) in used)
-    return None if value is None else str(ipaddress.ip_address(value))
+    value = probe(key, first, last_host(net), lambda v: str(address(v)) in used)
+    return None if value is None else str(address(value))
 
 
 def allocate_port(key: str, lo: int, hi: int, used: set[int]) -> int | None:

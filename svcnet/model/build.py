@@ -12,18 +12,18 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from svcnet.diagnostics import Diagnostic
+from svcnet.diagnostics import ERROR, Diagnostic, PathT
 from svcnet.load import Document
 from svcnet.model import alloc, names, security
 from svcnet.model.types import (
     CLUSTER_IP,
     DEFAULT_BRIDGE,
     LOAD_BALANCER,
-    NODE_PORT,
+    NODE_PORT_TYPES,
     TCP,
     Cluster,
     ContainerPort,
@@ -85,19 +85,43 @@ class Objects:
     slices: list[Document] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class PodOrigin:
+    """The document a pod came from: a Pod, or a Deployment whose template it was expanded from."""
+
+    doc: Document
+    base: PathT = ()  # where the pod's fields sit in `doc`: () or ("spec", "template")
+
+    def diag(self, path: PathT, message: str, severity: str = ERROR) -> Diagnostic:
+        """A diagnostic at `path` of the pod's own fields (`("spec", "nodeName")`)."""
+        return self.doc.diag((*self.base, *path), message, severity)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltPods:
+    """Pods in (namespace, name) order, and where each came from (the first of a duplicated name)."""
+
+    pods: tuple[Pod, ...]
+    origins: dict[tuple[str, str], PodOrigin]
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltServices:
+    """Services in (namespace, name) order, and the document of each (the first of a duplicated name)."""
+
+    services: tuple[Service, ...]
+    docs: dict[tuple[str, str], Document]
+
+
+@dataclass(frozen=True, slots=True)
 class Build:
-    """The model plus the provenance that semantic checks need to locate problems."""
+    """The model, and the documents the semantic checks locate its problems in."""
 
     cluster: Cluster
-    service_docs: dict[tuple[str, str], Document]
-    pod_docs: dict[tuple[str, str], tuple[Document, tuple[str | int, ...]]]
-    node_docs: dict[str, tuple[Document, int]]
-    slice_docs: list[Document]
-    explicit_cluster_ips: dict[tuple[str, str], str]
-    explicit_pod_ips: set[tuple[str, str]]
     cluster_doc: Document
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    service_docs: dict[tuple[str, str], Document]
+    pod_origins: dict[tuple[str, str], PodOrigin]
+    slice_docs: list[Document]
 
 
 def _meta(doc: Document) -> tuple[str, str]:
@@ -114,27 +138,26 @@ def _source(doc: Document) -> Source:
     return Source(doc.file, doc.line, doc.index)
 
 
-def build_nodes(doc: Document) -> tuple[tuple[Node, ...], dict[str, tuple[Document, int]]]:
+def build_nodes(doc: Document) -> tuple[Node, ...]:
     nodes = []
-    where: dict[str, tuple[Document, int]] = {}
     raw_nodes: list[dict[str, Any]] = doc.obj["spec"]["nodes"]
-    for i, raw in enumerate(raw_nodes):
+    for raw in raw_nodes:
         f = raw.get("facts") or {}
         facts = NodeFacts(
             random_fully=bool(f.get("randomFully", True)),
             nfacct_counters=frozenset(f.get("nfacctCounters") or ()),
             tcp_be_liberal=bool(f.get("tcpBeLiberal", False)),
         )
-        node = Node(
-            name=raw["name"],
-            addresses=tuple(canonical_ip(a) for a in raw["addresses"]),
-            pod_cidr=canonical_cidr(raw["podCIDR"]),
-            facts=facts,
-            source=_source(doc),
+        nodes.append(
+            Node(
+                name=raw["name"],
+                addresses=tuple(canonical_ip(a) for a in raw["addresses"]),
+                pod_cidr=canonical_cidr(raw["podCIDR"]),
+                facts=facts,
+                source=_source(doc),
+            )
         )
-        nodes.append(node)
-        where.setdefault(node.name, (doc, i))
-    return tuple(nodes), where
+    return tuple(nodes)
 
 
 def build_proxy(spec: dict) -> ProxyConfig:
@@ -189,9 +212,7 @@ def _string_keys(obj: object) -> object:
     return obj
 
 
-def expand_deployment(
-    doc: Document, node_names: list[str], taken: set[str]
-) -> list[tuple[dict, tuple[str | int, ...]]]:
+def expand_deployment(doc: Document, node_names: list[str], taken: set[str]) -> list[tuple[dict, PathT]]:
     """Pods of a Deployment as raw pod fields, spread round-robin across the nodes.
 
     `taken` holds the pod names already used in the Deployment's namespace; each replica's
@@ -207,7 +228,7 @@ def expand_deployment(
     thash = template_hash(template)
     pinned = pod_spec.get("nodeName")
     start = alloc.stable_hash(f"{ns}/{name}") % len(node_names) if node_names else 0
-    pods: list[tuple[dict, tuple[str | int, ...]]] = []
+    pods: list[tuple[dict, PathT]] = []
     for i in range(replicas):
         node = pinned or (node_names[(start + i) % len(node_names)] if node_names else "")
         pods.append(
@@ -240,10 +261,10 @@ def _pod_fields(doc: Document) -> dict:
     }
 
 
-def build_pods(
-    objs: Objects, nodes: tuple[Node, ...], bridge: str = DEFAULT_BRIDGE
-) -> tuple[tuple[Pod, ...], dict[tuple[str, str], tuple[Document, tuple[str | int, ...]]], set[tuple[str, str]]]:
-    raw: list[tuple[dict, Document, tuple[str | int, ...]]] = []
+def build_pods(objs: Objects, nodes: tuple[Node, ...], bridge: str = DEFAULT_BRIDGE) -> BuiltPods:
+    """Pods and expanded Deployment replicas, each with an IP (its own, or allocated from its node's
+    podCIDR: "" when none is free) and a netns and veth name unique across the cluster."""
+    raw: list[tuple[dict, Document, PathT]] = []
     for doc in objs.pods:
         raw.append((_pod_fields(doc), doc, ()))
     node_names = [n.name for n in nodes]
@@ -256,10 +277,9 @@ def build_pods(
         raw.extend((f, doc, path) for f, path in expand_deployment(doc, node_names, taken[_meta(doc)[0]]))
     by_node = {n.name: n for n in nodes}
     used = {canonical_ip(f["ip"]) for f, _, _ in raw if f["ip"]}
-    explicit = {(f["namespace"], f["name"]) for f, _, _ in raw if f["ip"]}
     ifaces = names.pod_interfaces(((f["namespace"], f["name"]) for f, _, _ in raw), reserved=(bridge,))
     pods = []
-    where: dict[tuple[str, str], tuple[Document, tuple[str | int, ...]]] = {}
+    origins: dict[tuple[str, str], PodOrigin] = {}
     for f, doc, path in sorted(raw, key=lambda r: (r[0]["namespace"], r[0]["name"])):
         ip = canonical_ip(f["ip"]) if f["ip"] else None
         node = by_node.get(f["node"])
@@ -280,95 +300,140 @@ def build_pods(
             owner=f["owner"],
             source=_source(doc),
             security=security.process_security(f["spec"] or {}),
+            ip_given=bool(f["ip"]),
         )
         pods.append(pod)
-        where.setdefault((pod.namespace, pod.name), (doc, path))
-    return tuple(pods), where, explicit
+        origins.setdefault((pod.namespace, pod.name), PodOrigin(doc, path))
+    return BuiltPods(tuple(pods), origins)
+
+
+@dataclass
+class _Allocator:
+    """ClusterIPs and nodePorts for the values the description leaves out, deterministically.
+
+    It starts with everything the description gives (and the nodes' addresses), so an allocated
+    value never takes one a user wrote, whatever the order of the services.
+    """
+
+    service_cidr: str
+    port_range: tuple[int, int]
+    ips: set[str]
+    ports: set[int]
+
+    def cluster_ip(self, key: str) -> str:
+        """A free address of serviceCIDR, or "" if none is left."""
+        # Kubernetes reserves the first address of the range (e.g. for the API server).
+        ip = alloc.allocate_ip(key, self.service_cidr, self.ips, reserved_low=1)
+        if ip is None:
+            return ""
+        self.ips.add(ip)
+        return ip
+
+    def node_port(self, key: str) -> int:
+        """A free port of the nodePort range, or 0 if none is left."""
+        port = alloc.allocate_port(key, *self.port_range, self.ports)
+        if port is None:
+            return 0
+        self.ports.add(port)
+        return port
+
+
+def _spec(doc: Document) -> dict[str, Any]:
+    spec = _get(doc.obj, "spec", default={})
+    assert isinstance(spec, dict)
+    return spec
+
+
+def _given_cluster_ip(spec: dict[str, Any]) -> str | None:
+    """The clusterIP the description gives, canonical; None if it leaves it out or says None."""
+    cip = spec.get("clusterIP")
+    return canonical_ip(cip) if cip and cip != "None" else None
+
+
+def _allocator(docs: dict[tuple[str, str], Document], service_cidr: str, port_range: tuple[int, int],
+               node_ips: Iterable[str]) -> _Allocator:
+    """An allocator that starts with every given ClusterIP, nodePort and healthCheckNodePort taken."""
+    ips: set[str] = set(node_ips)
+    ports: set[int] = set()
+    for doc in docs.values():
+        spec = _spec(doc)
+        cip = _given_cluster_ip(spec)
+        if cip:
+            ips.add(cip)
+        ports.update(int(p["nodePort"]) for p in spec.get("ports") or () if p.get("nodePort"))
+        if spec.get("healthCheckNodePort"):
+            ports.add(int(spec["healthCheckNodePort"]))
+    return _Allocator(service_cidr, port_range, ips, ports)
+
+
+def _ports(key: str, spec: dict[str, Any], node_ports: bool, allocator: _Allocator) -> tuple[SvcPortSpec, ...]:
+    """`spec.ports`, each with its nodePort (allocated when `node_ports` and not given)."""
+    ports = []
+    for i, p in enumerate(spec.get("ports") or ()):
+        given = int(p.get("nodePort") or 0)
+        ports.append(
+            SvcPortSpec(
+                name=p.get("name") or "",
+                protocol=p.get("protocol", TCP),
+                port=int(p["port"]),
+                target_port=p.get("targetPort", p["port"]),
+                node_port=given or (allocator.node_port(f"{key}/{i}") if node_ports else 0),
+                node_port_given=bool(given),
+            )
+        )
+    return tuple(ports)
+
+
+def _service(key: tuple[str, str], doc: Document, allocator: _Allocator) -> Service:
+    """One Service, allocating in a fixed order (ClusterIP, each nodePort, healthCheckNodePort) so
+    the same description always gets the same values."""
+    spec = _spec(doc)
+    ident = f"{key[0]}/{key[1]}"
+    typ = spec.get("type", CLUSTER_IP)
+    given_ip = _given_cluster_ip(spec)
+    headless = spec.get("clusterIP") == "None"
+    cluster_ip = given_ip or ("" if headless else allocator.cluster_ip(ident))
+    ports = _ports(ident, spec, typ in NODE_PORT_TYPES, allocator)
+    selector = spec.get("selector")
+    ingress = _get(doc.obj, "status", "loadBalancer", "ingress", default=[])
+    assert isinstance(ingress, list)
+    timeout = _get(spec, "sessionAffinityConfig", "clientIP", "timeoutSeconds", default=DEFAULT_AFFINITY_TIMEOUT)
+    svc = Service(
+        namespace=key[0],
+        name=key[1],
+        type=typ,
+        cluster_ip=cluster_ip,
+        ports=ports,
+        selector=tuple(sorted((str(k), str(v)) for k, v in selector.items())) if selector else None,
+        session_affinity=spec.get("sessionAffinity", "None"),
+        affinity_timeout=int(timeout),  # type: ignore[call-overload]  # the schema made it an integer
+        external_traffic_policy=spec.get("externalTrafficPolicy", "Cluster"),
+        internal_traffic_policy=spec.get("internalTrafficPolicy", "Cluster"),
+        health_check_node_port=int(spec.get("healthCheckNodePort") or 0),
+        external_ips=tuple(canonical_ip(ip) for ip in spec.get("externalIPs") or ()),
+        lb_source_ranges=tuple(canonical_cidr(c) for c in spec.get("loadBalancerSourceRanges") or ()),
+        lb_ips=tuple(canonical_ip(i["ip"]) for i in ingress if i.get("ip") and i.get("ipMode", "VIP") != "Proxy"),
+        labels=tuple(sorted(_labels(doc))),
+        source=_source(doc),
+        headless=headless,
+        cluster_ip_given=given_ip is not None,
+        health_check_node_port_given=bool(spec.get("healthCheckNodePort")),
+    )
+    if not svc.health_check_node_port and svc.needs_health_check_node_port:
+        return replace(svc, health_check_node_port=allocator.node_port(f"{ident}/healthcheck"))
+    return svc
 
 
 def build_services(
     objs: Objects, service_cidr: str, port_range: tuple[int, int], node_ips: Iterable[str] = ()
-) -> tuple[list[Service], dict[tuple[str, str], Document], dict[tuple[str, str], str]]:
+) -> BuiltServices:
     """Services with ClusterIPs and nodePorts allocated; an allocated ClusterIP is never a node's
     address (a node address inside serviceCIDR is reported by the semantic checks)."""
     docs: dict[tuple[str, str], Document] = {}
     for doc in objs.services:
         docs.setdefault(_meta(doc), doc)
-    explicit_ips: dict[tuple[str, str], str] = {}
-    used_ips: set[str] = set(node_ips)
-    used_ports: set[int] = set()
-    for key, doc in docs.items():
-        spec = _get(doc.obj, "spec", default={})
-        assert isinstance(spec, dict)
-        cip = spec.get("clusterIP")
-        if cip and cip != "None":
-            explicit_ips[key] = canonical_ip(cip)
-            used_ips.add(explicit_ips[key])
-        for p in spec.get("ports") or ():
-            if p.get("nodePort"):
-                used_ports.add(int(p["nodePort"]))
-        if spec.get("healthCheckNodePort"):
-            used_ports.add(int(spec["healthCheckNodePort"]))
-    services = []
-    for key in sorted(docs):
-        doc = docs[key]
-        spec = _get(doc.obj, "spec", default={})
-        assert isinstance(spec, dict)
-        typ = spec.get("type", CLUSTER_IP)
-        cip = explicit_ips.get(key)
-        if cip is None and spec.get("clusterIP") != "None":
-            # Kubernetes reserves the first address of the range (e.g. for the API server).
-            cip = alloc.allocate_ip(f"{key[0]}/{key[1]}", service_cidr, used_ips, reserved_low=1) or ""
-            used_ips.add(cip)
-        ports = []
-        for i, p in enumerate(spec.get("ports") or ()):
-            node_port = int(p.get("nodePort") or 0)
-            if not node_port and typ in (NODE_PORT, LOAD_BALANCER):
-                node_port = alloc.allocate_port(f"{key[0]}/{key[1]}/{i}", *port_range, used_ports) or 0
-                used_ports.add(node_port)
-            ports.append(
-                SvcPortSpec(
-                    name=p.get("name") or "",
-                    protocol=p.get("protocol", TCP),
-                    port=int(p["port"]),
-                    target_port=p.get("targetPort", p["port"]),
-                    node_port=node_port,
-                )
-            )
-        etp = spec.get("externalTrafficPolicy", "Cluster")
-        hc = int(spec.get("healthCheckNodePort") or 0)
-        if not hc and typ == LOAD_BALANCER and etp == "Local":
-            hc = alloc.allocate_port(f"{key[0]}/{key[1]}/healthcheck", *port_range, used_ports) or 0
-            used_ports.add(hc)
-        selector = spec.get("selector")
-        ingress = _get(doc.obj, "status", "loadBalancer", "ingress", default=[])
-        assert isinstance(ingress, list)
-        services.append(
-            Service(
-                namespace=key[0],
-                name=key[1],
-                type=typ,
-                cluster_ip=cip or "",
-                ports=tuple(ports),
-                selector=tuple(sorted((str(k), str(v)) for k, v in selector.items())) if selector else None,
-                session_affinity=spec.get("sessionAffinity", "None"),
-                affinity_timeout=int(
-                    _get(spec, "sessionAffinityConfig", "clientIP", "timeoutSeconds",  # type: ignore[call-overload]
-                         default=DEFAULT_AFFINITY_TIMEOUT)
-                ),
-                external_traffic_policy=etp,
-                internal_traffic_policy=spec.get("internalTrafficPolicy", "Cluster"),
-                health_check_node_port=hc,
-                external_ips=tuple(canonical_ip(ip) for ip in spec.get("externalIPs") or ()),
-                lb_source_ranges=tuple(canonical_cidr(c) for c in spec.get("loadBalancerSourceRanges") or ()),
-                lb_ips=tuple(
-                    canonical_ip(i["ip"]) for i in ingress if i.get("ip") and i.get("ipMode", "VIP") != "Proxy"
-                ),
-                labels=tuple(sorted(_labels(doc))),
-                source=_source(doc),
-            )
-        )
-    return services, docs, explicit_ips
+    allocator = _allocator(docs, service_cidr, port_range, node_ips)
+    return BuiltServices(tuple(_service(key, docs[key], allocator) for key in sorted(docs)), docs)
 
 
 def selects(selector: tuple[tuple[str, str], ...], pod: Pod) -> bool:
@@ -491,15 +556,14 @@ def service_ports(
 def build(objs: Objects) -> Build:
     """Build the model from documents that passed the schemas (exactly one Cluster)."""
     cdoc = objs.cluster[0]
-    spec = _get(cdoc.obj, "spec", default={})
-    assert isinstance(spec, dict)
-    nodes, node_docs = build_nodes(cdoc)
+    spec = _spec(cdoc)
+    nodes = build_nodes(cdoc)
     service_cidr = canonical_cidr(spec.get("serviceCIDR", DEFAULT_SERVICE_CIDR))
     port_range = parse_port_range(str(spec.get("nodePortRange", DEFAULT_NODE_PORT_RANGE)))
     bridge = str(spec.get("bridge", DEFAULT_BRIDGE))
-    pods, pod_docs, explicit_pod_ips = build_pods(objs, nodes, bridge)
+    built_pods = build_pods(objs, nodes, bridge)
     node_ips = [a for n in nodes for a in n.addresses]
-    services, service_docs, explicit_ips = build_services(objs, service_cidr, port_range, node_ips)
+    built_services = build_services(objs, service_cidr, port_range, node_ips)
     cluster = Cluster(
         name=str(_get(cdoc.obj, "metadata", "name", default="cluster")),
         service_cidr=service_cidr,
@@ -507,9 +571,11 @@ def build(objs: Objects) -> Build:
         node_port_range=port_range,
         proxy=build_proxy(spec),
         nodes=nodes,
-        services=tuple(services),
-        pods=pods,
-        service_ports=service_ports(services, pods, objs.slices),
+        services=built_services.services,
+        pods=built_pods.pods,
+        service_ports=service_ports(built_services.services, built_pods.pods, objs.slices),
         bridge=bridge,
+        service_cidr_given="serviceCIDR" in spec,
+        cluster_cidr_given="clusterCIDR" in spec,
     )
-    return Build(cluster, service_docs, pod_docs, node_docs, objs.slices, explicit_ips, explicit_pod_ips, cdoc)
+    return Build(cluster, cdoc, built_services.docs, built_pods.origins, objs.slices)

@@ -1,69 +1,42 @@
-"""IPv4 only, for now: every IPv6 value in a description is a located error.
+"""IP families: the one place the model names them, so that no type or helper assumes IPv4.
 
-The renderer writes kube-proxy's IPv4 ruleset; an IPv6 ClusterIP, endpoint, pod IP or CIDR
-would otherwise be dropped without a word (an IPv6-only description validated cleanly and
-rendered no rule for its Services). Until IPv6 is supported end to end, say so where it is.
+svcnet renders IPv4 only for now (`svcnet.model.semantic.ipv6` refuses every IPv6 value with a
+located error), but the model holds either family: addresses and CIDRs are canonical strings,
+and every comparison of two of them checks the family first (Python's `ipaddress` raises
+TypeError when two families meet in `overlaps`/`subnet_of`, and answers False in `in`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ipaddress
 
-from svcnet.diagnostics import Diagnostic, PathT
-from svcnet.load import Document
-from svcnet.model.build import Objects
+IPV4, IPV6 = 4, 6  # `ipaddress`'s `.version`, and kube-proxy's IPFamily numbers
 
-ANY = "*"  # every item of a list
-
-# Where each kind holds IP addresses or CIDRs that svcnet reads (after the schemas checked
-# their syntax, an IPv6 value is exactly one with a ':').
-_IP_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "Cluster": (
-        ("spec", "serviceCIDR"),
-        ("spec", "clusterCIDR"),
-        ("spec", "proxy", "nodePortAddresses", ANY),
-        ("spec", "nodes", ANY, "addresses", ANY),
-        ("spec", "nodes", ANY, "podCIDR"),
-    ),
-    "Service": (
-        ("spec", "clusterIP"),
-        ("spec", "clusterIPs", ANY),
-        ("spec", "externalIPs", ANY),
-        ("spec", "loadBalancerSourceRanges", ANY),
-        ("status", "loadBalancer", "ingress", ANY, "ip"),
-    ),
-    "Pod": (("status", "podIP"),),
-}
-MESSAGE = "IPv6 is not supported yet (svcnet renders IPv4 rules only): {value} would be ignored"
-SLICE_MESSAGE = "IPv6 is not supported yet (svcnet renders IPv4 rules only): these endpoints would be ignored"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _values(obj: object, pattern: tuple[str, ...], path: PathT = ()) -> Iterator[tuple[PathT, object]]:
-    if not pattern:
-        yield path, obj
-        return
-    head, rest = pattern[0], pattern[1:]
-    if head == ANY:
-        if isinstance(obj, list):
-            for i, item in enumerate(obj):
-                yield from _values(item, rest, (*path, i))
-    elif isinstance(obj, dict) and head in obj:
-        yield from _values(obj[head], rest, (*path, head))
+def family_of(text: str) -> int:
+    """The family of an address or CIDR in text form: IPv6 text always holds a ':', IPv4 never."""
+    return IPV6 if ":" in text else IPV4
 
 
-def _doc_errors(doc: Document) -> Iterator[Diagnostic]:
-    obj = doc.obj
-    assert isinstance(obj, dict)
-    kind = obj.get("kind")
-    if kind == "EndpointSlice" and obj.get("addressType") == "IPv6":
-        yield doc.diag(("addressType",), SLICE_MESSAGE)
-    for pattern in _IP_FIELDS.get(str(kind), ()):
-        for path, value in _values(obj, pattern):
-            if isinstance(value, str) and ":" in value:
-                yield doc.diag(path, MESSAGE.format(value=value))
+def contains(net: IPNetwork, addr: IPAddress) -> bool:
+    """`addr` lies in `net` (never across families)."""
+    return addr.version == net.version and addr in net
 
 
-def ipv6_errors(objs: Objects) -> list[Diagnostic]:
-    """One located error per IPv6 address, CIDR or EndpointSlice, in document order."""
-    docs = [*objs.cluster, *objs.services, *objs.pods, *objs.slices]
-    return [d for doc in sorted(docs, key=lambda d: (d.file, d.index)) for d in _doc_errors(doc)]
+def overlaps(a: IPNetwork, b: IPNetwork) -> bool:
+    """`a` and `b` share an address (never across families)."""
+    return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]  # same family: checked
+
+
+def subnet_of(a: IPNetwork, b: IPNetwork) -> bool:
+    """Every address of `a` lies in `b` (never across families)."""
+    return a.version == b.version and a.subnet_of(b)  # type: ignore[arg-type]  # same family: checked
+
+
+def last_host(net: IPNetwork) -> int:
+    """The last address of `net` a host may have, as an integer: IPv4 keeps its last address
+    for broadcast, IPv6 has no broadcast address."""
+    return int(net.broadcast_address) - (1 if net.version == IPV4 else 0)

@@ -10,7 +10,7 @@ from svcnet.diagnostics import WARNING, DescriptionError, Diagnostic, errors, fo
 from svcnet.load import Document, load_paths
 from svcnet.model import semantic
 from svcnet.model.build import Build, Objects, build
-from svcnet.model.family import ipv6_errors
+from svcnet.model.semantic.ipv6 import ipv6_errors
 from svcnet.model.types import Cluster
 from svcnet.validate_schema import Schemas
 

@@ -3,17 +3,22 @@
 The per-service-port view (`ServicePort`, `Endpoint`) mirrors kube-proxy's
 `ServicePortInfo`/`Endpoint`, and `ProxierSettings` mirrors the proxier's
 per-node configuration, so the renderer can follow `proxier.go` line by line.
-All IPs and CIDRs here are already canonical (Python's `ipaddress` form).
+All IPs and CIDRs here are already canonical (Python's `ipaddress` form), of either family
+(svcnet.model.family). Fields named `*_given` say whether the description wrote a value or
+svcnet defaulted or allocated it: the semantic checks judge only what the user wrote.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from svcnet.model.family import IPV4, IPV6, family_of
+
 TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
 
 # Service types.
 CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"
+NODE_PORT_TYPES = (NODE_PORT, LOAD_BALANCER)  # the types whose ports also open on every node
 
 DEFAULT_BRIDGE = "cni0"  # the pod bridge on every node
 
@@ -53,7 +58,7 @@ class Endpoint:
     @property
     def hostport(self) -> str:
         """`ip:port`, or `[ip]:port` for IPv6 (Go's net.JoinHostPort)."""
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return f"[{self.ip}]:{self.port}" if family_of(self.ip) == IPV6 else f"{self.ip}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +172,7 @@ class ProxierSettings:
     localhost_nodeports: bool = True
     nodeport_addresses: tuple[str, ...] = ()  # CIDRs; empty means all local addresses
     facts: NodeFacts = field(default_factory=NodeFacts)
-    ip_family: int = 4
+    ip_family: int = IPV4
     large_cluster_threshold: int = 1000
 
     @property
@@ -246,6 +251,7 @@ class Pod:
     owner: str | None = None  # "Deployment/name" for expanded pods
     source: Source | None = None
     security: ProcessSecurity | None = None  # None: no securityContext, the process runs as root
+    ip_given: bool = False  # status.podIP (else allocated from its node's podCIDR; "" if none was free)
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -260,7 +266,8 @@ class SvcPortSpec:
     protocol: str
     port: int
     target_port: int | str
-    node_port: int = 0
+    node_port: int = 0  # 0: none (a ClusterIP service), or the nodePort range had no free port
+    node_port_given: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +275,7 @@ class Service:
     namespace: str
     name: str
     type: str
-    cluster_ip: str
+    cluster_ip: str  # "": headless, or serviceCIDR had no free address
     ports: tuple[SvcPortSpec, ...]
     selector: tuple[tuple[str, str], ...] | None = None  # None: no selector (EndpointSlices)
     session_affinity: str = "None"
@@ -281,10 +288,19 @@ class Service:
     lb_ips: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     source: Source | None = None
+    headless: bool = False  # clusterIP: None
+    cluster_ip_given: bool = False
+    health_check_node_port_given: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def needs_health_check_node_port(self) -> bool:
+        """A LoadBalancer with externalTrafficPolicy Local gets a healthCheckNodePort (Kubernetes'
+        NeedsHealthCheck): its load balancer asks each node whether it has a local endpoint."""
+        return self.type == LOAD_BALANCER and self.external_traffic_policy == "Local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +317,8 @@ class Cluster:
     pods: tuple[Pod, ...]
     service_ports: tuple[ServicePort, ...]  # sorted by (namespace, name, port name, protocol)
     bridge: str = DEFAULT_BRIDGE
+    service_cidr_given: bool = False
+    cluster_cidr_given: bool = False
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

@@ -108,3 +108,14 @@ def test_forbidden_characters_are_located_on_one_line():
     (d,) = result.diagnostics
     assert (d.line, d.col, d.path) == (2, 9, "(yaml)")
     assert "0x001f" in d.message and "\n" not in str(d)
+
+
+@pytest.mark.parametrize("tag", ["!!timestamp", "!!bool", "!!int", "!!float"])
+def test_a_tagged_value_pyyaml_cannot_read_is_located_at_the_value(tag: str):
+    # Found by fuzzing: PyYAML's constructors raise AttributeError (`!!timestamp x`) or KeyError
+    # (`!!bool x`), both a traceback from `svcnet validate`, or a ValueError without a position.
+    result = load_text("tag.yaml", f"kind: Service\n---\nkind: Pod\nmetadata:\n  name: {tag} x\n")
+    assert [doc.obj["kind"] for doc in result.documents] == ["Service"]
+    (d,) = result.diagnostics
+    assert (d.line, d.col, d.path) == (5, 9, "(yaml)")
+    assert d.message == f"invalid YAML: 'x' is not a valid {tag}"

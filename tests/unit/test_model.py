@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,65 @@ spec:
     assert checked.ok, [str(d) for d in checked.diagnostics]
     (pod,) = checked.build.cluster.pods
     assert pod.name.startswith("d-")
+
+
+def test_the_model_says_which_values_the_description_gave(tmp_path: Path):
+    # The semantic checks judge only what a user wrote (an allocated value is free and in range
+    # by construction), so the model records it instead of the checks re-reading the YAML.
+    f = write(tmp_path, """\
+apiVersion: v1
+kind: Service
+metadata: {name: given}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  clusterIP: 10.96.0.10
+  healthCheckNodePort: 30100
+  ports: [{name: a, port: 80, nodePort: 30080}, {name: b, port: 81}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: allocated}
+spec: {type: LoadBalancer, externalTrafficPolicy: Local, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless}
+spec: {clusterIP: None, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec: {nodeName: node1, containers: [{name: c}]}
+status: {podIP: 10.244.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: q}
+spec: {nodeName: node1, containers: [{name: c}]}
+""")
+    c = load_cluster([BASE, f])
+    svcs = {s.name: s for s in c.services}
+    given, allocated, headless = svcs["given"], svcs["allocated"], svcs["headless"]
+    assert (given.cluster_ip, given.cluster_ip_given, given.headless) == ("10.96.0.10", True, False)
+    assert (given.health_check_node_port, given.health_check_node_port_given) == (30100, True)
+    assert [(p.node_port_given, p.node_port == 30080) for p in given.ports] == [(True, True), (False, False)]
+    assert allocated.cluster_ip and not allocated.cluster_ip_given and not allocated.headless
+    assert allocated.health_check_node_port and not allocated.health_check_node_port_given
+    assert allocated.ports[0].node_port and not allocated.ports[0].node_port_given
+    assert (headless.cluster_ip, headless.cluster_ip_given, headless.headless) == ("", False, True)
+    assert {p.name: (p.ip_given, bool(p.ip)) for p in c.pods} == {"p": (True, True), "q": (False, True)}
+    assert not c.service_cidr_given and not c.cluster_cidr_given
+
+
+def test_allocation_keeps_the_family_of_the_range():
+    # `ipaddress.ip_address(int)` makes an IPv4 address of any integer below 2**32: an address
+    # of ::1:0/120 came out as "0.1.0.222".
+    from svcnet.model.alloc import allocate_ip
+
+    ip = allocate_ip("default/web", "::1:0/120", set())
+    assert ip is not None and ipaddress.ip_address(ip) in ipaddress.ip_network("::1:0/120")
+    assert allocate_ip("default/web", "10.96.0.0/30", set()) == "10.96.0.2"
+    # No broadcast address in IPv6: the last address of the range is allocatable.
+    assert allocate_ip("x", "fd00::/126", {"fd00::2"}) == "fd00::3"
+    assert allocate_ip("x", "10.0.0.0/30", {"10.0.0.2"}) is None

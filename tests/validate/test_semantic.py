@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from svcnet.model import semantic
 from svcnet.model.build import Build
 from svcnet.model.load import check_paths
+from svcnet.model.semantic import addresses, cluster
 
 LOOPBACK = "may not be in the loopback range (127.0.0.0/8, ::1/128)"
 LINK_LOCAL = "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
@@ -36,7 +36,7 @@ MULTICAST = "may not be in the multicast range (224.0.0.0/4, ff00::/8)"
     ],
 )
 def test_kubernetes_forbidden_endpoint_addresses(ip: str, why: str):
-    assert semantic.special_address(ip) == why
+    assert addresses.special_address(ip) == why
 
 
 @pytest.mark.parametrize(
@@ -46,15 +46,15 @@ def test_kubernetes_forbidden_endpoint_addresses(ip: str, why: str):
      "2001:db8::1", "feff::1", "::ffff:10.0.0.1"],
 )
 def test_ordinary_addresses_are_allowed(ip: str):
-    assert semantic.special_address(ip) is None
+    assert addresses.special_address(ip) is None
 
 
 def test_special_range_of_a_cidr():
-    assert semantic.special_range(ipaddress.ip_network("169.254.169.0/24")) == (
+    assert addresses.special_range(ipaddress.ip_network("169.254.169.0/24")) == (
         "the link-local range (169.254.0.0/16, fe80::/10)"
     )
-    assert semantic.special_range(ipaddress.ip_network("0.0.0.0/8")) == "the unspecified address (0.0.0.0, ::)"
-    assert semantic.special_range(ipaddress.ip_network("10.244.0.0/16")) is None
+    assert addresses.special_range(ipaddress.ip_network("0.0.0.0/8")) == "the unspecified address (0.0.0.0, ::)"
+    assert addresses.special_range(ipaddress.ip_network("10.244.0.0/16")) is None
 
 
 def _pairs(cidrs: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -62,8 +62,8 @@ def _pairs(cidrs: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
         def __init__(self, cidr: str):
             self.pod_cidr = cidr
 
-    spans = semantic._spans([N(c) for c in cidrs])  # type: ignore[list-item]
-    pairs, outer = semantic.overlapping_pod_cidrs(spans)
+    spans = cluster._spans([N(c) for c in cidrs])  # type: ignore[list-item]
+    pairs, outer = cluster.overlapping_pod_cidrs(spans)
     return [(cidrs[a.index], cidrs[b.index]) for a, b in pairs], [cidrs[s.index] for s in outer]
 
 
@@ -116,6 +116,6 @@ def test_node_checks_grow_near_linearly_with_the_nodes(tmp_path: Path):
     """6,000 nodes took 15-30 s when every podCIDR was compared with every other (O(n^2));
     bench/validate_bench.py prints the times."""
     small, large = _cluster(tmp_path, 300), _cluster(tmp_path, 1200)
-    ratio = _calls(lambda: semantic.check_nodes(large)) / _calls(lambda: semantic.check_nodes(small))
+    ratio = _calls(lambda: cluster.check_nodes(large)) / _calls(lambda: cluster.check_nodes(small))
     # 4x the nodes: about 4x the calls for O(n log n) with a C sort, 16x for O(n^2).
     assert ratio < 6, ratio

@@ -1,0 +1,61 @@
+"""Services: their addresses, then their ports, then where their traffic goes, Service by Service."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from svcnet.diagnostics import Diagnostic
+from svcnet.load import Document
+from svcnet.model.build import Build
+from svcnet.model.semantic.addresses import in_net, special_diag
+from svcnet.model.semantic.endpoints import Selection
+from svcnet.model.semantic.ports import NodePorts, check_ports
+from svcnet.model.types import Cluster, Service
+
+
+class ClusterIPs:
+    """ClusterIPs across the cluster: inside serviceCIDR, one per Service, none a node's address.
+
+    An allocated ClusterIP is all three by construction, so only a given one is checked; an
+    allocated "" (not headless) means serviceCIDR had no free address left.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.net = ipaddress.ip_network(cluster.service_cidr)
+        # The first node that has an address, as check_nodes names it (reversed: the first wins).
+        self.node_of = {ip: n.name for n in reversed(cluster.nodes) for ip in n.addresses}
+        self.owners: dict[str, str] = {}  # ClusterIP -> "namespace/name"
+
+    def check(self, svc: Service, doc: Document) -> Iterator[Diagnostic]:
+        name, ip, path = f"{svc.namespace}/{svc.name}", svc.cluster_ip, ("spec", "clusterIP")
+        if svc.cluster_ip_given:
+            if not in_net(ip, self.net):
+                yield doc.diag(path, f"clusterIP {ip} lies outside serviceCIDR {self.net}")
+            if ip in self.owners:
+                yield doc.diag(path, f"clusterIP {ip} is also used by service {self.owners[ip]}")
+            if ip in self.node_of:
+                yield doc.diag(path, f"clusterIP {ip} is node {self.node_of[ip]}'s address")
+        elif not ip and not svc.headless:
+            yield doc.diag(("spec",), f"serviceCIDR {self.net} has no free address for {name}")
+        if ip:
+            self.owners.setdefault(ip, name)
+
+
+def external_ips(doc: Document) -> Iterator[Diagnostic]:
+    """externalIPs Kubernetes forbids, quoted as written (as the IPv6 error beside them is)."""
+    for i, ext in enumerate((doc.obj.get("spec") or {}).get("externalIPs") or ()):
+        yield from special_diag(doc, ("spec", "externalIPs", i), "externalIP", ext)
+
+
+def check_services(b: Build) -> list[Diagnostic]:
+    """Every Service in (namespace, name) order; its problems in the order its fields are read."""
+    cluster_ips, node_ports, selection = ClusterIPs(b.cluster), NodePorts(b.cluster), Selection(b.cluster.pods)
+    out: list[Diagnostic] = []
+    for svc in b.cluster.services:
+        doc = b.service_docs[svc.key]
+        out.extend(cluster_ips.check(svc, doc))
+        out.extend(external_ips(doc))
+        out.extend(check_ports(svc, doc, node_ports))
+        out.extend(selection.check(svc, doc))
+    return out
