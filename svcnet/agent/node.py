@@ -80,7 +80,7 @@ PODS_DIR = "pods"
 PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
 
 # The marks of what svcnet created (see ownership below): svcnet/render/netconf.py's OWNER_ALIAS and
-# ROUTE_PROTO, which the rendered netconf.sh sets (tests/unit/test_netconf.py checks they agree).
+# ROUTE_PROTO, which the rendered netconf.sh sets (tests/render/test_netconf.py checks they agree).
 OWNER_ALIAS = "svcnet:owned"
 ROUTE_PROTO = 0x73
 OWNED_NETNS_KEY = "owned_netns"  # state.json: the pod netns svcnet created

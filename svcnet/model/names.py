@@ -1,7 +1,7 @@
 """Names svcnet derives for pods: Deployment pod names, pod network namespaces and veths.
 
 Whatever validates must apply, so every derived name fits the node agent's limits (the agent's
-`NAME_RE` and `IFNAME_RE` in svcnet/agent/node.py are the truth; tests/unit/test_names.py holds
+`NAME_RE` and `IFNAME_RE` in svcnet/agent/node.py are the truth; tests/model/test_names.py holds
 these constants to them) and no two pods ever get the same name: each name is probed
 deterministically, in a fixed order, until it is free. A name depends only on its own object
 unless its first choice is taken, so adding a pod does not rename the others.

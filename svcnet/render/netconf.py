@@ -8,7 +8,7 @@ svcnet changes only what it created: the script marks every link it creates (the
 veths) with the alias `OWNER_ALIAS` and every route it adds with the protocol number `ROUTE_PROTO`;
 the node agent refuses to run it while a link, route or netns it names exists unmarked, and deletes
 only what carries the mark. The agent (svcnet/agent/node.py, one stdlib-only file) holds copies of
-both values; tests/unit/test_netconf.py checks they agree.
+both values; tests/render/test_netconf.py checks they agree.
 """
 
 from __future__ import annotations
