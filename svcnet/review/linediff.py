@@ -122,14 +122,50 @@ def regions(a: Sequence[str], b: Sequence[str], parts_a: Sequence[int] = (), par
         bounds_a, bounds_b = [0, len(a)], [0, len(b)]
     out: list[Region] = []
     for (ia, ja), (ib, jb) in zip(pairwise(bounds_a), pairwise(bounds_b), strict=True):
-        if a[ia:ja] == b[ib:jb]:
-            continue
-        head = _head(a, b, ia, ib, ja, jb)
-        tail = _tail(a, b, ia + head, ib + head, ja, jb)
-        lo_a, lo_b, hi_a, hi_b = ia + head, ib + head, ja - tail, jb - tail
-        found = _set_regions(a, b, lo_a, hi_a, lo_b, hi_b)
-        out.extend(found if found is not None else _difflib_regions(a, b, lo_a, hi_a, lo_b, hi_b))
+        if a[ia:ja] != b[ib:jb]:
+            out.extend(_split(a, b, ia, ja, ib, jb))
     return out
+
+
+_SMALL = 2048  # lines: below this, a region is diffed by its changed lines at once
+_TRIES = 16  # lines tried as an anchor around the middle of a region
+
+
+def _split(a: Sequence[str], b: Sequence[str], ia: int, ja: int, ib: int, jb: int) -> list[Region]:
+    """Regions of a[ia:ja] against b[ib:jb]: common head and tail cut off, then a large rest cut in
+    two at a line both sides hold once (an anchor, found by list scans in C), until it is small."""
+    head = _head(a, b, ia, ib, ja, jb)
+    ia, ib = ia + head, ib + head
+    tail = _tail(a, b, ia, ib, ja, jb)
+    ja, jb = ja - tail, jb - tail
+    if ia == ja or ib == jb:
+        return [Region(ia, ja, ib, jb)] if (ia, ib) != (ja, jb) else []
+    if min(ja - ia, jb - ib) > _SMALL:
+        anchor = _anchor(a, b, ia, ja, ib, jb)
+        if anchor is not None:
+            k, r = anchor
+            return _split(a, b, ia, k, ib, r) + _split(a, b, k + 1, ja, r + 1, jb)
+    found = _set_regions(a, b, ia, ja, ib, jb)
+    return found if found is not None else _difflib_regions(a, b, ia, ja, ib, jb)
+
+
+def _anchor(a: Sequence[str], b: Sequence[str], ia: int, ja: int, ib: int, jb: int) -> tuple[int, int] | None:
+    """(k, r) with a[k] == b[r] a line that a[ia:ja] and b[ib:jb] each hold exactly once."""
+    mid = (ia + ja) // 2
+    for k in range(mid, min(mid + _TRIES, ja)):
+        line = a[k]
+        r = _index(b, line, ib, jb)
+        if r is not None and _index(b, line, r + 1, jb) is None and _index(a, line, ia, k) is None \
+                and _index(a, line, k + 1, ja) is None:
+            return k, r
+    return None
+
+
+def _index(lines: Sequence[str], line: str, lo: int, hi: int) -> int | None:
+    try:
+        return lines.index(line, lo, hi)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

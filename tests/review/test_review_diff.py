@@ -14,6 +14,7 @@ import pytest
 from svcnet.desired import node_artifacts_all
 from svcnet.model.load import load_cluster
 from svcnet.model.types import Cluster
+from svcnet.review import linediff
 from svcnet.review.diff import ADDED, ADDRESS_CONFIG, CHANGED, JUMP_RULES, UNCHANGED, NodeDiff, diff_clusters
 from svcnet.review.owners import NODE_WIDE, UNKNOWN_SERVICE, LineOwners
 
@@ -127,8 +128,12 @@ def test_an_added_node_and_its_routes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("old", "new"), [
     *itertools.pairwise(GOLDEN), *itertools.pairwise(reversed(GOLDEN)), (GOLDEN[0], GOLDEN[-1]),
 ], ids=lambda p: p.stem)
-def test_golden_descriptions_against_each_other(old: Path, new: Path) -> None:
-    """Other services, other settings, other endpoints: every kind of line changes somewhere."""
+@pytest.mark.parametrize("small", [linediff._SMALL, 1])
+def test_golden_descriptions_against_each_other(old: Path, new: Path, small: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other services, other settings, other endpoints: every kind of line changes somewhere (and
+    with every region cut at anchors, as in rulesets of 100,000s of lines)."""
+    monkeypatch.setattr(linediff, "_SMALL", small)
     check_against_full_sort(load_cluster([old]), load_cluster([new]))
 
 

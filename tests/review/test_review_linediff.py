@@ -3,11 +3,13 @@ hunk holds the lines of one owner only (random texts, with repeated and moved li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from svcnet.review import linediff
 from svcnet.review.linediff import Hunk, hunks, regions
 
 # Few distinct lines, so texts repeat and move lines (the cases the fast path hands to difflib).
@@ -39,7 +41,21 @@ def apply(a: Sequence[str], found: Sequence[Hunk]) -> list[str]:
     return out + list(a[pos:])
 
 
+@contextmanager
+def anchors_everywhere() -> Iterator[None]:
+    """Cut regions at anchors down to single lines: the path texts of 100,000s of lines take."""
+    saved = linediff._SMALL
+    linediff._SMALL = 1
+    try:
+        yield
+    finally:
+        linediff._SMALL = saved
+
+
 def check(a: list[str], b: list[str], parts_a: Sequence[int] = (), parts_b: Sequence[int] = ()) -> list[Hunk]:
+    with anchors_everywhere():
+        cut = hunks(a, b, regions(a, b, parts_a, parts_b), owner, context=2)
+    assert apply(a, cut) == b
     found = hunks(a, b, regions(a, b, parts_a, parts_b), owner, context=2)
     assert apply(a, found) == b
     for h in found:
@@ -82,6 +98,16 @@ def test_close_changes_of_one_owner_are_one_hunk_with_real_line_numbers() -> Non
     # one hunk for both changes of a (the unchanged a3 between them is context), none of x1's lines
     assert [h.header() for h in found] == ["@@ -2,4 +2,4 @@ a", "@@ -6,1 +6,2 @@ b"]
     assert found[0].lines == (" a1", "-a2", "+a9", " a3", "-a4", "+a8")
+
+
+def test_anchors_split_a_long_region_into_its_changes() -> None:
+    a = [f"a{k}" for k in range(5000)]
+    b = list(a)
+    b[10], b[4990] = "a-10", "a-4990"
+    found = regions(a, b)
+    assert found == [linediff.Region(10, 11, 10, 11), linediff.Region(4990, 4991, 4990, 4991)]
+    moved = a[:100] + a[200:] + a[100:200]  # no anchor holds: still a correct diff
+    assert apply(a, hunks(a, moved, regions(a, moved), owner)) == moved
 
 
 def test_context_stops_at_another_owner() -> None:
