@@ -135,7 +135,7 @@ def _rules_diff(old_text: str, new_text: str, owners: LineOwners, context: int) 
             return _table_by_scan(b if new else a, i)
         return "*nat" if i >= nat else "*filter"
 
-    found = regions(a, b, pa, pb) if len(pa) == len(pb) else regions(a, b)
+    found = regions(a, b, pa, pb)
     return FileDiff(RESTORE_FILE, tuple(hunks(a, b, found, owners, where, context, owners.belongs)))
 
 

@@ -176,3 +176,16 @@ def test_odd_path_names_reach_git_as_arguments_only(repo: Path) -> None:
     res = svcnet(repo, "HEAD", "-f", odd.name, "--stat")
     assert res.returncode == 1, res.stderr
     assert not (repo / "OUT").exists()
+
+
+def test_files_given_one_by_one_and_a_file_new_in_the_work_tree(repo: Path) -> None:
+    files = [arg for name in ("cluster", "service", "deployment") for arg in ("-f", f"deploy/{name}.yaml")]
+    assert svcnet(repo, "HEAD", *files).returncode == 0
+    extra = repo / "deploy" / "extra.yaml"
+    extra.write_text((SEED / "service.yaml").read_text().replace("name: service", "name: extra")
+                     .replace("clusterIP: 10.111.35.139", "clusterIP: 10.111.35.140").replace("30000", "30002"))
+    res = svcnet(repo, "HEAD", *files, "-f", "deploy/extra.yaml", "--stat")
+    # the file is not at HEAD: the old side is invalid, named as git names it
+    assert res.returncode == 1 and "HEAD:deploy/extra.yaml:1:1: (file): no such file or directory" in res.stderr
+    res = svcnet(repo, "HEAD", "-f", "deploy", "--stat")
+    assert res.returncode == 1 and "k8s-test/extra:http" in res.stdout
