@@ -154,7 +154,9 @@ def test_a_bad_revision_is_a_usage_error_and_runs_nothing(repo: Path, rev: str) 
     res = svcnet(repo, "-f", "deploy", "--", rev)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and not (repo / "OUT").exists()
-    assert res.stderr.startswith("svcnet: ")
+    # refused before git sees it, except a well-formed name git does not know
+    why = "no such commit" if rev == "nope" else "is not a git revision svcnet diff reads"
+    assert res.stderr.startswith("svcnet: ") and why in res.stderr
 
 
 def test_paths_outside_the_repository_or_no_repository_are_usage_errors(repo: Path, tmp_path: Path) -> None:
