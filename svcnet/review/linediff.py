@@ -1,10 +1,14 @@
 """A line diff for two rendered texts that are mostly equal, fast on 100,000s of lines.
 
 Rendered rules change in a few places: the common head and tail of each part of the text are
-cut off first (whole-list comparisons, no per-line Python work), and in what remains the lines
-found on one side only are the changes. Unchanged lines then pair up in order, so the change
+cut off first (whole-list comparisons, no per-line Python work), and a long rest is cut in two at a
+line both sides hold once (an anchor, as in patience diff), again and again. In what remains the
+lines found on one side only are the changes: unchanged lines pair up in order, so the change
 regions follow from the positions of the changed lines alone. Where that pairing does not hold
 (a line moved, or repeated a different number of times) the region falls back to difflib.
+
+The hunks then follow a text's owners (for rules: service ports): each hunk holds the changes of
+one owner, with unchanged lines of that owner only as context.
 """
 
 from __future__ import annotations

@@ -33,7 +33,11 @@ def _chains(ports: Iterable[ServicePort], into: dict[str, str]) -> None:
 
 
 class LineOwners:
-    """Line -> service port name (or `NODE_WIDE`), remembered per line: nodes share most lines."""
+    """Line -> service port name (or `NODE_WIDE`), remembered per line: nodes share most lines.
+
+    `first`: the ports whose chains are hashed at once (those that changed); `rest`: every port of
+    both sides, hashed on the first line whose chain is not among the first ports'.
+    """
 
     def __init__(self, first: Iterable[ServicePort], rest: Sequence[ServicePort]):
         self._chains: dict[str, str] = {}
