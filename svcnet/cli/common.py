@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,18 @@ def print_diagnostics(diags: Sequence[Diagnostic], show_warnings: bool = True) -
     for d in diags:
         if show_warnings or d.severity == "error":
             click.echo(str(d), err=True)
+
+
+def diagnostic_json(d: Diagnostic) -> str:
+    """One diagnostic as one line of JSON (for CI annotations)."""
+    return json.dumps({"file": _printable(d.file), "line": d.line, "column": d.col, "path": _printable(d.path),
+                       "severity": d.severity, "message": _printable(d.message)})
+
+
+def _printable(text: str) -> str:
+    # A file name that is not UTF-8 reaches Python as lone surrogates, which strict JSON readers
+    # refuse: show its bytes as \xNN instead.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def load_or_exit(paths: Sequence[str], show_warnings: bool = False) -> Cluster:

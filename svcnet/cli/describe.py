@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from svcnet.cli.common import fail, files_option, load_or_exit, print_diagnostics
+from svcnet.cli.common import diagnostic_json, fail, files_option, load_or_exit, print_diagnostics
 from svcnet.desired import node_artifacts_all, write_artifacts
-from svcnet.diagnostics import errors, warnings
+from svcnet.diagnostics import ERROR, errors, warnings
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import RESOURCES, get
 from svcnet.model.load import check_paths
@@ -19,10 +19,18 @@ from svcnet.render.dump import canonical_sort
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only, not warnings.")
-def validate(paths: tuple[str, ...], quiet: bool) -> None:
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per diagnostic and line on stdout (file, line, column, path, "
+                   "severity, message); the summary goes to stderr.")
+def validate(paths: tuple[str, ...], quiet: bool, output: str) -> None:
     """Validate a description: schemas, then semantic checks. Exit 0 valid, 1 invalid."""
     checked = check_paths(paths)
-    print_diagnostics(checked.diagnostics, show_warnings=not quiet)
+    if output == "json":
+        for d in checked.diagnostics:
+            if not quiet or d.severity == ERROR:
+                click.echo(diagnostic_json(d))
+    else:
+        print_diagnostics(checked.diagnostics, show_warnings=not quiet)
     errs, warns = errors(checked.diagnostics), warnings(checked.diagnostics)
     if not checked.ok:
         click.echo(f"invalid: {len(errs)} error(s), {len(warns)} warning(s)", err=True)
@@ -30,7 +38,7 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
     c = checked.build.cluster  # type: ignore[union-attr]
     click.echo(
         f"valid: {len(c.nodes)} node(s), {len(c.services)} service(s), {len(c.pods)} pod(s), "
-        f"{len(warns)} warning(s)"
+        f"{len(warns)} warning(s)", err=output == "json",
     )
 
 

@@ -15,6 +15,7 @@ COMMANDS = {
     "render": "svcnet.cli.describe:render",
     "get": "svcnet.cli.describe:get_cmd",
     "describe": "svcnet.cli.describe:describe",
+    "diff": "svcnet.cli.diff:diff",
     "explain": "svcnet.cli.explain:explain",
     "lab": "svcnet.cli.lab:lab",
     "demo": "svcnet.cli.demo:demo",

@@ -1,0 +1,1 @@
+"""Review of changes: what a change to a description does to each node (`svcnet diff`)."""
