@@ -1,10 +1,13 @@
-"""Validation time of a Cluster with many nodes (the podCIDR and node-address checks).
+"""Validation time of a Cluster with many nodes (the podCIDR and node-address checks), and of
+the schema check of many documents with each JSON Schema backend.
 
-    .venv/bin/python bench/validate_bench.py [--nodes 1000,6000] [--repeat 3]
+    .venv/bin/python bench/validate_bench.py [--nodes 1000,6000] [--repeat 3] [--schema-services 10000]
 
 Needs no root and touches nothing but a temporary file. Per size it prints the median of
 `--repeat` runs of the whole front of the pipeline (load + schema + build + semantic checks,
 `svcnet validate`'s work) and of the node checks alone (`svcnet.model.semantic.cluster.check_nodes`).
+Then the schema check of `--schema-services` Services and as many EndpointSlices (0: skip) with
+jsonschema-rs (svcnet's default) and python-jsonschema (its fallback).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import cluster_yaml
+import yaml
+from generate import cluster_yaml, services_yaml
 
 from svcnet.model.load import check_paths
 from svcnet.model.semantic.cluster import check_nodes
+from svcnet.validate_schema import Schemas
 
 CLUSTER_CIDR = "10.128.0.0/9"  # room for 32768 /24 podCIDRs, beside the serviceCIDR 10.96.0.0/12
 FIRST_NODE_IP = ipaddress.ip_address("172.16.0.1")
@@ -45,10 +50,26 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def schema_backends(n_services: int, repeat: int) -> None:
+    """Seconds per backend to check n Services and n EndpointSlices against their schemas."""
+    docs = list(yaml.safe_load_all(services_yaml(n_services, 1, lambda k: (f"10.244.{k // 250 % 250}.{k % 250 + 2}",
+                                                                             "node00000"))))
+    print(f"\n{'documents':>10} {'backend':>18} {'seconds':>8}")
+    for schemas in (Schemas.load(), Schemas.load(use_rust=False)):
+        keys = [schemas.kind_key(d["apiVersion"], d["kind"]) or "" for d in docs]
+
+        def check(schemas: Schemas = schemas, keys: list[str] = keys) -> None:
+            bad = [i for i, (key, d) in enumerate(zip(keys, docs, strict=True)) if schemas.validate(key, d)]
+            assert not bad, f"{schemas.backend}: document {bad[0]} does not validate"
+
+        print(f"{len(docs):>10} {schemas.backend:>18} {median_seconds(check, repeat):>8.3f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", default="1000,6000", help="comma-separated cluster sizes")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--schema-services", type=int, default=10_000, help="services for the schema timing (0: skip)")
     args = ap.parse_args()
     print(f"{'nodes':>7} {'validate s':>11} {'check_nodes s':>14}")
     with tempfile.TemporaryDirectory(prefix="svcnet-validate-bench-") as tmp:
@@ -62,6 +83,8 @@ def main() -> int:
             whole = median_seconds(partial(check_paths, [path]), args.repeat)
             only = median_seconds(partial(check_nodes, checked.build), args.repeat)
             print(f"{n:>7} {whole:>11.3f} {only:>14.3f}")
+    if args.schema_services:
+        schema_backends(args.schema_services, args.repeat)
     return 0
 
 

@@ -110,20 +110,23 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnost
     return files, diags
 
 
-def _split_documents(text: str) -> list[tuple[int, str]]:
-    """Split YAML text into (start line, document text) chunks at `---`/`...` markers."""
-    chunks: list[tuple[int, str]] = []
+def _split_documents(text: str) -> list[tuple[int, str, bool]]:
+    """Split YAML text into (start line, text, follows `...`) chunks at `---`/`...` markers.
+
+    What follows a `...` end marker up to the next `---` is no document here: YAML 1.2 (yaml-rs)
+    would read it as another one and PyYAML refuses it, so `load_text` says so instead of guessing.
+    """
+    chunks: list[tuple[int, str, bool]] = []
     starts = [0] + [m.start() for m in _DOC_MARKER.finditer(text)]
     bounds = [*starts, len(text)]
     line = 1
     for begin, end in pairwise(bounds):
         chunk = text[begin:end]
         start, line = line, line + chunk.count("\n")
-        if chunk.startswith("..."):
-            continue
-        if chunk.startswith("---"):
+        ended = chunk.startswith("...")
+        if ended or chunk.startswith("---"):
             chunk = chunk[3:]  # the rest of the marker line stays, so line numbers stay exact
-        chunks.append((start, chunk))
+        chunks.append((start, chunk, ended))
     return chunks
 
 
@@ -144,6 +147,20 @@ class _Loader(FastLoader):
             shown = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
             problem = f"{shown} is not a valid {tag}"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _filler(line: str) -> bool:
+    """A line that holds no content: blank, a comment or a directive."""
+    return not line.strip() or line.lstrip().startswith("#") or line.startswith("%")
+
+
+def _after_end_marker(name: str, line: int, chunk: str) -> Diagnostic:
+    """Content after a `...` end marker, located at its first character."""
+    lines = chunk.splitlines()
+    at = next(i for i, ln in enumerate(lines) if not _filler(ln))
+    col = len(lines[at]) - len(lines[at].lstrip()) + (4 if at == 0 else 1)  # on the marker's line: after `...`
+    return Diagnostic(name, line + at, col, "(yaml)",
+                      "invalid YAML: content after the document end marker '...' (start another document with '---')")
 
 
 def _parse(chunk: str, budget: yamlbounds.AliasBudget) -> object:
@@ -192,10 +209,12 @@ def load_text(name: str, text: str, budget: yamlbounds.AliasBudget | None = None
     docs: list[Document] = []
     diags: list[Diagnostic] = []
     index = 0
-    for line, chunk in _split_documents(text):
-        if not chunk.strip() or all(
-            not ln.strip() or ln.lstrip().startswith("#") or ln.startswith("%") for ln in chunk.splitlines()
-        ):
+    for line, chunk, after_end in _split_documents(text):
+        if all(_filler(ln) for ln in chunk.splitlines()):
+            continue
+        if after_end:
+            diags.append(_after_end_marker(name, line, chunk))
+            index += 1
             continue
         try:
             obj = _parse(chunk, budget)

@@ -57,7 +57,10 @@ def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical
         fail("give exactly one of --node NAME or --out DIR", 2)
     cluster = load_or_exit(paths)
     if out:
-        written = write_artifacts(node_artifacts_all(cluster), out)
+        try:
+            written = write_artifacts(node_artifacts_all(cluster), out)
+        except OSError as exc:  # e.g. a file where a node's directory goes: say which path, no traceback
+            fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}", 1)
         click.echo(f"wrote {len(written)} file(s) for {len(cluster.nodes)} node(s) under {out}", err=True)
         return
     names = [n.name for n in cluster.nodes]

@@ -164,26 +164,29 @@ def test_dead_man_rolls_back_unless_confirmed(snode, tmp_path):
     assert snode.agent(apply_req(snode, art1, "r1"))["ok"]
     before = snode.save("nat")
 
-    resp = snode.agent(apply_req(snode, art2, "r2", confirm_timeout=2))
+    # The two checks below run inside r2's window: 10 s leaves room for them on a loaded machine.
+    resp = snode.agent(apply_req(snode, art2, "r2", confirm_timeout=10))
     assert resp["ok"] and resp["pending"], resp
     assert "--dport 30001" in snode.save("nat")
     assert snode.agent({"op": "probe", "run_id": "x"})["pending"]["run_id"] == "r2"
     # the SSH session is long gone: the dead-man restores the previous rules on its own
-    assert wait_until(lambda: snode.agent({"op": "probe", "run_id": "x"})["pending"] is None, 15)
+    assert wait_until(lambda: snode.agent({"op": "probe", "run_id": "x"})["pending"] is None, 60)
     assert wait_until(lambda: snode.save("nat") == before, 5)
     late = snode.agent({"op": "confirm", "run_id": "r2"})
     assert not late["ok"] and late["rolled_back"], late
     last = json.loads((snode.state / "last-rollback.json").read_text())
     assert last["run_id"] == "r2" and last["ok"]
 
-    resp = snode.agent(apply_req(snode, art2, "r3", confirm_timeout=2))
+    # A window far longer than the probe and the confirmation below take, even on a loaded machine.
+    resp = snode.agent(apply_req(snode, art2, "r3", confirm_timeout=60))
     assert resp["pending"]
     marker = snode.agent({"op": "probe", "run_id": "x"})["pending"]
     assert node.proc_start(marker["pid"]) == marker["start"]  # the switch is a live process ...
     confirmed = snode.agent({"op": "confirm", "run_id": "r3"})
     assert confirmed["ok"] and confirmed["changed"], confirmed
-    assert node.proc_start(marker["pid"]) is None  # ... that the confirmation stopped (or a zombie)
-    time.sleep(3)
+    # ... that the confirmation stopped (or left a zombie): no switch is left to roll back later,
+    # so there is no need to wait out the window to see the rules stay
+    assert node.proc_start(marker["pid"]) is None
     assert "--dport 30001" in snode.save("nat")
     assert snode.agent({"op": "probe", "run_id": "x"})["pending"] is None
 
@@ -197,10 +200,9 @@ def test_a_reused_pid_is_not_taken_for_the_dead_man(snode, tmp_path):
     assert wait_until(lambda: node.proc_start(marker["pid"]) is None, 5)
     # ... and its pid now names another live process (here the scratch node's anchor)
     marker_file.write_text(json.dumps({**marker, "pid": snode.pid}))
-    started = time.monotonic()
     resp = snode.agent(apply_req(snode, art2, "r2", lock_wait=20))
-    assert resp["ok"] and resp["changed"], resp  # r1 was rolled back as stale, not waited for
-    assert time.monotonic() - started < 15
+    # r1 was rolled back as stale, not waited for: waiting ends in "awaiting confirmation" after 20 s
+    assert resp["ok"] and resp["changed"], resp
     assert json.loads((snode.state / "last-rollback.json").read_text())["run_id"] == "r1"
     assert "--dport 30001" in snode.save("nat")
 
@@ -215,13 +217,20 @@ def test_pending_confirmation_blocks_other_runs_for_the_lock_wait(snode, tmp_pat
     assert "--dport 30001" not in snode.save("nat")
     assert snode.agent({"op": "probe", "run_id": "x"})["pending"]["run_id"] == "r1"  # r1 is untouched
 
-    # With time to wait, r2 applies as soon as r1 is confirmed (the other run's confirm is not blocked).
+    # With time to wait, a run applies as soon as r1 is confirmed (the other run's confirm is not blocked).
+    from agentnode import Events, hook
+
+    events = Events(tmp_path / "events")
+    reports = hook(locked={"do": "report", "tag": "r3", "events": events.path})
     with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(snode.agent, apply_req(snode, art2, "r2", lock_wait=30))
-        time.sleep(1.0)
+        waiting = pool.submit(snode.agent, apply_req(snode, art2, "r3", lock_wait=60), 120, reports)
+        # r3 takes the lock, sees r1's marker, lets the lock go and takes it again: it waits (an
+        # event, not a sleep; Events.next's bound covers a loaded machine's agent start)
+        assert events.next() == ("r3", "locked") and events.next() == ("r3", "locked")
         assert not waiting.done()
         assert snode.agent({"op": "confirm", "run_id": "r1"})["ok"]
         resp = waiting.result(timeout=60)
+    events.close()
     assert resp["ok"] and resp["changed"], resp
     assert "--dport 30001" in snode.save("nat")
 

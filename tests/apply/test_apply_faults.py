@@ -113,16 +113,19 @@ def test_connection_lost_before_confirmation_rolls_back(lab_factory, tmp_path):
 def test_concurrent_applies_never_interleave(lab_factory, tmp_path):
     lab = lab_factory(SEED)
     extra = write(tmp_path, "extra.yaml", EXTRA_SERVICE)
+    # Each run confirms a node over a fresh SSH connection after applying it: on a loaded machine that
+    # can take seconds, and a window of a few seconds rolled nodes back for the wrong reason. The
+    # lock wait outlasts the other run's whole window, as the later run may have to wait out all of it.
     procs = [
         subprocess.Popen([sys.executable, "-m", "svcnet.cli.main", "apply", "-i", str(lab.inventory_path),
-                          *args, "--confirm-timeout", "5", "--lock-wait", "60",
+                          *args, "--confirm-timeout", "60", "--lock-wait", "120",
                           # verify would rightly see the other run's rules: this test is about the apply
                           "--skip-tags", "verify"],
                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          stdin=subprocess.DEVNULL)
         for args in (("-f", str(SEED)), ("-f", str(SEED), "-f", str(extra)))
     ]
-    outs = [p.communicate(timeout=180)[0] for p in procs]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
     codes = [p.returncode for p in procs]
     # Each node serialises the two runs: the later waits for the lock and for the earlier run's
     # confirmation on that node, then applies. Neither fails, whichever node each reaches first.

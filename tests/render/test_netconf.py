@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from pathlib import Path
@@ -12,6 +13,7 @@ from svcnet.model.load import load_cluster
 from svcnet.render.netconf import OWNER_ALIAS, ROUTE_PROTO, node_netconf, render_script, state_lines
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
 def test_seed_node_netconf():
@@ -20,7 +22,11 @@ def test_seed_node_netconf():
     assert conf.bridge == "cni0" and conf.bridge_address == "10.244.1.1/24"
     assert [(r.dst, r.via) for r in conf.routes] == [("10.244.2.0/24", "192.168.56.12")]
     (pod,) = conf.pods
-    assert pod.address.startswith("10.244.1.") and pod.address.endswith("/24")
+    assert pod.name == "k8s-test-vrr9srwrpk-zfftc"
+    # README: a pod IP probes from a slot given by a hash of its own name; node1's podCIDR
+    # 10.244.1.0/24 leaves .2-.254 (253 hosts: .1 is the bridge), and nothing else is taken.
+    slot = int.from_bytes(hashlib.sha256(f"k8s-test/{pod.name}".encode()).digest()[:8], "big") % 253
+    assert pod.address == f"10.244.1.{2 + slot}/24" == "10.244.1.240/24"
     assert pod.gateway == "10.244.1.1"
     assert len(pod.veth) <= 15
     assert pod.command[:2] == ("python3", "/var/lib/svcnet/podserver.py")
@@ -52,11 +58,18 @@ def test_state_lines_are_stable():
 
 
 def test_artifacts_for_every_node(tmp_path: Path):
-    arts = node_artifacts_all(load_cluster([SEED]))
+    arts = node_artifacts_all(load_cluster([GOLDEN / "etp-local.yaml"]))
     assert set(arts) == {"node1", "node2"}
-    files = arts["node1"].files()
-    assert set(files) == {"rules.restore", "jumps.rules", "netconf.sh", "netconf.state"}
-    assert files["rules.restore"].startswith("*filter\n") and files["rules.restore"].endswith("COMMIT\n")
+    for name, art in arts.items():
+        files = art.files()
+        assert set(files) == {"rules.restore", "jumps.rules", "netconf.sh", "netconf.state"}
+        assert files["rules.restore"] == (GOLDEN / f"etp-local.{name}.rules").read_text()  # written by hand
+    assert arts["node1"].files()["netconf.state"] == (
+        "sysctl net.ipv4.ip_forward = 1\n"
+        "sysctl net.ipv4.conf.all.route_localnet = 1\n"
+        "sysctl net.bridge.bridge-nf-call-iptables = 1 (if present)\n"
+        "bridge cni0 10.244.1.1/24\n"
+        "route 10.244.2.0/24 via 192.168.56.12\n")
 
 
 def test_the_agent_knows_the_marks_the_script_sets():

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -658,7 +657,7 @@ def test_check_jsonschema_cli(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
-# --------------------------------------------------------------------------- speed
+# --------------------------------------------------------------------------- many documents
 def _services_and_slices(n: int) -> list[tuple[str, dict[str, Any]]]:
     docs: list[tuple[str, dict[str, Any]]] = []
     for i in range(n):
@@ -679,27 +678,13 @@ def _services_and_slices(n: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_twenty_thousand_documents_with_jsonschema_rs(rs: Schemas, py: Schemas) -> None:
+    # How fast each backend is, is measured by bench/validate_bench.py, not asserted here.
     docs = _services_and_slices(10_000)
     docs[12_345][1]["endpoints"][0]["addresses"][0] = "10.244.0.999"
-    start = time.perf_counter()
     failing = [i for i, (key, obj) in enumerate(docs) if rs.validate(key, obj)]
-    elapsed = time.perf_counter() - start
     assert failing == [12_345]
-    assert elapsed < 5.0, f"20k documents took {elapsed:.2f}s"
     sample = docs[12_000:12_400]  # python-jsonschema is ~300x slower: compare verdicts on a sample
     assert [py.validate(k, o) for k, o in sample] == [rs.validate(k, o) for k, o in sample]
-
-
-@pytest.mark.slow
-def test_measure_backends(rs: Schemas, py: Schemas) -> None:
-    docs = _services_and_slices(10_000)
-    timings = {}
-    for schemas in (rs, py):
-        start = time.perf_counter()
-        assert not any(schemas.validate(k, o) for k, o in docs)
-        timings[schemas.backend] = time.perf_counter() - start
-    print(f"\n20k documents: {timings}")
-    assert timings["jsonschema-rs"] < timings["python-jsonschema"]
 
 
 @pytest.mark.parametrize("name", ["cni0", "br.0", "br_0", "br-0", "0", "a" * 15, "a" * 16, "_br0", "-br0", ".br0",
