@@ -16,9 +16,9 @@ from functools import cache
 from pathlib import Path
 
 from svcnet.agent import node
-from svcnet.desired import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
+from svcnet.desired import NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
-from svcnet.render.netconf import NetConf
+from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(__file__).resolve().parent.parent / "podserver.py"

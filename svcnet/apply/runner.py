@@ -26,14 +26,14 @@ from svcnet.agent.protocol import (
     request,
 )
 from svcnet.apply.client import NodeClient
-from svcnet.desired import NodeArtifacts, node_artifacts_all
+from svcnet.desired import node_netconf
 from svcnet.diagnostics import errors
 from svcnet.model.load import check_paths
 from svcnet.model.types import Cluster, NodeFacts
 from svcnet.playbook import recap
 from svcnet.playbook.model import NETWORK, RULES, Play, Task
 from svcnet.playbook.select import select_tasks, serial_batches
-from svcnet.render.netconf import node_netconf
+from svcnet.render.artifacts import NodeArtifacts, node_artifacts_all
 from svcnet.transport.inventory import Inventory
 from svcnet.transport.ssh import SSHError
 

@@ -17,6 +17,7 @@ import ipaddress
 import shlex
 from dataclasses import dataclass
 
+from svcnet.desired import FAMILIES
 from svcnet.model.types import ProxierSettings
 from svcnet.render import chains as c
 
@@ -76,20 +77,22 @@ class JumpRule:
 def localhost_nodeports_enabled(settings: ProxierSettings) -> bool:
     """Effective localhost NodePorts: IPv4, enabled, and nodePortAddresses covers 127.0.0.0/8.
 
-    kube-proxy's NewProxier turns the flag off when `--nodeport-addresses` has IPv4 CIDRs and
-    none of them contains the loopback range (`ContainsIPv4Loopback`).
+    kube-proxy's NewProxier turns the flag off when `--nodeport-addresses` has CIDRs of the
+    proxier's family and none of them contains the loopback range (`ContainsIPv4Loopback`).
     """
-    if settings.ip_family != 4 or not settings.localhost_nodeports:
+    family = FAMILIES.get(settings.ip_family)
+    if family is None or not family.localhost_nodeports or not settings.localhost_nodeports:
         return False
-    v4 = [cidr for cidr in settings.nodeport_addresses if ":" not in cidr]
-    if not v4:
-        return True  # no CIDR of this family means 0.0.0.0/0
-    return any(_v4_cidr_has_loopback(cidr) for cidr in v4)
+    mine = [cidr for cidr in settings.nodeport_addresses if family.owns(cidr)]
+    if not mine:
+        return True  # no CIDR of this family means every address of it
+    loopback = ipaddress.ip_network(family.loopback_net)
+    return any(_has_loopback(cidr, loopback) for cidr in mine)
 
 
-def _v4_cidr_has_loopback(cidr: str) -> bool:
+def _has_loopback(cidr: str, loopback: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     net = ipaddress.ip_network(cidr, strict=False)
-    return net.network_address.is_loopback or ipaddress.ip_address("127.0.0.0") in net
+    return net.network_address.is_loopback or loopback.network_address in net
 
 
 def jump_rules(settings: ProxierSettings) -> list[JumpRule]:

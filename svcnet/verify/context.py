@@ -197,7 +197,7 @@ class VerifyContext:
     def _state_check_one(self, node: str) -> dict | str:
         """The check response, or the failure message (raised later by the check of that node)."""
         from svcnet.agent.protocol import PARTS, apply_request, facts_from_probe, request
-        from svcnet.desired import node_artifacts_all
+        from svcnet.render.artifacts import node_artifacts_all
 
         try:
             probe = self.agent(node, request("probe", self.run_id))

@@ -8,8 +8,8 @@ from typing import Any
 from applylab import SEED
 
 from svcnet.apply.runner import HostState, Options, Runner
-from svcnet.desired import node_artifacts_all
 from svcnet.model.load import load_cluster
+from svcnet.render.artifacts import node_artifacts_all
 
 
 def runner(forks: int, hosts: list[str], stale: dict[str, list[str]]) -> Runner:

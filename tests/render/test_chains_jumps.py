@@ -11,16 +11,17 @@ from render_helpers import make_port, make_settings
 
 from svcnet.model.types import Endpoint, ServicePort
 from svcnet.render import chains as c
-from svcnet.render.iptables import _hash16, probability
+from svcnet.render.chains import _hash16
+from svcnet.render.iptables import probability
 from svcnet.render.jumps import JumpRule, JumpRuleError, jump_rules, parse_jump_rules, render_jump_rules
 
 
 def test_reference_chain_name_examples() -> None:
     assert c.SVC_PREFIX + c.port_proto_hash("ns1/svc1:p80", "tcp") == "KUBE-SVC-XPGD46QRK7WJZT7O"
-    assert c.SEP_PREFIX + c.endpoint_hash("ns1/svc1:p80", "tcp", "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
+    assert c.endpoint_chain("ns1/svc1:p80", "tcp", "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
     assert c.port_proto_hash("default/kubernetes:https", "tcp") == "NPX46M4PTMTKRN6Y"
     assert c.port_proto_hash("kube-system/kube-dns:dns", "udp") == "TCOU7JCQXEZGVUNU"
-    assert c.endpoint_hash("ns3/svc3:p8081", "tcp", "203.0.113.4:8081") == "RUVVH7YV3PHQBDOS"
+    assert c.endpoint_chain("ns3/svc3:p8081", "tcp", "203.0.113.4:8081") == "KUBE-SEP-RUVVH7YV3PHQBDOS"
     assert c.port_proto_hash("ns4/svc4:p8082", "tcp") == "EBDQOQU5SJFXRIL3"
 
 

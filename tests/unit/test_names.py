@@ -14,9 +14,9 @@ import pytest
 
 from svcnet.agent import node as agent
 from svcnet.agent.protocol import netconf_payload
-from svcnet.desired import node_artifacts_all
 from svcnet.model import names
 from svcnet.model.load import check_paths, load_cluster
+from svcnet.render.artifacts import node_artifacts_all
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_NAMES = REPO / "tests" / "apply" / "long-names"

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from svcnet.agent import node, protocol
-from svcnet.desired import node_artifacts_all
 from svcnet.diagnostics import errors, warnings
 from svcnet.model import security
 from svcnet.model.load import check_paths, load_cluster
 from svcnet.model.types import ProcessSecurity
+from svcnet.render.artifacts import node_artifacts_all
 
 BASE = Path(__file__).resolve().parents[1] / "validate" / "good" / "base-cluster.yaml"
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
