@@ -14,7 +14,6 @@ the file order, which is exactly what kube-proxy leaves behind.
 from __future__ import annotations
 
 import ipaddress
-import shlex
 from dataclasses import dataclass
 
 from svcnet.desired import FAMILIES
@@ -43,14 +42,6 @@ _JUMP_TABLE: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
 
 # iptablesKubeletJumpChains: no comment.
 _KUBELET_JUMPS = ((c.TABLE_FILTER, c.INPUT), (c.TABLE_FILTER, c.OUTPUT))
-
-
-class JumpRuleError(ValueError):
-    """Malformed jump-rules text; carries the 1-based line number."""
-
-    def __init__(self, line: int, message: str):
-        super().__init__(f"line {line}: {message}")
-        self.line = line
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,25 +106,3 @@ def render_jump_rules(rules: list[JumpRule]) -> str:
     return "".join(
         " ".join(("-t", r.table, "-A", r.chain, *(_quote(a) for a in r.args))) + "\n" for r in rules
     )
-
-
-def parse_jump_rules(text: str) -> list[JumpRule]:
-    """Inverse of `render_jump_rules`; blank lines and `#` comments are ignored."""
-    rules: list[JumpRule] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise JumpRuleError(lineno, str(exc)) from None
-        if len(words) < 6 or words[0] != "-t" or words[2] != "-A":
-            raise JumpRuleError(lineno, "expected '-t TABLE -A CHAIN ARGS... -j TARGET'")
-        table, chain, args = words[1], words[3], tuple(words[4:])
-        if table not in (c.TABLE_FILTER, c.TABLE_NAT):
-            raise JumpRuleError(lineno, f"unknown table {table!r}")
-        if "-j" not in args[:-1]:
-            raise JumpRuleError(lineno, "rule has no '-j TARGET'")
-        rules.append(JumpRule(table, chain, args))
-    return rules

@@ -9,11 +9,12 @@ import shlex
 import pytest
 from render_helpers import make_port, make_settings
 
+from svcnet.agent import node
 from svcnet.model.types import Endpoint, ServicePort
 from svcnet.render import chains as c
 from svcnet.render.chains import _hash16
 from svcnet.render.iptables import probability
-from svcnet.render.jumps import JumpRule, JumpRuleError, jump_rules, parse_jump_rules, render_jump_rules
+from svcnet.render.jumps import JumpRule, jump_rules, render_jump_rules
 
 
 def test_reference_chain_name_examples() -> None:
@@ -98,7 +99,9 @@ def test_render_jump_rules_text_and_roundtrip() -> None:
     assert lines[-1] == "-t filter -A OUTPUT -j KUBE-FIREWALL"
     assert shlex.split(lines[9]) == ["-t", "nat", "-A", "OUTPUT", "-m", "comment", "--comment",
                                      "kubernetes service portals", "-j", "KUBE-SERVICES"]
-    assert parse_jump_rules("# header\n\n" + text) == rules
+    # The file's one reader is the node agent's.
+    parsed = node.parse_jumps("# header\n\n" + text)
+    assert [JumpRule(table, chain, tuple(args)) for table, chain, args in parsed] == rules
     assert rules[9].prepend_args() == ["-t", "nat", "-I", "OUTPUT", "1", *rules[9].args]
     assert rules[9].check_args()[:4] == ["-t", "nat", "-C", "OUTPUT"]
 
@@ -109,8 +112,7 @@ def test_render_jump_rules_text_and_roundtrip() -> None:
     ('-t filter -A INPUT -m comment --comment "unclosed -j X\n', 1),
     ("-t filter -A INPUT -m comment --comment x y\n", 1),
 ])
-def test_parse_jump_rules_errors_are_located(text: str, line: int) -> None:
-    with pytest.raises(JumpRuleError) as err:
-        parse_jump_rules(text)
-    assert err.value.line == line
-    assert str(err.value).startswith(f"line {line}:")
+def test_jump_rules_errors_are_located_by_their_reader(text: str, line: int) -> None:
+    with pytest.raises(node.AgentError, match=f"^jumps.rules line {line}: "):
+        node.parse_jumps(text)
+
