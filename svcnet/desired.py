@@ -1,15 +1,19 @@
-"""Per-node desired state: what must be on each node, derived from the model.
+"""Per-node desired state: what each node must have, derived from the model.
 
-This is the hinge of the pipeline: model → desired state → artifacts. Everything here
-is pure; rendering work shared between nodes is done once (`render_nodes`).
+This is the hinge of the pipeline: model → desired state → rendered artifacts (svcnet/render/).
+It says *what* a node needs (its proxier settings for one IP family, its bridge, routes, pods
+and sysctls) and nothing of *how* it is written: no rule text, no backend (iptables today,
+nftables later) and no IP-family literal here; those come from an `IPFamily` or stay in the
+backend. Everything here is pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
+from svcnet.model import family
 from svcnet.model.types import (
     DETECT_BRIDGE,
     DETECT_CLUSTER_CIDR,
@@ -18,35 +22,51 @@ from svcnet.model.types import (
     Cluster,
     LocalDetector,
     Node,
+    ProcessSecurity,
     ProxierSettings,
 )
-from svcnet.render.iptables import render_nodes
-from svcnet.render.jumps import JumpRule, jump_rules, render_jump_rules
-from svcnet.render.netconf import NetConf, node_netconf, render_script, state_lines
 
-# Artifact file names under `render --out DIR/<node>/` and on the node under /etc/svcnet.
-RESTORE_FILE = "rules.restore"
-JUMPS_FILE = "jumps.rules"
-NETCONF_FILE = "netconf.sh"
-NETSTATE_FILE = "netconf.state"
+# --------------------------------------------------------------------------- IP families
 
 
 @dataclass(frozen=True, slots=True)
-class NodeArtifacts:
-    node: str
-    settings: ProxierSettings
-    restore: str
-    jump_rules: tuple[JumpRule, ...]
-    netconf: NetConf
+class IPFamily:
+    """What differs between IPv4 and IPv6 for the desired state and the renderers.
 
-    def files(self) -> dict[str, str]:
-        """The artifacts as file name → text."""
-        return {
-            RESTORE_FILE: self.restore,
-            JUMPS_FILE: render_jump_rules(list(self.jump_rules)),
-            NETCONF_FILE: render_script(self.netconf),
-            NETSTATE_FILE: "\n".join(state_lines(self.netconf)) + "\n",
-        }
+    kube-proxy runs one proxier per family; so does a backend here: it renders a node's desired
+    state for one family and takes every family-specific value from this object.
+    """
+
+    version: int
+    loopback_net: str
+    loopback_ip: str
+    forwarding_sysctl: str  # lets the node route pod and service traffic
+    bridge_nf_sysctl: str  # sends bridged pod traffic through this family's netfilter hooks
+    route_localnet_sysctl: str | None  # lets loopback addresses be routed to; None: the family has none
+
+    def owns(self, addr: str) -> bool:
+        """True if `addr`, a canonical address or CIDR, is of this family."""
+        return family.family_of(addr) == self.version
+
+    @property
+    def localhost_nodeports(self) -> bool:
+        """NodePorts can answer on loopback only where loopback can be routed to (IPv4)."""
+        return self.route_localnet_sysctl is not None
+
+
+IPV4 = IPFamily(family.IPV4, "127.0.0.0/8", "127.0.0.1", "net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
+                "net.ipv4.conf.all.route_localnet")
+IPV6 = IPFamily(family.IPV6, "::1/128", "::1", "net.ipv6.conf.all.forwarding", "net.bridge.bridge-nf-call-ip6tables",
+                None)
+FAMILIES = {IPV4.version: IPV4, IPV6.version: IPV6}
+
+
+def family_of(addr: str) -> IPFamily:
+    """The family of a canonical address or CIDR (as the model tells them apart)."""
+    return FAMILIES[family.family_of(addr)]
+
+
+# --------------------------------------------------------------------------- proxier settings
 
 
 def local_detector(cluster: Cluster, node: Node) -> LocalDetector:
@@ -64,6 +84,7 @@ def local_detector(cluster: Cluster, node: Node) -> LocalDetector:
 
 
 def proxier_settings(cluster: Cluster, node: Node) -> ProxierSettings:
+    """The proxier configuration of `node` for the family of its pod network."""
     return ProxierSettings(
         node_name=node.name,
         node_ips=node.addresses,
@@ -73,41 +94,113 @@ def proxier_settings(cluster: Cluster, node: Node) -> ProxierSettings:
         localhost_nodeports=cluster.proxy.localhost_nodeports,
         nodeport_addresses=cluster.proxy.nodeport_addresses,
         facts=node.facts,
+        ip_family=family_of(node.pod_cidr).version,
     )
 
 
-def node_artifacts_all(
-    cluster: Cluster,
-    nodes: Iterable[str] | None = None,
-    stale_chains: Mapping[str, Iterable[str]] | None = None,
-) -> dict[str, NodeArtifacts]:
-    """Artifacts for the named nodes (default: all), sharing render work between them."""
-    wanted = [cluster.node(n) for n in nodes] if nodes is not None else list(cluster.nodes)
-    settings = {n.name: proxier_settings(cluster, n) for n in wanted}
-    restores = render_nodes(settings, cluster.service_ports, stale_chains or {})
-    return {
-        n.name: NodeArtifacts(
-            node=n.name,
-            settings=settings[n.name],
-            restore=restores[n.name],
-            jump_rules=tuple(jump_rules(settings[n.name])),
-            netconf=node_netconf(cluster, n),
+# --------------------------------------------------------------------------- address config
+
+
+@dataclass(frozen=True, slots=True)
+class Sysctl:
+    key: str
+    value: str
+    optional: bool = False  # set only where the kernel has the key (e.g. br_netfilter's)
+
+    @property
+    def proc_path(self) -> str:
+        return "/proc/sys/" + self.key.replace(".", "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    dst: str
+    via: str
+    node: str  # the node that owns dst, for comments
+
+
+@dataclass(frozen=True, slots=True)
+class PodNet:
+    namespace: str
+    name: str
+    netns: str
+    veth: str
+    address: str  # ip/prefix
+    gateway: str
+    command: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    security: ProcessSecurity | None = None  # None: the command runs as root, as before
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class NetConf:
+    """A node's address config: pod bridge, sysctls, host-gw routes and pod network namespaces."""
+
+    node: str
+    bridge: str
+    bridge_address: str  # first address of the podCIDR, with prefix
+    sysctls: tuple[Sysctl, ...]
+    routes: tuple[Route, ...]
+    pods: tuple[PodNet, ...]
+
+
+def node_sysctls(cluster: Cluster, family: IPFamily) -> tuple[Sysctl, ...]:
+    """The sysctls these rules need (kube-proxy and the bridge CNI set the same)."""
+    out = [Sysctl(family.forwarding_sysctl, "1")]
+    if cluster.proxy.localhost_nodeports and family.route_localnet_sysctl:
+        out.append(Sysctl(family.route_localnet_sysctl, "1"))
+    out.append(Sysctl(family.bridge_nf_sysctl, "1", optional=True))
+    return tuple(out)
+
+
+def node_netconf(cluster: Cluster, node: Node) -> NetConf:
+    net = ipaddress.ip_network(node.pod_cidr)
+    gateway = str(net.network_address + 1)
+    routes = tuple(
+        Route(other.pod_cidr, other.internal_ip, other.name) for other in cluster.nodes if other.name != node.name
+    )
+    pods = tuple(
+        PodNet(
+            namespace=p.namespace,
+            name=p.name,
+            netns=p.netns,
+            veth=p.veth,
+            address=f"{p.ip}/{net.prefixlen}",
+            gateway=gateway,
+            command=p.command,
+            ports=tuple(sorted({cp.port for cp in p.ports})),
+            security=p.security,
         )
-        for n in wanted
-    }
+        for p in cluster.pods
+        if p.node_name == node.name and p.ip
+    )
+    return NetConf(
+        node=node.name,
+        bridge=cluster.bridge,
+        bridge_address=f"{gateway}/{net.prefixlen}",
+        sysctls=node_sysctls(cluster, family_of(node.pod_cidr)),
+        routes=routes,
+        pods=pods,
+    )
 
 
-def node_artifacts(cluster: Cluster, node_name: str, stale_chains: Iterable[str] = ()) -> NodeArtifacts:
-    return node_artifacts_all(cluster, [node_name], {node_name: stale_chains})[node_name]
+# --------------------------------------------------------------------------- per node
 
 
-def write_artifacts(artifacts: Mapping[str, NodeArtifacts], out_dir: Path) -> list[Path]:
-    """Write every node's artifacts under `out_dir/<node>/`; returns the files written."""
-    written = []
-    for name, art in artifacts.items():
-        d = out_dir / name
-        d.mkdir(parents=True, exist_ok=True)
-        for fname, text in art.files().items():
-            (d / fname).write_text(text)
-            written.append(d / fname)
-    return written
+@dataclass(frozen=True, slots=True)
+class NodeDesired:
+    """Everything one node must have; a backend renders `proxier` (one family) into rules."""
+
+    node: str
+    proxier: ProxierSettings
+    netconf: NetConf
+
+
+def desired_nodes(cluster: Cluster, nodes: Iterable[str] | None = None) -> dict[str, NodeDesired]:
+    """The desired state of the named nodes (default: all), in the order given."""
+    wanted = [cluster.node(n) for n in nodes] if nodes is not None else list(cluster.nodes)
+    return {n.name: NodeDesired(n.name, proxier_settings(cluster, n), node_netconf(cluster, n)) for n in wanted}

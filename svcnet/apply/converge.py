@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from svcnet.agent.node import PART_NETWORK, PART_RULES
-from svcnet.desired import NodeArtifacts, node_artifacts_all
+from svcnet.desired import node_netconf
 from svcnet.model.facts import with_facts
 from svcnet.model.types import Cluster, NodeFacts
 from svcnet.playbook import recap
 from svcnet.playbook.model import NETWORK, RULES
 from svcnet.playbook.runner import Outcome, TaskContext
-from svcnet.render.netconf import node_netconf
+from svcnet.render.artifacts import NodeArtifacts, node_artifacts_all
 from svcnet.transport.protocol import (
     DIFF_KEYS,
     ApplyRequest,

@@ -22,13 +22,14 @@ import click
 
 from svcnet import resources
 from svcnet.cli.common import load_or_exit
-from svcnet.desired import node_artifacts
 from svcnet.explain.combine import combine
 from svcnet.explain.trace import ORIGIN_NODE, Packet, TraceContext, trace
 from svcnet.explain.trace import Path as TracePath
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import get
 from svcnet.model.types import Cluster, ServicePort
+from svcnet.render.artifacts import node_artifacts
+from svcnet.render.chains import DNAT, KUBE_MARK_MASQ, OWNED_CHAIN_PREFIX, TABLE_NAT
 
 SEED = "seed"  # the bundled example description
 SITE = "site.yaml"  # the shipped playbook
@@ -64,13 +65,13 @@ def _hops(path: TracePath) -> list[str]:
     """KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-… → DNAT to ip:port, from one traced path."""
     hops: list[str] = []
     for s in path.steps:
-        if not s.matched or s.table != "nat" or not s.chain.startswith("KUBE-"):
+        if not s.matched or s.table != TABLE_NAT or not s.chain.startswith(OWNED_CHAIN_PREFIX):
             continue
-        if s.chain == "KUBE-MARK-MASQ" or s.target == "KUBE-MARK-MASQ":
+        if KUBE_MARK_MASQ in (s.chain, s.target):
             continue
         if not hops or hops[-1] != s.chain:
             hops.append(s.chain)
-        if s.target == "DNAT" and path.dnat:
+        if s.target == DNAT and path.dnat:
             hops.append(f"DNAT to {path.dnat}")
             break
     return hops

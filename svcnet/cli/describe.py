@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from svcnet.cli.common import diagnostic_json, fail, files_option, load_or_exit, print_diagnostics
-from svcnet.desired import node_artifacts_all, write_artifacts
 from svcnet.diagnostics import ERROR, errors, warnings
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import RESOURCES, get
 from svcnet.model.load import check_paths
+from svcnet.render.artifacts import node_artifacts_all, write_artifacts
 from svcnet.render.dump import canonical_sort
 
 

@@ -109,10 +109,10 @@ def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: s
             fmt: str, only_matched: bool) -> None:
     """Trace a first packet through the node's nat and filter rules: every chain and rule it meets,
     why each matched or not, branch probabilities, DNAT destinations, verdict and masquerade."""
-    from svcnet.desired import node_artifacts
     from svcnet.explain.combine import combine, trace_live_text
     from svcnet.explain.report import render_json, render_text
     from svcnet.explain.trace import trace
+    from svcnet.render.artifacts import node_artifacts
 
     src_ip, src_port = _endpoint(src, "src", need_port=False)
     dst_ip, dst_port = _endpoint(dst, "dst", need_port=True)

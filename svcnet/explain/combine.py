@@ -1,8 +1,8 @@
 """Build the ruleset a node really runs from svcnet's artifacts, or from `iptables-save`.
 
 The restore input has no rules in the built-in chains: kube-proxy ensures its jump rules
-separately, each with `-I CHAIN 1` in list order (reference §2.1), so on a fresh node a built-in
-chain holds them in the reverse of their list order. `combine` reproduces that final state so
+separately, each with `-I CHAIN 1` in list order (svcnet/render/jumps.py), so on a fresh node a
+built-in chain holds them in the reverse of their list order. `combine` reproduces that final state so
 tracing can start at the built-in hooks.
 """
 
@@ -12,11 +12,12 @@ import re
 from collections.abc import Iterable
 from typing import Protocol
 
-from svcnet.explain.trace import BUILTIN_CHAINS, Packet, Trace, TraceContext, trace
+from svcnet.explain.trace import Packet, Trace, TraceContext, trace
+from svcnet.render.chains import ACCEPT, BUILTIN_CHAINS
 from svcnet.render.dump import Chain, Dump, parse_dump
 
 _COUNTERS = re.compile(r"^\[\d+:\d+\]\s+")
-DEFAULT_POLICY = "ACCEPT"
+DEFAULT_POLICY = ACCEPT
 
 
 class JumpRuleLike(Protocol):

@@ -9,9 +9,9 @@ other chains (KUBE-FORWARD, KUBE-FIREWALL) do not contribute. This lets the vect
 from __future__ import annotations
 
 from svcnet.explain.trace import Trace
+from svcnet.render.chains import KUBE_EXTERNAL_SERVICES, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_SERVICES
 
-UPSTREAM_FILTER_CHAINS = frozenset({"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS",
-                                    "KUBE-PROXY-FIREWALL"})
+UPSTREAM_FILTER_CHAINS = frozenset({KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL})
 
 
 def kube_proxy_view(tr: Trace) -> tuple[str, bool]:

@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from svcnet.explain.trace import DELIVERED_LOCAL, MARK_MASQ_CHAIN, ORIGIN_NODE, Path, Step, Trace
+from svcnet.explain.trace import DELIVERED_LOCAL, ORIGIN_NODE, Path, Step, Trace
+from svcnet.render.chains import ACCEPT, KUBE_MARK_MASQ
 
 OK, NO = "✓", "✗"
 
@@ -33,16 +34,16 @@ def masquerade_reason(path: Path) -> str:
         if "nat POSTROUTING" not in path.hooks:
             return f"no: {marks}, but the packet never reaches nat POSTROUTING ({path.verdict})"
         return f"no: {marks}, but no MASQUERADE rule matched in nat POSTROUTING"
-    missed = [s for s in path.steps if s.target == MARK_MASQ_CHAIN and not s.matched]
+    missed = [s for s in path.steps if s.target == KUBE_MARK_MASQ and not s.matched]
     if missed:
         why = "; ".join(f"{_step_ref(s)} did not match ({s.reason})" for s in missed)
-        return f"no: no KUBE-MARK-MASQ rule matched: {why}"
-    return "no: no KUBE-MARK-MASQ rule on the path"
+        return f"no: no {KUBE_MARK_MASQ} rule matched: {why}"
+    return f"no: no {KUBE_MARK_MASQ} rule on the path"
 
 
 def path_summary(path: Path) -> str:
     dest = f"DNAT to {path.dnat}" if path.dnat else "not DNATed"
-    where = f", delivered {path.delivered}" if path.delivered and path.verdict == "ACCEPT" else ""
+    where = f", delivered {path.delivered}" if path.delivered and path.verdict == ACCEPT else ""
     masq = "masqueraded" if path.masqueraded else "not masqueraded"
     return f"{dest}, {path.verdict}{where}, {masq}"
 

@@ -70,9 +70,6 @@ class Rule:
                 return " ".join(vals)
         return None
 
-    def module_matches(self, module: str) -> list[Match]:
-        return [m for m in self.matches if m.module == module]
-
     def find(self, module: str, option: str) -> Match | None:
         for m in self.matches:
             if m.module == module and m.option == option:

@@ -16,25 +16,40 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field, replace
 
+from svcnet.desired import FAMILIES
 from svcnet.explain.match import BRANCH, NOMATCH, MatchContext, PacketState, evaluate, parse_mark
 from svcnet.explain.rules import Rule, RuleError, parse_rule, rule_text
+from svcnet.render.chains import (
+    ACCEPT,
+    DNAT,
+    DROP,
+    FORWARD,
+    INPUT,
+    KUBE_MARK_MASQ,
+    MARK,
+    MASQUERADE,
+    NON_TERMINATING_TARGETS,
+    OUTPUT,
+    POSTROUTING,
+    PREROUTING,
+    REDIRECT,
+    REJECT,
+    RETURN,
+    SNAT,
+    TABLE_FILTER,
+    TABLE_NAT,
+)
 from svcnet.render.dump import Dump
 
 ORIGIN_POD, ORIGIN_NODE, ORIGIN_OUTSIDE = "pod", "node", "outside"
 ORIGINS = (ORIGIN_POD, ORIGIN_NODE, ORIGIN_OUTSIDE)
 PROTOCOLS = ("tcp", "udp", "sctp")
-NAT, FILTER = "nat", "filter"
-PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING = "PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"
-BUILTIN_CHAINS = {NAT: (PREROUTING, INPUT, OUTPUT, POSTROUTING), FILTER: (INPUT, FORWARD, OUTPUT)}
-ACCEPT, DROP, REJECT, RETURN = "ACCEPT", "DROP", "REJECT", "RETURN"
 ERROR = "ERROR"
-MARK_MASQ_CHAIN = "KUBE-MARK-MASQ"
-LOOPBACK_NETS = ("127.0.0.0/8", "::1/128")
+LOOPBACK_NETS = tuple(f.loopback_net for f in FAMILIES.values())
 DELIVERED_LOCAL, FORWARDED, SENT = "local", "forwarded", "sent"
 
 # Internal outcomes of running a chain.
 _FALL, _CONTINUE, _NATDONE = "fall", "continue", "natdone"
-_NON_TERMINATING = frozenset({"LOG", "NFLOG", "CONNMARK", "CT", "NOTRACK", "TCPMSS", "TRACE", "AUDIT"})
 
 
 class TraceError(ValueError):
@@ -313,34 +328,34 @@ class _Walker:
         if target == RETURN:
             step("RETURN to the calling chain")
             return [(path, _FALL)]
-        if target == "DNAT":
+        if target == DNAT:
             return self._dnat(path, rule, step)
-        if target in ("SNAT", "MASQUERADE"):
+        if target in (SNAT, MASQUERADE):
             s = step(f"{target} (source NAT)" + (f" to {rule.target_opt('--to-source')}"
-                                                 if target == "SNAT" else ""))
+                                                 if target == SNAT else ""))
             path.masquerade_step = s
             path.packet = replace(path.packet, ctstate=path.packet.ctstate | {"SNAT"})
             return [(path, _NATDONE)]
-        if target == "REDIRECT":
+        if target == REDIRECT:
             port = rule.target_opt("--to-ports")
-            local = "127.0.0.1" if ipaddress.ip_address(path.packet.dst).version == 4 else "::1"
+            local = FAMILIES[ipaddress.ip_address(path.packet.dst).version].loopback_ip
             s = step(f"REDIRECT to this node port {port or path.packet.dport}")
             new_port = split_hostport(f"x:{port}")[1] if port else path.packet.dport
             path.dnat, path.dnat_step = hostport(local, new_port or path.packet.dport), s
             path.packet = replace(path.packet, dst=local, dport=new_port or path.packet.dport,
                                   ctstate=path.packet.ctstate | {"DNAT"})
             return [(path, _NATDONE)]
-        if target == "MARK":
+        if target == MARK:
             return self._mark(path, rule, step)
         if self.has_chain(table, target):
             s = step(("goto " if rule.goto else "jump to ") + target)
-            if target == MARK_MASQ_CHAIN:
+            if target == KUBE_MARK_MASQ:
                 path.masq_marks.append(s)
             results = self.run_chain(path, table, hook, target, depth + 1)
             if rule.goto:
                 return results
             return [(p, _CONTINUE if kind == _FALL else kind) for p, kind in results]
-        if target in _NON_TERMINATING:
+        if target in NON_TERMINATING_TARGETS:
             step(f"{target}: does not change the packet's fate, continue")
             return [(path, _CONTINUE)]
         self.warnings.append(f"{table}/{chain} rule {i + 1}: target {target} is not modelled (continued)")
@@ -395,15 +410,15 @@ class _Walker:
                 why = "no rule decided" if c and c.rules else "chain has no rules"
                 s = Step(hook, table, chain, 0, f"policy {policy}", True, why, f"policy {policy}")
                 p.steps.append(s)
-                if table == FILTER:
+                if table == TABLE_FILTER:
                     p.filter_verdicts.append(FilterVerdict(hook, policy, s, True))
                     p.verdict, p.verdict_step = policy, s
                 out.append((p, policy))
                 continue
             verdict = ACCEPT if kind == _NATDONE else kind
-            if table == FILTER or verdict != ACCEPT:
+            if table == TABLE_FILTER or verdict != ACCEPT:
                 s = p.steps[-1]
-                if table == FILTER:
+                if table == TABLE_FILTER:
                     p.filter_verdicts.append(FilterVerdict(hook, verdict, s, False))
                 p.verdict, p.verdict_step = verdict, s
             out.append((p, verdict))
@@ -411,7 +426,7 @@ class _Walker:
 
 
 def _first_hooks(origin: str) -> tuple[str, str]:
-    return (NAT, OUTPUT) if origin == ORIGIN_NODE else (NAT, PREROUTING)
+    return (TABLE_NAT, OUTPUT) if origin == ORIGIN_NODE else (TABLE_NAT, PREROUTING)
 
 
 def _route(path: Path, origin: str, walker: _Walker) -> list[tuple[str, str]]:
@@ -421,10 +436,10 @@ def _route(path: Path, origin: str, walker: _Walker) -> list[tuple[str, str]]:
     path.packet = replace(path.packet, out_iface=out_iface)
     if origin == ORIGIN_NODE:
         path.delivered = DELIVERED_LOCAL if local else SENT
-        rest = [(FILTER, OUTPUT), (NAT, POSTROUTING)]
-        return [*rest, (FILTER, INPUT)] if local else rest
+        rest = [(TABLE_FILTER, OUTPUT), (TABLE_NAT, POSTROUTING)]
+        return [*rest, (TABLE_FILTER, INPUT)] if local else rest
     path.delivered = DELIVERED_LOCAL if local else FORWARDED
-    return [(FILTER, INPUT)] if local else [(FILTER, FORWARD), (NAT, POSTROUTING)]
+    return [(TABLE_FILTER, INPUT)] if local else [(TABLE_FILTER, FORWARD), (TABLE_NAT, POSTROUTING)]
 
 
 def trace(dump: Dump, packet: Packet, ctx: TraceContext) -> Trace:
@@ -452,7 +467,7 @@ def trace(dump: Dump, packet: Packet, ctx: TraceContext) -> Trace:
                 done.append(p)
                 continue
             rest = _route(p, packet.origin, walker) if first else hooks[1:]
-            if (table, chain) == (NAT, POSTROUTING) and len(rest) == 1 and rest[0] == (FILTER, INPUT):
+            if (table, chain) == (TABLE_NAT, POSTROUTING) and len(rest) == 1 and rest[0] == (TABLE_FILTER, INPUT):
                 p.packet = replace(p.packet, in_iface="lo")  # looped back to this node
             work.append((p, rest))
     return Trace(packet, done, walker.warnings, in_iface)

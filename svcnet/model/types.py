@@ -177,7 +177,9 @@ class ProxierSettings:
 
     @property
     def primary_ip(self) -> str:
-        return self.node_ips[0] if self.node_ips else ""
+        """The node IP of this proxier's family (kube-proxy's `nodeIP`), or '' if it has none."""
+        v6 = self.ip_family == 6
+        return next((ip for ip in self.node_ips if (":" in ip) == v6), "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from svcnet.render.chains import KUBE_NODEPORTS, KUBE_SERVICES, OWNED_CHAIN_PREFIX, TABLE_FILTER, TABLE_NAT
+
 
 class DumpError(ValueError):
     """Malformed iptables dump; carries the 1-based line number."""
@@ -98,11 +100,11 @@ def parse_dump(text: str, strict: bool = True) -> Dump:
 
 
 def _chain_order(name: str) -> tuple[int, str]:
-    if name == "KUBE-NODEPORTS":
+    if name == KUBE_NODEPORTS:
         return (0, "")
-    if name == "KUBE-SERVICES":
+    if name == KUBE_SERVICES:
         return (1, "")
-    return (2 if name.startswith("KUBE-") else 3, name)
+    return (2 if name.startswith(OWNED_CHAIN_PREFIX) else 3, name)
 
 
 def _service_name(rule: str) -> str:
@@ -121,9 +123,9 @@ def _service_name(rule: str) -> str:
 
 
 def _sorted_rules(table: str, chain: str, rules: list[str]) -> list[str]:
-    if chain == "KUBE-NODEPORTS" or (chain == "KUBE-SERVICES" and table == "filter"):
+    if chain == KUBE_NODEPORTS or (chain == KUBE_SERVICES and table == TABLE_FILTER):
         return sorted(rules, key=_service_name)
-    if chain == "KUBE-SERVICES" and table == "nat":
+    if chain == KUBE_SERVICES and table == TABLE_NAT:
         return sorted(rules, key=lambda r: ("must be the last rule" in r, _service_name(r)))
     return list(rules)
 

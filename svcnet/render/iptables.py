@@ -1,8 +1,13 @@
-"""Render the `iptables-restore --noflush` input kube-proxy's iptables mode writes (full sync).
+"""The iptables backend: the `iptables-restore --noflush` input of kube-proxy's iptables mode (full sync).
 
-The structure follows `proxier.go` `syncProxyRules`: one pass per service port writing lines
-into four buffers (filter rules, nat chains, nat rules, plus the fixed filter chains), which are
-then concatenated as `*filter … COMMIT *nat … COMMIT`. Rule text, order and quoting are
+A backend renders a node's desired state for one IP family: here its `ProxierSettings` (whose
+`ip_family` picks the `svcnet.desired.IPFamily` every family-specific value comes from) and the
+cluster's service ports. Chain, table and target names come from `render/chains.py`.
+
+The structure follows `proxier.go` `syncProxyRules`: the fixed rules, then one pass per service
+port writing lines into kube-proxy's four named buffers (`RuleBuffers`: filterChains,
+filterRules, natChains, natRules), which are then concatenated as `*filter … COMMIT *nat … COMMIT`.
+Each branch carries kube-proxy's reason as a comment. Rule text, order and quoting are
 kube-proxy's, so `canonical_sort(render_restore(...))` equals upstream test expectations.
 
 `render_nodes` renders many nodes at once and shares work: per service port, the lines that do
@@ -14,13 +19,13 @@ variant. Nodes whose complete output is identical share one string object.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from svcnet.desired import FAMILIES, IPFamily
 from svcnet.model.types import (
     NFACCT_INVALID_DROPPED,
     NFACCT_LOCALHOST_NPS,
@@ -32,17 +37,13 @@ from svcnet.model.types import (
 from svcnet.render import chains as c
 from svcnet.render.jumps import localhost_nodeports_enabled
 
-# Targets and fixed texts.
+# Fixed texts.
 MARK_MASQ_JUMP = "-j " + c.KUBE_MARK_MASQ
-REJECT, DROP, ACCEPT = "REJECT", "DROP", "ACCEPT"
 COMMENT_SNAT = '"kubernetes service traffic requiring SNAT"'
 COMMENT_LOCALNET = '"block incoming localnet connections"'
 COMMENT_FORWARD = '"kubernetes forwarding rules"'
 COMMENT_FORWARD_CT = '"kubernetes forwarding conntrack rule"'
 COMMENT_NODEPORTS_LAST = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
-LOOPBACK_V4_NET = "127.0.0.0/8"
-LOOPBACK_V6_NET = "::1/128"
-LOOPBACK_IP = {4: "127.0.0.1", 6: "::1"}
 
 _PROTOCOLS = frozenset(("tcp", "udp", "sctp"))
 _LABEL = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
@@ -66,16 +67,23 @@ def probability(n: int) -> str:
     return "%0.10f" % (1.0 / n)
 
 
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_B32_PAIRS = tuple(a + b for a in _B32 for b in _B32)  # 10 bits -> 2 characters
+@dataclass(slots=True)
+class RuleBuffers:
+    """kube-proxy's line buffers (filterChains, filterRules, natChains, natRules) and activeNATChains.
 
+    Lines end in a newline; chain lines go to the *Chains buffers, `-A`/`-X` lines to the *Rules.
+    """
 
-def _hash16(text: str) -> str:
-    """First 16 characters of base32(sha256(text)) (= base32 of the first 80 bits), fast path."""
-    n = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
-    t = _B32_PAIRS
-    return (t[n >> 70] + t[(n >> 60) & 1023] + t[(n >> 50) & 1023] + t[(n >> 40) & 1023]
-            + t[(n >> 30) & 1023] + t[(n >> 20) & 1023] + t[(n >> 10) & 1023] + t[n & 1023])
+    filter_chains: list[str] = field(default_factory=list)
+    filter_rules: list[str] = field(default_factory=list)
+    nat_chains: list[str] = field(default_factory=list)
+    nat_rules: list[str] = field(default_factory=list)
+    active_nat_chains: list[str] = field(default_factory=list)  # the nat chains this sync keeps
+
+    def restore_text(self) -> str:
+        """`*filter`, its chains and rules, `COMMIT`, then the same for nat (syncProxyRules' last step)."""
+        return "".join(["*filter\n", *self.filter_chains, *self.filter_rules, "COMMIT\n",
+                        "*nat\n", *self.nat_chains, *self.nat_rules, "COMMIT\n"])
 
 
 # --------------------------------------------------------------------------- per-port facts
@@ -100,10 +108,7 @@ class _PortInfo:
     sp: ServicePort
     spn: str
     match: str  # "-m tcp -p tcp"
-    svc: str
-    svl: str
-    ext: str
-    fw: str
+    chains: c.ServicePortChains
     dst: str  # "-d <clusterIP> --dport <port>"
     port: str
     external_ips: tuple[str, ...]
@@ -118,54 +123,49 @@ class _PortInfo:
     range_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
-def _family_of(addr: str) -> int:
-    return 6 if ":" in addr else 4
-
-
 def _check_addrs(spn: str, addrs: Iterable[str]) -> None:
     for a in addrs:
         if not _ADDR_RE.fullmatch(a):
             raise RenderError(f"service port {spn}: {a!r} is not a canonical IP address or CIDR")
 
 
-def _endpoints(spn: str, proto: str, eps: Iterable[Endpoint], family: int) -> tuple[_Ep, ...]:
+def _endpoints(spn: str, proto: str, eps: Iterable[Endpoint], family: IPFamily) -> tuple[_Ep, ...]:
     """Endpoints of the family, one per ip:port (non-terminating preferred), sorted by ip:port."""
+    v6 = family.version == 6
     by_hp: dict[str, Endpoint] = {}
     for ep in eps:
         ip = ep.ip
-        if (":" in ip) != (family == 6):
+        if (":" in ip) != v6:
             continue
-        hp = f"[{ip}]:{ep.port}" if family == 6 else f"{ip}:{ep.port}"
+        hp = f"[{ip}]:{ep.port}" if v6 else f"{ip}:{ep.port}"  # Go's net.JoinHostPort
         old = by_hp.get(hp)
         if old is None or (old.terminating and not ep.terminating):
             by_hp[hp] = ep
     _check_addrs(spn, (ep.ip for ep in by_hp.values()))
-    prefix = spn + proto
+    hps = sorted(by_hp)
     return tuple(
-        _Ep(hp, ep.ip, c.SEP_PREFIX + _hash16(prefix + hp), ep.node_name, ep.ready,
-            ep.serving and ep.terminating)
-        for hp, ep in sorted(by_hp.items())
+        _Ep(hp, (ep := by_hp[hp]).ip, sep, ep.node_name, ep.ready, ep.serving and ep.terminating)
+        for hp, sep in zip(hps, c.endpoint_chains(spn, proto, hps), strict=True)
     )
 
 
-def _port_info(sp: ServicePort, family: int) -> _PortInfo | None:
+def _port_info(sp: ServicePort, family: IPFamily) -> _PortInfo | None:
     """Facts for one service port, or None if kube-proxy would skip it for this family."""
-    if not sp.cluster_ip or sp.cluster_ip == "None" or _family_of(sp.cluster_ip) != family:
+    if not sp.cluster_ip or sp.cluster_ip == "None" or not family.owns(sp.cluster_ip):
         return None
     spn, proto = sp.spn, sp.proto
     if not _NAME_RE.fullmatch(spn):
         raise RenderError(f"service port {spn!r}: invalid namespace, name or port name")
     if proto not in _PROTOCOLS:
         raise RenderError(f"service port {spn}: unsupported protocol {sp.protocol!r}")
-    ext_ips = tuple(ip for ip in sp.external_ips if _family_of(ip) == family)
-    lb_ips = tuple(ip for ip in sp.lb_ips if _family_of(ip) == family)
-    ranges = tuple(r.strip() for r in sp.lb_source_ranges if _family_of(r) == family)
+    ext_ips = tuple(ip for ip in sp.external_ips if family.owns(ip))
+    lb_ips = tuple(ip for ip in sp.lb_ips if family.owns(ip))
+    ranges = tuple(r.strip() for r in sp.lb_source_ranges if family.owns(r))
     _check_addrs(spn, (sp.cluster_ip, *ext_ips, *lb_ips, *ranges))
     try:
         range_nets = tuple(ipaddress.ip_network(r, strict=False) for r in ranges)
     except ValueError as exc:
         raise RenderError(f"service port {spn}: bad loadBalancerSourceRange: {exc}") from None
-    h = _hash16(spn + proto)
     eps = _endpoints(spn, proto, sp.endpoints, family)
     accessible = sp.externally_accessible
     itp_local = sp.internal_policy_local
@@ -179,8 +179,7 @@ def _port_info(sp: ServicePort, family: int) -> _PortInfo | None:
     has_any = bool(usable)
     port = str(sp.port)
     return _PortInfo(
-        sp=sp, spn=spn, match=f"-m {proto} -p {proto}",
-        svc=c.SVC_PREFIX + h, svl=c.SVL_PREFIX + h, ext=c.EXT_PREFIX + h, fw=c.FW_PREFIX + h,
+        sp=sp, spn=spn, match=f"-m {proto} -p {proto}", chains=c.service_port_chains(spn, proto),
         dst=f"-d {sp.cluster_ip} --dport {port}", port=port,
         external_ips=ext_ips, lb_ips=lb_ips, ranges=ranges, eps=eps,
         cluster=cluster, has_any=has_any, uses_cluster=uses_cluster, uses_local=uses_local,
@@ -203,20 +202,25 @@ def _local_endpoints(info: _PortInfo, node: str | None) -> tuple[_Ep, ...]:
 class _Ctx:
     """Settings every node of a render group shares (everything a service port's lines read)."""
 
-    family: int
+    family: IPFamily
     masquerade_all: bool
     detector: LocalDetector
-    localhost_nps_nfacct: bool  # write the 127.0.0.0/8 nfacct NodePort rule
+    localhost_nps_nfacct: bool  # write the loopback NodePort rule counted by nfacct
     large: bool  # large-cluster mode: no comments on SEP and SVC->SEP rules
     if_local: str = field(default="")
     if_not_local: str = field(default="")
 
 
+def _family(s: ProxierSettings) -> IPFamily:
+    family = FAMILIES.get(s.ip_family)
+    if family is None:
+        raise RenderError(f"node {s.node_name}: ip_family must be 4 or 6, not {s.ip_family!r}")
+    return family
+
+
 def _check_settings(s: ProxierSettings) -> None:
     """Reject settings that would put unvalidated text into the ruleset."""
     where = f"node {s.node_name}"
-    if s.ip_family not in (4, 6):
-        raise RenderError(f"{where}: ip_family must be 4 or 6, not {s.ip_family!r}")
     if not _MARK_RE.fullmatch(s.masquerade_mark):
         raise RenderError(f"{where}: masquerade mark {s.masquerade_mark!r} is not a hex mark like 0x4000")
     for arg in (*s.local_detector.if_local(), *s.local_detector.if_not_local()):
@@ -229,11 +233,11 @@ def _check_settings(s: ProxierSettings) -> None:
             raise RenderError(f"{where}: {addr!r} is not an IP address or CIDR") from None
 
 
-def _make_ctx(s: ProxierSettings, total_endpoints: int) -> _Ctx:
+def _make_ctx(s: ProxierSettings, family: IPFamily, total_endpoints: int) -> _Ctx:
     _check_settings(s)
     eff_localhost = localhost_nodeports_enabled(s)
     return _Ctx(
-        family=s.ip_family,
+        family=family,
         masquerade_all=s.masquerade_all,
         detector=s.local_detector,
         localhost_nps_nfacct=eff_localhost and NFACCT_LOCALHOST_NPS in s.facts.nfacct_counters,
@@ -247,195 +251,221 @@ def _make_ctx(s: ProxierSettings, total_endpoints: int) -> _Ctx:
 
 
 def _write_endpoint_dispatch(
-    ctx: _Ctx, info: _PortInfo, chain: str, eps: Sequence[_Ep], nr: list[str]
+    ctx: _Ctx, info: _PortInfo, chain: str, eps: Sequence[_Ep], nat_rules: list[str]
 ) -> None:
     """`writeServiceToEndpointRules`: affinity checks, then the statistic cascade."""
     spn = info.spn
     prefix = f"-A {chain} "
     timeout = info.sp.affinity_timeout
     if timeout is not None:
+        # ClientIP affinity first: a client recorded recently goes back to the same endpoint.
         for ep in eps:
             sep = ep.sep
             comment = "" if ctx.large else f'-m comment --comment "{spn} -> {ep.hp}" '
-            nr.append(f"{prefix}{comment}-m recent --name {sep} --rcheck --seconds {timeout} --reap "
-                      f"-j {sep}\n")
+            nat_rules.append(f"{prefix}{comment}-m recent --name {sep} --rcheck --seconds {timeout} --reap "
+                             f"-j {sep}\n")
     n = len(eps)
     for i, ep in enumerate(eps):
+        # Each rule takes 1/(endpoints left) of what reaches it; the last one takes the rest.
         comment = "" if ctx.large else f'-m comment --comment "{spn} -> {ep.hp}" '
         stat = f"-m statistic --mode random --probability {probability(n - i)} " if i < n - 1 else ""
-        nr.append(f"{prefix}{comment}{stat}-j {ep.sep}\n")
+        nat_rules.append(f"{prefix}{comment}{stat}-j {ep.sep}\n")
 
 
-def _write_endpoint_chains(
-    ctx: _Ctx, info: _PortInfo, eps: Sequence[_Ep], nc: list[str], nr: list[str], active: list[str]
-) -> None:
+def _write_endpoint_chains(ctx: _Ctx, info: _PortInfo, eps: Sequence[_Ep], buf: RuleBuffers) -> None:
     """One KUBE-SEP chain per endpoint: hairpin masquerade, then DNAT (with affinity `--set`)."""
+    nat_chains, nat_rules, active = buf.nat_chains, buf.nat_rules, buf.active_nat_chains
     comment = "" if ctx.large else f"-m comment --comment {info.spn} "
     affinity = info.sp.affinity_timeout is not None
+    dnat = f"{info.match} -j {c.DNAT} --to-destination "
     for ep in eps:
         sep = ep.sep
-        nc.append(chain_line(sep))
+        nat_chains.append(chain_line(sep))
         active.append(sep)
         head = f"-A {sep} {comment}"
-        nr.append(f"{head}-s {ep.ip} {MARK_MASQ_JUMP}\n")
+        # Traffic that loops back to the pod that sent it must be masqueraded, or the reply
+        # would bypass the DNAT.
+        nat_rules.append(f"{head}-s {ep.ip} {MARK_MASQ_JUMP}\n")
+        # DNAT to the endpoint, recording the client for ClientIP affinity.
         recent = f"-m recent --name {sep} --set " if affinity else ""
-        nr.append(f"{head}{recent}{info.match} -j DNAT --to-destination {ep.hp}\n")
+        nat_rules.append(f"{head}{recent}{dnat}{ep.hp}\n")
 
 
-def _write_port(
-    ctx: _Ctx,
-    info: _PortInfo,
-    local_node: str | None,
-    allow_from_node: bool,
-    fr: list[str],
-    nc: list[str],
-    nr: list[str],
-    active: list[str],
-) -> None:
-    """All lines of one service port (syncProxyRules' loop body), appended to the buffers."""
+def _write_port(ctx: _Ctx, info: _PortInfo, local_node: str | None, allow_from_node: bool,
+                buf: RuleBuffers) -> None:
+    """All lines of one service port (syncProxyRules' loop body), written to the buffers.
+
+    `local_node`: the node whose endpoints are local (None: no local endpoints); `allow_from_node`:
+    one of the port's source ranges contains the node's IP.
+    """
+    filter_rules, nat_chains, nat_rules = buf.filter_rules, buf.nat_chains, buf.nat_rules
+    active = buf.active_nat_chains
     sp, spn, match, port = info.sp, info.spn, info.match, info.port
-    svc, svl, ext, fw = info.svc, info.svl, info.ext, info.fw
-    has_any = info.has_any
-    cluster = info.cluster
-    local = _local_endpoints(info, local_node)
+    cluster_policy_chain, local_policy_chain, external_traffic_chain, fw_chain = info.chains
+    has_endpoints = info.has_any
+    cluster_eps = info.cluster
+    local_eps = _local_endpoints(info, local_node)
     itp_local, etp_local = sp.internal_policy_local, sp.external_policy_local
-    uses_cluster_chain = bool(cluster) and info.uses_cluster
-    uses_local_chain = bool(local) and info.uses_local
-    internal_chain = svl if itp_local else svc
-    has_internal = has_any and (not itp_local or bool(local))
-    external_chain = svl if etp_local else svc
-    has_external = has_any and (not etp_local or bool(local))
-    uses_ext_chain = has_any and sp.externally_accessible
-    uses_fw = has_any and bool(info.lb_ips) and bool(info.ranges)
-    lb_chain = fw if uses_fw else ext
+    uses_cluster_policy_chain = bool(cluster_eps) and info.uses_cluster
+    uses_local_policy_chain = bool(local_eps) and info.uses_local
+    internal_traffic_chain = local_policy_chain if itp_local else cluster_policy_chain
+    has_internal_endpoints = has_endpoints and (not itp_local or bool(local_eps))
+    external_policy_chain = local_policy_chain if etp_local else cluster_policy_chain
+    has_external_endpoints = has_endpoints and (not etp_local or bool(local_eps))
+    # Based on has_endpoints, not has_external_endpoints: the EXT chain's short-circuit rules for
+    # local traffic are needed even when no endpoint serves external traffic.
+    uses_external_traffic_chain = has_endpoints and sp.externally_accessible
+    # LoadBalancer traffic goes straight to the EXT chain unless source ranges need a firewall chain.
+    uses_fw_chain = has_endpoints and bool(info.lb_ips) and bool(info.ranges)
+    lb_traffic_chain = fw_chain if uses_fw_chain else external_traffic_chain
 
-    if not has_any:
-        int_target = ext_target = REJECT
+    if not has_endpoints:
+        # No endpoints at all: no nat chains, only filter rules rejecting the service's IPs.
+        int_target = ext_target = c.REJECT
         int_comment = ext_comment = f'"{spn} has no endpoints"'
     else:
-        int_target = ext_target = DROP
+        # Traffic policy Local without a local endpoint: drop (the other kind of traffic may still pass).
+        int_target = ext_target = c.DROP
         int_comment = ext_comment = f'"{spn} has no local endpoints"'
 
-    # Cluster IP.
-    if has_internal:
-        nr.append(f'-A {c.KUBE_SERVICES} -m comment --comment "{spn} cluster IP" {match} {info.dst} '
-                  f"-j {internal_chain}\n")
+    # Capture the cluster IP; without endpoints for it, the filter table refuses it.
+    if has_internal_endpoints:
+        nat_rules.append(f'-A {c.KUBE_SERVICES} -m comment --comment "{spn} cluster IP" {match} {info.dst} '
+                         f"-j {internal_traffic_chain}\n")
     else:
-        fr.append(f"-A {c.KUBE_SERVICES} -m comment --comment {int_comment} {match} {info.dst} "
-                  f"-j {int_target}\n")
+        filter_rules.append(f"-A {c.KUBE_SERVICES} -m comment --comment {int_comment} {match} {info.dst} "
+                            f"-j {int_target}\n")
 
-    # External IPs.
+    # Capture external IPs: to the "external destinations" chain; without endpoints for external
+    # traffic, refuse what that chain did not short-circuit.
     for ip in info.external_ips:
-        if has_any:
-            nr.append(f'-A {c.KUBE_SERVICES} -m comment --comment "{spn} external IP" {match} '
-                      f"-d {ip} --dport {port} -j {ext}\n")
-        if not has_external:
-            fr.append(f"-A {c.KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} "
-                      f"-d {ip} --dport {port} -j {ext_target}\n")
+        if has_endpoints:
+            nat_rules.append(f'-A {c.KUBE_SERVICES} -m comment --comment "{spn} external IP" {match} '
+                             f"-d {ip} --dport {port} -j {external_traffic_chain}\n")
+        if not has_external_endpoints:
+            filter_rules.append(f"-A {c.KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} "
+                                f"-d {ip} --dport {port} -j {ext_target}\n")
 
-    # Load-balancer ingress IPs.
+    # Capture load-balancer ingress; with source ranges, the filter table drops what the FW chain
+    # let through without DNAT.
     for ip in info.lb_ips:
-        if has_any:
-            nr.append(f'-A {c.KUBE_SERVICES} -m comment --comment "{spn} loadbalancer IP" {match} '
-                      f"-d {ip} --dport {port} -j {lb_chain}\n")
-        if uses_fw:
-            fr.append(f'-A {c.KUBE_PROXY_FIREWALL} -m comment --comment "{spn} traffic not accepted by {fw}" '
-                      f"{match} -d {ip} --dport {port} -j {DROP}\n")
-    if not has_external:
+        if has_endpoints:
+            nat_rules.append(f'-A {c.KUBE_SERVICES} -m comment --comment "{spn} loadbalancer IP" {match} '
+                             f"-d {ip} --dport {port} -j {lb_traffic_chain}\n")
+        if uses_fw_chain:
+            filter_rules.append(f'-A {c.KUBE_PROXY_FIREWALL} -m comment --comment "{spn} traffic not accepted '
+                                f'by {fw_chain}" {match} -d {ip} --dport {port} -j {c.DROP}\n')
+    if not has_external_endpoints:
         for ip in info.lb_ips:
-            fr.append(f"-A {c.KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} "
-                      f"-d {ip} --dport {port} -j {ext_target}\n")
+            filter_rules.append(f"-A {c.KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} "
+                                f"-d {ip} --dport {port} -j {ext_target}\n")
 
-    # NodePort.
+    # Capture NodePorts: to the external destinations chain (NodePorts are not subject to
+    # loadBalancerSourceRanges); localhost NodePorts are counted by their nfacct counter first.
     if sp.node_port:
-        if has_any:
+        if has_endpoints:
             if ctx.localhost_nps_nfacct:
-                nr.append(f"-A {c.KUBE_NODEPORTS} -m comment --comment {spn} {match} -d {LOOPBACK_V4_NET} "
-                          f"--dport {sp.node_port} -m nfacct --nfacct-name {NFACCT_LOCALHOST_NPS} -j {ext}\n")
-            nr.append(f"-A {c.KUBE_NODEPORTS} -m comment --comment {spn} {match} --dport {sp.node_port} "
-                      f"-j {ext}\n")
-        if not has_external:
-            fr.append(f"-A {c.KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} "
-                      f"-m addrtype --dst-type LOCAL {match} --dport {sp.node_port} -j {ext_target}\n")
+                nat_rules.append(f"-A {c.KUBE_NODEPORTS} -m comment --comment {spn} {match} "
+                                 f"-d {ctx.family.loopback_net} --dport {sp.node_port} "
+                                 f"-m nfacct --nfacct-name {NFACCT_LOCALHOST_NPS} -j {external_traffic_chain}\n")
+            nat_rules.append(f"-A {c.KUBE_NODEPORTS} -m comment --comment {spn} {match} --dport {sp.node_port} "
+                             f"-j {external_traffic_chain}\n")
+        if not has_external_endpoints:
+            filter_rules.append(f"-A {c.KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} "
+                                f"-m addrtype --dst-type LOCAL {match} --dport {sp.node_port} -j {ext_target}\n")
 
-    # Health check node port.
+    # The health check node port accepts connections whether or not this node has local endpoints.
     hcnp = sp.effective_health_check_node_port
     if hcnp:
-        fr.append(f'-A {c.KUBE_NODEPORTS} -m comment --comment "{spn} health check node port" '
-                  f"-m tcp -p tcp --dport {hcnp} -j {ACCEPT}\n")
+        filter_rules.append(f'-A {c.KUBE_NODEPORTS} -m comment --comment "{spn} health check node port" '
+                            f"-m tcp -p tcp --dport {hcnp} -j {c.ACCEPT}\n")
 
-    # Masquerade off-cluster traffic to the cluster IP.
-    if has_internal:
-        head = f'-A {internal_chain} -m comment --comment "{spn} cluster IP" {match} {info.dst}'
+    # Masquerade off-cluster traffic to the cluster IP: a static route for the Service range may
+    # send it to any node, which may then bounce it to an endpoint on another node.
+    if has_internal_endpoints:
+        head = f'-A {internal_traffic_chain} -m comment --comment "{spn} cluster IP" {match} {info.dst}'
         if ctx.masquerade_all:
-            nr.append(f"{head} {MARK_MASQ_JUMP}\n")
+            nat_rules.append(f"{head} {MARK_MASQ_JUMP}\n")
         elif ctx.if_not_local:
-            nr.append(f"{head} {ctx.if_not_local} {MARK_MASQ_JUMP}\n")
+            nat_rules.append(f"{head} {ctx.if_not_local} {MARK_MASQ_JUMP}\n")
 
-    # External destinations chain.
-    if uses_ext_chain:
-        nc.append(chain_line(ext))
-        active.append(ext)
+    # Every external destination jumps to the EXT chain, which handles the special cases and then
+    # jumps to the external policy chain.
+    if uses_external_traffic_chain:
+        nat_chains.append(chain_line(external_traffic_chain))
+        active.append(external_traffic_chain)
+        ext_head = f"-A {external_traffic_chain} -m comment --comment"
         if not etp_local:
-            nr.append(f'-A {ext} -m comment --comment "masquerade traffic for {spn} external destinations" '
-                      f"{MARK_MASQ_JUMP}\n")
+            # Endpoints may be on another node: masquerade so that replies come back through us.
+            nat_rules.append(f'{ext_head} "masquerade traffic for {spn} external destinations" '
+                             f"{MARK_MASQ_JUMP}\n")
         else:
+            # Only local endpoints, so the client IP can be kept, except in these cases.
             if ctx.if_local:
-                nr.append(f'-A {ext} -m comment --comment "pod traffic for {spn} external destinations" '
-                          f"{ctx.if_local} -j {svc}\n")
-            nr.append(f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {spn} external '
-                      f'destinations" -m addrtype --src-type LOCAL {MARK_MASQ_JUMP}\n')
-            nr.append(f'-A {ext} -m comment --comment "route LOCAL traffic for {spn} external '
-                      f'destinations" -m addrtype --src-type LOCAL -j {svc}\n')
-        if has_external:
-            nr.append(f"-A {ext} -j {external_chain}\n")
+                # Pod traffic to an external destination obeys neither traffic policy, as if it
+                # went out to the load balancer and came back.
+                nat_rules.append(f'{ext_head} "pod traffic for {spn} external destinations" '
+                                 f"{ctx.if_local} -j {cluster_policy_chain}\n")
+            # Traffic from the node itself: its source would be the (local) external IP, so
+            # masquerade it and send it to the cluster policy chain.
+            nat_rules.append(f'{ext_head} "masquerade LOCAL traffic for {spn} external destinations" '
+                             f"-m addrtype --src-type LOCAL {MARK_MASQ_JUMP}\n")
+            nat_rules.append(f'{ext_head} "route LOCAL traffic for {spn} external destinations" '
+                             f"-m addrtype --src-type LOCAL -j {cluster_policy_chain}\n")
+        if has_external_endpoints:
+            # Anything else falls through to the external policy chain.
+            nat_rules.append(f"-A {external_traffic_chain} -j {external_policy_chain}\n")
 
-    # loadBalancerSourceRanges firewall chain.
-    if uses_fw:
-        nc.append(chain_line(fw))
-        active.append(fw)
-        head = f'-A {fw} -m comment --comment "{spn} loadbalancer IP"'
+    # The firewall chain lets LoadBalancer traffic from the source ranges on (this works for
+    # load balancers that keep the client IP).
+    if uses_fw_chain:
+        nat_chains.append(chain_line(fw_chain))
+        active.append(fw_chain)
+        head = f'-A {fw_chain} -m comment --comment "{spn} loadbalancer IP"'
         for cidr in info.ranges:
-            nr.append(f"{head} -s {cidr} -j {ext}\n")
+            nat_rules.append(f"{head} -s {cidr} -j {external_traffic_chain}\n")
         if allow_from_node:
+            # A request from this node to a VIP held as a local address loops back with the VIP
+            # as its source: allow it when the node's IP is in a source range.
             for ip in info.lb_ips:
-                nr.append(f"{head} -s {ip} -j {ext}\n")
-        nr.append(f'-A {fw} -m comment --comment "other traffic to {spn} will be dropped by '
-                  f'{c.KUBE_PROXY_FIREWALL}"\n')
+                nat_rules.append(f"{head} -s {ip} -j {external_traffic_chain}\n")
+        # What reaches the end was not DNATed, so the filter KUBE-PROXY-FIREWALL rule drops it.
+        nat_rules.append(f'-A {fw_chain} -m comment --comment "other traffic to {spn} will be dropped by '
+                         f'{c.KUBE_PROXY_FIREWALL}"\n')
 
-    # Policy chains.
-    if uses_cluster_chain:
-        nc.append(chain_line(svc))
-        active.append(svc)
-        _write_endpoint_dispatch(ctx, info, svc, cluster, nr)
-    if uses_local_chain:
-        nc.append(chain_line(svl))
-        active.append(svl)
-        _write_endpoint_dispatch(ctx, info, svl, local, nr)
+    # The policy chains, each spreading traffic over its endpoints.
+    if uses_cluster_policy_chain:
+        nat_chains.append(chain_line(cluster_policy_chain))
+        active.append(cluster_policy_chain)
+        _write_endpoint_dispatch(ctx, info, cluster_policy_chain, cluster_eps, nat_rules)
+    if uses_local_policy_chain:
+        nat_chains.append(chain_line(local_policy_chain))
+        active.append(local_policy_chain)
+        _write_endpoint_dispatch(ctx, info, local_policy_chain, local_eps, nat_rules)
 
-    # Endpoint chains for every locally reachable endpoint.
-    if not uses_local_chain:
-        reachable: Sequence[_Ep] = cluster if info.uses_cluster else ()
+    # An endpoint chain for every endpoint reachable from this node under the traffic policies.
+    if not uses_local_policy_chain:
+        reachable: Sequence[_Ep] = cluster_eps if info.uses_cluster else ()
     elif not info.uses_cluster:
-        reachable = local
+        reachable = local_eps
     else:
-        merged = {ep.hp: ep for ep in cluster}
-        merged.update((ep.hp, ep) for ep in local)
+        merged = {ep.hp: ep for ep in cluster_eps}
+        merged.update((ep.hp, ep) for ep in local_eps)
         reachable = [merged[hp] for hp in sorted(merged)]
-    _write_endpoint_chains(ctx, info, reachable, nc, nr, active)
+    _write_endpoint_chains(ctx, info, reachable, buf)
 
 
 # --------------------------------------------------------------------------- planning and sharing
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Block:
-    """Pre-rendered lines of a run of node-independent service ports."""
+    """Pre-rendered lines of a run of service ports: what they add to the per-port buffers."""
 
-    fr: str
-    nc: str
-    nr: str
-    active: tuple[str, ...]
+    filter_rules: str
+    nat_chains: str
+    nat_rules: str
+    active_nat_chains: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -449,13 +479,11 @@ class _Slot:
 
 
 def _render_block(ctx: _Ctx, infos: Iterable[_PortInfo], local_node: str | None, allow: bool) -> _Block:
-    fr: list[str] = []
-    nc: list[str] = []
-    nr: list[str] = []
-    active: list[str] = []
+    buf = RuleBuffers()
     for info in infos:
-        _write_port(ctx, info, local_node, allow, fr, nc, nr, active)
-    return _Block("".join(fr), "".join(nc), "".join(nr), tuple(active))
+        _write_port(ctx, info, local_node, allow, buf)
+    return _Block("".join(buf.filter_rules), "".join(buf.nat_chains), "".join(buf.nat_rules),
+                  tuple(buf.active_nat_chains))
 
 
 def _plan(ctx: _Ctx, infos: Sequence[_PortInfo]) -> list[_Block | _Slot]:
@@ -477,16 +505,27 @@ def _plan(ctx: _Ctx, infos: Sequence[_PortInfo]) -> list[_Block | _Slot]:
     return plan
 
 
-def _variant(slot: _Slot, node: str, primary: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
              ) -> tuple[str | None, bool]:
     local = node if slot.needs_local and node in slot.info.local_nodes else None
     allow = (
-        slot.needs_fw and primary is not None and any(primary in net for net in slot.info.range_nets)
+        slot.needs_fw and node_ip is not None and any(node_ip in net for net in slot.info.range_nets)
     )
     return local, allow
 
 
 # --------------------------------------------------------------------------- fixed parts
+
+
+@dataclass(frozen=True, slots=True)
+class _Fixed:
+    """The lines that do not depend on the service ports, in their buffers' write order."""
+
+    filter_chains: str
+    kubelet_firewall: str  # first filter rules
+    forward: str  # last filter rules
+    postrouting: str  # first nat rules
+    nodeports_jump: str  # last nat rule(s)
 
 
 def _filter_chains(s: ProxierSettings) -> str:
@@ -495,37 +534,45 @@ def _filter_chains(s: ProxierSettings) -> str:
     return "".join(chain_line(n) for n in names)
 
 
-def _filter_head_rules(s: ProxierSettings) -> str:
+def _kubelet_firewall_rules(s: ProxierSettings, family: IPFamily) -> str:
     if not localhost_nodeports_enabled(s):
         return ""
-    return (f"-A {c.KUBE_FIREWALL} -m comment --comment {COMMENT_LOCALNET} -d {LOOPBACK_V4_NET} "
-            f"! -s {LOOPBACK_V4_NET} -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j {DROP}\n")
+    # Localhost NodePorts (route_localnet) open a hole (https://issue.k8s.io/90259) that this
+    # copy of kubelet's rule closes: no outside packet may reach a loopback address.
+    loopback = family.loopback_net
+    return (f"-A {c.KUBE_FIREWALL} -m comment --comment {COMMENT_LOCALNET} -d {loopback} "
+            f"! -s {loopback} -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j {c.DROP}\n")
 
 
-def _filter_tail_rules(s: ProxierSettings) -> str:
+def _forward_rules(s: ProxierSettings) -> str:
     out = []
     if not s.facts.tcp_be_liberal:
+        # INVALID packets could reset connections unless nf_conntrack_tcp_be_liberal is set.
         nfacct = (f" -m nfacct --nfacct-name {NFACCT_INVALID_DROPPED}"
                   if NFACCT_INVALID_DROPPED in s.facts.nfacct_counters else "")
-        out.append(f"-A {c.KUBE_FORWARD} -m conntrack --ctstate INVALID{nfacct} -j {DROP}\n")
+        out.append(f"-A {c.KUBE_FORWARD} -m conntrack --ctstate INVALID{nfacct} -j {c.DROP}\n")
     mark = s.masquerade_mark
+    # Forward marked traffic (NodePorts to other nodes) even where the FORWARD policy is not ACCEPT,
+    # and the rest of the connections those first packets opened.
     out.append(f"-A {c.KUBE_FORWARD} -m comment --comment {COMMENT_FORWARD} -m mark --mark {mark}/{mark} "
-               f"-j {ACCEPT}\n")
+               f"-j {c.ACCEPT}\n")
     out.append(f"-A {c.KUBE_FORWARD} -m comment --comment {COMMENT_FORWARD_CT} -m conntrack "
-               f"--ctstate RELATED,ESTABLISHED -j {ACCEPT}\n")
+               f"--ctstate RELATED,ESTABLISHED -j {c.ACCEPT}\n")
     return "".join(out)
 
 
 _NAT_CHAINS = "".join(chain_line(n) for n in c.OWNED_CHAINS[c.TABLE_NAT])
 
 
-def _nat_head_rules(s: ProxierSettings) -> str:
+def _postrouting_rules(s: ProxierSettings) -> str:
     mark = s.masquerade_mark
     fully = " --random-fully" if s.facts.random_fully else ""
-    return (f"-A {c.KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN\n"
-            f"-A {c.KUBE_POSTROUTING} -j MARK --xor-mark {mark}\n"
-            f"-A {c.KUBE_POSTROUTING} -m comment --comment {COMMENT_SNAT} -j MASQUERADE{fully}\n"
-            f"-A {c.KUBE_MARK_MASQ} -j MARK --or-mark {mark}\n")
+    # Masquerade what KUBE-MARK-MASQ marked, clearing the mark so that a packet that traverses the
+    # stack again is not masqueraded twice. The marking is a chain of its own, easy to flush.
+    return (f"-A {c.KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j {c.RETURN}\n"
+            f"-A {c.KUBE_POSTROUTING} -j {c.MARK} --xor-mark {mark}\n"
+            f"-A {c.KUBE_POSTROUTING} -m comment --comment {COMMENT_SNAT} -j {c.MASQUERADE}{fully}\n"
+            f"-A {c.KUBE_MARK_MASQ} -j {c.MARK} --or-mark {mark}\n")
 
 
 def nodeport_ips(s: ProxierSettings) -> list[str] | None:
@@ -533,45 +580,43 @@ def nodeport_ips(s: ProxierSettings) -> list[str] | None:
 
     `--nodeport-addresses` CIDRs of the proxier's family filter the node's addresses
     (`settings.node_ips` plus the loopback address); no CIDR of the family, or a zero CIDR, means
-    match all. Loopback is skipped on IPv6 and when localhost NodePorts are off.
+    match all. Loopback is skipped where the family has no localhost NodePorts (IPv6) and when
+    they are off.
     """
-    family = s.ip_family
-    nets = [ipaddress.ip_network(n, strict=False) for n in s.nodeport_addresses if _family_of(n) == family]
+    family = FAMILIES[s.ip_family]
+    nets = [ipaddress.ip_network(n, strict=False) for n in s.nodeport_addresses if family.owns(n)]
     if not nets or any(n.prefixlen == 0 for n in nets):
         return None
-    loop = LOOPBACK_IP[s.ip_family]
-    candidates = [ip for ip in s.node_ips if _family_of(ip) == s.ip_family]
-    if loop not in candidates:
-        candidates.append(loop)
+    candidates = [ip for ip in s.node_ips if family.owns(ip)]
+    if family.loopback_ip not in candidates:
+        candidates.append(family.loopback_ip)
     localhost = localhost_nodeports_enabled(s)
     out: list[str] = []
     for ip in dict.fromkeys(candidates):
         addr = ipaddress.ip_address(ip)
-        if addr.is_loopback and (s.ip_family == 6 or not localhost):
+        if addr.is_loopback and not localhost:
             continue
         if any(addr in n for n in nets):
             out.append(str(addr))
     return out
 
 
-def _nat_tail_rules(s: ProxierSettings) -> str:
+def _nodeports_jump(s: ProxierSettings, family: IPFamily) -> str:
+    # The tail call to KUBE-NODEPORTS: after every other service rule.
     head = f"-A {c.KUBE_SERVICES} -m comment --comment {COMMENT_NODEPORTS_LAST}"
     ips = nodeport_ips(s)
     if ips is None:
+        # Every local address, except loopback where localhost NodePorts do not work.
         dest = "-m addrtype --dst-type LOCAL"
-        if s.ip_family == 6:
-            dest += f" ! -d {LOOPBACK_V6_NET}"
-        elif not localhost_nodeports_enabled(s):
-            dest += f" ! -d {LOOPBACK_V4_NET}"
+        if not localhost_nodeports_enabled(s):
+            dest += f" ! -d {family.loopback_net}"
         return f"{head} {dest} -j {c.KUBE_NODEPORTS}\n"
     return "".join(f"{head} -d {ip} -j {c.KUBE_NODEPORTS}\n" for ip in ips)
 
 
-def _primary_ip(s: ProxierSettings) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    for ip in s.node_ips:
-        if _family_of(ip) == s.ip_family:
-            return ipaddress.ip_address(ip)
-    return None
+def _fixed(s: ProxierSettings, family: IPFamily) -> _Fixed:
+    return _Fixed(_filter_chains(s), _kubelet_firewall_rules(s, family), _forward_rules(s),
+                  _postrouting_rules(s), _nodeports_jump(s, family))
 
 
 # --------------------------------------------------------------------------- public API
@@ -583,22 +628,21 @@ class _Layout:
 
     key: tuple
     items: list[_Block]
-    fixed: tuple[str, str, str, str, str]  # filter chains/head/tail, nat head/tail
+    fixed: _Fixed
     stale: list[str]
 
 
-def _layout(
-    s: ProxierSettings, node: str, ctx: _Ctx, plan: list[_Block | _Slot], stale_chains: Iterable[str]
-) -> _Layout:
+def _layout(s: ProxierSettings, node: str, ctx: _Ctx, plan: list[_Block | _Slot],
+            stale_chains: Iterable[str]) -> _Layout:
     """Pick (rendering on first use) the variant of every node-dependent service port for a node."""
-    primary = _primary_ip(s)
+    node_ip = ipaddress.ip_address(s.primary_ip) if s.primary_ip else None  # proxier.nodeIP
     items: list[_Block] = []
     keys: list[tuple[str | None, bool]] = []
     for item in plan:
         if isinstance(item, _Block):
             items.append(item)
             continue
-        key = _variant(item, node, primary)
+        key = _variant(item, node, node_ip)
         keys.append(key)
         block = item.variants.get(key)
         if block is None:
@@ -607,27 +651,27 @@ def _layout(
     stale: list[str] = []
     wanted = [ch for ch in dict.fromkeys(stale_chains) if c.is_service_chain(ch)]
     if wanted:
-        active = {ch for b in items for ch in b.active}
+        active = {ch for b in items for ch in b.active_nat_chains}
         stale = [ch for ch in wanted if ch not in active]
-    fixed = (_filter_chains(s), _filter_head_rules(s), _filter_tail_rules(s), _nat_head_rules(s),
-             _nat_tail_rules(s))
+    fixed = _fixed(s, ctx.family)
     return _Layout((id(plan), fixed, tuple(keys), tuple(stale)), items, fixed, stale)
 
 
 def _join(lay: _Layout) -> str:
-    """The restore text: filter (chains, rules) then nat (chains, rules, -X, final jump)."""
-    filter_chains, filter_head, filter_tail, nat_head, nat_tail = lay.fixed
-    items, stale = lay.items, lay.stale
-    parts = ["*filter\n", filter_chains, filter_head]
-    parts.extend(b.fr for b in items)
-    parts += [filter_tail, "COMMIT\n", "*nat\n", _NAT_CHAINS]
-    parts.extend(b.nc for b in items)
-    parts.extend(chain_line(ch) for ch in stale)
-    parts.append(nat_head)
-    parts.extend(b.nr for b in items)
-    parts.extend(f"-X {ch}\n" for ch in stale)
-    parts += [nat_tail, "COMMIT\n"]
-    return "".join(parts)
+    """The node's buffers in kube-proxy's write order, then the restore text.
+
+    Stale service chains are declared (which flushes them) and deleted with `-X`, before the
+    final KUBE-NODEPORTS jump.
+    """
+    fixed, items, stale = lay.fixed, lay.items, lay.stale
+    buf = RuleBuffers(
+        filter_chains=[fixed.filter_chains],
+        filter_rules=[fixed.kubelet_firewall, *(b.filter_rules for b in items), fixed.forward],
+        nat_chains=[_NAT_CHAINS, *(b.nat_chains for b in items), *(chain_line(ch) for ch in stale)],
+        nat_rules=[fixed.postrouting, *(b.nat_rules for b in items), *(f"-X {ch}\n" for ch in stale),
+                   fixed.nodeports_jump],
+    )
+    return buf.restore_text()
 
 
 def iter_render_nodes(
@@ -641,16 +685,17 @@ def iter_render_nodes(
     flat. Nodes with identical output get the same string object (joined once).
     """
     ports = tuple(ports)
-    infos_by_family: dict[int, tuple[list[_PortInfo], int]] = {}
+    infos_by_family: dict[IPFamily, tuple[list[_PortInfo], int]] = {}
     plans: dict[_Ctx, list[_Block | _Slot]] = {}
     layouts: list[tuple[str, _Layout]] = []
     for node, s in settings_by_node.items():
-        known = infos_by_family.get(s.ip_family)
+        family = _family(s)
+        known = infos_by_family.get(family)
         if known is None:
-            infos = [i for i in (_port_info(sp, s.ip_family) for sp in ports) if i is not None]
-            known = infos_by_family[s.ip_family] = (infos, sum(len(i.eps) for i in infos))
+            infos = [i for i in (_port_info(sp, family) for sp in ports) if i is not None]
+            known = infos_by_family[family] = (infos, sum(len(i.eps) for i in infos))
         infos, total_endpoints = known
-        ctx = _make_ctx(s, total_endpoints)
+        ctx = _make_ctx(s, family, total_endpoints)
         plan = plans.get(ctx)
         if plan is None:
             plan = plans[ctx] = _plan(ctx, infos)

@@ -14,9 +14,9 @@ the file order, which is exactly what kube-proxy leaves behind.
 from __future__ import annotations
 
 import ipaddress
-import shlex
 from dataclasses import dataclass
 
+from svcnet.desired import FAMILIES
 from svcnet.model.types import ProxierSettings
 from svcnet.render import chains as c
 
@@ -44,14 +44,6 @@ _JUMP_TABLE: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
 _KUBELET_JUMPS = ((c.TABLE_FILTER, c.INPUT), (c.TABLE_FILTER, c.OUTPUT))
 
 
-class JumpRuleError(ValueError):
-    """Malformed jump-rules text; carries the 1-based line number."""
-
-    def __init__(self, line: int, message: str):
-        super().__init__(f"line {line}: {message}")
-        self.line = line
-
-
 @dataclass(frozen=True, slots=True)
 class JumpRule:
     """One rule in a built-in chain; `args` is the iptables argument list after the chain."""
@@ -76,20 +68,22 @@ class JumpRule:
 def localhost_nodeports_enabled(settings: ProxierSettings) -> bool:
     """Effective localhost NodePorts: IPv4, enabled, and nodePortAddresses covers 127.0.0.0/8.
 
-    kube-proxy's NewProxier turns the flag off when `--nodeport-addresses` has IPv4 CIDRs and
-    none of them contains the loopback range (`ContainsIPv4Loopback`).
+    kube-proxy's NewProxier turns the flag off when `--nodeport-addresses` has CIDRs of the
+    proxier's family and none of them contains the loopback range (`ContainsIPv4Loopback`).
     """
-    if settings.ip_family != 4 or not settings.localhost_nodeports:
+    family = FAMILIES.get(settings.ip_family)
+    if family is None or not family.localhost_nodeports or not settings.localhost_nodeports:
         return False
-    v4 = [cidr for cidr in settings.nodeport_addresses if ":" not in cidr]
-    if not v4:
-        return True  # no CIDR of this family means 0.0.0.0/0
-    return any(_v4_cidr_has_loopback(cidr) for cidr in v4)
+    mine = [cidr for cidr in settings.nodeport_addresses if family.owns(cidr)]
+    if not mine:
+        return True  # no CIDR of this family means every address of it
+    loopback = ipaddress.ip_network(family.loopback_net)
+    return any(_has_loopback(cidr, loopback) for cidr in mine)
 
 
-def _v4_cidr_has_loopback(cidr: str) -> bool:
+def _has_loopback(cidr: str, loopback: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     net = ipaddress.ip_network(cidr, strict=False)
-    return net.network_address.is_loopback or ipaddress.ip_address("127.0.0.0") in net
+    return net.network_address.is_loopback or loopback.network_address in net
 
 
 def jump_rules(settings: ProxierSettings) -> list[JumpRule]:
@@ -112,25 +106,3 @@ def render_jump_rules(rules: list[JumpRule]) -> str:
     return "".join(
         " ".join(("-t", r.table, "-A", r.chain, *(_quote(a) for a in r.args))) + "\n" for r in rules
     )
-
-
-def parse_jump_rules(text: str) -> list[JumpRule]:
-    """Inverse of `render_jump_rules`; blank lines and `#` comments are ignored."""
-    rules: list[JumpRule] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise JumpRuleError(lineno, str(exc)) from None
-        if len(words) < 6 or words[0] != "-t" or words[2] != "-A":
-            raise JumpRuleError(lineno, "expected '-t TABLE -A CHAIN ARGS... -j TARGET'")
-        table, chain, args = words[1], words[3], tuple(words[4:])
-        if table not in (c.TABLE_FILTER, c.TABLE_NAT):
-            raise JumpRuleError(lineno, f"unknown table {table!r}")
-        if "-j" not in args[:-1]:
-            raise JumpRuleError(lineno, "rule has no '-j TARGET'")
-        rules.append(JumpRule(table, chain, args))
-    return rules

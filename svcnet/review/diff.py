@@ -13,10 +13,11 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from svcnet.desired import JUMPS_FILE, NETSTATE_FILE, RESTORE_FILE, NodeArtifacts, node_artifacts_all
+from svcnet.desired import NetConf, PodNet
 from svcnet.model.types import Cluster, ProcessSecurity, ServicePort
+from svcnet.render.artifacts import JUMPS_FILE, NETSTATE_FILE, RESTORE_FILE, NodeArtifacts, node_artifacts_all
 from svcnet.render.jumps import render_jump_rules
-from svcnet.render.netconf import NetConf, PodNet, state_lines
+from svcnet.render.netconf import state_lines
 from svcnet.review.linediff import Hunk, hunks, regions
 from svcnet.review.owners import LineOwners
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from svcnet.agent import node, podserver
-from svcnet.desired import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
+from svcnet.desired import NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
-from svcnet.render.netconf import NetConf
+from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(podserver.__file__)

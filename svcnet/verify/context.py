@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import pytest
 
 from svcnet.agent.node import PYTHON_FLAGS
-from svcnet.desired import node_artifacts_all
 from svcnet.model.facts import with_facts
 from svcnet.model.types import Cluster
+from svcnet.render.artifacts import node_artifacts_all
 from svcnet.transport.gateway import AgentReplyError, Gateway
 from svcnet.transport.inventory import Inventory
 from svcnet.transport.protocol import (

@@ -13,14 +13,19 @@ from dataclasses import dataclass
 
 from svcnet.model.types import ServicePort
 from svcnet.render.chains import (
+    ALL_BUILTIN_CHAINS,
     EXT_PREFIX,
+    FORWARD,
     FW_PREFIX,
+    INPUT,
     KUBE_EXTERNAL_SERVICES,
     KUBE_FIREWALL,
     KUBE_FORWARD,
     KUBE_MARK_MASQ,
     KUBE_POSTROUTING,
     KUBE_PROXY_FIREWALL,
+    POSTROUTING,
+    PREROUTING,
     SEP_PREFIX,
     SVC_PREFIX,
     SVL_PREFIX,
@@ -28,11 +33,10 @@ from svcnet.render.chains import (
     TABLE_NAT,
 )
 
-BUILTIN_CHAINS = frozenset({"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"})
 LEGEND = "(- only on the node, + rendered but missing on the node)"
 _NAT_ONLY = (SVC_PREFIX, SVL_PREFIX, EXT_PREFIX, FW_PREFIX, SEP_PREFIX, KUBE_MARK_MASQ, KUBE_POSTROUTING,
-             "PREROUTING", "POSTROUTING")
-_FILTER_ONLY = (KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL, KUBE_FIREWALL, "INPUT", "FORWARD")
+             PREROUTING, POSTROUTING)
+_FILTER_ONLY = (KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL, KUBE_FIREWALL, INPUT, FORWARD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,7 @@ def owner_of(line: DiffLine, owners: Mapping[str, ServicePort], spns: Iterable[s
 
 
 def is_jump(line: DiffLine) -> bool:
-    return line.chain in BUILTIN_CHAINS
+    return line.chain in ALL_BUILTIN_CHAINS
 
 
 def by_chain(lines: Iterable[DiffLine]) -> dict[tuple[str, str], list[DiffLine]]:

@@ -230,8 +230,8 @@ def scratch_node(tmp_path: Path, path_prefix: str = "") -> Iterator[ScratchNode]
 
 def seed_artifacts(tmp_path: Path, replace: dict[str, str] | None = None, node: str = "node1"):
     """The real renderer's artifacts for the seed example (optionally with text replaced in its YAML)."""
-    from svcnet.desired import node_artifacts_all
     from svcnet.model.load import load_cluster
+    from svcnet.render.artifacts import node_artifacts_all
 
     src = tmp_path / f"seed{next(_counter)}"
     src.mkdir()

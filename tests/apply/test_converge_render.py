@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from svcnet.apply.converge import Converge, HostState
 from svcnet.cli.main import cli
-from svcnet.desired import NodeArtifacts
 from svcnet.model.load import load_cluster
+from svcnet.render.artifacts import NodeArtifacts
 from svcnet.transport.protocol import ProbeAnswer
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from svcnet.cli.main import cli
-from svcnet.desired import node_artifacts
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.model.load import load_cluster
+from svcnet.render.artifacts import node_artifacts
 
 pytestmark = pytest.mark.lab
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"

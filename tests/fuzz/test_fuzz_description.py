@@ -34,9 +34,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prereq import unavailable
 
-from svcnet.desired import node_artifacts_all
 from svcnet.inspect.get import get
 from svcnet.model.load import check_paths
+from svcnet.render.artifacts import node_artifacts_all
 
 pytestmark = pytest.mark.slow  # tens of seconds; SVCNET_FUZZ_EXAMPLES scales them
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from svcnet.desired import node_artifacts
 from svcnet.diagnostics import errors
 from svcnet.model.load import check_paths
+from svcnet.render.artifacts import node_artifacts
 
 HERE = Path(__file__).resolve().parent
 EXPECTED = sorted(HERE.glob("*.rules"))

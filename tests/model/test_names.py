@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from svcnet.agent import node as agent
-from svcnet.desired import node_artifacts_all
 from svcnet.model import names
 from svcnet.model.load import check_paths, load_cluster
+from svcnet.render.artifacts import node_artifacts_all
 from svcnet.transport.protocol import netconf_payload
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from svcnet.agent import node
-from svcnet.desired import node_artifacts_all
 from svcnet.diagnostics import errors, warnings
 from svcnet.model import security
 from svcnet.model.load import check_paths, load_cluster
 from svcnet.model.types import ProcessSecurity
+from svcnet.render.artifacts import node_artifacts_all
 from svcnet.transport import protocol
 
 BASE = Path(__file__).resolve().parents[1] / "validate" / "good" / "base-cluster.yaml"

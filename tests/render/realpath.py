@@ -30,10 +30,10 @@ from typing import Any
 
 import yaml
 
-from svcnet.desired import node_artifacts
 from svcnet.diagnostics import errors
 from svcnet.model.load import check_paths
 from svcnet.model.types import DETECT_CLUSTER_CIDR, DETECT_NODE_CIDR
+from svcnet.render.artifacts import node_artifacts
 
 MARK_FROM_BIT = ("0x00004000", "0x4000")  # (masqueradeBit 14 as kube-proxy prints it, the fake's)
 SERVICE_CIDR = {"IPv4": "172.30.0.0/16", "IPv6": "fd00:172:30::/64"}  # around every vector's ClusterIPs

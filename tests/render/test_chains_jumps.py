@@ -9,18 +9,20 @@ import shlex
 import pytest
 from render_helpers import make_port, make_settings
 
+from svcnet.agent import node
 from svcnet.model.types import Endpoint, ServicePort
 from svcnet.render import chains as c
-from svcnet.render.iptables import _hash16, probability
-from svcnet.render.jumps import JumpRule, JumpRuleError, jump_rules, parse_jump_rules, render_jump_rules
+from svcnet.render.chains import _hash16
+from svcnet.render.iptables import probability
+from svcnet.render.jumps import JumpRule, jump_rules, render_jump_rules
 
 
 def test_reference_chain_name_examples() -> None:
     assert c.SVC_PREFIX + c.port_proto_hash("ns1/svc1:p80", "tcp") == "KUBE-SVC-XPGD46QRK7WJZT7O"
-    assert c.SEP_PREFIX + c.endpoint_hash("ns1/svc1:p80", "tcp", "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
+    assert c.endpoint_chain("ns1/svc1:p80", "tcp", "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
     assert c.port_proto_hash("default/kubernetes:https", "tcp") == "NPX46M4PTMTKRN6Y"
     assert c.port_proto_hash("kube-system/kube-dns:dns", "udp") == "TCOU7JCQXEZGVUNU"
-    assert c.endpoint_hash("ns3/svc3:p8081", "tcp", "203.0.113.4:8081") == "RUVVH7YV3PHQBDOS"
+    assert c.endpoint_chain("ns3/svc3:p8081", "tcp", "203.0.113.4:8081") == "KUBE-SEP-RUVVH7YV3PHQBDOS"
     assert c.port_proto_hash("ns4/svc4:p8082", "tcp") == "EBDQOQU5SJFXRIL3"
 
 
@@ -97,7 +99,9 @@ def test_render_jump_rules_text_and_roundtrip() -> None:
     assert lines[-1] == "-t filter -A OUTPUT -j KUBE-FIREWALL"
     assert shlex.split(lines[9]) == ["-t", "nat", "-A", "OUTPUT", "-m", "comment", "--comment",
                                      "kubernetes service portals", "-j", "KUBE-SERVICES"]
-    assert parse_jump_rules("# header\n\n" + text) == rules
+    # The file's one reader is the node agent's.
+    parsed = node.parse_jumps("# header\n\n" + text)
+    assert [JumpRule(table, chain, tuple(args)) for table, chain, args in parsed] == rules
     assert rules[9].prepend_args() == ["-t", "nat", "-I", "OUTPUT", "1", *rules[9].args]
     assert rules[9].check_args()[:4] == ["-t", "nat", "-C", "OUTPUT"]
 
@@ -108,8 +112,18 @@ def test_render_jump_rules_text_and_roundtrip() -> None:
     ('-t filter -A INPUT -m comment --comment "unclosed -j X\n', 1),
     ("-t filter -A INPUT -m comment --comment x y\n", 1),
 ])
-def test_parse_jump_rules_errors_are_located(text: str, line: int) -> None:
-    with pytest.raises(JumpRuleError) as err:
-        parse_jump_rules(text)
-    assert err.value.line == line
-    assert str(err.value).startswith(f"line {line}:")
+def test_jump_rules_errors_are_located_by_their_reader(text: str, line: int) -> None:
+    with pytest.raises(node.AgentError, match=f"^jumps.rules line {line}: "):
+        node.parse_jumps(text)
+
+
+def test_agent_copies_of_names_agree() -> None:
+    """The agent ships as one stdlib-only file, so it spells these names again."""
+    from svcnet.render import artifacts
+
+    assert node.TABLES == c.TABLES
+    assert node.BUILTIN_CHAINS == c.ALL_BUILTIN_CHAINS
+    assert node.OWNED_PREFIX == c.OWNED_CHAIN_PREFIX
+    assert set(node.STALE_PREFIXES) == set(c.SERVICE_CHAIN_PREFIXES)
+    assert (node.RESTORE_FILE, node.JUMPS_FILE, node.NETCONF_SH) == (
+        artifacts.RESTORE_FILE, artifacts.JUMPS_FILE, artifacts.NETCONF_FILE)

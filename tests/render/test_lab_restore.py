@@ -16,7 +16,7 @@ from svcnet.model.types import Endpoint, NodeFacts
 from svcnet.render.chains import is_service_chain, service_chain_names
 from svcnet.render.dump import parse_dump
 from svcnet.render.iptables import render_restore
-from svcnet.render.jumps import jump_rules, parse_jump_rules, render_jump_rules
+from svcnet.render.jumps import jump_rules
 
 pytestmark = pytest.mark.lab
 
@@ -81,8 +81,7 @@ def test_rendered_ruleset_loads_in_real_iptables(netns: str) -> None:
     assert "-j REJECT" in filt
 
     # Jump rules: applied in file order with -C / -I CHAIN 1, as kube-proxy's EnsureRule(Prepend).
-    jumps = parse_jump_rules(render_jump_rules(jump_rules(settings)))
-    for rule in jumps:
+    for rule in jump_rules(settings):
         check = subprocess.run(["ip", "netns", "exec", NS, "iptables", *rule.check_args()],
                                capture_output=True, timeout=10, check=False)
         if check.returncode != 0:

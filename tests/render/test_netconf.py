@@ -8,9 +8,10 @@ import shlex
 from pathlib import Path
 
 from svcnet.agent import node
-from svcnet.desired import node_artifacts_all
+from svcnet.desired import node_netconf
 from svcnet.model.load import load_cluster
-from svcnet.render.netconf import OWNER_ALIAS, ROUTE_PROTO, node_netconf, render_script, state_lines
+from svcnet.render.artifacts import node_artifacts_all
+from svcnet.render.netconf import OWNER_ALIAS, ROUTE_PROTO, render_script, state_lines
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

@@ -86,8 +86,8 @@ def test_out_into_an_existing_tree_rewrites_the_files_and_leaves_others(tmp_path
 
 
 def test_write_artifacts_returns_the_files_it_wrote(tmp_path):
-    from svcnet.desired import node_artifacts_all, write_artifacts
     from svcnet.model.load import load_cluster
+    from svcnet.render.artifacts import node_artifacts_all, write_artifacts
 
     paths = write_artifacts(node_artifacts_all(load_cluster([SEED]), ["node2"]), tmp_path)
     assert sorted(paths) == [tmp_path / "node2" / f for f in FILES]

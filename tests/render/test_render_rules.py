@@ -107,15 +107,20 @@ def test_external_ip_goes_to_ext_chain() -> None:
         f"-d 192.168.99.22 --dport 80 -j {EXT}")
 
 
-@pytest.mark.parametrize("node_ip", ["192.168.0.2", "203.0.113.7"])
-def test_load_balancer_source_ranges(node_ip: str) -> None:
+@pytest.mark.parametrize(("node_ips", "allow_from_node"), [
+    (("192.168.0.2",), False),
+    (("203.0.113.7",), True),
+    # kube-proxy's nodeIP is the node's IP of the proxier's family, not the first one listed.
+    (("fd00::2", "203.0.113.7"), True),
+])
+def test_load_balancer_source_ranges(node_ips: tuple[str, ...], allow_from_node: bool) -> None:
     sp = make_port(type="LoadBalancer", node_port=3002, lb_ips=("5.6.7.8",),
                    lb_source_ranges=("203.0.113.0/25",))
-    text = render_restore(make_settings(node_ips=(node_ip,)), [sp])
+    text = render_restore(make_settings(node_ips=node_ips), [sp])
     assert f"-A KUBE-SERVICES -m comment --comment \"ns1/svc1:p80 loadbalancer IP\" -m tcp -p tcp " \
            f"-d 5.6.7.8 --dport 80 -j {FW}" in chain_rules(text, "nat", "KUBE-SERVICES")
     expected_fw = [f'-A {FW} -m comment --comment "ns1/svc1:p80 loadbalancer IP" -s 203.0.113.0/25 -j {EXT}']
-    if node_ip == "203.0.113.7":  # allowFromNode: the node IP is inside a source range
+    if allow_from_node:  # the node IP is inside a source range
         expected_fw.append(f'-A {FW} -m comment --comment "ns1/svc1:p80 loadbalancer IP" -s 5.6.7.8 -j {EXT}')
     expected_fw.append(f'-A {FW} -m comment --comment "other traffic to ns1/svc1:p80 will be dropped by '
                        'KUBE-PROXY-FIREWALL"')

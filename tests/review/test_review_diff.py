@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from svcnet.desired import node_artifacts_all
 from svcnet.model.load import load_cluster
 from svcnet.model.types import Cluster
+from svcnet.render.artifacts import node_artifacts_all
 from svcnet.review import linediff
 from svcnet.review.diff import ADDED, ADDRESS_CONFIG, CHANGED, JUMP_RULES, UNCHANGED, NodeDiff, diff_clusters
 from svcnet.review.owners import NODE_WIDE, UNKNOWN_SERVICE, LineOwners

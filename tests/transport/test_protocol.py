@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from svcnet.agent import node
-from svcnet.desired import node_artifacts_all
+from svcnet.desired import node_netconf
 from svcnet.model.load import load_cluster
-from svcnet.render.netconf import node_netconf
+from svcnet.render.artifacts import node_artifacts_all
 from svcnet.transport import protocol
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
