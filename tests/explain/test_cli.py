@@ -1,4 +1,4 @@
-"""`svcnet explain` on the seed example (the article's NodePort service), via click's CliRunner."""
+"""`svcnet explain` on the seed example (its NodePort service), via click's CliRunner."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """`canonical_sort` against kube-proxy's own `sortIPTablesRules` (pkg/proxy/iptables/proxier_test.go).
 
-Upstream's sort, which every golden comparison relies on (see shared/reference/kube-proxy-iptables.md
-§4.5): tables by name; chains KUBE-NODEPORTS, KUBE-SERVICES, the other KUBE-* chains by name, then
-the rest by name; a *stable* sort of the rules of filter/nat KUBE-NODEPORTS and filter/nat
-KUBE-SERVICES by "service name" (the comment up to its first space or ':'), nat KUBE-SERVICES'
-"must be the last rule" rule last; every other chain keeps the proxier's rule order. A plain
-`sorted()` of chains or rules gets each of these wrong, so the cases below are built where it does.
+Upstream's sort, which every golden comparison relies on: tables by name; chains KUBE-NODEPORTS,
+KUBE-SERVICES, the other KUBE-* chains by name, then the rest by name; a *stable* sort of the rules
+of filter/nat KUBE-NODEPORTS and filter/nat KUBE-SERVICES by "service name" (the comment up to its
+first space or ':'), nat KUBE-SERVICES' "must be the last rule" rule last; every other chain keeps
+the proxier's rule order. A plain `sorted()` of chains or rules gets each of these wrong, so the
+cases below are built where it does.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from svcnet.render.dump import parse_dump
 from svcnet.render.iptables import RenderError, nodeport_ips, render_nodes, render_restore
 
 SVC, SVL, EXT, FW = service_chain_names(make_port())
-SEP1 = "KUBE-SEP-SXIVWICOYRO3J4NJ"  # ns1/svc1:p80 -> 10.180.0.1:80 (reference §1)
+SEP1 = "KUBE-SEP-SXIVWICOYRO3J4NJ"  # ns1/svc1:p80 -> 10.180.0.1:80
 SEP2 = endpoint_chain_name(make_port(), Endpoint(ip="10.180.0.2", port=80))
 SEP3 = endpoint_chain_name(make_port(), Endpoint(ip="10.180.0.3", port=80))
 CIP = '-m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80'
