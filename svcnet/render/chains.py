@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from svcnet.model.types import Endpoint, ServicePort
 
@@ -123,23 +122,15 @@ def endpoint_chain(spn: str, proto: str, hostport: str) -> str:
     return endpoint_chains(spn, proto, (hostport,))[0]
 
 
-class ServicePortChains(NamedTuple):
-    """The four chains of one service port; they share one hash (`newServiceInfo`)."""
-
-    cluster: str  # KUBE-SVC-h
-    local: str  # KUBE-SVL-h
-    external: str  # KUBE-EXT-h
-    firewall: str  # KUBE-FW-h
-
-
-def service_port_chains(spn: str, proto: str) -> ServicePortChains:
-    """All four chain names of a service port, hashing once."""
+def service_port_chains(spn: str, proto: str) -> tuple[str, str, str, str]:
+    """(KUBE-SVC-h, KUBE-SVL-h, KUBE-EXT-h, KUBE-FW-h): the four chains of one service port,
+    which share one hash (`newServiceInfo`); hashed once."""
     h = port_proto_hash(spn, proto)
-    return ServicePortChains(cluster_policy_chain(h), local_policy_chain(h), external_chain(h), firewall_chain(h))
+    return cluster_policy_chain(h), local_policy_chain(h), external_chain(h), firewall_chain(h)
 
 
 def service_chain_names(sp: ServicePort) -> tuple[str, str, str, str]:
-    """(KUBE-SVC-h, KUBE-SVL-h, KUBE-EXT-h, KUBE-FW-h) for one service port."""
+    """`service_port_chains` of a model service port."""
     return service_port_chains(sp.spn, sp.proto)
 
 

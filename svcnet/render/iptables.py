@@ -24,6 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from svcnet.desired import FAMILIES, IPFamily
 from svcnet.model.types import (
@@ -108,7 +109,7 @@ class _PortInfo:
     sp: ServicePort
     spn: str
     match: str  # "-m tcp -p tcp"
-    chains: c.ServicePortChains
+    chains: tuple[str, str, str, str]  # KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW- + hash
     dst: str  # "-d <clusterIP> --dport <port>"
     port: str
     external_ips: tuple[str, ...]
@@ -517,8 +518,7 @@ def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.
 # --------------------------------------------------------------------------- fixed parts
 
 
-@dataclass(frozen=True, slots=True)
-class _Fixed:
+class _Fixed(NamedTuple):
     """The lines that do not depend on the service ports, in their buffers' write order."""
 
     filter_chains: str
