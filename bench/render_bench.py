@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -127,6 +128,8 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("render_bench: run as root (the loaders need a scratch network namespace)")
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the scratch namespace's `finally` removes it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("render_bench: terminated"))
     with tempfile.TemporaryDirectory(prefix="svcnet-bench-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             r = bench(n, Path(tmp), args.repeat, args.loader_limit)
