@@ -134,6 +134,12 @@ def service_chain_names(sp: ServicePort) -> tuple[str, str, str, str]:
     return service_port_chains(sp.spn, sp.proto)
 
 
+def port_chains(sp: ServicePort) -> list[str]:
+    """Every chain that belongs to one service port: its SVC, SVL, EXT and FW chains and the
+    KUBE-SEP chain of each endpoint (what verify and review map back to the port)."""
+    return [*service_chain_names(sp), *(endpoint_chain_name(sp, ep) for ep in sp.endpoints)]
+
+
 def endpoint_chain_name(sp: ServicePort, ep: Endpoint) -> str:
     """KUBE-SEP-h for one endpoint of one service port."""
     return endpoint_chain(sp.spn, sp.proto, ep.hostport)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from svcnet.model.types import ServicePort
-from svcnet.render.chains import endpoint_chain_name, is_service_chain, service_chain_names
+from svcnet.render.chains import is_service_chain, port_chains
 
 NODE_WIDE = "(node-wide rules)"
 UNKNOWN_SERVICE = "(unknown service chain)"
@@ -25,11 +25,7 @@ _COMMENT = "--comment "
 
 def _chains(ports: Iterable[ServicePort], into: dict[str, str]) -> None:
     for sp in ports:
-        spn = sp.spn
-        for chain in service_chain_names(sp):
-            into[chain] = spn
-        for ep in sp.endpoints:
-            into[endpoint_chain_name(sp, ep)] = spn
+        into.update(dict.fromkeys(port_chains(sp), sp.spn))
 
 
 class LineOwners:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from svcnet.agent.podserver import SCTP_FLAG, UDP_FLAG
 from svcnet.model.types import SCTP, TCP, UDP, Cluster, Endpoint, Pod, ServicePort
-from svcnet.render.chains import endpoint_chain_name, service_chain_names
+from svcnet.render.chains import port_chains
 
 PODSERVER = "podserver.py"
 PODSERVER_FLAG = {UDP: UDP_FLAG, SCTP: SCTP_FLAG}  # what podserver needs to answer the protocol (TCP: none)
@@ -168,10 +168,4 @@ def in_source_ranges(ip: str, sp: ServicePort) -> bool:
 
 def chain_owners(cluster: Cluster) -> dict[str, ServicePort]:
     """Per-service chain name -> the service port it belongs to (SVC, SVL, EXT, FW, SEP)."""
-    owners: dict[str, ServicePort] = {}
-    for sp in cluster.service_ports:
-        for chain in service_chain_names(sp):
-            owners[chain] = sp
-        for ep in sp.endpoints:
-            owners[endpoint_chain_name(sp, ep)] = sp
-    return owners
+    return {chain: sp for sp in cluster.service_ports for chain in port_chains(sp)}
