@@ -19,11 +19,13 @@ from svcnet.model.types import (
     DETECT_CLUSTER_CIDR,
     DETECT_IFACE_PREFIX,
     DETECT_NODE_CIDR,
+    UDP,
     Cluster,
     LocalDetector,
     Node,
     ProcessSecurity,
     ProxierSettings,
+    ServicePort,
 )
 
 # --------------------------------------------------------------------------- IP families
@@ -188,6 +190,45 @@ def node_netconf(cluster: Cluster, node: Node) -> NetConf:
     )
 
 
+# --------------------------------------------------------------------------- stale conntrack entries
+
+# The protocols whose stale conntrack entries a node deletes after an apply: UDP only, as kube-proxy's
+# CleanStaleEntries (pkg/proxy/conntrack/cleanup.go); a TCP or SCTP flow ends by itself.
+CONNTRACK_PROTOCOLS = (UDP,)
+
+
+@dataclass(frozen=True, slots=True)
+class ConntrackPort:
+    """A service port as a node's conntrack cleanup sees it: an entry toward one of its VIPs and
+    `port`, or toward `node_port` (0: none), whose reply source is not in `endpoints` is stale."""
+
+    protocol: str
+    port: int
+    vips: tuple[str, ...]  # ClusterIP, externalIPs, LoadBalancer ingress IPs
+    node_port: int
+    endpoints: tuple[str, ...]  # the serving endpoints' IPs
+
+
+def conntrack_port(sp: ServicePort, fam: IPFamily) -> ConntrackPort | None:
+    """What the cleanup needs of `sp` for one family; None if kube-proxy's proxier of that family
+    has no such service port (headless, another family) or it is not of CONNTRACK_PROTOCOLS.
+
+    Serving endpoints, whatever their readiness, topology or the traffic policies: kube-proxy keeps
+    existing flows on every endpoint that still serves, as TCP connections are kept.
+    """
+    if sp.protocol not in CONNTRACK_PROTOCOLS or not sp.cluster_ip or sp.cluster_ip == "None" \
+            or not fam.owns(sp.cluster_ip):
+        return None
+    vips = tuple(ip for ip in (sp.cluster_ip, *sp.external_ips, *sp.lb_ips) if fam.owns(ip))
+    endpoints = tuple(sorted({ep.ip for ep in sp.endpoints if ep.serving and fam.owns(ep.ip)}))
+    return ConntrackPort(sp.protocol, sp.port, tuple(dict.fromkeys(vips)), sp.node_port, endpoints)
+
+
+def conntrack_ports(service_ports: Iterable[ServicePort], fam: IPFamily) -> tuple[ConntrackPort, ...]:
+    """The service ports a node of family `fam` cleans the stale conntrack entries of."""
+    return tuple(cp for sp in service_ports if (cp := conntrack_port(sp, fam)) is not None)
+
+
 # --------------------------------------------------------------------------- per node
 
 
@@ -198,9 +239,19 @@ class NodeDesired:
     node: str
     proxier: ProxierSettings
     netconf: NetConf
+    conntrack: tuple[ConntrackPort, ...] = ()  # whose stale entries the node deletes after an apply
 
 
 def desired_nodes(cluster: Cluster, nodes: Iterable[str] | None = None) -> dict[str, NodeDesired]:
     """The desired state of the named nodes (default: all), in the order given."""
     wanted = [cluster.node(n) for n in nodes] if nodes is not None else list(cluster.nodes)
-    return {n.name: NodeDesired(n.name, proxier_settings(cluster, n), node_netconf(cluster, n)) for n in wanted}
+    by_family: dict[int, tuple[ConntrackPort, ...]] = {}  # the same for every node of a family: built once
+
+    def conntrack(node: Node) -> tuple[ConntrackPort, ...]:
+        fam = family_of(node.pod_cidr)
+        if fam.version not in by_family:
+            by_family[fam.version] = conntrack_ports(cluster.service_ports, fam)
+        return by_family[fam.version]
+
+    return {n.name: NodeDesired(n.name, proxier_settings(cluster, n), node_netconf(cluster, n), conntrack(n))
+            for n in wanted}

@@ -1959,6 +1959,137 @@ def remove_persistence(state: dict) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- stale conntrack entries
+# After an apply, the node deletes the conntrack entries that would keep a flow on an endpoint that no
+# longer serves, as kube-proxy's CleanStaleEntries (kubernetes/kubernetes pkg/proxy/conntrack/cleanup.go)
+# does after each sync. A UDP flow has no end: as long as the client keeps sending, its entry lives on
+# and keeps DNATing to the endpoint it first picked, even once the rules no longer name it.
+#
+# Stateless, as kube-proxy's newer cleanup: an entry is stale when its original destination is a
+# service port's VIP (ClusterIP, externalIP, LB ingress IP) and port, or its NodePort, and its reply
+# source is not one of that port's serving endpoints now. No previous state is compared: what the last
+# apply recorded may be lost or from a run that failed, while the entries themselves say where they
+# go. This covers the entries of a port that went from no endpoints (REJECT) to some: their reply
+# source is the VIP itself, never an endpoint. A port with no serving endpoints is left alone (as
+# kube-proxy does: its REJECT rules answer new flows; nothing would be gained). TCP is never touched
+# (a connection ends by itself, and a deleted entry would break an established one); SCTP neither,
+# as kube-proxy cleans UDP only; the controller sends the ports to clean (its desired state), the
+# agent accepts UDP and SCTP.
+CONNTRACK_PROTOCOLS = ("UDP", "SCTP")
+CONNTRACK_FIELDS = ("protocol", "port", "vips", "node_port", "endpoints")
+CONNTRACK_BUDGET = 10.0  # seconds for a node's whole cleanup (listing and deleting), so an apply stays bounded
+MAX_CONNTRACK_PORTS = 100000  # service ports in one request (far above what a node serves)
+CONNTRACK_DELETED_RE = re.compile(r"(\d+) flow entries have been deleted")
+
+
+def as_conntrack(key: str, value: object) -> list[dict]:
+    """The service ports whose stale entries to delete: {protocol, port, vips, node_port, endpoints}."""
+    if not isinstance(value, list) or len(value) > MAX_CONNTRACK_PORTS:
+        raise _refuse(key, "a list of service ports", value)
+    return [_conntrack_port(f"{key}[{n}]", item) for n, item in enumerate(value)]
+
+
+def _conntrack_port(where: str, item: object) -> dict:
+    if not isinstance(item, dict) or sorted(item) != sorted(CONNTRACK_FIELDS):
+        raise _refuse(where, "an object of " + ", ".join(CONNTRACK_FIELDS), item)
+    if item["protocol"] not in CONNTRACK_PROTOCOLS:
+        raise _refuse(where + ".protocol", " or ".join(CONNTRACK_PROTOCOLS), item["protocol"])
+    for name, low in (("port", 1), ("node_port", 0)):
+        n = item[name]
+        if isinstance(n, bool) or not isinstance(n, int) or not low <= n <= 65535:
+            raise _refuse(f"{where}.{name}", f"a port number {low}-65535", n)
+    ips = {}
+    for name in ("vips", "endpoints"):
+        got = item[name]
+        if not isinstance(got, list) or not all(isinstance(v, str) and _is_ip(v) for v in got):
+            raise _refuse(f"{where}.{name}", "a list of IP addresses", got)
+        ips[name] = [str(ipaddress.ip_address(v)) for v in got]  # canonical: as conntrack prints them
+    return {**item, **ips}
+
+
+def parse_conntrack(text: str) -> list[dict]:
+    """`conntrack -L` lines as {proto, orig_dst, orig_dport, reply_src}: each line gives the original
+    tuple's src=, dst=, sport=, dport= first and the reply tuple's after them."""
+    entries = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2:
+            continue
+        seen: dict[str, list[str]] = {}
+        for word in words:
+            k, eq, v = word.partition("=")
+            if eq:
+                seen.setdefault(k, []).append(v)
+        if len(seen.get("dst", ())) == 2 and len(seen.get("src", ())) == 2 and seen.get("dport"):
+            entries.append({"proto": words[0].upper(), "orig_dst": seen["dst"][0], "orig_dport": seen["dport"][0],
+                            "reply_src": seen["src"][1]})
+    return entries
+
+
+def stale_conntrack_filters(ports: list[dict], entries: list[dict]) -> list[tuple[str, ...]]:
+    """The `conntrack -D` filters (protocol, then its match options) that delete the stale ones of
+    `entries`, once each: kube-proxy's filterForIPPortNAT (VIP, port, reply source) and
+    filterForPortNAT (NodePort, reply source)."""
+    by_vip: dict[tuple[str, str, str], set[str]] = {}
+    by_node_port: dict[tuple[str, str], set[str]] = {}
+    for p in ports:
+        if not p["endpoints"]:
+            continue
+        for vip in p["vips"]:
+            by_vip.setdefault((p["protocol"], vip, str(p["port"])), set()).update(p["endpoints"])
+        if p["node_port"]:
+            by_node_port.setdefault((p["protocol"], str(p["node_port"])), set()).update(p["endpoints"])
+    filters: set[tuple[str, ...]] = set()
+    for e in entries:
+        proto, reply_src = e["proto"], e["reply_src"]
+        serving = by_vip.get((proto, e["orig_dst"], e["orig_dport"]))
+        if serving is not None and reply_src not in serving:
+            filters.add((proto, "--orig-dst", e["orig_dst"], "--orig-port-dst", e["orig_dport"],
+                         "--reply-src", reply_src))
+        serving = by_node_port.get((proto, e["orig_dport"]))
+        if serving is not None and reply_src not in serving:
+            filters.add((proto, "--orig-port-dst", e["orig_dport"], "--reply-src", reply_src))
+    return sorted(filters)
+
+
+def conntrack_family(ip: str) -> str:
+    return "ipv6" if ":" in ip else "ipv4"
+
+
+def clean_conntrack(ports: list[dict], budget: float = CONNTRACK_BUDGET) -> tuple[int, str | None]:
+    """Delete the node's stale entries of `ports`: (entries deleted, the error that stopped it or None).
+
+    Within `budget` seconds in all; a command that fails or overruns stops the cleanup, the count
+    says what was deleted until then.
+    """
+    deadline = time.monotonic() + budget
+    kinds = sorted({(conntrack_family(ip), p["protocol"]) for p in ports if p["endpoints"]
+                    for ip in p["vips"] + p["endpoints"]})
+    deleted = 0
+    try:
+        for fam, proto in kinds:
+            listed = run(["conntrack", "-L", "-f", fam, "-p", proto.lower()], timeout=_left(deadline))
+            for f in stale_conntrack_filters(ports, parse_conntrack(listed.stdout)):
+                argv = ["conntrack", "-D", "-f", fam, "-p", f[0].lower(), *f[1:]]
+                proc = run(argv, check=False, timeout=_left(deadline))
+                found = CONNTRACK_DELETED_RE.search(proc.stderr + proc.stdout)
+                if found is None:  # exit 1 with "0 flow entries" is an entry gone meanwhile; else an error
+                    raise AgentError("{} failed (exit {}): {}".format(" ".join(argv), proc.returncode,
+                                                                      (proc.stderr or proc.stdout).strip()[-500:]))
+                deleted += int(found.group(1))
+    except AgentError as exc:
+        log(f"conntrack cleanup: {exc}")
+        return deleted, str(exc)
+    return deleted, None
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise AgentError("conntrack cleanup ran out of its time")
+    return left
+
+
 # --------------------------------------------------------------------------- the wire: requests
 # Each op's request is a record parsed once, at the entry point, from the JSON object: a field's
 # JSON key is its name and its default the record's default (a key absent or null takes it); its
@@ -2095,7 +2226,9 @@ class ApplyRequest(GuardedRequest):
 
     desired_hashes: per part, the hash of what it applies (recorded; the same again: unchanged);
     check: say what would change, change nothing; diff: also answer the changes' diff; agent,
-    podserver: the source texts that pod supervisors and the boot unit run from state_dir.
+    podserver: the source texts that pod supervisors and the boot unit run from state_dir;
+    conntrack: the service ports whose stale conntrack entries to delete once the rules are applied
+    (see clean_conntrack; None: none).
     """
 
     artifacts: dict[str, str] = field(default_factory=dict, meta={CHECK: as_artifacts})
@@ -2106,6 +2239,7 @@ class ApplyRequest(GuardedRequest):
     diff: bool = field(default=False, meta={CHECK: as_flag})
     agent: str | None = field(default=None, meta={CHECK: as_text})
     podserver: str | None = field(default=None, meta={CHECK: as_text})
+    conntrack: list[dict] | None = field(default=None, meta={CHECK: as_conntrack})
 
     def __post_init__(self) -> None:
         """The rules must be svcnet's own: refused here, before anything on the node is read or locked."""
@@ -2165,7 +2299,9 @@ class ChangeAnswer(Answer):
 
     pending: the change awaits confirmation; rolled_back: the node is back in its previous state
     (False: the rollback failed too); pods: what was done to pod processes; diff: per DIFF_KEYS,
-    the changes; foreign: what the address config names that svcnet did not create.
+    the changes; foreign: what the address config names that svcnet did not create;
+    conntrack_deleted: the stale conntrack entries an apply deleted (absent: none asked),
+    conntrack_error: why that cleanup stopped short (the apply itself stands).
     """
 
     pending: bool | None = field(default=None, meta=OMIT)
@@ -2173,6 +2309,8 @@ class ChangeAnswer(Answer):
     pods: list[str] | None = field(default=None, meta=OMIT)
     diff: dict[str, str] | None = field(default=None, meta=OMIT)
     foreign: list[str] | None = field(default=None, meta=OMIT)
+    conntrack_deleted: int | None = field(default=None, meta=OMIT)
+    conntrack_error: str | None = field(default=None, meta=OMIT)
 
 
 class ProbeAnswer(Answer):
@@ -2312,9 +2450,25 @@ def op_apply(req: ApplyRequest) -> ChangeAnswer:
         if req.check:
             return check_answer(req, plan)
         if plan.unchanged:
-            return ChangeAnswer(True, False, "already in the desired state", diff=plan.diff(req.diff))
-        jumps = canonical_jumps(plan.arts[JUMPS_FILE], req.owned_prefix) if plan.do_rules else {}
-        return Commit(req, plan, jumps).run()
+            answer = ChangeAnswer(True, False, "already in the desired state", diff=plan.diff(req.diff))
+        else:
+            jumps = canonical_jumps(plan.arts[JUMPS_FILE], req.owned_prefix) if plan.do_rules else {}
+            answer = Commit(req, plan, jumps).run()
+        return with_conntrack_cleanup(req, plan, answer)
+
+
+def with_conntrack_cleanup(req: ApplyRequest, plan: ApplyPlan, answer: ChangeAnswer) -> ChangeAnswer:
+    """`answer`, after the stale conntrack entries were deleted where the apply put its rules in place.
+
+    Also when the rules were already in place: the cleanup is stateless, so it also finishes what an
+    earlier apply's cleanup left (it failed or ran out of time). Not after a failed apply: the node is
+    back on its previous rules. A failed cleanup does not fail the apply (the rules are right; the
+    entries age out), as kube-proxy logs it and goes on; the answer says why it stopped.
+    """
+    if req.conntrack is None or not answer.ok or not plan.do_rules:
+        return answer
+    deleted, error = clean_conntrack(req.conntrack)
+    return answer.replace(conntrack_deleted=deleted, conntrack_error=error)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from svcnet.playbook.runner import Outcome, TaskContext
 from svcnet.render.artifacts import NodeArtifacts, node_artifacts_all
 from svcnet.transport.protocol import (
     DIFF_KEYS,
+    ApplyAnswer,
     ApplyRequest,
     PreflightRequest,
     ProbeAnswer,
@@ -162,7 +163,7 @@ class Converge:
         failed = confirm(ctx, "applied", guard, diff) if answer.pending else None
         if failed is not None:
             return failed
-        return Outcome(recap.CHANGED if answer.changed else recap.OK, answer.msg, diff)
+        return Outcome(recap.CHANGED if answer.changed else recap.OK, answer.msg + conntrack_note(answer), diff)
 
     # -- rendering ------------------------------------------------------------------------
     def take_rendered(self, host: str, cluster: Cluster, forks: int) -> tuple[NodeArtifacts, NodeArtifacts]:
@@ -194,6 +195,14 @@ class Converge:
         send = node_artifacts_all(rendered, list(stale), stale) if stale else {}
         for h in todo:
             states[h].rendered = (desired[h], send.get(h, desired[h]))
+
+
+def conntrack_note(answer: ApplyAnswer) -> str:
+    """What the node's conntrack cleanup did, for the task's message (shown with -v)."""
+    if answer.conntrack_deleted is None:
+        return ""
+    note = f"; {answer.conntrack_deleted} stale conntrack entries deleted"
+    return note + (f" (cleanup stopped: {answer.conntrack_error})" if answer.conntrack_error else "")
 
 
 def confirm(ctx: TaskContext, done: str, guard: float, diff: Mapping[str, str] | None = None) -> Outcome | None:

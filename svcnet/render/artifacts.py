@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from svcnet.desired import NetConf, desired_nodes
+from svcnet.desired import ConntrackPort, NetConf, desired_nodes
 from svcnet.model.types import Cluster, ProxierSettings
 from svcnet.render.iptables import render_nodes
 from svcnet.render.jumps import JumpRule, jump_rules, render_jump_rules
@@ -32,6 +32,7 @@ class NodeArtifacts:
     restore: str
     jump_rules: tuple[JumpRule, ...]
     netconf: NetConf
+    conntrack: tuple[ConntrackPort, ...] = ()  # not a file: what the apply's conntrack cleanup is sent
 
     def files(self) -> dict[str, str]:
         """The artifacts as file name → text."""
@@ -59,6 +60,7 @@ def node_artifacts_all(
             restore=restores[name],
             jump_rules=tuple(jump_rules(d.proxier)),
             netconf=d.netconf,
+            conntrack=d.conntrack,
         )
         for name, d in desired.items()
     }

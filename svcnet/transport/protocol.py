@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from svcnet.agent import node, podserver
-from svcnet.desired import NetConf
+from svcnet.desired import ConntrackPort, NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
 from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
 
@@ -143,6 +143,12 @@ def _security_payload(sec: ProcessSecurity | None) -> dict:
                          "read_only_root": sec.read_only_root}}
 
 
+def conntrack_payload(ports: Sequence[ConntrackPort]) -> list[dict]:
+    """The service ports of an apply's conntrack cleanup, as the agent reads them (`conntrack`)."""
+    return [{"protocol": p.protocol, "port": p.port, "vips": list(p.vips), "node_port": p.node_port,
+             "endpoints": list(p.endpoints)} for p in ports]
+
+
 def desired_hashes(art: NodeArtifacts) -> dict[str, str]:
     """Per part (`rules`, `network`), the hash of what an apply of that part puts on the node."""
     files = art.files()
@@ -235,8 +241,21 @@ class ChangeAnswer:
                    diff=_str_map(wire.get("diff")))
 
 
+@dataclass(frozen=True)
 class ApplyAnswer(ChangeAnswer):
-    """The answer to an ApplyRequest."""
+    """The answer to an ApplyRequest; conntrack_deleted: the stale conntrack entries the node deleted
+    once its rules were in place (None: no cleanup ran), conntrack_error: why it stopped short."""
+
+    conntrack_deleted: int | None = None
+    conntrack_error: str | None = None
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Self:
+        change = ChangeAnswer.from_wire(wire)
+        deleted = wire.get("conntrack_deleted")
+        error = wire.get("conntrack_error")
+        return cls(**asdict(change), conntrack_deleted=deleted if isinstance(deleted, int) else None,
+                   conntrack_error=None if error is None else str(error))
 
 
 class TeardownAnswer(ChangeAnswer):
@@ -323,6 +342,8 @@ class ApplyRequest:
 
     confirm_timeout: seconds the node waits for a ConfirmRequest before it rolls back (0: no
     dead-man switch); check: change nothing, report the diff; diff: also report what changed;
+    an apply of the rules (not checked) also has the node delete the stale conntrack entries of the
+    artifacts' `conntrack` ports;
     hashes: the desired state's `desired_hashes`, when the caller has them (the artifacts sent
     may also delete stale chains, which are not desired state); else those of `artifacts`.
     """
@@ -351,7 +372,13 @@ class ApplyRequest:
             lock_wait=self.lock_wait,
             podserver=podserver_source(),
             agent=agent_source(),
+            conntrack=self._conntrack(),
         )
+
+    def _conntrack(self) -> list[dict] | None:
+        if self.check or node.PART_RULES not in self.parts:
+            return None
+        return conntrack_payload(self.artifacts.conntrack)
 
     def answer(self, wire: Mapping[str, Any]) -> ApplyAnswer:
         return ApplyAnswer.from_wire(wire)

@@ -21,16 +21,18 @@ from svcnet.playbook.runner import Options, Runner
 from svcnet.transport.ssh import SSHError
 
 NODES = ("node1", "node2")
+STALE_UDP = Path(__file__).parent / "stale-udp"  # a UDP and a TCP port
 SITE = tuple(Task(name=v, action=v, tags=frozenset({v})) for v in (VALIDATE, PREFLIGHT, NETWORK, RULES))
 
 
-def run(tmp_path: Path, fleet: Fleet, tasks: tuple[Task, ...] = SITE, **opts) -> tuple[int, str]:
+def run(tmp_path: Path, fleet: Fleet, tasks: tuple[Task, ...] = SITE, description: Path = SEED,
+        **opts) -> tuple[int, str]:
     from svcnet.transport.inventory import load_inventory
 
     (tmp_path / "hosts.ini").write_text("node1\nnode2\n")
     out = io.StringIO()
     runner = Runner(load_inventory(tmp_path / "hosts.ini"), Options(**opts), registry(), fleet.connect, out=out)
-    return runner.run([Play("site", "all", (SEED,), tasks)]), out.getvalue()
+    return runner.run([Play("site", "all", (description,), tasks)]), out.getvalue()
 
 
 def results(out: str, host: str) -> list[str]:
@@ -194,3 +196,33 @@ def test_teardown_is_guarded_and_confirmed(tmp_path):
     code, out = run(tmp_path, fleet, (Task("teardown", TEARDOWN),))
     assert code == recap.EXIT_ROLLBACK
     assert "removed but could not confirm over a fresh connection (timed out)" in out
+
+
+def test_the_apply_sends_the_udp_ports_to_clean_and_verbose_shows_what_was_deleted(tmp_path):
+    fleet = Fleet(NODES)
+    fleet.nodes["node1"].answers["apply"] = {"ok": True, "changed": True, "msg": "applied", "pending": False,
+                                             "conntrack_deleted": 3}
+    code, out = run(tmp_path, fleet, description=STALE_UDP, verbose=1)
+    assert code == 0, out
+    (sent,) = fleet.sent("node1", "apply")
+    assert [(p["protocol"], p["port"], p["vips"], p["node_port"]) for p in sent["conntrack"]] == [
+        ("UDP", 53, ["10.96.0.53"], 30053)]  # the TCP port is not cleaned (kube-proxy's choice)
+    assert len(sent["conntrack"][0]["endpoints"]) == 2
+    assert result_of(results(out, "node1")[3])["msg"] == "applied; 3 stale conntrack entries deleted"
+    assert "conntrack" not in result_of(results(out, "node2")[3])["msg"]  # the fake node2 answers none
+
+    fleet.nodes["node1"].answers["apply"] = {**fleet.nodes["node1"].answers["apply"], "conntrack_deleted": 1,
+                                             "conntrack_error": "conntrack cleanup ran out of its time"}
+    fleet.nodes["node1"].applied.clear()
+    _, out = run(tmp_path, fleet, description=STALE_UDP, verbose=1)
+    assert result_of(results(out, "node1")[3])["msg"] == (
+        "applied; 1 stale conntrack entries deleted (cleanup stopped: conntrack cleanup ran out of its time)")
+
+
+def test_check_mode_and_a_network_only_apply_clean_nothing(tmp_path):
+    fleet = Fleet(NODES)
+    run(tmp_path, fleet, description=STALE_UDP, check=True)
+    assert "conntrack" not in fleet.sent("node1", "apply")[0]
+    run(tmp_path, fleet, description=STALE_UDP, tags=("network",))
+    assert fleet.sent("node1", "apply")[-1]["parts"] == ["network"]
+    assert "conntrack" not in fleet.sent("node1", "apply")[-1]

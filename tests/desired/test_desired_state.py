@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from svcnet.desired import FAMILIES, IPV4, IPV6, desired_nodes, family_of
+from svcnet.desired import FAMILIES, IPV4, IPV6, ConntrackPort, conntrack_ports, desired_nodes, family_of
 from svcnet.model.load import load_cluster
+from svcnet.model.types import Endpoint, ServicePort
 from svcnet.render.artifacts import node_artifacts_all
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
@@ -46,3 +48,28 @@ def test_sysctls_come_from_the_family() -> None:
     assert keys == [IPV4.forwarding_sysctl, IPV4.route_localnet_sysctl, IPV4.bridge_nf_sysctl]
     # Loopback cannot be routed to on IPv6, so localhost NodePorts exist on IPv4 only.
     assert IPV4.localhost_nodeports and not IPV6.localhost_nodeports
+
+
+STALE_UDP = Path(__file__).resolve().parents[1] / "apply" / "stale-udp"
+
+
+def test_each_node_cleans_the_stale_conntrack_entries_of_its_udp_service_ports() -> None:
+    cluster = load_cluster([STALE_UDP])
+    desired = desired_nodes(cluster)
+    pod_ips = tuple(sorted(p.ip for p in cluster.pods))
+    want = (ConntrackPort("UDP", 53, ("10.96.0.53",), 30053, pod_ips),)  # the TCP port: none (kube-proxy's)
+    assert desired["node1"].conntrack == desired["node2"].conntrack == want
+    assert all(art.conntrack == want for art in node_artifacts_all(cluster).values())
+
+
+def test_conntrack_ports_take_every_vip_and_serving_endpoint_of_the_family() -> None:
+    sp = ServicePort("ns", "dns", "", "UDP", 53, "10.96.0.10", type="LoadBalancer", node_port=30053,
+                     external_ips=("203.0.113.7", "fd00::7"), lb_ips=("198.51.100.1", "10.96.0.10"),
+                     endpoints=(Endpoint("10.244.1.5", 53), Endpoint("10.244.2.9", 53, ready=False),
+                                Endpoint("10.244.3.3", 53, ready=False, serving=False, terminating=True),
+                                Endpoint("fd00::5", 53)))
+    assert conntrack_ports([sp], IPV4) == (ConntrackPort(
+        "UDP", 53, ("10.96.0.10", "203.0.113.7", "198.51.100.1"), 30053, ("10.244.1.5", "10.244.2.9")),)
+    assert conntrack_ports([sp], IPV6) == ()  # its ClusterIP is IPv4: no IPv6 proxier port
+    assert conntrack_ports([replace(sp, cluster_ip="None")], IPV4) == ()  # headless
+    assert conntrack_ports([replace(sp, protocol="TCP"), replace(sp, protocol="SCTP")], IPV4) == ()

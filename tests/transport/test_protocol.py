@@ -57,7 +57,8 @@ def test_the_wire_keeps_the_keys_and_values_the_agent_reads(seed):
 
     apply = protocol.ApplyRequest("r1", art).to_wire()
     assert list(apply) == ["op", "run_id", "artifacts", "netconf", "parts", "desired_hashes", "confirm_timeout",
-                           "check", "diff", "lock_wait", "podserver", "agent"]
+                           "check", "diff", "lock_wait", "podserver", "agent", "conntrack"]
+    assert apply["conntrack"] == []  # the seed has no UDP port: nothing to clean, but the cleanup runs
     files = art.files()
     assert apply["artifacts"] == {n: files[n] for n in ("rules.restore", "jumps.rules", "netconf.sh")}
     assert apply["netconf"] == protocol.netconf_payload(art.netconf)
@@ -109,6 +110,10 @@ def test_change_and_status_answers_read_the_agents_keys():
     assert (applied.ok, applied.changed, applied.msg, applied.pending, applied.rolled_back) == (
         True, True, "m", True, False)
     assert applied.diff == {protocol.DIFF_RULES: "-a\n+b\n", protocol.DIFF_NETCONF: ""}
+    assert applied.conntrack_deleted is None and applied.conntrack_error is None
+    cleaned = protocol.ApplyAnswer.from_wire({"ok": True, "changed": True, "msg": "m", "conntrack_deleted": 4,
+                                              "conntrack_error": "timed out"})
+    assert (cleaned.conntrack_deleted, cleaned.conntrack_error, cleaned.changed) == (4, "timed out", True)
     failed = protocol.TeardownAnswer.from_wire({"ok": False, "changed": False, "msg": "x", "rolled_back": True})
     assert (failed.ok, failed.rolled_back, failed.diff) == (False, True, None)
     status = protocol.StatusAnswer.from_wire({"ok": True, "changed": False, "msg": "", "pending": None, "pods": [
@@ -136,3 +141,15 @@ def test_run_ids_are_new_each_time_and_the_agent_accepts_them():
     ids = {protocol.new_run_id() for _ in range(5)} | {protocol.new_run_id("verify")}
     assert len(ids) == 6
     assert all(node.RUN_ID_RE.fullmatch(i) for i in ids), ids
+
+
+def test_an_apply_of_the_rules_sends_the_ports_whose_stale_conntrack_entries_to_delete():
+    cluster = load_cluster([Path(__file__).resolve().parents[1] / "apply" / "stale-udp"])
+    art = artifacts(cluster)
+    apply = protocol.ApplyRequest("r1", art).to_wire()
+    ips = sorted(p.ip for p in cluster.pods)
+    assert apply["conntrack"] == [{"protocol": "UDP", "port": 53, "vips": ["10.96.0.53"], "node_port": 30053,
+                                   "endpoints": ips}]
+    assert node.ApplyRequest.parse(apply).conntrack == apply["conntrack"]  # the agent reads it as sent
+    for no_cleanup in (protocol.ApplyRequest("r1", art, check=True), protocol.ApplyRequest("r1", art, ("network",))):
+        assert "conntrack" not in no_cleanup.to_wire()
