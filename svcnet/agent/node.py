@@ -1980,6 +1980,10 @@ CONNTRACK_FIELDS = ("protocol", "port", "vips", "node_port", "endpoints")
 CONNTRACK_BUDGET = 10.0  # seconds for a node's whole cleanup (listing and deleting), so an apply stays bounded
 MAX_CONNTRACK_PORTS = 100000  # service ports in one request (far above what a node serves)
 CONNTRACK_DELETED_RE = re.compile(r"(\d+) flow entries have been deleted")
+# state.json: the last cleanup stopped short. The probe says so, and the controller then sends the
+# apply again even though the rules are in place (the cleanup runs with every apply of the rules),
+# so that a failed or overrun cleanup is retried by the next run instead of waiting for a change.
+CONNTRACK_PENDING_KEY = "conntrack_pending"
 
 
 def as_conntrack(key: str, value: object) -> list[dict]:
@@ -2331,6 +2335,7 @@ class ProbeAnswer(Answer):
     netconf_live_hash: str
     netconf_saved_hash: str
     last_rollback: dict | None
+    conntrack_pending: bool | None = field(default=None, meta=OMIT)  # the last conntrack cleanup stopped short
     missing: list[dict] | None = field(default=None, meta=OMIT)
     features: dict[str, bool] | None = field(default=None, meta=OMIT)
 
@@ -2405,6 +2410,7 @@ def op_probe(req: Request, features: dict | None = None) -> ProbeAnswer:
         netconf_live_hash=live_hash,
         netconf_saved_hash=saved_hash,
         last_rollback=read_json(paths.state_file(LAST_ROLLBACK_FILE)),
+        conntrack_pending=True if state.get(CONNTRACK_PENDING_KEY) else None,
     )
 
 
@@ -2468,7 +2474,20 @@ def with_conntrack_cleanup(req: ApplyRequest, plan: ApplyPlan, answer: ChangeAns
     if req.conntrack is None or not answer.ok or not plan.do_rules:
         return answer
     deleted, error = clean_conntrack(req.conntrack)
+    record_conntrack_pending(req.paths, error is not None)
     return answer.replace(conntrack_deleted=deleted, conntrack_error=error)
+
+
+def record_conntrack_pending(paths: Paths, pending: bool) -> None:
+    """Record in state.json whether the cleanup stopped short (CONNTRACK_PENDING_KEY); written only on a change."""
+    state = load_state(paths)
+    if bool(state.get(CONNTRACK_PENDING_KEY)) == pending:
+        return
+    if pending:
+        state[CONNTRACK_PENDING_KEY] = True
+    else:
+        state.pop(CONNTRACK_PENDING_KEY, None)
+    save_state(paths, state)
 
 
 @contextlib.contextmanager

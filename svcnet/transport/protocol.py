@@ -182,6 +182,7 @@ class ProbeAnswer:
     saved_rules_hash: str | None = None
     netconf_ok: bool = False  # the address config is as the last apply left it
     stale_chains: tuple[str, ...] = ()  # owned chains the desired rules no longer have
+    conntrack_pending: bool = False  # the last apply's conntrack cleanup stopped short: apply the rules again
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> ProbeAnswer:
@@ -194,17 +195,19 @@ class ProbeAnswer:
             live_rules_hash=wire.get("live_rules_hash"), saved_rules_hash=wire.get("saved_rules_hash"),
             netconf_ok=bool(wire.get("netconf_ok")),
             stale_chains=tuple(str(c) for c in wire.get("stale_chains") or ()),
+            conntrack_pending=bool(wire.get("conntrack_pending")),
         )
 
     def unchanged(self, want: Mapping[str, str], parts: Sequence[str] = PARTS) -> bool:
         """True iff `parts` need nothing sent: same applied hashes, and no drift (live rules == saved
-        rules for `rules`, the address config intact for `network`)."""
+        rules for `rules`, the address config intact for `network`), and for `rules` no conntrack
+        cleanup to finish (an apply of the rules retries it)."""
         applied = self.applied_hash
         if not self.ok or applied is None:
             return False
         if any(applied.get(p) != want.get(p) for p in parts):
             return False
-        if node.PART_RULES in parts and self.live_rules_hash != self.saved_rules_hash:
+        if node.PART_RULES in parts and (self.live_rules_hash != self.saved_rules_hash or self.conntrack_pending):
             return False
         return not (node.PART_NETWORK in parts and not self.netconf_ok)
 

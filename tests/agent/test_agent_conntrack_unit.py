@@ -118,3 +118,26 @@ def test_a_failing_or_slow_cleanup_stops_and_says_why(monkeypatch):
     monkeypatch.setattr(node, "run", lambda *a, **k: node.subprocess.CompletedProcess(a[0], 0, LISTING, ""))
     deleted, error = node.clean_conntrack([RESOLVER], budget=0)
     assert deleted == 0 and error is not None and "time" in error
+
+
+def test_a_cleanup_that_stopped_short_is_recorded_for_the_probe_until_one_succeeds(monkeypatch, tmp_path):
+    paths = node.Paths(str(tmp_path / "etc"), str(tmp_path / "state"), str(tmp_path / "run"))
+    node.make_dir(paths.state)
+    node.save_state(paths, {"applied_hash": {"rules": "r"}})
+    req = node.ApplyRequest.parse({"op": "apply", "artifacts": {node.RESTORE_FILE: ""}, "conntrack": [RESOLVER],
+                                   "etc_dir": paths.etc, "state_dir": paths.state, "run_dir": paths.run})
+    plan = type("Plan", (), {"do_rules": True})()
+    applied = node.ChangeAnswer(True, True, "applied")
+    outcome = {"result": (1, "conntrack cleanup ran out of its time")}
+    monkeypatch.setattr(node, "clean_conntrack", lambda ports: outcome["result"])
+
+    answer = node.with_conntrack_cleanup(req, plan, applied)
+    assert (answer.conntrack_deleted, answer.conntrack_error) == (1, "conntrack cleanup ran out of its time")
+    assert node.load_state(paths) == {"applied_hash": {"rules": "r"}, node.CONNTRACK_PENDING_KEY: True}
+    outcome["result"] = (2, None)
+    assert node.with_conntrack_cleanup(req, plan, applied).conntrack_deleted == 2
+    assert node.load_state(paths) == {"applied_hash": {"rules": "r"}}  # retried: nothing pending any more
+
+    failed = node.ChangeAnswer(False, False, "apply failed", rolled_back=True)
+    assert node.with_conntrack_cleanup(req, plan, failed) is failed  # back on the old rules: no cleanup
+    assert node.with_conntrack_cleanup(req.replace(conntrack=None), plan, applied) is applied

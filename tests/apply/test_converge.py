@@ -226,3 +226,16 @@ def test_check_mode_and_a_network_only_apply_clean_nothing(tmp_path):
     run(tmp_path, fleet, description=STALE_UDP, tags=("network",))
     assert fleet.sent("node1", "apply")[-1]["parts"] == ["network"]
     assert "conntrack" not in fleet.sent("node1", "apply")[-1]
+
+
+def test_a_conntrack_cleanup_that_stopped_short_is_retried_by_the_next_run(tmp_path):
+    fleet = Fleet(NODES)
+    run(tmp_path, fleet, description=STALE_UDP)
+    node1 = fleet.nodes["node1"]
+    node1.answers["preflight"] = {**node1.op_preflight({}), "conntrack_pending": True}
+    code, out = run(tmp_path, fleet, description=STALE_UDP)
+    assert code == 0, out
+    assert fleet.ops("node1")[-2:] == ["preflight", "apply"]  # the rules are in place, yet applied again
+    assert fleet.sent("node1", "apply")[-1]["parts"] == ["rules"] and fleet.sent("node1", "apply")[-1]["conntrack"]
+    assert results(out, "node1")[2:] == ["ok: [node1]", "ok: [node1]"]
+    assert fleet.ops("node2")[-1] == "preflight"  # nothing pending there: nothing sent

@@ -95,6 +95,8 @@ def test_a_probe_answer_says_what_is_unchanged_and_the_facts():
     assert not unchanged({"netconf_ok": False}, want)
     assert unchanged({"netconf_ok": False}, want, ("rules",))
     assert not unchanged({"applied_hash": None}, want)
+    assert not unchanged({"conntrack_pending": True}, want)  # the rules' apply retries the conntrack cleanup
+    assert unchanged({"conntrack_pending": True}, want, ("network",))
     assert not unchanged({"ok": False}, want)
     answer = protocol.ProbeAnswer.from_wire(wire)
     assert answer.facts is not None
