@@ -2081,7 +2081,7 @@ def clean_conntrack(ports: list[dict], budget: float = CONNTRACK_BUDGET) -> tupl
                     raise AgentError("{} failed (exit {}): {}".format(" ".join(argv), proc.returncode,
                                                                       (proc.stderr or proc.stdout).strip()[-500:]))
                 deleted += int(found.group(1))
-    except AgentError as exc:
+    except (AgentError, OSError) as exc:
         log(f"conntrack cleanup: {exc}")
         return deleted, str(exc)
     return deleted, None
@@ -2456,26 +2456,30 @@ def op_apply(req: ApplyRequest) -> ChangeAnswer:
         if req.check:
             return check_answer(req, plan)
         if plan.unchanged:
-            answer = ChangeAnswer(True, False, "already in the desired state", diff=plan.diff(req.diff))
-        else:
-            jumps = canonical_jumps(plan.arts[JUMPS_FILE], req.owned_prefix) if plan.do_rules else {}
-            answer = Commit(req, plan, jumps).run()
-        return with_conntrack_cleanup(req, plan, answer)
+            return ChangeAnswer(True, False, "already in the desired state", diff=plan.diff(req.diff),
+                                **conntrack_cleanup(req, plan))
+        jumps = canonical_jumps(plan.arts[JUMPS_FILE], req.owned_prefix) if plan.do_rules else {}
+        return Commit(req, plan, jumps).run()
 
 
-def with_conntrack_cleanup(req: ApplyRequest, plan: ApplyPlan, answer: ChangeAnswer) -> ChangeAnswer:
-    """`answer`, after the stale conntrack entries were deleted where the apply put its rules in place.
+def conntrack_cleanup(req: ApplyRequest, plan: ApplyPlan) -> dict:
+    """Delete the stale conntrack entries once an apply has its rules in place; the answer's fields
+    that say what was done ({}: no cleanup asked).
 
     Also when the rules were already in place: the cleanup is stateless, so it also finishes what an
-    earlier apply's cleanup left (it failed or ran out of time). Not after a failed apply: the node is
-    back on its previous rules. A failed cleanup does not fail the apply (the rules are right; the
-    entries age out), as kube-proxy logs it and goes on; the answer says why it stopped.
+    earlier apply's cleanup left (it failed or ran out of time). Not after a failed apply (Commit
+    stops before it): the node is back on its previous rules. A failed cleanup does not fail the
+    apply (the rules are right), as kube-proxy logs it and goes on: the answer says why it stopped,
+    and state.json that the next run is to retry it.
     """
-    if req.conntrack is None or not answer.ok or not plan.do_rules:
-        return answer
+    if req.conntrack is None or not plan.do_rules:
+        return {}
     deleted, error = clean_conntrack(req.conntrack)
-    record_conntrack_pending(req.paths, error is not None)
-    return answer.replace(conntrack_deleted=deleted, conntrack_error=error)
+    try:
+        record_conntrack_pending(req.paths, error is not None)
+    except OSError as exc:
+        error = error or f"cannot record the cleanup in {STATE_FILE}: {exc}"
+    return {"conntrack_deleted": deleted, "conntrack_error": error}
 
 
 def record_conntrack_pending(paths: Paths, pending: bool) -> None:
@@ -2642,6 +2646,7 @@ class Commit:
         self.final_normal = plan.live_normal
         self.rules_diff = ""
         self.pods: list[str] = []
+        self.conntrack: dict = {}  # what conntrack_cleanup did (the answer's fields)
 
     def run(self) -> ChangeAnswer:
         first_change = COMMIT_STEPS.index(FIRST_CHANGE)
@@ -2652,7 +2657,7 @@ class Commit:
             except Exception as exc:  # any failure: back to the previous state
                 return self.fail(name, exc, changed_node=n >= first_change)
         fault_point("done")
-        return self.result()
+        return self.result().replace(**self.conntrack)
 
     def prepare(self) -> None:
         """Everything that can be written or checked without changing the node."""
@@ -2735,6 +2740,10 @@ class Commit:
         save_state(paths, state)
         remove(paths.staging)
 
+    def clean_stale_flows(self) -> None:
+        """Before the confirmation window opens (settle): the cleanup may take a while, under the lock."""
+        self.conntrack = conntrack_cleanup(self.req, self.plan)
+
     def settle(self) -> None:
         """Await the confirmation (the dead-man's deadline starts now), or need none: disarm."""
         timeout = self.req.confirm_timeout
@@ -2755,6 +2764,7 @@ class Commit:
         ("address config", configure_addresses),
         ("pods", update_pods),
         ("record applied", record_applied),
+        ("conntrack", clean_stale_flows),
         ("settle", settle),
     )
 

@@ -127,17 +127,20 @@ def test_a_cleanup_that_stopped_short_is_recorded_for_the_probe_until_one_succee
     req = node.ApplyRequest.parse({"op": "apply", "artifacts": {node.RESTORE_FILE: ""}, "conntrack": [RESOLVER],
                                    "etc_dir": paths.etc, "state_dir": paths.state, "run_dir": paths.run})
     plan = type("Plan", (), {"do_rules": True})()
-    applied = node.ChangeAnswer(True, True, "applied")
     outcome = {"result": (1, "conntrack cleanup ran out of its time")}
     monkeypatch.setattr(node, "clean_conntrack", lambda ports: outcome["result"])
 
-    answer = node.with_conntrack_cleanup(req, plan, applied)
-    assert (answer.conntrack_deleted, answer.conntrack_error) == (1, "conntrack cleanup ran out of its time")
+    assert node.conntrack_cleanup(req, plan) == {"conntrack_deleted": 1,
+                                                 "conntrack_error": "conntrack cleanup ran out of its time"}
     assert node.load_state(paths) == {"applied_hash": {"rules": "r"}, node.CONNTRACK_PENDING_KEY: True}
     outcome["result"] = (2, None)
-    assert node.with_conntrack_cleanup(req, plan, applied).conntrack_deleted == 2
+    assert node.conntrack_cleanup(req, plan) == {"conntrack_deleted": 2, "conntrack_error": None}
     assert node.load_state(paths) == {"applied_hash": {"rules": "r"}}  # retried: nothing pending any more
 
-    failed = node.ChangeAnswer(False, False, "apply failed", rolled_back=True)
-    assert node.with_conntrack_cleanup(req, plan, failed) is failed  # back on the old rules: no cleanup
-    assert node.with_conntrack_cleanup(req.replace(conntrack=None), plan, applied) is applied
+    assert node.conntrack_cleanup(req.replace(conntrack=None), plan) == {}
+    assert node.conntrack_cleanup(req, type("Plan", (), {"do_rules": False})()) == {}  # a network-only apply
+
+
+def test_the_cleanup_is_a_step_of_the_commit_before_the_confirmation_window_opens():
+    steps = node.COMMIT_STEPS
+    assert steps.index("record applied") < steps.index("conntrack") == steps.index("settle") - 1
