@@ -21,8 +21,10 @@ answer is a record (see "the wire" below); a malformed request or any failure be
 chains named ``KUBE-*`` in filter/nat, the jump rules into them from built-in chains, the address
 config of its netconf that it created and marked (links with the alias OWNER_ALIAS, routes with the
 protocol ROUTE_PROTO, pod netns recorded in state.json; and sysctls it set), pod supervisors, files
-in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service. Nothing else is touched:
-an existing link, route or netns of a name the netconf uses is refused, never adopted.
+in etc_dir/state_dir/run_dir and (on systemd machines only) svcnet.service; and, after an apply, the
+conntrack entries of UDP flows to its service ports that no serving endpoint answers (see "stale
+conntrack entries"). Nothing else is touched: an existing link, route or netns of a name the netconf
+uses is refused, never adopted.
 """
 
 from __future__ import annotations
@@ -1971,7 +1973,9 @@ def remove_persistence(state: dict) -> bool:
 # apply recorded may be lost or from a run that failed, while the entries themselves say where they
 # go. This covers the entries of a port that went from no endpoints (REJECT) to some: their reply
 # source is the VIP itself, never an endpoint. A port with no serving endpoints is left alone (as
-# kube-proxy does: its REJECT rules answer new flows; nothing would be gained). TCP is never touched
+# kube-proxy does: its REJECT rules answer new flows; nothing would be gained). A NodePort's entries
+# are matched on the port whatever their destination address, as kube-proxy matches them: the
+# NodePort rules take that port on the node's addresses. TCP is never touched
 # (a connection ends by itself, and a deleted entry would break an established one); SCTP neither,
 # as kube-proxy cleans UDP only; the controller sends the ports to clean (its desired state), the
 # agent accepts UDP and SCTP.
