@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from svcnet.desired import FAMILIES, IPFamily
-from svcnet.model.types import Endpoint, ProxierSettings, ServicePort
+from svcnet.model.types import DETECT_BRIDGE, Endpoint, ProxierSettings, ServicePort
 from svcnet.render import chains as c
 from svcnet.render.iptables import RenderError
 
@@ -239,7 +239,7 @@ def _detector(s: ProxierSettings, ip: str) -> tuple[str, str]:
         return "", ""
     if d.cidr:
         arg, local, not_local = d.cidr, f"{ip} saddr {d.cidr}", f"{ip} saddr != {d.cidr}"
-    elif d.mode == "BridgeInterface":
+    elif d.mode == DETECT_BRIDGE:
         arg, local, not_local = d.interface or "", f"iif {d.interface}", f"iif != {d.interface}"
     else:
         arg, local, not_local = d.interface or "", f"iifname {d.interface}*", f"iifname != {d.interface}*"
@@ -406,8 +406,10 @@ def _write_port(ctx: _Ctx, port: _Port, w: _Writer) -> None:
         internal_verdict = external_verdict = "drop"
 
     port_key = f"{proto} . {sp.port}"
+    # Every ClusterIP, served or not: cluster-ips-check rejects its unknown ports.
     w.element(c.NFT_CLUSTER_IPS, sp.cluster_ip or "")
     if has_internal:
+        # ClusterIP traffic goes to the chain of its policy.
         w.element(c.NFT_SERVICE_IPS, f"{sp.cluster_ip} . {port_key}", f"goto {internal_chain}")
     else:
         # ClusterIP traffic has no endpoint: the filter chains reject or drop it.
@@ -453,6 +455,7 @@ def _write_port(ctx: _Ctx, port: _Port, w: _Writer) -> None:
             # No endpoint for outside traffic on the NodePort: reject or drop.
             w.element(c.NFT_NO_ENDPOINT_NODEPORTS, node_key, external_verdict, spn)
 
+    # Masquerading of ClusterIP traffic, in the chain ClusterIP traffic uses (only if it has endpoints).
     if has_internal:
         if ctx.masquerade_all:
             # masqueradeAll: every ClusterIP connection is SNATed.
@@ -464,6 +467,7 @@ def _write_port(ctx: _Ctx, port: _Port, w: _Writer) -> None:
                                    f"jump {c.NFT_MARK_FOR_MASQUERADE}")
 
     if uses_external_chain:
+        # NodePort, external and LoadBalancer traffic: masquerade or short-circuit, then the policy chain.
         w.chain(external_chain)
         if not etp_local:
             # Cluster policy may send the traffic to another node: masquerade it.
@@ -530,6 +534,7 @@ def render_buffers(s: ProxierSettings, ports: Sequence[ServicePort], stale_chain
         _write_port(ctx, port, w)
     wanted = [ch for ch in dict.fromkeys(stale_chains) if c.is_nft_service_chain(ch)]
     if wanted:
+        # Stale chains this render does not write stay, empty, as in kube-proxy's table.
         written = {line.split(" ", 5)[4].rstrip("\n") for line in buf.chains}
         for ch in wanted:
             if ch not in written:
