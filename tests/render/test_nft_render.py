@@ -24,7 +24,7 @@ from svcnet.model.types import (
     ServicePort,
 )
 from svcnet.render.iptables import RenderError
-from svcnet.render.nftables import KUBE_PROXY_VERSION, canonical_sort, render_buffers, render_script
+from svcnet.render.nftables import KUBE_PROXY_VERSION, canonical_sort, render_buffers, render_script, script
 
 SETTINGS = ProxierSettings(
     node_name="test-node", node_ips=("192.168.0.2",), masquerade_mark="0x4000",
@@ -298,12 +298,28 @@ def _nft_in_scratch_netns(script: str) -> subprocess.CompletedProcess[str]:
     (gone on exit); prints the tables, the first listing, and `same` if the second equals it."""
     if shutil.which("nft") is None or shutil.which("unshare") is None:
         pytest.skip("needs nft and unshare")
+    family = "ip6" if "delete table ip6 " in script else "ip"
     return subprocess.run(
         ["unshare", "--net", "sh", "-ec",
          'd=$(mktemp -d); trap \'rm -rf "$d"\' EXIT; cat > "$d/s"; '
-         'nft -f "$d/s"; nft list table ip kube-proxy > "$d/a"; nft -f "$d/s"; nft list table ip kube-proxy > "$d/b"; '
+         f'nft -f "$d/s"; nft list table {family} kube-proxy > "$d/a"; '
+         f'nft -f "$d/s"; nft list table {family} kube-proxy > "$d/b"; '
          'nft list tables; cat "$d/a"; cmp -s "$d/a" "$d/b" && echo same'],
         input=script, text=True, capture_output=True, timeout=120, check=False)
+
+
+def _check_loads(script: str, table: str, family: str = "ip") -> None:
+    run = _nft_in_scratch_netns(script)
+    if run.returncode and "Operation not permitted" in run.stderr:
+        pytest.skip("needs CAP_NET_ADMIN (root) for a network namespace")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"table {family} kube-proxy\n")  # the only table there
+    assert run.stdout.endswith("\nsame\n")
+    listed = run.stdout
+    for line in table.splitlines():  # every chain and set the script adds is in the kernel's table
+        kind, name_ = line.split(" ")[1], line.split(" ")[4]
+        if kind in ("chain", "set", "map"):
+            assert f"\t{kind} {name_} {{" in listed, line
 
 
 @pytest.mark.parametrize("name", ["overall", "load-balancer", "internal-external-masquerade-masquerade-all",
@@ -313,14 +329,11 @@ def test_nft_loads_the_script_twice_into_a_fresh_namespace(name: str, tmp_path: 
     one; the root namespace's ruleset is never touched (unshare --net)."""
     result = nftrealpath.run(nftrealpath.raw(name), tmp_path)
     assert result.errors == ()
-    run = _nft_in_scratch_netns(result.script)
-    if run.returncode and "Operation not permitted" in run.stderr:
-        pytest.skip("needs CAP_NET_ADMIN (root) for a network namespace")
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith("table ip kube-proxy\n")  # the only table there
-    assert run.stdout.endswith("\nsame\n")
-    listed = run.stdout
-    for line in result.table.splitlines():  # every chain and set the script adds is in the kernel's table
-        kind, name_ = line.split(" ")[1], line.split(" ")[4]
-        if kind in ("chain", "set", "map"):
-            assert f"\t{kind} {name_} {{" in listed, line
+    _check_loads(result.script, result.table)
+
+
+def test_nft_loads_an_ipv6_script() -> None:
+    from test_nft_vectors_direct import _table
+
+    table = _table("nodeports-ipv6")
+    _check_loads(script("test-node", table, 6), table, "ip6")

@@ -4,7 +4,9 @@ validate (below the nftables gate) → model → desired → render (see nftreal
 Full-dump vectors are compared whole with kube-proxy's expected table after its canonical sort.
 Every packet flow of an expressible vector is traced through the rendered table by the test-side
 tracer nfttrace.py (kube-proxy's test tracer); `svcnet explain` does not read nftables mode yet, so
-no flow goes through explain (issue 14 asks for that; EXPLAIN_NOT_YET counts them).
+no flow goes through explain (issue 14 asks for that; EXPLAIN_NOT_YET counts them). The vectors the
+real path cannot express (bad-ips, the IPv6 ones) are checked from direct inputs in
+test_nft_vectors_direct.py.
 """
 
 from __future__ import annotations
