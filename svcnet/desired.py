@@ -97,6 +97,8 @@ def proxier_settings(cluster: Cluster, node: Node) -> ProxierSettings:
         nodeport_addresses=cluster.proxy.nodeport_addresses,
         facts=node.facts,
         ip_family=family_of(node.pod_cidr).version,
+        proxy_mode=cluster.proxy.mode,
+        service_cidrs=tuple(c for c in (cluster.service_cidr,) if family_of(c) == family_of(node.pod_cidr)),
     )
 
 

@@ -12,8 +12,9 @@ from svcnet.diagnostics import ERROR, errors, warnings
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import RESOURCES, get
 from svcnet.model.load import check_paths
-from svcnet.render.artifacts import node_artifacts_all, write_artifacts
+from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, node_artifacts_all, write_artifacts
 from svcnet.render.dump import canonical_sort
+from svcnet.render.nftables import canonical_sort as nft_canonical_sort
 
 
 @click.command()
@@ -44,7 +45,8 @@ def validate(paths: tuple[str, ...], quiet: bool, output: str) -> None:
 
 @click.command()
 @files_option
-@click.option("--node", "node", metavar="NAME", help="Print this node's iptables-restore input.")
+@click.option("--node", "node", metavar="NAME",
+              help="Print this node's rules: iptables-restore input, or in nftables mode the nft -f script.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               help="Write every node's artifacts under DIR/<node>/.")
 @click.option("--canonical", is_flag=True, help="Print in kube-proxy's canonical test order.")
@@ -52,7 +54,8 @@ def validate(paths: tuple[str, ...], quiet: bool, output: str) -> None:
 @click.option("--netconf", is_flag=True, help="Print the node's address-config script instead.")
 def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical: bool, jumps: bool,
            netconf: bool) -> None:
-    """Render what svcnet will apply: per node, the restore input, jump rules and address config."""
+    """Render what svcnet will apply: per node, the rules (restore input and jump rules, or the nft
+    script), and the address config."""
     if bool(node) == bool(out):
         fail("give exactly one of --node NAME or --out DIR", 2)
     cluster = load_or_exit(paths)
@@ -68,10 +71,15 @@ def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical
         fail(f"no node {node!r} in the description (nodes: {', '.join(names)})", 1)
     art = node_artifacts_all(cluster, [node])[node]  # type: ignore[list-item,index]
     files = art.files()
+    if jumps and art.nftables_mode:
+        fail(f"node {node} is in nftables mode, which has no jump rules (its rules are one table: --node)", 2)
     if jumps:
-        text = files["jumps.rules"]
+        text = files[JUMPS_FILE]
     elif netconf:
-        text = files["netconf.sh"]
+        text = files[NETCONF_FILE]
+    elif art.nftables_mode:
+        # --canonical: the table alone (not the script's replace preamble), in kube-proxy's test order.
+        text = nft_canonical_sort(art.nft_table) + "\n" if canonical else art.nft
     else:
         text = canonical_sort(art.restore) if canonical else art.restore
     click.echo(text, nl=False)

@@ -23,6 +23,8 @@ from svcnet.model.types import (
     CLUSTER_IP,
     DEFAULT_BRIDGE,
     LOAD_BALANCER,
+    MODE_IPTABLES,
+    MODE_NFTABLES,
     NODE_PORT_TYPES,
     TCP,
     Cluster,
@@ -162,15 +164,18 @@ def build_nodes(doc: Document) -> tuple[Node, ...]:
 
 def build_proxy(spec: dict) -> ProxyConfig:
     proxy = spec.get("proxy") or {}
+    mode = proxy.get("mode", MODE_IPTABLES)
     ipt = proxy.get("iptables") or {}
+    # The masquerade settings come from the mode's own block, as kube-proxy reads them.
+    masq = (proxy.get("nftables") or {}) if mode == MODE_NFTABLES else ipt
     detect = proxy.get("detectLocal") or {}
     return ProxyConfig(
-        mode=proxy.get("mode", "iptables"),
+        mode=mode,
         detect_local_mode=proxy.get("detectLocalMode", "ClusterCIDR"),
         bridge_interface=detect.get("bridgeInterface"),
         interface_name_prefix=detect.get("interfaceNamePrefix"),
-        masquerade_bit=int(ipt.get("masqueradeBit", 14)),
-        masquerade_all=bool(ipt.get("masqueradeAll", False)),
+        masquerade_bit=int(masq.get("masqueradeBit", 14)),
+        masquerade_all=bool(masq.get("masqueradeAll", False)),
         localhost_nodeports=bool(ipt.get("localhostNodePorts", True)),
         nodeport_addresses=tuple(canonical_cidr(c) for c in proxy.get("nodePortAddresses") or ()),
     )

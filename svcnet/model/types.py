@@ -29,6 +29,9 @@ DETECT_BRIDGE = "BridgeInterface"
 DETECT_IFACE_PREFIX = "InterfaceNamePrefix"
 DETECT_NONE = "None"
 
+# Proxy modes (KubeProxyConfiguration `mode`).
+MODE_IPTABLES, MODE_NFTABLES = "iptables", "nftables"
+
 # nfacct counters kube-proxy creates when the kernel supports them.
 NFACCT_INVALID_DROPPED = "ct_state_invalid_dropped_pkts"
 NFACCT_LOCALHOST_NPS = "localhost_nps_accepted_pkts"
@@ -174,6 +177,8 @@ class ProxierSettings:
     facts: NodeFacts = field(default_factory=NodeFacts)
     ip_family: int = IPV4
     large_cluster_threshold: int = 1000
+    proxy_mode: str = MODE_IPTABLES  # which kube-proxy mode's rules the node gets
+    service_cidrs: tuple[str, ...] = ()  # of ip_family; nftables mode drops traffic to unallocated ClusterIPs
 
     @property
     def primary_ip(self) -> str:
@@ -186,7 +191,7 @@ class ProxierSettings:
 class ProxyConfig:
     """The Cluster's `spec.proxy` (named after KubeProxyConfiguration)."""
 
-    mode: str = "iptables"
+    mode: str = MODE_IPTABLES
     detect_local_mode: str = DETECT_CLUSTER_CIDR
     bridge_interface: str | None = None
     interface_name_prefix: str | None = None

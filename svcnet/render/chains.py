@@ -148,3 +148,95 @@ def endpoint_chain_name(sp: ServicePort, ep: Endpoint) -> str:
 def is_service_chain(name: str) -> bool:
     """True for chains with one of the five per-service prefixes (`isServiceChainName`)."""
     return name.startswith(SERVICE_CHAIN_PREFIXES)
+
+
+# --------------------------------------------------------------------------- nftables mode
+# kube-proxy's nftables proxier (the layout of ../shared/reference/kube-proxy-nftables.md): one table
+# of its own per IP family, fixed chains, sets and maps by name, and per-service chains named
+# `PREFIX + H-ns/name/proto/portname` (`servicePortChainNameBase`).
+
+NFT_TABLE = "kube-proxy"
+NFT_FAMILIES = {4: "ip", 6: "ip6"}  # IP version -> nft table family
+
+# Base chains: (name, type, hook, priority), kube-proxy's priorities as numbers (§2 of the reference).
+NFT_FILTER_PREROUTING_PRE_DNAT = "filter-prerouting-pre-dnat"
+NFT_FILTER_OUTPUT_PRE_DNAT = "filter-output-pre-dnat"
+NFT_NAT_PREROUTING = "nat-prerouting"
+NFT_NAT_OUTPUT = "nat-output"
+NFT_FILTER_INPUT = "filter-input"
+NFT_FILTER_FORWARD = "filter-forward"
+NFT_FILTER_OUTPUT = "filter-output"
+NFT_NAT_POSTROUTING = "nat-postrouting"
+NFT_BASE_CHAINS: tuple[tuple[str, str, str, int], ...] = (
+    (NFT_FILTER_PREROUTING_PRE_DNAT, "filter", "prerouting", -110),  # dstnat-10: sees the original destination
+    (NFT_FILTER_OUTPUT_PRE_DNAT, "filter", "output", -110),
+    (NFT_NAT_PREROUTING, "nat", "prerouting", -100),  # dstnat
+    (NFT_NAT_OUTPUT, "nat", "output", -100),
+    (NFT_FILTER_INPUT, "filter", "input", 0),  # filter: after DNAT, sees only what was not DNATed
+    (NFT_FILTER_FORWARD, "filter", "forward", 0),
+    (NFT_FILTER_OUTPUT, "filter", "output", 0),
+    (NFT_NAT_POSTROUTING, "nat", "postrouting", 100),  # srcnat
+)
+
+# Fixed regular chains.
+NFT_SERVICES = "services"  # service-ips / service-nodeports lookups
+NFT_FIREWALL_CHECK = "firewall-check"  # firewall-ips lookup (loadBalancerSourceRanges)
+NFT_SERVICE_ENDPOINTS_CHECK = "service-endpoints-check"  # no-endpoint-services lookup
+NFT_NODEPORT_ENDPOINTS_CHECK = "nodeport-endpoints-check"  # no-endpoint-nodeports lookup
+NFT_CLUSTER_IPS_CHECK = "cluster-ips-check"  # unknown ports of ClusterIPs, unallocated ClusterIPs
+NFT_REJECT_CHAIN = "reject-chain"  # the verdict of services without endpoints
+NFT_MARK_FOR_MASQUERADE = "mark-for-masquerade"
+NFT_MASQUERADING = "masquerading"
+
+# Sets and maps.
+NFT_CLUSTER_IPS = "cluster-ips"
+NFT_NODEPORT_IPS = "nodeport-ips"
+NFT_SERVICE_IPS = "service-ips"
+NFT_SERVICE_NODEPORTS = "service-nodeports"
+NFT_FIREWALL_IPS = "firewall-ips"
+NFT_NO_ENDPOINT_SERVICES = "no-endpoint-services"
+NFT_NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports"
+
+# Per-service-port and per-endpoint prefixes (the affinity set shares its endpoint's base).
+NFT_SERVICE_PREFIX = "service-"  # cluster traffic policy
+NFT_LOCAL_PREFIX = "local-"  # local traffic policy
+NFT_EXTERNAL_PREFIX = "external-"  # NodePorts, externalIPs, LoadBalancer IPs
+NFT_FIREWALL_PREFIX = "firewall-"  # loadBalancerSourceRanges
+NFT_ENDPOINT_PREFIX = "endpoint-"  # one endpoint
+NFT_AFFINITY_PREFIX = "affinity-"  # ClientIP affinity set of one endpoint
+NFT_NAME_MAX = 240  # knftables' NameLengthMax 256 minus 16 kept for the prefixes
+
+
+def nft_name_base(hash_input: str) -> str:
+    """`H-input`: 8 base32 characters of sha256(input), '-', the input; cut to 237 + '...' when longer
+    than NFT_NAME_MAX (`hashAndTruncate`)."""
+    base = f"{_hash16(hash_input)[:8]}-{hash_input}"
+    return base if len(base) <= NFT_NAME_MAX else base[:NFT_NAME_MAX - 3] + "..."
+
+
+def nft_port_input(namespace: str, name: str, proto: str, port_name: str) -> str:
+    """What a service port's chain names hash: `ns/name/proto/portname` (`servicePortChainNameBase`)."""
+    return f"{namespace}/{name}/{proto}/{port_name}"
+
+
+def nft_service_base(namespace: str, name: str, proto: str, port_name: str) -> str:
+    """The base of a service port's service-/local-/external-/firewall- chains."""
+    return nft_name_base(nft_port_input(namespace, name, proto, port_name))
+
+
+def nft_endpoint_base(port_input: str, ip: str, port: int) -> str:
+    """The base of an endpoint's endpoint- chain and affinity- set: `<port input>__IP/port`, an IPv6
+    address's colons as dots (`servicePortEndpointChainNameBase`)."""
+    return nft_name_base(f"{port_input}__{ip.replace(':', '.')}/{port}")
+
+
+def nft_port_chains(sp: ServicePort) -> tuple[str, str, str, str]:
+    """(service-, local-, external-, firewall-) chains of one service port, sharing one base."""
+    base = nft_service_base(sp.namespace, sp.name, sp.proto, sp.port_name)
+    return (NFT_SERVICE_PREFIX + base, NFT_LOCAL_PREFIX + base, NFT_EXTERNAL_PREFIX + base,
+            NFT_FIREWALL_PREFIX + base)
+
+
+def is_nft_service_chain(name: str) -> bool:
+    """kube-proxy's own test for its per-service chains: only they hold a '/'."""
+    return "/" in name
