@@ -11,6 +11,7 @@ from svcnet.load import Document, load_paths
 from svcnet.model import semantic
 from svcnet.model.build import Build, Objects, build
 from svcnet.model.semantic.ipv6 import ipv6_errors
+from svcnet.model.semantic.spelling import spelling_warnings
 from svcnet.model.types import Cluster
 from svcnet.validate_schema import Schemas
 
@@ -132,6 +133,7 @@ def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None) -> 
     objs, found, cluster_seen = classify(loaded.documents, schemas)
     diags.extend(found)
     diags.extend(ipv6_errors(objs))
+    diags.extend(spelling_warnings(objs))
     cluster_diags = _cluster_doc_checks(objs, loaded.documents, cluster_seen)
     diags.extend(cluster_diags)
     if not objs.cluster or errors(cluster_diags):
