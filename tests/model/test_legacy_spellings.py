@@ -118,3 +118,4 @@ endpoints: [{addresses: ["10.244.001.050"]}]
         "10.96.0.50", ("192.168.99.22",), ("1.2.3.4",), ("203.0.113.0/25",))
     (sp,) = c.service_ports
     assert [e.hostport for e in sp.endpoints] == ["10.244.1.50:8080"]
+
