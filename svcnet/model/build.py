@@ -62,7 +62,7 @@ def canonical_ip(value: str) -> str:
 
 # The white space Go's strings.TrimSpace trims (unicode.IsSpace): the API server trims
 # loadBalancerSourceRanges entries with it (ValidateService: "allowed to be space-padded"), and
-# so does kube-proxy (pkg/proxy/serviceport.go). Python's str.strip() also trims U+001C..U+001F.
+# so does kube-proxy (pkg/proxy/util MapCIDRsByIPFamily). Python's str.strip() also trims U+001C..U+001F.
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
            "\u2028\u2029\u202f\u205f\u3000"
 

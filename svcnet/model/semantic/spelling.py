@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterator
 
 from svcnet.diagnostics import WARNING, Diagnostic, PathT
@@ -38,8 +39,9 @@ _FIELDS: dict[str, tuple[tuple[tuple[str, ...], bool], ...]] = {
         (("status", "loadBalancer", "ingress", ANY, "ip"), False),
     ),
     "Pod": ((("status", "podIP"), False), (("status", "podIPs", ANY, "ip"), False)),
-    "EndpointSlice": ((("endpoints", ANY, "addresses", ANY), False),),
-}
+}  # and an IPv4 EndpointSlice's endpoint addresses (`_slice_warnings`: a slice may hold 100,000)
+# An IPv4 octet with a leading zero: the one legacy spelling of an address that passed the schemas.
+_LEADING_ZERO = re.compile(r"(?:^|\.)0[0-9]")
 FUTURE = "will be considered invalid in a future Kubernetes release"
 
 
@@ -50,10 +52,9 @@ def _q(text: str) -> str:
 
 def ip_warning(value: str) -> str | None:
     """GetWarningsForIP's words for an IPv4 address written with leading zeros, else None."""
-    if family_of(value) == IPV6 or value in ("", "None"):
+    if family_of(value) == IPV6 or not _LEADING_ZERO.search(value):
         return None
-    canonical = canonical_ip(value)
-    return None if canonical == value else f"non-standard IP address {_q(value)} {FUTURE}: use {_q(canonical)}"
+    return f"non-standard IP address {_q(value)} {FUTURE}: use {_q(canonical_ip(value))}"
 
 
 def cidr_warnings(value: str) -> list[str]:
@@ -85,12 +86,24 @@ def _values(obj: object, pattern: tuple[str, ...], path: PathT = ()) -> Iterator
         yield from _values(obj[head], rest, (*path, head))
 
 
+def _slice_warnings(obj: dict) -> Iterator[tuple[PathT, str]]:
+    """(path, warning) of an IPv4 EndpointSlice's addresses (FQDN names are not addresses; IPv6
+    slices are the IPv6 checks' business)."""
+    if obj.get("addressType") != "IPv4":
+        return
+    for i, ep in enumerate(obj.get("endpoints") or ()):
+        for j, addr in enumerate(ep.get("addresses") or ()):
+            found = ip_warning(addr)
+            if found:
+                yield ("endpoints", i, "addresses", j), found
+
+
 def _doc_warnings(doc: Document) -> Iterator[Diagnostic]:
     obj = doc.obj
     assert isinstance(obj, dict)
     kind = str(obj.get("kind"))
-    if kind == "EndpointSlice" and obj.get("addressType") != "IPv4":
-        return  # FQDN names are not addresses; IPv6 slices are the IPv6 checks' business
+    if kind == "EndpointSlice":
+        yield from (doc.diag(path, message, WARNING) for path, message in _slice_warnings(obj))
     for pattern, is_cidr in _FIELDS.get(kind, ()):
         for path, value in _values(obj, pattern):
             if not isinstance(value, str):
