@@ -41,6 +41,8 @@ def service_object(svc: Service) -> dict:
         spec["externalIPs"] = list(svc.external_ips)
     if svc.lb_source_ranges:
         spec["loadBalancerSourceRanges"] = list(svc.lb_source_ranges)
+    if svc.type == LOAD_BALANCER:  # the API server sets it on every LoadBalancer (default true)
+        spec["allocateLoadBalancerNodePorts"] = svc.allocate_lb_node_ports
     status: dict = {"loadBalancer": {}}
     if svc.type == LOAD_BALANCER and svc.lb_ips:
         status["loadBalancer"] = {"ingress": [{"ip": ip} for ip in svc.lb_ips]}

@@ -25,7 +25,6 @@ from svcnet.model.types import (
     LOAD_BALANCER,
     MODE_IPTABLES,
     MODE_NFTABLES,
-    NODE_PORT_TYPES,
     TCP,
     Cluster,
     ContainerPort,
@@ -38,6 +37,7 @@ from svcnet.model.types import (
     ServicePort,
     Source,
     SvcPortSpec,
+    allocates_node_ports,
 )
 
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
@@ -62,9 +62,22 @@ def canonical_ip(value: str) -> str:
         return str(ipaddress.ip_address(".".join(str(int(p)) for p in parts)))
 
 
+# The white space Go's strings.TrimSpace trims (unicode.IsSpace): the API server trims
+# loadBalancerSourceRanges entries with it (ValidateService: "allowed to be space-padded"), and
+# so does kube-proxy (pkg/proxy/util MapCIDRsByIPFamily). Python's str.strip() also trims U+001C..U+001F.
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+           "\u2028\u2029\u202f\u205f\u3000"
+
+
+def trim_space(value: str) -> str:
+    """Go's strings.TrimSpace."""
+    return value.strip(GO_SPACE)
+
+
 def canonical_cidr(value: str) -> str:
-    """Canonical network text; host bits are masked as Go's net.ParseCIDR does."""
-    addr, _, bits = value.strip().partition("/")
+    """Canonical network text, as Go's ParseCIDRSloppy reads it after strings.TrimSpace: leading
+    zeros in an octet or the prefix length are decimal, host bits are masked."""
+    addr, _, bits = trim_space(value).partition("/")
     return str(ipaddress.ip_network(f"{canonical_ip(addr)}/{int(bits)}", strict=False))
 
 
@@ -398,7 +411,9 @@ def _service(key: tuple[str, str], doc: Document, allocator: _Allocator) -> Serv
     given_ip = _given_cluster_ip(spec)
     headless = spec.get("clusterIP") == "None"
     cluster_ip = given_ip or ("" if headless else allocator.cluster_ip(ident))
-    ports = _ports(ident, spec, typ in NODE_PORT_TYPES, allocator)
+    # The API server defaults allocateLoadBalancerNodePorts to true for a LoadBalancer.
+    allocate_lb = spec.get("allocateLoadBalancerNodePorts") is not False
+    ports = _ports(ident, spec, allocates_node_ports(typ, allocate_lb), allocator)
     selector = spec.get("selector")
     ingress = _get(doc.obj, "status", "loadBalancer", "ingress", default=[])
     assert isinstance(ingress, list)
@@ -423,6 +438,7 @@ def _service(key: tuple[str, str], doc: Document, allocator: _Allocator) -> Serv
         headless=headless,
         cluster_ip_given=given_ip is not None,
         health_check_node_port_given=bool(spec.get("healthCheckNodePort")),
+        allocate_lb_node_ports=allocate_lb,
     )
     if not svc.health_check_node_port and svc.needs_health_check_node_port:
         return replace(svc, health_check_node_port=allocator.node_port(f"{ident}/healthcheck"))

@@ -11,6 +11,7 @@ from svcnet.load import Document, load_paths
 from svcnet.model import semantic
 from svcnet.model.build import Build, Objects, build
 from svcnet.model.semantic.ipv6 import ipv6_errors
+from svcnet.model.semantic.spelling import spelling_warnings
 from svcnet.model.types import MODE_IPTABLES, MODE_NFTABLES, Cluster
 from svcnet.validate_schema import Schemas
 
@@ -147,6 +148,7 @@ def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *,
     objs, found, cluster_seen = classify(loaded.documents, schemas)
     diags.extend(found)
     diags.extend(ipv6_errors(objs))
+    diags.extend(spelling_warnings(objs))
     cluster_diags = _cluster_doc_checks(objs, loaded.documents, cluster_seen)
     if not allow_unapplied:
         cluster_diags += _unapplied_mode(objs)

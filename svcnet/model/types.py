@@ -18,7 +18,15 @@ TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
 
 # Service types.
 CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"
-NODE_PORT_TYPES = (NODE_PORT, LOAD_BALANCER)  # the types whose ports also open on every node
+
+
+def allocates_node_ports(type_: str, allocate_lb_node_ports: bool = True) -> bool:
+    """Whether the API server gives each port of a Service of `type_` a nodePort when it has none
+    (pkg/registry/core/service/storage/alloc.go shouldAllocateNodePorts): a NodePort Service always,
+    a LoadBalancer unless `allocateLoadBalancerNodePorts: false`. A port without one opens no
+    NodePort: kube-proxy writes its NodePort rules only `if svcInfo.NodePort() != 0`."""
+    return type_ == NODE_PORT or (type_ == LOAD_BALANCER and allocate_lb_node_ports)
+
 
 DEFAULT_BRIDGE = "cni0"  # the pod bridge on every node
 
@@ -298,10 +306,16 @@ class Service:
     headless: bool = False  # clusterIP: None
     cluster_ip_given: bool = False
     health_check_node_port_given: bool = False
+    allocate_lb_node_ports: bool = True  # spec.allocateLoadBalancerNodePorts (a LoadBalancer's; default true)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def allocates_node_ports(self) -> bool:
+        """Its ports without a nodePort get one allocated (see `allocates_node_ports`)."""
+        return allocates_node_ports(self.type, self.allocate_lb_node_ports)
 
     @property
     def needs_health_check_node_port(self) -> bool:

@@ -72,3 +72,14 @@ def test_describe_missing_service_fails():
     result = CliRunner().invoke(cli, ["describe", "service", "nope", "-n", "k8s-test", "-f", SEED])
     assert result.exit_code == 1
     assert 'services "nope" not found' in result.output
+
+
+def test_get_yaml_shows_a_load_balancer_without_node_ports_as_the_api_server_stores_it(tmp_path: Path):
+    base = Path(__file__).resolve().parents[1] / "validate" / "good" / "base-cluster.yaml"
+    svc = tmp_path / "lb.yaml"
+    svc.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n"
+                   "  allocateLoadBalancerNodePorts: false\n  ports: [{name: a, port: 80}, "
+                   "{name: b, port: 81, nodePort: 30081}]\n")
+    (obj,) = yaml.safe_load(run("get", "svc", "-o", "yaml", "-f", str(base), "-f", str(svc)))["items"]
+    assert obj["spec"]["allocateLoadBalancerNodePorts"] is False
+    assert [p.get("nodePort") for p in obj["spec"]["ports"]] == [None, 30081]

@@ -15,9 +15,15 @@ vectors come from kube-proxy's fake proxier, not from a configuration:
   inside the detector's clusterCIDR;
 * the nodePortRange covers the vector's ports (the fake API has no range).
 
-`rewrites(raw)` lists the few values of a vector that a real API server would never store or
-that svcnet's validation rejects, each with its reason; `describe(raw, rewrite=False)` writes
-the vector without them, to show which svcnet rule rejects it. `CANNOT_EXPRESS` names the
+The vector's spellings stay as written too: IPs and CIDRs with leading zeros (`bad-ips`) and a
+space-padded loadBalancerSourceRange (`overall`) go through the schemas and the model as the API
+server and kube-proxy read them (issue 12's spelling rules), with located warnings. A LoadBalancer
+port without a nodePort is written with `allocateLoadBalancerNodePorts: false`, the only way the
+API server stores one.
+
+`rewrites(raw)` lists the few values of a vector that no API server would store, each with the
+API rule that refuses it (or, for IPv6, svcnet's own limit); `describe(raw, rewrite=False)`
+writes the vector without them, to show which svcnet rule rejects it. `CANNOT_EXPRESS` names the
 vectors the real path cannot express at all, and why.
 """
 
@@ -45,10 +51,12 @@ Raw = dict[str, Any]
 
 @dataclass(frozen=True)
 class Rewrite:
-    """One change to a vector's input, and why the real path needs it."""
+    """One change to a vector's input, why the real path needs it, and the rule that stops the
+    vector as written: an API server rule (the API server would never store the value) or svcnet's own."""
 
     why: str
     apply: Callable[[Raw], None]
+    rule: str
 
 
 def _service(raw: Raw, ns_name: str) -> Raw:
@@ -66,13 +74,6 @@ def _set(ns_name: str, key: str, value: Any) -> Callable[[Raw], None]:
     return apply
 
 
-def _strip_ranges(ns_name: str) -> Callable[[Raw], None]:
-    def apply(raw: Raw) -> None:
-        svc = _service(raw, ns_name)
-        svc["load_balancer_source_ranges"] = [r.strip() for r in svc["load_balancer_source_ranges"]]
-    return apply
-
-
 def _drop_ipv6_node_values(raw: Raw) -> None:
     p = raw["proxier"]
     for key in ("node_interface_addresses", "nodeport_addresses"):
@@ -82,7 +83,8 @@ def _drop_ipv6_node_values(raw: Raw) -> None:
 IPV6_ON_AN_IPV4_NODE = Rewrite(
     "IPv6 node addresses and nodePortAddresses dropped: an IPv4 kube-proxy filters them out by family "
     "(NewNodePortAddresses, GetNodeIPs), and svcnet refuses IPv6 values until it supports IPv6",
-    _drop_ipv6_node_values)
+    _drop_ipv6_node_values,
+    "svcnet's own: IPv6 is refused until issue 13 (not an API rule: the values are kube-proxy flags)")
 
 
 def _has_ipv6_node_values(raw: Raw) -> bool:
@@ -92,30 +94,27 @@ def _has_ipv6_node_values(raw: Raw) -> bool:
 
 
 # Vectors the real path cannot express at all: (why, a regex every error svcnet reports matches).
+# No API rule stops any of them: only svcnet's own IPv4-only limit (issue 13).
 CANNOT_EXPRESS: dict[str, tuple[str, str]] = {
-    "bad-ips": ("its IPs and CIDRs have leading zeros, which svcnet's schema rejects (the API server "
-                "stored such values before StrictIPCIDRValidation; issue 12); the converter keeps it",
-                r"'[0-9./]*\b0[0-9][0-9./]*' is not a"),
-    **{name: ("an IPv6 proxier: svcnet renders IPv4 only and refuses IPv6 values (its own issue); "
-              "the converter keeps it", "IPv6 is not supported yet")
-       for name in ("nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple")},
+    name: ("an IPv6 proxier: svcnet renders IPv4 only and refuses IPv6 values (its own issue 13, not an "
+           "API rule); the converter keeps it", "IPv6 is not supported yet")
+    for name in ("nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple")
 }
 
-# Changes the real path needs, per vector. Each `why` says whether it is svcnet's validation
-# (issue 12's list: the API server accepts the value) or a value no API server would store.
+# Changes the real path needs, per vector: values the fake proxier takes that no API server stores.
 REWRITES: dict[str, tuple[Rewrite, ...]] = {
     "overall": (
-        Rewrite("ns4/svc4 is type NodePort with no nodePort, which the API server never stores (it "
-                "allocates one). Written as ClusterIP: kube-proxy reads the type only in "
-                "ExternalPolicyLocal and NeedsHealthCheck, both false for it, so its rules are the same",
-                _set("ns4/svc4", "type", "ClusterIP")),
-        Rewrite("svcnet's schema rejects the space-padded loadBalancerSourceRange ' 203.0.113.0/25' "
-                "that the API server accepts and kube-proxy trims (issue 12)",
-                _strip_ranges("ns5/svc5")),
-        Rewrite("ns5/svc5 (eTP Cluster) has healthCheckNodePort 30000, which the API server rejects "
-                "(validateServiceExternalTrafficPolicy: only for LoadBalancer with eTP Local) and kube-proxy "
-                "ignores (NeedsHealthCheck); svcnet rejects it as a duplicate of ns2/svc2's",
-                _set("ns5/svc5", "health_check_node_port", None)),
+        Rewrite("ns4/svc4 is type NodePort with no nodePort. Written as ClusterIP: kube-proxy reads the type "
+                "only in ExternalPolicyLocal and NeedsHealthCheck, both false for it, so its rules are the same",
+                _set("ns4/svc4", "type", "ClusterIP"),
+                "the API server allocates a nodePort to every port of a NodePort Service that has none "
+                "(pkg/registry/core/service/storage/alloc.go shouldAllocateNodePorts: NodePort always; "
+                "allocateLoadBalancerNodePorts opts out only a LoadBalancer)"),
+        Rewrite("ns5/svc5 (eTP Cluster) has healthCheckNodePort 30000, which kube-proxy ignores (NeedsHealthCheck) "
+                "and svcnet also rejects as a duplicate of ns2/svc2's",
+                _set("ns5/svc5", "health_check_node_port", None),
+                "ValidateService (validateServiceExternalTrafficPolicy): healthCheckNodePort \"may only be set "
+                "when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'\""),
     ),
 }
 
@@ -202,6 +201,8 @@ def _service_doc(svc: Raw) -> Raw:
             out["nodePort"] = port["node_port"]
         ports.append(out)
     spec["ports"] = ports
+    if svc.get("type") == "LoadBalancer" and not all(p.get("node_port") for p in svc.get("ports") or []):
+        spec["allocateLoadBalancerNodePorts"] = False  # else the API server would allocate the missing ones
     for key, field in (("external_ips", "externalIPs"), ("load_balancer_source_ranges", "loadBalancerSourceRanges"),
                        ("external_traffic_policy", "externalTrafficPolicy"),
                        ("internal_traffic_policy", "internalTrafficPolicy"),

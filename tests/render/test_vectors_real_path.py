@@ -18,6 +18,8 @@ import realpath
 import yaml
 from vectors import load_vector, vector_dir, vector_names
 
+from svcnet.diagnostics import errors, warnings
+from svcnet.model.load import check_paths
 from svcnet.render.dump import Dump, canonical_sort, parse_dump
 
 ALL = vector_names()
@@ -79,9 +81,57 @@ def test_partial_sync_vector_on_the_chains_kube_proxy_always_writes(name: str, t
 
 def test_every_vector_is_run_or_named_as_inexpressible() -> None:
     assert set(FULL) | set(PARTIAL) | set(realpath.CANNOT_EXPRESS) == set(ALL)
-    assert {"overall", "repeated-1-full", "repeated-9-full-resync"} <= set(FULL)
+    assert {"overall", "bad-ips", "repeated-1-full", "repeated-9-full-resync"} <= set(FULL)
     assert {f"repeated-{i}-" for i in range(2, 9)} == {n[:11] for n in PARTIAL}
     assert realpath.CANNOT_EXPRESS.keys() <= set(ALL)
+
+
+def test_every_rewrite_names_the_rule_that_stops_the_vector_as_written() -> None:
+    """What is still rewritten is what an API server would never store (or svcnet's IPv6 limit);
+    the API's spelling rules (leading zeros, padded source ranges) need no rewrite any more."""
+    named = [r for n in ALL for r in realpath.rewrites(_raw(n))]
+    assert named and all(r.rule for r in named)
+    assert all(r.rule.startswith(("the API server", "ValidateService", "svcnet's own")) for r in named)
+    assert realpath.rewrites(_raw("bad-ips")) == ()
+    assert all(why for why, _ in realpath.CANNOT_EXPRESS.values())
+
+
+# The API server's warnings for bad-ips (GetWarningsForIP/GetWarningsForCIDR), in document order.
+BAD_IPS_WARNINGS = [
+    "spec.clusterIP: warning: non-standard IP address \"172.30.0.041\" will be considered invalid in a "
+    "future Kubernetes release: use \"172.30.0.41\"",
+    "spec.externalIPs[0]: warning: non-standard IP address \"192.168.099.022\"",
+    "spec.loadBalancerSourceRanges[0]: warning: non-standard CIDR value \"203.0.113.000/025\" will be "
+    "considered invalid in a future Kubernetes release: use \"203.0.113.0/25\"",
+    "status.loadBalancer.ingress[0].ip: warning: non-standard IP address \"1.2.3.004\"",
+    "endpoints[0].addresses[0]: warning: non-standard IP address \"10.180.00.001\"",
+]
+
+
+def test_bad_ips_spellings_go_through_as_written_with_located_warnings(tmp_path: Path) -> None:
+    docs, reasons = realpath.describe(_raw("bad-ips"))
+    path = realpath.write(docs, tmp_path)
+    text = path.read_text()
+    assert reasons == ()
+    assert all(v in text for v in ("172.30.0.041", "192.168.099.022", "203.0.113.000/025", "1.2.3.004",
+                                   "10.180.00.001"))
+    checked = check_paths([path])
+    assert errors(checked.diagnostics) == []
+    found = [str(d) for d in warnings(checked.diagnostics)]
+    assert len(found) == len(BAD_IPS_WARNINGS)
+    lines = text.splitlines()
+    for got, want in zip(found, BAD_IPS_WARNINGS, strict=True):
+        where, _, rest = got.partition(": ")
+        assert rest.startswith(want), got
+        file, line, col = where.rsplit(":", 2)
+        value = rest.split('"')[1]
+        assert file == str(path) and lines[int(line) - 1][int(col) - 1:].lstrip("'\"").startswith(value), got
+
+
+def test_overall_keeps_its_space_padded_source_range(tmp_path: Path) -> None:
+    docs, _ = realpath.describe(_raw("overall"))
+    svc5 = next(d for d in docs if d["metadata"].get("name") == "svc5")
+    assert svc5["spec"]["loadBalancerSourceRanges"] == [" 203.0.113.0/25"]
 
 
 @pytest.mark.parametrize("name", sorted(realpath.CANNOT_EXPRESS))

@@ -277,6 +277,8 @@ BAD = [
     # Cluster (strict: svcnet's own API)
     ("cluster", ("spec", "serviceCIDR"), "10.96.0.0/33", None, CIDR_MSG),
     ("cluster", ("spec", "serviceCIDR"), "10.96.0.0", None, CIDR_MSG),
+    ("cluster", ("spec", "serviceCIDR"), "10.096.0.0/12", None, CIDR_MSG),
+    ("cluster", ("spec", "serviceCIDR"), " 10.96.0.0/12", None, CIDR_MSG),
     ("cluster", ("spec", "clusterCIDR"), "10.244.0.0/16; reboot", None, CIDR_MSG),
     ("cluster", ("spec", "nodePortRange"), "30000-70000", None, "is not a port range"),
     ("cluster", ("spec", "bridge"), "cni0 -j ACCEPT", None, "is not a valid interface name"),
@@ -330,7 +332,12 @@ BAD = [
     ("service", ("spec", "externalIPs", 0), "192.168.0.100\n-A INPUT", None, IP_MSG),
     ("service", ("spec", "externalIPs", 0), "192.168.0.100\n", None, IP_MSG),
     ("service", ("spec", "externalIPs", 0), "fe80::1%eth0", None, IP_MSG),
-    ("service", ("spec", "loadBalancerSourceRanges", 0), "203.0.113.0/24 ", None, CIDR_MSG),
+    ("service", ("spec", "loadBalancerSourceRanges", 0), "203.0.113.0 /24", None, CIDR_MSG),
+    ("service", ("spec", "loadBalancerSourceRanges", 0), "\x1c203.0.113.0/24", None, CIDR_MSG),  # not Go space
+    ("service", ("spec", "loadBalancerSourceRanges", 0), "203.0.113.0256/24", None, CIDR_MSG),
+    ("service", ("spec", "clusterIP"), "10.96.0.0256", None, "is not an IP address"),
+    ("service", ("spec", "externalIPs", 0), "1.2.3.04.", None, IP_MSG),
+    ("endpointslice", ("endpoints", 0, "addresses", 0), "10.0.0.0256", None, "is not a valid IPv4 address"),
     ("service", ("spec", "ipFamilies", 0), "IPv5", None, "is not one of"),
     ("service", ("status", "loadBalancer", "ingress", 0, "ipMode"), "NAT", None, "is not one of"),
     ("service", ("status", "loadBalancer", "ingress", 0, "ip"), "lb", None, IP_MSG),
@@ -493,24 +500,41 @@ def _ip_candidates() -> list[str]:
         mutated = list(rnd.choice([str(v4), str(v6)]))
         mutated[rnd.randrange(len(mutated))] = rnd.choice("0123456789abcdefg:. ")
         out.append("".join(mutated))
-    return out
+    return list(dict.fromkeys(out))  # unique: a node's addresses must be
+
+
+def _sloppy(text: str) -> str:
+    """Go's ParseIPSloppy for IPv4 text: an octet's leading zeros are decimal (at least one digit)."""
+    parts = text.split(".")
+    if ":" in text or len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts):
+        return text
+    return ".".join(str(int(p)) for p in parts)
+
+
+def _rejected(both: Schemas, key: str, path: tuple[str | int, ...], candidates: list[str]) -> set[int]:
+    obj = with_value(doc(key), path, candidates)
+    return {e.path[len(path)] for e in both.validate(key, obj)}
 
 
 def test_ip_patterns_agree_with_ipaddress(both: Schemas) -> None:
+    """svcnet's own fields take strict IPs; Kubernetes' legacy ones also take leading zeros, as
+    the API server does (ParseIPSloppy)."""
     candidates = _ip_candidates()
-    obj = doc("service")
-    obj["spec"]["externalIPs"] = candidates
-    rejected = {e.path[-1] for e in both.validate("service", obj)}
-    wrong = [(c, _is_ip(c)) for i, c in enumerate(candidates) if (i not in rejected) != _is_ip(c)]
-    assert wrong == []
-    assert 0 < len(rejected) < len(candidates)
+    strict = _rejected(both, "cluster", ("spec", "nodes", 0, "addresses"), candidates)
+    legacy = _rejected(both, "service", ("spec", "externalIPs"), candidates)
+    assert [c for i, c in enumerate(candidates) if (i not in strict) != _is_ip(c)] == []
+    assert [c for i, c in enumerate(candidates) if (i not in legacy) != _is_ip(_sloppy(c))] == []
+    assert 0 < len(legacy) < len(strict) < len(candidates)
 
 
 @pytest.mark.parametrize(
     ("cidr", "ok"),
     [("10.0.0.0/8", True), ("0.0.0.0/0", True), ("fd00::/64", True), ("::/0", True), ("1.2.3.4/32", True),
-     ("2001:db8::/128", True), ("10.0.0.0/08", False), ("10.0.0.0/", False), ("fd00::/129", False),
-     ("10.0.0.0/8/8", False), ("10.0.0.0 /8", False)],
+     ("2001:db8::/128", True), ("10.0.0.0/", False), ("fd00::/129", False),
+     ("10.0.0.0/8/8", False), ("10.0.0.0 /8", False),
+     # the API server's spellings: leading zeros (decimal), padding trimmed with Go's TrimSpace
+     ("010.000.000.000/08", True), (" 10.0.0.0/8", True), ("\t10.0.0.0/8\u3000", True), (" fd00::/64\n", True),
+     ("10.0.0.0/033", False), ("10.0.0.0/8\x1f", False), ("", False), (" ", False)],
 )
 def test_cidr_pattern(both: Schemas, cidr: str, ok: bool) -> None:
     obj = with_value(doc("service"), ("spec", "loadBalancerSourceRanges"), [cidr])

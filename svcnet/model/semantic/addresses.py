@@ -16,6 +16,7 @@ import ipaddress
 
 from svcnet.diagnostics import Diagnostic, PathT
 from svcnet.load import Document
+from svcnet.model.build import canonical_ip
 from svcnet.model.family import IPNetwork, contains
 
 UNSPECIFIED = "unspecified"
@@ -69,6 +70,7 @@ def special_address(ip: str) -> str | None:
 
 
 def special_diag(doc: Document, path: PathT, what: str, ip: str) -> list[Diagnostic]:
-    """A located error if `ip` (the `what` at `path`: "externalIP") is a forbidden endpoint."""
-    why = special_address(ip)
+    """A located error if `ip` (the `what` at `path`: "externalIP", as written: it may have
+    leading zeros, see semantic.spelling) is a forbidden endpoint."""
+    why = special_address(canonical_ip(ip))
     return [doc.diag(path, f"{what} {ip} {why}")] if why else []

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from svcnet.diagnostics import Diagnostic
 from svcnet.load import Document
 from svcnet.model.build import Build
-from svcnet.model.types import NODE_PORT_TYPES, TCP, Cluster, Service, SvcPortSpec
+from svcnet.model.types import TCP, Cluster, Service, SvcPortSpec
 
 
 def check_node_port_range(b: Build) -> list[Diagnostic]:
@@ -72,7 +72,7 @@ class NodePorts:
             owner = self._claim(port.node_port, port.protocol, svc)
             if owner:
                 yield doc.diag(path, f"nodePort {port.node_port}/{port.protocol} is also used by {owner}")
-        elif svc.type in NODE_PORT_TYPES and self.range_ok:
+        elif svc.allocates_node_ports and self.range_ok:
             yield doc.diag(("spec", "ports", i), f"nodePort range {self.lo}-{self.hi} is exhausted")
 
     def health_check(self, svc: Service, doc: Document) -> Iterator[Diagnostic]:

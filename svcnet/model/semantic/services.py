@@ -11,7 +11,9 @@ from svcnet.model.build import Build
 from svcnet.model.semantic.addresses import in_net, special_diag
 from svcnet.model.semantic.endpoints import Selection
 from svcnet.model.semantic.ports import NodePorts, check_ports
-from svcnet.model.types import Cluster, Service
+from svcnet.model.types import LOAD_BALANCER, Cluster, Service
+
+ALLOCATE_LB_NODE_PORTS = "allocateLoadBalancerNodePorts"
 
 
 class ClusterIPs:
@@ -48,6 +50,13 @@ def external_ips(doc: Document) -> Iterator[Diagnostic]:
         yield from special_diag(doc, ("spec", "externalIPs", i), "externalIP", ext)
 
 
+def allocate_lb_node_ports(svc: Service, doc: Document) -> Iterator[Diagnostic]:
+    """allocateLoadBalancerNodePorts on a Service of another type: ValidateService refuses it."""
+    if svc.type != LOAD_BALANCER and (doc.obj.get("spec") or {}).get(ALLOCATE_LB_NODE_PORTS) is not None:
+        yield doc.diag(("spec", ALLOCATE_LB_NODE_PORTS),
+                       f"{ALLOCATE_LB_NODE_PORTS} may only be used when type is LoadBalancer (not {svc.type})")
+
+
 def check_services(b: Build) -> list[Diagnostic]:
     """Every Service in (namespace, name) order; its problems in the order its fields are read."""
     cluster_ips, node_ports, selection = ClusterIPs(b.cluster), NodePorts(b.cluster), Selection(b.cluster.pods)
@@ -56,6 +65,7 @@ def check_services(b: Build) -> list[Diagnostic]:
         doc = b.service_docs[svc.key]
         out.extend(cluster_ips.check(svc, doc))
         out.extend(external_ips(doc))
+        out.extend(allocate_lb_node_ports(svc, doc))
         out.extend(check_ports(svc, doc, node_ports))
         out.extend(selection.check(svc, doc))
     return out
