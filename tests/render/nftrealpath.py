@@ -25,7 +25,6 @@ NFT_VECTOR_DIR = Path(__file__).resolve().parent / "kube-proxy-nft-vectors"
 
 # Vectors the real path cannot express, and a regex every error svcnet reports matches.
 CANNOT_EXPRESS: dict[str, tuple[str, str]] = {
-    "bad-ips": realpath.CANNOT_EXPRESS["bad-ips"],
     **{name: ("an IPv6 proxier: svcnet's model refuses IPv6 values until IPv6 support lands (issue 13)",
               "IPv6 is not supported yet")
        for name in ("nodeports-ipv6", "nodeports-ipv6-multiple-npa")},
@@ -46,13 +45,8 @@ def expected(name: str) -> str:
 
 
 # Changes the real path needs beyond realpath.rewrites, per nftables vector, each with its reason.
-REWRITES: dict[str, tuple[realpath.Rewrite, ...]] = {
-    "load-balancer": (
-        realpath.Rewrite("svcnet's schema rejects the space-padded loadBalancerSourceRange ' 203.0.113.0/25' "
-                         "that the API server accepts and kube-proxy trims (issue 12)",
-                         realpath._strip_ranges("ns1/svc1")),
-    ),
-}
+# (None since svcnet accepts space-padded loadBalancerSourceRanges as the API server does.)
+REWRITES: dict[str, tuple[realpath.Rewrite, ...]] = {}
 
 
 def rewrites(vec: realpath.Raw) -> tuple[realpath.Rewrite, ...]:

