@@ -467,6 +467,8 @@ def private_dir(path: str) -> str:
 
 
 def remove(path: str) -> bool:
+    if not os.path.lexists(path):  # (unlink on a read-only filesystem fails with EROFS even then)
+        return False
     try:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)

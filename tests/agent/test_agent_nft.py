@@ -257,3 +257,10 @@ def test_preflight_checks_nft_and_the_kernel(snode):
     assert not lacking["ok"] and "nft (apt install nftables)" in lacking["msg"], lacking
     iptables_only = snode.agent({"op": "preflight", "run_id": "p"}, env=env)
     assert iptables_only["ok"], iptables_only  # iptables mode does not need nft
+
+    # an nft older than kube-proxy accepts (knftables refuses < 1.0.1): refused, naming both versions
+    old_nft = bin_dir / "nft"
+    old_nft.write_text('#!/bin/sh\necho "nftables v0.9.8 (E.D.S.)"\n')
+    old_nft.chmod(0o755)
+    too_old = snode.agent({"op": "preflight", "run_id": "p", "proxy_mode": "nftables"}, env=env)
+    assert not too_old["ok"] and "nft 0.9.8 is too old" in too_old["msg"] and ">= 1.0.1" in too_old["msg"], too_old
