@@ -1154,14 +1154,20 @@ def nft_tables(listing: str) -> dict[str, str]:
 
 
 def nft_snapshot() -> dict[str, str]:
-    """svcnet's live tables, per family, in normal form (nft_normal); {} where nft is not installed."""
+    """svcnet's live tables, per family, in normal form (nft_normal); {} where nft is not installed.
+
+    Each table is listed by name (`nft list tables` first would cost as much as a small table's listing:
+    nft fills its cache with the whole ruleset); an absent one is nft's "No such file or directory".
+    """
     if not shutil.which("nft"):
         return {}
-    listed = nft(["list", "tables"]).stdout.split("\n")
     out = {}
     for family in NFT_FAMILIES:
-        if f"table {family} {NFT_TABLE}" in listed:
-            out[family] = nft_normal(nft(["-s", "list", "table", family, NFT_TABLE]).stdout)
+        proc = nft(["-s", "list", "table", family, NFT_TABLE], check=False)
+        if proc.returncode == 0:
+            out[family] = nft_normal(proc.stdout)
+        elif "No such file or directory" not in proc.stderr:
+            raise AgentError(f"nft list table {family} {NFT_TABLE} failed: {proc.stderr.strip()[-2000:]}")
     return out
 
 
