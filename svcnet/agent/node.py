@@ -1039,6 +1039,8 @@ def nft_statements(text: str) -> list[tuple[int, str]]:
     cur: list[str] = []
     depth, line, start, quoted, comment = 0, 1, 1, False, False
     for ch in text + "\n":
+        if ((ord(ch) < 32 and ch not in "\t\n") or ord(ch) == 127) and not comment:
+            raise AgentError(f"{NFT_FILE} line {line}: character {ch!r} is not allowed")
         if ch == "\n":
             comment = False
             if quoted:
@@ -1060,7 +1062,7 @@ def nft_statements(text: str) -> list[tuple[int, str]]:
             depth -= 1
             if depth < 0:
                 raise AgentError(f"{NFT_FILE} line {line}: '}}' without '{{'")
-        elif ch in "$'\\" or (ord(ch) < 32 and ch != "\t") or ord(ch) == 127:
+        elif ch in "$'\\":
             raise AgentError(f"{NFT_FILE} line {line}: character {ch!r} is not allowed")
         if depth == 0 and ch in "\n;":
             stmt = "".join(cur).strip()
@@ -1076,6 +1078,7 @@ def nft_statements(text: str) -> list[tuple[int, str]]:
 
 
 NFT_BARE_WORD_RE = re.compile(r'"[^"]*"|[{}]|[^\s{}]+')
+NFT_POLICY_RE = re.compile(r"(?:^|[\s{;])policy\s+(?!accept(?:[\s;}]|$))")
 
 
 def check_nft_script(text: str) -> tuple[str, ...]:
@@ -1083,7 +1086,8 @@ def check_nft_script(text: str) -> tuple[str, ...]:
 
     Each statement must be `add|create|insert|replace|delete|flush table|chain|set|map|rule|element
     ip|ip6 kube-proxy ...` (family and table always written out); no `include`/`define` anywhere
-    (they read other files or rewrite the text); and each table it writes must be replaced whole:
+    (they read other files or rewrite the text); a base chain's policy only `accept` (as kube-proxy
+    writes them: a drop policy is a policy on the whole hook); and each table it writes must be replaced whole:
     its first two statements `add table F kube-proxy` then `delete table F kube-proxy`, so the script
     means the same whatever the table held before (and a scratch netns shows what it makes).
     """
@@ -1102,6 +1106,9 @@ def check_nft_script(text: str) -> tuple[str, ...]:
         if family not in NFT_FAMILIES or table != NFT_TABLE:
             raise AgentError(f"{where}: table {family} {table} is not svcnet's "
                              f"(only {' and '.join(f + ' ' + NFT_TABLE for f in NFT_FAMILIES)})")
+        if NFT_POLICY_RE.search(re.sub(r'"[^"]*"', '""', stmt)):
+            raise AgentError(f"{where}: a base chain's policy must be accept (a drop policy would drop what "
+                             "svcnet's rules do not name, as a policy on a built-in chain would)")
         n = seen[family] = seen.get(family, 0) + 1
         if n <= 2 and (what != "table" or verb != ("add", "delete")[n - 1] or (len(words) > 4 and n == 2)):
             raise AgentError(f"{where}: the script must replace table {family} {NFT_TABLE} whole: its first "

@@ -53,6 +53,9 @@ def test_the_shared_vector_passes_and_names_its_family():
     ("add chain ip kube-proxy x { type filter hook input priority 0 ;", "is never closed"),
     ("add chain ip kube-proxy x }\nflush ruleset", "'}' without '{'"),
     ('add rule ip kube-proxy x comment "open', "unterminated string"),
+    ('add rule ip kube-proxy x comment "a\x1b[2J"', "character '\\x1b' is not allowed"),
+    ("add chain ip kube-proxy x { type filter hook input priority 0 ; policy drop ; }", "policy must be accept"),
+    ("add chain ip kube-proxy x { type filter hook input priority 0;policy drop; }", "policy must be accept"),
     ("delete table ip6 kube-proxy", "must replace table ip6 kube-proxy whole"),
 ])
 def test_each_attack_is_refused(attack, says):
@@ -63,6 +66,12 @@ def test_a_table_must_be_replaced_whole():
     assert "must replace table ip kube-proxy whole" in refused(CHAIN)
     assert "must replace table ip kube-proxy whole" in refused("add table ip kube-proxy\n" + CHAIN)
     assert "must replace" in refused("add table ip kube-proxy\ndelete table ip kube-proxy { }\n")
+
+
+def test_an_accept_policy_passes():
+    ok = HEAD + "add chain ip kube-proxy x { type filter hook input priority 0 ; policy accept ; }\n"
+    assert node.check_nft_script(ok) == ("ip",)
+    assert node.check_nft_script(HEAD + 'add chain ip kube-proxy x { comment "policy drop" ; }\n') == ("ip",)
 
 
 def test_quotes_and_comments_do_not_split_statements():
