@@ -264,3 +264,26 @@ def test_preflight_checks_nft_and_the_kernel(snode):
     old_nft.chmod(0o755)
     too_old = snode.agent({"op": "preflight", "run_id": "p", "proxy_mode": "nftables"}, env=env)
     assert not too_old["ok"] and "nft 0.9.8 is too old" in too_old["msg"] and ">= 1.0.1" in too_old["msg"], too_old
+
+
+def test_both_families_and_affinity_records(snode, tmp_path):
+    six = ("add table ip6 kube-proxy\ndelete table ip6 kube-proxy\nadd table ip6 kube-proxy\n"
+           "add chain ip6 kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }\n")
+    both = nft_apply(snode, tmp_path, "r1", overall() + six)
+    assert snode.agent(both)["changed"]
+    assert table(snode) is not None and table(snode, "ip6") is not None
+
+    # a client recorded by session affinity is traffic's state, not drift
+    affinity = "affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"
+    snode.sh(["nft", "add", "element", "ip", "kube-proxy", affinity, "{ 10.0.0.99 timeout 1h }"])
+    assert "10.0.0.99" in snode.sh(["nft", "list", "set", "ip", "kube-proxy", affinity]).stdout
+    assert unchanged(snode.agent({"op": "probe", "run_id": "p"}), both["desired_hashes"])
+
+    # a script without ip6: svcnet's ip6 table goes in the same transaction
+    only_ip = snode.agent(nft_apply(snode, tmp_path, "r2", overall()))
+    assert only_ip["ok"] and only_ip["changed"], only_ip
+    assert table(snode) is not None and table(snode, "ip6") is None
+    assert snode.agent({"op": "rollback", "run_id": "r2"})["rolled_back"]
+    assert table(snode, "ip6") is not None
+    assert snode.agent({"op": "teardown", "run_id": "r3"})["changed"]
+    assert table(snode) is None and table(snode, "ip6") is None
