@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -1028,87 +1029,94 @@ def mode_files(mode: str) -> tuple[str, ...]:
     return (NFT_FILE,) if mode == MODE_NFTABLES else (RESTORE_FILE, JUMPS_FILE)
 
 
+# nft's lexemes as far as the statement split needs them: a string, a comment, a brace, a statement end,
+# or a run of anything else; what a run may not hold is NFT_BAD_CHAR_RE's.
+NFT_LEXEME_RE = re.compile(r'"[^"\n]*"|"[^"\n]*|#[^\n]*|[{}]|[;\n]|[^"#{};\n]+')
+NFT_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anywhere, strings and comments too
+NFT_BAD_CHAR_RE = re.compile(r"[$'\\]")  # outside strings and comments
+
+
 def nft_statements(text: str) -> list[tuple[int, str]]:
     """The top-level statements of an nft script as (line, text with comments dropped).
 
     nft ends a statement at a newline or `;` outside braces and quotes; a block `{ ... }` may span
     lines. What could make nft read anything but this text, or expand text it does not show, is
-    refused outright: `$variables`, single quotes, backslashes, control characters.
+    refused by check_nft_script.
     """
     out: list[tuple[int, str]] = []
     cur: list[str] = []
-    depth, line, start, quoted, comment = 0, 1, 1, False, False
-    for ch in text + "\n":
-        if ((ord(ch) < 32 and ch not in "\t\n") or ord(ch) == 127) and not comment:
-            raise AgentError(f"{NFT_FILE} line {line}: character {ch!r} is not allowed")
-        if ch == "\n":
-            comment = False
-            if quoted:
-                raise AgentError(f"{NFT_FILE} line {line}: unterminated string")
-        elif comment:
+    depth, line, start = 0, 1, 1
+    for lexeme in NFT_LEXEME_RE.findall(text + "\n"):
+        first = lexeme[0]
+        if first == "#":
             continue
-        elif quoted:
-            cur.append(ch)
-            quoted = ch != '"'
-            continue
-        elif ch == '"':
-            quoted = True
-        elif ch == "#":
-            comment = True
-            continue
-        elif ch == "{":
+        if first == '"' and (len(lexeme) < 2 or lexeme[-1] != '"'):
+            raise AgentError(f"{NFT_FILE} line {line}: unterminated string")
+        if first == "{":
             depth += 1
-        elif ch == "}":
+        elif first == "}":
             depth -= 1
             if depth < 0:
                 raise AgentError(f"{NFT_FILE} line {line}: '}}' without '{{'")
-        elif ch in "$'\\":
-            raise AgentError(f"{NFT_FILE} line {line}: character {ch!r} is not allowed")
-        if depth == 0 and ch in "\n;":
+        if depth == 0 and first in "\n;":
             stmt = "".join(cur).strip()
             if stmt:
                 out.append((start, stmt))
-            cur, start = [], line + (ch == "\n")
+            cur, start = [], line + (first == "\n")
         else:
-            cur.append(" " if ch == "\n" else ch)
-        line += ch == "\n"
+            cur.append(" " if first == "\n" else lexeme)
+        line += first == "\n"
     if depth:
         raise AgentError(f"{NFT_FILE}: '{{' at line {start} is never closed")
     return out
 
 
-NFT_BARE_WORD_RE = re.compile(r'"[^"]*"|[{}]|[^\s{}]+')
-NFT_POLICY_RE = re.compile(r"(?:^|[\s{;])policy\s+(?!accept(?:[\s;}]|$))")
+# On a script without its strings and comments: words that read other files or rewrite the text, and
+# a base chain policy other than accept (each a whole word, as nft's scanner reads one).
+NFT_BANNED_RE = re.compile(r"(?:include|define|redefine|undefine)(?=[\s{};]|$)")
+NFT_POLICY_RE = re.compile(r"policy\s+(?!accept(?:[\s;}]|$))")
+NFT_WORD_START = frozenset(" \t\n{};")  # what may stand before a word of nft's (so not x-include's "include")
+NFT_STRING_OR_COMMENT_RE = re.compile(r'"[^"\n]*"|#[^\n]*')
+NFT_HEAD_SPLIT_RE = re.compile(r"[\s{]+")
 
 
+@functools.lru_cache(maxsize=2)  # a request's script is checked at parse, and read again by the apply
 def check_nft_script(text: str) -> tuple[str, ...]:
     """Refuse a rules.nft that names anything but svcnet's tables; the families it writes, in order.
 
     Each statement must be `add|create|insert|replace|delete|flush table|chain|set|map|rule|element
     ip|ip6 kube-proxy ...` (family and table always written out); no `include`/`define` anywhere
     (they read other files or rewrite the text); a base chain's policy only `accept` (as kube-proxy
-    writes them: a drop policy is a policy on the whole hook); and each table it writes must be replaced whole:
-    its first two statements `add table F kube-proxy` then `delete table F kube-proxy`, so the script
-    means the same whatever the table held before (and a scratch netns shows what it makes).
+    writes them: a drop policy is a policy on the whole hook); and each table it writes must be
+    replaced whole: its first two statements `add table F kube-proxy` then `delete table F
+    kube-proxy`, so the script means the same whatever the table held before (and a scratch netns
+    shows what it makes).
     """
+    bare = NFT_STRING_OR_COMMENT_RE.sub(lambda m: '""' if m.group()[0] == '"' else "", text)
+    for pattern, subject, why in (
+            (NFT_CONTROL_RE, text, "character {!r} is not allowed"),
+            (NFT_BAD_CHAR_RE, bare, "character {!r} is not allowed"),
+            (NFT_BANNED_RE, bare, "{!r} is not allowed"),
+            (NFT_POLICY_RE, bare, "a base chain's policy must be accept (a drop policy would drop what svcnet's "
+                                  "rules do not name, as a policy on a built-in chain would)")):
+        for found in pattern.finditer(subject):
+            if found.group()[0].isalpha() and found.start() and subject[found.start() - 1] not in NFT_WORD_START:
+                continue  # part of a longer word
+            line = subject.count("\n", 0, found.start()) + 1
+            raise AgentError(f"{NFT_FILE} line {line}: " + why.format(found.group().split()[0]
+                                                                       if found.group().strip() else found.group()))
+    statements = nft_statements(text)
     seen: dict[str, int] = {}
-    for line, stmt in nft_statements(text):
+    for line, stmt in statements:
         where = f"{NFT_FILE} line {line}"
-        words = NFT_BARE_WORD_RE.findall(stmt)
-        banned = sorted(NFT_BANNED_WORDS.intersection(words))
-        if banned:
-            raise AgentError(f"{where}: {banned[0]!r} is not allowed")
-        head = [*words[:4], "", "", "", ""][:4]
-        verb, what, family, table = head
+        words = NFT_HEAD_SPLIT_RE.split(stmt, maxsplit=4)
+        verb, what, family, table = [*words[:4], "", "", "", ""][:4]
         if verb not in NFT_VERBS or what not in NFT_OBJECTS:
             raise AgentError("{}: only '{} {} ...' statements are allowed, not {!r}".format(
                 where, "|".join(sorted(NFT_VERBS)), "|".join(sorted(NFT_OBJECTS)), " ".join(words[:2])[:80]))
         if family not in NFT_FAMILIES or table != NFT_TABLE:
             raise AgentError(f"{where}: table {family} {table} is not svcnet's "
                              f"(only {' and '.join(f + ' ' + NFT_TABLE for f in NFT_FAMILIES)})")
-        if NFT_POLICY_RE.search(re.sub(r'"[^"]*"', '""', stmt)):
-            raise AgentError(f"{where}: a base chain's policy must be accept (a drop policy would drop what "
-                             "svcnet's rules do not name, as a policy on a built-in chain would)")
         n = seen[family] = seen.get(family, 0) + 1
         if n <= 2 and (what != "table" or verb != ("add", "delete")[n - 1] or (len(words) > 4 and n == 2)):
             raise AgentError(f"{where}: the script must replace table {family} {NFT_TABLE} whole: its first "

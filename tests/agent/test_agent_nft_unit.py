@@ -39,7 +39,7 @@ def test_the_shared_vector_passes_and_names_its_family():
     ("add chain netdev kube-proxy x", "table netdev kube-proxy is not svcnet's"),
     ("add table kube-proxy", "is not svcnet's"),  # the family left to nft's default
     ('add table ip "kube-proxy"', "is not svcnet's"),  # quoted: another spelling, refused
-    ("table ip filter { chain input { type filter hook input priority 0 ; policy drop ; } }", "only 'add|create"),
+    ("table ip filter { chain input { type filter hook input priority 0 ; } }", "only 'add|create"),
     ("add chain ip kube-proxy x ; flush ruleset", "only 'add|create"),  # a second statement on the line
     ("add chain ip kube-proxy x\nflush ruleset", "only 'add|create"),
     ('include "/etc/nftables.conf"', "'include' is not allowed"),
@@ -72,6 +72,11 @@ def test_an_accept_policy_passes():
     ok = HEAD + "add chain ip kube-proxy x { type filter hook input priority 0 ; policy accept ; }\n"
     assert node.check_nft_script(ok) == ("ip",)
     assert node.check_nft_script(HEAD + 'add chain ip kube-proxy x { comment "policy drop" ; }\n') == ("ip",)
+
+
+def test_keywords_inside_longer_names_pass():
+    names = "add chain ip kube-proxy x-include\nadd chain ip kube-proxy predefine\nadd chain ip kube-proxy no-policy\n"
+    assert node.check_nft_script(HEAD + names) == ("ip",)
 
 
 def test_quotes_and_comments_do_not_split_statements():
