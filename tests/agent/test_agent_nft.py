@@ -4,6 +4,8 @@ foreign nftables and iptables-nft content left byte-identical through all of it.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 
@@ -287,3 +289,14 @@ def test_both_families_and_affinity_records(snode, tmp_path):
     assert table(snode, "ip6") is not None
     assert snode.agent({"op": "teardown", "run_id": "r3"})["changed"]
     assert table(snode) is None and table(snode, "ip6") is None
+
+
+def test_the_node_lock_holds_nftables_applies_too(snode, tmp_path):
+    snode.state.mkdir(parents=True, exist_ok=True)
+    with open(snode.state / "lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps({"run_id": "holder-run", "op": "apply", "pid": 1, "since": "then"}))
+        f.flush()
+        resp = snode.agent(nft_apply(snode, tmp_path, "r1", overall(), lock_wait=1))
+    assert not resp["ok"] and "another svcnet apply holds the lock" in resp["msg"], resp
+    assert table(snode) is None
