@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: Python, and the tools the lab nodes and the apply use (sudo and openssl: the
 # lab's opt-in login users that become root, see svcnet/lab/users.py).
-DEBS=(python3 python3-venv python3-pip iproute2 iptables openssh-server openssh-client
+DEBS=(python3 python3-venv python3-pip iproute2 iptables nftables openssh-server openssh-client
       netcat-openbsd conntrack procps util-linux kmod curl ca-certificates git sudo openssl)
 
 missing=()

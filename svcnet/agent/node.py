@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -60,19 +61,21 @@ STALE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"
 
 RESTORE_FILE = "rules.restore"
 JUMPS_FILE = "jumps.rules"
+NFT_FILE = "rules.nft"  # nftables mode: one `nft -f` script replacing svcnet's tables (see "nftables mode")
 NETCONF_SH = "netconf.sh"
 NETCONF_JSON = "netconf.json"
-ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_SH)
+ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE, NETCONF_SH)
 # What an apply may change, and which artifact files belong to each part.
 PART_NETWORK, PART_RULES = "network", "rules"
 PARTS = (PART_NETWORK, PART_RULES)
-PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE), PART_NETWORK: (NETCONF_SH,)}
+PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE, NFT_FILE), PART_NETWORK: (NETCONF_SH,)}
 AGENT_FILE = "agent.py"
 PODSERVER_FILE = "podserver.py"
 STATE_FILE = "state.json"
 PENDING_FILE = "pending.json"
 LOCK_FILE = "lock"
 SAVED_FILE = "rules.saved"
+NFT_BACKUP = "nft.json"  # in the backup: svcnet's nft tables before the change (absent: not known)
 BACKUP_DIR = "backup"
 STAGING_DIR = "staging"  # the artifacts of the apply in progress, recorded in etc_dir once it succeeded
 LAST_ROLLBACK_FILE = "last-rollback.json"
@@ -467,6 +470,8 @@ def private_dir(path: str) -> str:
 
 
 def remove(path: str) -> bool:
+    if not os.path.lexists(path):  # (unlink on a read-only filesystem fails with EROFS even then)
+        return False
     try:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
@@ -988,10 +993,365 @@ def gather_facts(scratch: bool = True, features: dict | None = None) -> dict:
         "tcp_be_liberal": liberal,
         "iptables_version": version,
         "iptables_backend": backend,
+        "nft_version": nft_version(),  # "" without nft (nftables mode's preflight needs NFT_MIN_VERSION)
         "systemd": os.path.isdir(SYSTEMD_RUN),
         "hostname": os.uname().nodename,
         "python": ".".join(str(x) for x in sys.version_info[:3]),
     }
+
+
+# --------------------------------------------------------------------------- nftables mode
+# kube-proxy's nftables mode keeps its rules in tables of its own, `ip kube-proxy` and `ip6 kube-proxy`
+# (../shared/reference/kube-proxy-nftables.md §1): svcnet owns exactly those two tables and nothing
+# else of the nftables ruleset. The controller sends one self-contained `nft -f` script per node
+# (rules.nft) that replaces each table it writes in one transaction (`add table`, `delete table`, then
+# the whole table); the agent refuses any statement about anything else (check_nft_script), checks it
+# with `nft --check`, and applies it with one `nft -f`.
+
+MODE_IPTABLES, MODE_NFTABLES = "iptables", "nftables"  # kube-proxy's --proxy-mode values svcnet applies
+PROXY_MODES = (MODE_IPTABLES, MODE_NFTABLES)
+NFT_TABLE = "kube-proxy"
+NFT_FAMILIES = ("ip", "ip6")
+NFT_VERBS = frozenset({"add", "create", "insert", "replace", "delete", "flush"})
+NFT_OBJECTS = frozenset({"table", "chain", "set", "map", "rule", "element"})
+NFT_BANNED_WORDS = frozenset({"include", "define", "redefine", "undefine"})
+# knftables runs `nft --version` and refuses nft older than 1.0.1 (kube-proxy-nftables.md §1).
+NFT_MIN_VERSION = (1, 0, 1)
+NFT_PACKAGE = "nftables"
+
+
+def as_mode(key: str, value: object) -> str:
+    if value not in PROXY_MODES:
+        raise _refuse(key, " or ".join(PROXY_MODES), value)
+    return str(value)
+
+
+def mode_files(mode: str) -> tuple[str, ...]:
+    """The rules part's files a proxy mode applies (the other mode's are removed from etc_dir)."""
+    return (NFT_FILE,) if mode == MODE_NFTABLES else (RESTORE_FILE, JUMPS_FILE)
+
+
+# nft's lexemes as far as the statement split needs them: a string, a comment, a brace, a statement end,
+# or a run of anything else; what a run may not hold is NFT_BAD_CHAR_RE's.
+NFT_LEXEME_RE = re.compile(r'"[^"\n]*"|"[^"\n]*|#[^\n]*|[{}]|[;\n]|[^"#{};\n]+')
+NFT_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anywhere, strings and comments too
+NFT_BAD_CHAR_RE = re.compile(r"[$'\\]")  # outside strings and comments
+
+
+def nft_statements(text: str) -> list[tuple[int, str]]:
+    """The top-level statements of an nft script as (line, text with comments dropped).
+
+    nft ends a statement at a newline or `;` outside braces and quotes; a block `{ ... }` may span
+    lines. What could make nft read anything but this text, or expand text it does not show, is
+    refused by check_nft_script.
+    """
+    out: list[tuple[int, str]] = []
+    cur: list[str] = []
+    depth, line, start = 0, 1, 1
+    for lexeme in NFT_LEXEME_RE.findall(text + "\n"):
+        first = lexeme[0]
+        if first == "#":
+            continue
+        if first == '"' and (len(lexeme) < 2 or lexeme[-1] != '"'):
+            raise AgentError(f"{NFT_FILE} line {line}: unterminated string")
+        if first == "{":
+            depth += 1
+        elif first == "}":
+            depth -= 1
+            if depth < 0:
+                raise AgentError(f"{NFT_FILE} line {line}: '}}' without '{{'")
+        if depth == 0 and first in "\n;":
+            stmt = "".join(cur).strip()
+            if stmt:
+                out.append((start, stmt))
+            cur, start = [], line + (first == "\n")
+        else:
+            cur.append(" " if first == "\n" else lexeme)
+        line += first == "\n"
+    if depth:
+        raise AgentError(f"{NFT_FILE}: '{{' at line {start} is never closed")
+    return out
+
+
+# On a script without its strings and comments: words that read other files or rewrite the text, and
+# a base chain policy other than accept (each a whole word, as nft's scanner reads one).
+NFT_BANNED_RE = re.compile(r"(?:include|define|redefine|undefine)(?=[\s{};]|$)")
+NFT_POLICY_RE = re.compile(r"policy\s+(?!accept(?:[\s;}]|$))")
+NFT_WORD_START = frozenset(" \t\n{};")  # what may stand before a word of nft's (so not x-include's "include")
+NFT_STRING_OR_COMMENT_RE = re.compile(r'"[^"\n]*"|#[^\n]*')
+NFT_HEAD_SPLIT_RE = re.compile(r"[\s{]+")
+
+
+@functools.lru_cache(maxsize=2)  # a request's script is checked at parse, and read again by the apply
+def check_nft_script(text: str) -> tuple[str, ...]:
+    """Refuse a rules.nft that names anything but svcnet's tables; the families it writes, in order.
+
+    Each statement must be `add|create|insert|replace|delete|flush table|chain|set|map|rule|element
+    ip|ip6 kube-proxy ...` (family and table always written out); no `include`/`define` anywhere
+    (they read other files or rewrite the text); a base chain's policy only `accept` (as kube-proxy
+    writes them: a drop policy is a policy on the whole hook); and each table it writes must be
+    replaced whole: its first two statements `add table F kube-proxy` then `delete table F
+    kube-proxy`, so the script means the same whatever the table held before (and a scratch netns
+    shows what it makes).
+    """
+    bare = NFT_STRING_OR_COMMENT_RE.sub(lambda m: '""' if m.group()[0] == '"' else "", text)
+    for pattern, subject, why in (
+            (NFT_CONTROL_RE, text, "character {!r} is not allowed"),
+            (NFT_BAD_CHAR_RE, bare, "character {!r} is not allowed"),
+            (NFT_BANNED_RE, bare, "{!r} is not allowed"),
+            (NFT_POLICY_RE, bare, "a base chain's policy must be accept (a drop policy would drop what svcnet's "
+                                  "rules do not name, as a policy on a built-in chain would)")):
+        for found in pattern.finditer(subject):
+            if found.group()[0].isalpha() and found.start() and subject[found.start() - 1] not in NFT_WORD_START:
+                continue  # part of a longer word
+            line = subject.count("\n", 0, found.start()) + 1
+            raise AgentError(f"{NFT_FILE} line {line}: " + why.format(found.group().split()[0]
+                                                                       if found.group().strip() else found.group()))
+    statements = nft_statements(text)
+    seen: dict[str, int] = {}
+    for line, stmt in statements:
+        where = f"{NFT_FILE} line {line}"
+        words = NFT_HEAD_SPLIT_RE.split(stmt, maxsplit=4)
+        verb, what, family, table = [*words[:4], "", "", "", ""][:4]
+        if verb not in NFT_VERBS or what not in NFT_OBJECTS:
+            raise AgentError("{}: only '{} {} ...' statements are allowed, not {!r}".format(
+                where, "|".join(sorted(NFT_VERBS)), "|".join(sorted(NFT_OBJECTS)), " ".join(words[:2])[:80]))
+        if family not in NFT_FAMILIES or table != NFT_TABLE:
+            raise AgentError(f"{where}: table {family} {table} is not svcnet's "
+                             f"(only {' and '.join(f + ' ' + NFT_TABLE for f in NFT_FAMILIES)})")
+        n = seen[family] = seen.get(family, 0) + 1
+        if n <= 2 and (what != "table" or verb != ("add", "delete")[n - 1] or (len(words) > 4 and n == 2)):
+            raise AgentError(f"{where}: the script must replace table {family} {NFT_TABLE} whole: its first "
+                             f"statements must be 'add table {family} {NFT_TABLE}' and 'delete table {family} "
+                             f"{NFT_TABLE}'")
+    return tuple(seen)
+
+
+def check_nft_request(artifacts: dict[str, str]) -> None:
+    """An nftables-mode apply sends rules.nft, writing at least one of svcnet's tables, and no iptables files."""
+    if not check_nft_script(artifacts.get(NFT_FILE, "")):
+        raise AgentError(f"proxy_mode {MODE_NFTABLES} needs artifacts with a {NFT_FILE} that writes "
+                         f"table ip {NFT_TABLE} or ip6 {NFT_TABLE}")
+    other = [name for name in mode_files(MODE_IPTABLES) if artifacts.get(name)]
+    if other:
+        raise AgentError(f"{', '.join(other)}: not applied in proxy_mode {MODE_NFTABLES} (send them empty)")
+
+
+def nft(args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = run(["nft", *args], stdin=stdin, check=False)
+    if check and proc.returncode != 0:
+        raise AgentError("nft {} failed: {}".format(" ".join(args), proc.stderr.strip()[-3000:]))
+    return proc
+
+
+def nft_version() -> str:
+    """nft's version ("" when nft is not installed or says none)."""
+    if not shutil.which("nft"):
+        return ""
+    m = re.search(r"v(\d+(?:\.\d+)+)", run(["nft", "--version"], check=False).stdout)
+    return m.group(1) if m else ""
+
+
+def nft_tables(listing: str) -> dict[str, str]:
+    """Per family, svcnet's table in an `nft list` listing (top-level `table F NAME {` ... `}` blocks)."""
+    out: dict[str, str] = {}
+    family = ""
+    current: list[str] = []
+    for line in listing.splitlines():
+        if line.startswith("table "):
+            words = line.split()
+            family = words[1] if len(words) >= 3 and words[1] in NFT_FAMILIES and words[2] == NFT_TABLE else ""
+            current = []
+        if family:
+            current.append(line)
+            if line == "}":
+                out[family] = "\n".join(current) + "\n"
+                family = ""
+    return out
+
+
+def nft_snapshot() -> dict[str, str]:
+    """svcnet's live tables, per family, in normal form (nft_normal); {} where nft is not installed.
+
+    Each table is listed by name (`nft list tables` first would cost as much as a small table's listing:
+    nft fills its cache with the whole ruleset); an absent one is nft's "No such file or directory".
+    """
+    if not shutil.which("nft"):
+        return {}
+    out = {}
+    for family in NFT_FAMILIES:
+        proc = nft(["-s", "list", "table", family, NFT_TABLE], check=False)
+        if proc.returncode == 0:
+            out[family] = nft_normal(proc.stdout)
+        elif "No such file or directory" not in proc.stderr:
+            raise AgentError(f"nft list table {family} {NFT_TABLE} failed: {proc.stderr.strip()[-2000:]}")
+    return out
+
+
+def _close_depth(text: str, depth: int) -> int:
+    """The brace depth after `text` (quoted strings skipped)."""
+    for part in re.findall(r'"[^"]*"|[{}]', text):
+        depth += {"{": 1, "}": -1}.get(part, 0)
+    return depth
+
+
+def _split_elements(body: str) -> list[str]:
+    """The elements of a listing's `elements = { ... }` body, split on commas outside quotes and braces."""
+    items, cur, depth = [], "", 0
+    for part in re.findall(r'"[^"]*"|[{},]|[^"{},]+', body):
+        if part == "," and depth == 0:
+            items.append(cur.strip())
+            cur = ""
+            continue
+        depth += {"{": 1, "}": -1}.get(part, 0)
+        cur += part
+    if cur.strip():
+        items.append(cur.strip())
+    return items
+
+
+def nft_normal(listing: str) -> str:
+    """A table's `nft -s list table` listing in normal form: what svcnet compares, backs up and diffs.
+
+    Set and map elements one per line and sorted (a hash set lists them in an order of its own);
+    the elements of dynamic sets (session affinity's client records) dropped: they are traffic's
+    state, not svcnet's rules. The result is valid `nft -f` input again.
+    """
+    out: list[str] = []
+    lines = listing.splitlines()
+    dynamic, i = False, 0
+    while i < len(lines):
+        line, text = lines[i], lines[i].strip()
+        i += 1
+        if text.startswith(("set ", "map ")):
+            dynamic = False
+        elif text.startswith("flags ") and "dynamic" in re.split(r"[\s,]+", text):
+            dynamic = True
+        if not text.startswith("elements = {"):
+            out.append(line)
+            continue
+        body, depth = text[len("elements = {"):], _close_depth(text, 0)
+        while depth > 0 and i < len(lines):
+            body += " " + lines[i].strip()
+            depth = _close_depth(lines[i], depth)
+            i += 1
+        if dynamic:
+            continue
+        indent = line[:len(line) - len(line.lstrip())]
+        items = sorted(_split_elements(body.rstrip()[:-1]))
+        out.append(indent + "elements = {")
+        out.extend(f"{indent}\t{item}," for item in items[:-1])
+        out.extend(f"{indent}\t{item}" for item in items[-1:])
+        out.append(indent + "}")
+    return "\n".join(out) + "\n" if out else ""
+
+
+def rules_normal(snap: dict, tables: dict[str, str]) -> str:
+    """svcnet's rules on the node in normal form: its iptables chains and jumps, then its nft tables.
+
+    Without nft tables the text is normal_form's alone, so a node in iptables mode keeps its hashes.
+    """
+    return normal_form(snap) + "".join(tables[f] for f in NFT_FAMILIES if f in tables)
+
+
+def nft_transaction(script: str, live: dict[str, str]) -> str:
+    """The script, plus the deletion of svcnet's live tables it does not write (its other family,
+    or every one when the node leaves nftables mode): one `nft -f` transaction."""
+    written = check_nft_script(script) if script else ()
+    drop = "".join(f"delete table {f} {NFT_TABLE}\n" for f in NFT_FAMILIES if f in live and f not in written)
+    if not script and not drop:
+        return ""
+    return script + ("" if not script or script.endswith("\n") else "\n") + drop
+
+
+def nft_mismatch(tables: dict[str, str], script: str) -> str:
+    """Why svcnet's live nft tables are not those the script writes ("" when they are)."""
+    want = set(check_nft_script(script)) if script else set()
+    if set(tables) != want:
+        return "nft tables differ (live: {}; desired: {})".format(
+            ", ".join(f"{f} {NFT_TABLE}" for f in sorted(tables)) or "-",
+            ", ".join(f"{f} {NFT_TABLE}" for f in sorted(want)) or "-")
+    return ""
+
+
+def set_nft_tables(target: dict[str, str]) -> bool:
+    """Make svcnet's live tables exactly `target` (per family, normal form) in one transaction."""
+    live = nft_snapshot()
+    if live == target:
+        return False
+    script = "".join(f"add table {f} {NFT_TABLE}\ndelete table {f} {NFT_TABLE}\n{target[f]}"
+                     for f in NFT_FAMILIES if f in target)
+    script += "".join(f"delete table {f} {NFT_TABLE}\n" for f in NFT_FAMILIES if f in live and f not in target)
+    nft(["-f", "-"], stdin=script)
+    return True
+
+
+def boot_nft(script: str) -> None:
+    """At boot: the applied rules.nft again, checked as an apply checks it (etc_dir is root's, but
+    the script must still name nothing but svcnet's tables), in one transaction."""
+    check_nft_script(script)
+    nft(["-f", "-"], stdin=script)
+
+
+def scratch_nft_tables(script: str) -> dict[str, str]:
+    """The tables `script` makes, in normal form: loaded into a fresh network namespace, never the node's."""
+    families = check_nft_script(script)
+    listing = " ".join(f"&& nft -s list table {f} {NFT_TABLE}" for f in families)
+    proc = run(["unshare", "--net", "--", "sh", "-c", f"nft -f - {listing}"], stdin=script, check=False)
+    if proc.returncode != 0:
+        raise AgentError("nft -f (scratch netns) failed: " + proc.stderr.strip()[-3000:])
+    return {f: nft_normal(t) for f, t in nft_tables(proc.stdout).items()}
+
+
+# What preflight loads with `nft --check` (the kernel checks the whole transaction and keeps none of
+# it): every kind of object and statement the renderer writes, per feature; a table of its own name.
+NFT_PROBE_TABLE = "svcnet-preflight"
+NFT_PROBE_BASE = (
+    "add table ip {t}\n"
+    "add chain ip {t} nat-pre {{ type nat hook prerouting priority -100 ; }}\n"
+    "add chain ip {t} nat-post {{ type nat hook postrouting priority 100 ; }}\n"
+    "add chain ip {t} filter-fwd {{ type filter hook forward priority 0 ; }}\n"
+    "add chain ip {t} svc\n"
+)
+NFT_FEATURES = (
+    ("nft_verdict_map", "add map ip {t} m {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}\n"
+                        "add element ip {t} m {{ 10.0.0.1 . tcp . 80 : goto svc }}\n"
+                        "add rule ip {t} nat-pre ip daddr . meta l4proto . th dport vmap @m"),
+    ("nft_numgen", "add rule ip {t} nat-pre numgen random mod 2 vmap {{ 0 : goto svc , 1 : goto svc }}"),
+    ("nft_dnat", "add rule ip {t} svc meta l4proto tcp dnat to 10.0.0.1:80"),
+    ("nft_masquerade", "add rule ip {t} nat-post meta mark & 0x4000 == 0x4000 masquerade fully-random"),
+    ("nft_mark", "add rule ip {t} svc meta mark set meta mark | 0x4000"),
+    ("nft_fib", "add rule ip {t} nat-pre fib daddr type local jump svc"),
+    ("nft_ct", "add rule ip {t} filter-fwd ct state new ct state invalid drop"),
+    ("nft_reject", "add rule ip {t} filter-fwd reject"),
+    ("nft_affinity", "add set ip {t} a {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}\n"
+                     "add rule ip {t} svc update @a {{ ip saddr }}\n"
+                     "add rule ip {t} svc ip saddr @a goto svc"),
+)
+
+
+def nft_features() -> dict[str, bool]:
+    """Which of NFT_FEATURES the kernel accepts (`nft --check`: nothing is loaded). All at once first."""
+    def probe(features: tuple) -> bool:
+        text = NFT_PROBE_BASE + "".join(rule + "\n" for _, rule in features)
+        return nft(["--check", "-f", "-"], stdin=text.format(t=NFT_PROBE_TABLE), check=False).returncode == 0
+
+    if probe(NFT_FEATURES):
+        return {name: True for name, _ in NFT_FEATURES}
+    return {name: probe(((name, rule),)) for name, rule in NFT_FEATURES}
+
+
+def nft_preflight() -> tuple[list[dict], dict[str, bool], str]:
+    """nftables mode's needs: (missing commands, kernel features, what is wrong)."""
+    if not shutil.which("nft"):
+        return [{"command": "nft", "package": NFT_PACKAGE}], {}, ""
+    version = nft_version()
+    if version_tuple(version) < NFT_MIN_VERSION:
+        return [], {}, "nft {} is too old: kube-proxy's nftables mode needs nft >= {}".format(
+            version or "(unknown version)", ".".join(map(str, NFT_MIN_VERSION)))
+    features = nft_features()
+    bad = sorted(k for k, v in features.items() if not v)
+    return [], features, ("kernel/nft lack: " + ", ".join(bad)) if bad else ""
 
 
 # --------------------------------------------------------------------------- netconf
@@ -1839,8 +2199,11 @@ def clear_pending(paths: Paths, marker: dict | None) -> None:
 # --------------------------------------------------------------------------- backup / rollback
 
 
-def make_backup(paths: Paths, run_id: str, live: dict) -> None:
-    """Save the state before a change (owned rules, etc_dir artifacts, state.json), durably."""
+def make_backup(paths: Paths, run_id: str, live: dict, nft_live: dict[str, str] | None = None) -> None:
+    """Save the state before a change (owned rules, etc_dir artifacts, state.json), durably.
+
+    nft_live: svcnet's nft tables (nft_snapshot), saved as NFT_BACKUP; None where nft is not there.
+    """
     tmp = paths.backup + ".new"
     remove(tmp)
     make_dir(os.path.join(tmp, "etc"))
@@ -1850,6 +2213,8 @@ def make_backup(paths: Paths, run_id: str, live: dict) -> None:
             write_text(os.path.join(tmp, "etc", name), text, artifact_mode(name), durable=False)
     state = load_state(paths)
     write_json(os.path.join(tmp, "rules.json"), live, durable=False)
+    if nft_live is not None:
+        write_json(os.path.join(tmp, NFT_BACKUP), nft_live, durable=False)
     write_json(os.path.join(tmp, "meta.json"), {
         "run_id": run_id, "at": time.time(), "applied_hash": state.get("applied_hash"),
         "saved_rules_hash": state.get("saved_rules_hash"), "had_state": bool(state.get("applied_hash")),
@@ -1884,9 +2249,12 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
     done = []
     errors = []
     rules = read_json(os.path.join(paths.backup, "rules.json")) or empty_snapshot()
+    tables = read_json(os.path.join(paths.backup, NFT_BACKUP))
     try:
         if set_owned_rules(rules, prefix):
             done.append("rules restored")
+        if tables is not None and set_nft_tables(tables):
+            done.append("nft tables restored")
     except AgentError as exc:
         errors.append(str(exc))
     # What may be on the node: the last recorded address config and the one an apply was making.
@@ -1910,7 +2278,7 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
     remove(paths.staging)
     state = load_state(paths)
     state["applied_hash"] = meta.get("applied_hash")
-    state["saved_rules_hash"] = sha256(normal_form(rules)) if meta.get("had_state") else None
+    state["saved_rules_hash"] = sha256(rules_normal(rules, tables or {})) if meta.get("had_state") else None
     state[MARKS_KEY] = meta.get("marks")
     save_state(paths, state)
     if errors:
@@ -2220,6 +2588,7 @@ class PreflightRequest(Request):
     link, route or netns of a name the address config uses."""
 
     netconf: dict | None = field(default=None, meta={CHECK: as_netconf})
+    proxy_mode: str = field(default=MODE_IPTABLES, meta={CHECK: as_mode})
 
 
 class GuardedRequest(Request):
@@ -2248,11 +2617,17 @@ class ApplyRequest(GuardedRequest):
     agent: str | None = field(default=None, meta={CHECK: as_text})
     podserver: str | None = field(default=None, meta={CHECK: as_text})
     conntrack: list[dict] | None = field(default=None, meta={CHECK: as_conntrack})
+    proxy_mode: str = field(default=MODE_IPTABLES, meta={CHECK: as_mode})
 
     def __post_init__(self) -> None:
         """The rules must be svcnet's own: refused here, before anything on the node is read or locked."""
+        if self.proxy_mode == MODE_NFTABLES:
+            check_nft_request(self.artifacts)
+            return
         if RESTORE_FILE not in self.artifacts:
             raise AgentError(f"apply needs artifacts with {RESTORE_FILE}")
+        if self.artifacts.get(NFT_FILE):
+            raise AgentError(f"{NFT_FILE} is for proxy_mode {MODE_NFTABLES}, not {self.proxy_mode}")
         check_restore(self.artifacts[RESTORE_FILE], self.owned_prefix)
         parse_jumps(self.artifacts.get(JUMPS_FILE, ""), self.owned_prefix)
 
@@ -2405,7 +2780,7 @@ def op_probe(req: Request, features: dict | None = None) -> ProbeAnswer:
         True, False, "",
         facts=gather_facts(features=features),
         applied_hash=state.get("applied_hash"),
-        live_rules_hash=sha256(normal_form(snap)),
+        live_rules_hash=sha256(rules_normal(snap, nft_snapshot())),
         saved_rules_hash=state.get("saved_rules_hash"),
         stale_chains=stale_chains(snap),
         pending=pending_marker(paths),
@@ -2420,6 +2795,9 @@ def op_probe(req: Request, features: dict | None = None) -> ProbeAnswer:
 
 def op_preflight(req: PreflightRequest) -> Answer:
     missing = [{"command": c, "package": pkg} for c, pkg in REQUIRED_COMMANDS.items() if not shutil.which(c)]
+    nft_mode = req.proxy_mode == MODE_NFTABLES
+    nft_missing, nft_feats, nft_problem = nft_preflight() if nft_mode else ([], {}, "")
+    missing += nft_missing
     features: dict = {}
     msg = ""
     if not any(m["command"] in ("iptables-restore", "unshare") for m in missing):
@@ -2427,13 +2805,17 @@ def op_preflight(req: PreflightRequest) -> Answer:
             features = scratch_features()
         except AgentError as exc:
             msg = str(exc)
-    bad = sorted(k for k, v in features.items() if not v and k != "random_fully")
+    # (nftables mode needs iptables only to remove svcnet's chains: its rule features do not matter)
+    bad = [] if nft_mode else sorted(k for k, v in features.items() if not v and k != "random_fully")
     if bad:
         msg = "kernel/iptables lack: " + ", ".join(bad)
+    if features:
+        features.update(nft_feats)
+    msg = "; ".join(m for m in (msg, nft_problem) if m)
     if missing:
         msg = ("missing commands: " + ", ".join("{} (apt install {})".format(m["command"], m["package"])
                                                 for m in missing) + ("; " + msg if msg else ""))
-    if missing or not features or bad:
+    if missing or not features or bad or nft_problem:
         return PreflightRefusal(False, False, msg, missing=missing, features=features,
                                 facts=gather_facts(scratch=False))
     if req.netconf is not None:  # the address config the run will apply: nothing of it may be foreign
@@ -2552,6 +2934,8 @@ class ApplyPlan(Record):
     applied: dict
     want: dict
     saved_rules_hash: object
+    mode: str = MODE_IPTABLES
+    nft_live: dict[str, str] = field(default_factory=dict)
 
     @property
     def do_rules(self) -> bool:
@@ -2598,30 +2982,42 @@ def plan_apply(req: ApplyRequest) -> ApplyPlan:
     arts = planned_files(req.parts, req.artifacts, on_node)
     conf = req.netconf if PART_NETWORK in req.parts else old_conf
     claims = state_claims(paths, old_conf)
-    live = snapshot(req.owned_prefix)
+    live, tables = snapshot(req.owned_prefix), nft_snapshot()
     state = load_state(paths)
+    # (a rules file of the other proxy mode is removed: the same as an empty one when absent)
     return ApplyPlan(
         parts=req.parts, arts=arts, conf=conf, old_conf=old_conf, claims=claims,
         foreign=foreign_objects(paths, conf, claims) if PART_NETWORK in req.parts else [],
-        live=live, live_normal=normal_form(live),
+        live=live, live_normal=rules_normal(live, tables),
         have_lines=live_lines([conf, old_conf], paths), want_lines=desired_lines(conf),
-        files_same=all(on_node[name] == arts[name] for p in req.parts for name in PART_FILES[p]),
-        applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"))
+        files_same=all(on_node[name] == arts[name] or (on_node[name] is None and name not in
+                                                       mode_files(req.proxy_mode) and not arts[name])
+                       for p in req.parts for name in PART_FILES[p]),
+        applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"),
+        mode=req.proxy_mode, nft_live=tables)
 
 
 def planned_files(parts: tuple[str, ...], sent: dict[str, str], on_node: dict[str, str | None]) -> dict[str, str]:
     """The artifact files after an apply of `parts`: those sent, but a part not applied keeps the node's."""
-    return {name: sent.get(name, "") if part in parts else on_node[name] or ""
+    return {name: sent.get(name, "") if part in parts else on_node.get(name) or ""
             for part in PARTS for name in PART_FILES[part]}
 
 
 def check_answer(req: ApplyRequest, plan: ApplyPlan) -> ChangeAnswer:
     """Check mode: would the apply change anything, and the diff (the kernel's normal form of the
     desired rules, loaded into a scratch netns); nothing on the node changes."""
-    desired = desired_snapshot(plan.arts, req.owned_prefix)[1] if plan.do_rules else plan.live_normal
+    desired = desired_rules_normal(plan, req.owned_prefix) if plan.do_rules else plan.live_normal
     changed = plan.live_normal != desired or not plan.net_same or not plan.files_same
     rules = part_diff(PART_RULES, plan.live_normal.splitlines(), desired.splitlines())
     return ChangeAnswer(True, changed, "check mode: nothing changed", diff=plan.diff(True, rules))
+
+
+def desired_rules_normal(plan: ApplyPlan, prefix: str) -> str:
+    """The rules_normal an apply of `plan` leaves: its mode's rules (loaded into a scratch netns), and
+    nothing of the other mode's."""
+    if plan.mode == MODE_NFTABLES:
+        return rules_normal(empty_snapshot(), scratch_nft_tables(plan.arts[NFT_FILE]))
+    return desired_snapshot(plan.arts, prefix)[1]
 
 
 # The steps of a guarded apply, in order (Commit.STEPS). Before FIRST_CHANGE nothing on the node has
@@ -2646,6 +3042,7 @@ class Commit:
         self.req, self.plan, self.jumps = req, plan, jumps
         self.paths = req.paths
         self.transaction = ""
+        self.nft_transaction = ""
         self.marker: dict = {}
         self.final_normal = plan.live_normal
         self.rules_diff = ""
@@ -2677,10 +3074,17 @@ class Commit:
             write_json(os.path.join(paths.staging, NETCONF_JSON), plan.conf, artifact_mode(NETCONF_JSON), durable=False)
         if plan.do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
             self.transaction = rules_transaction(plan.arts[RESTORE_FILE], self.jumps, plan.live)
-            iptables_restore(self.transaction, test=True)
+            if plan.arts[RESTORE_FILE] or normal_form(plan.live) != normal_form(empty_snapshot()):
+                iptables_restore(self.transaction, test=True)
+            else:  # nftables mode, and no chain of svcnet's to remove
+                self.transaction = ""
+            # svcnet's nft tables: the script (nftables mode), or the removal of those left (iptables mode)
+            self.nft_transaction = nft_transaction(plan.arts[NFT_FILE], plan.nft_live)
+            if self.nft_transaction:
+                nft(["--check", "-f", "-"], stdin=self.nft_transaction)
 
     def back_up(self) -> None:
-        make_backup(self.paths, self.req.run_id, self.plan.live)
+        make_backup(self.paths, self.req.run_id, self.plan.live, self.plan.nft_live if shutil.which("nft") else None)
 
     def mark_pending(self) -> None:
         """From here a boot, a later run or the dead-man rolls back unless this run settles."""
@@ -2705,12 +3109,18 @@ class Commit:
         plan = self.plan
         if not plan.do_rules:
             return
-        iptables_restore(self.transaction)
-        after = snapshot(self.req.owned_prefix)
-        wrong = rules_mismatch(after, plan.arts[RESTORE_FILE], self.jumps)
+        # the new mode's rules first, then the removal of the other's (kube-proxy's cleanup)
+        if plan.mode == MODE_NFTABLES and self.nft_transaction:
+            nft(["-f", "-"], stdin=self.nft_transaction)
+        if self.transaction:
+            iptables_restore(self.transaction)
+        if plan.mode != MODE_NFTABLES and self.nft_transaction:
+            nft(["-f", "-"], stdin=self.nft_transaction)
+        after, tables = snapshot(self.req.owned_prefix), nft_snapshot()
+        wrong = rules_mismatch(after, plan.arts[RESTORE_FILE], self.jumps) or nft_mismatch(tables, plan.arts[NFT_FILE])
         if wrong:
             raise AgentError("the live rules are not what was restored: " + wrong)
-        self.final_normal = normal_form(after)
+        self.final_normal = rules_normal(after, tables)
         if self.req.diff:
             self.rules_diff = part_diff(PART_RULES, plan.live_normal.splitlines(), self.final_normal.splitlines())
 
@@ -2729,6 +3139,9 @@ class Commit:
         """Only now does etc_dir say that the new state is applied (what boot re-creates)."""
         paths, plan = self.paths, self.plan
         for name in plan.files:
+            if plan.do_rules and name in PART_FILES[PART_RULES] and name not in mode_files(plan.mode):
+                remove(paths.etc_file(name))  # the other proxy mode's: boot must not apply it
+                continue
             write_if_changed(paths.etc_file(name), plan.arts[name], artifact_mode(name))
         if plan.do_net:
             write_if_changed(paths.etc_file(NETCONF_JSON), json_text(plan.conf), artifact_mode(NETCONF_JSON))
@@ -2931,10 +3344,10 @@ def op_teardown(req: TeardownRequest) -> ChangeAnswer:
 
 def _teardown_locked(req: TeardownRequest) -> ChangeAnswer:
     paths, run_id, prefix, timeout = req.paths, req.run_id, req.owned_prefix, req.confirm_timeout
-    live = snapshot(prefix)
-    if not svcnet_present(paths, live):
+    live, tables = snapshot(prefix), nft_snapshot()
+    if not svcnet_present(paths, live) and not tables:
         return ChangeAnswer(True, remove_files(paths), "nothing to remove")
-    make_backup(paths, run_id, live)
+    make_backup(paths, run_id, live, tables if shutil.which("nft") else None)
     if timeout > 0:  # armed before anything changes: a connection lost halfway is rolled back too
         arm_deadman(paths, run_id, timeout, prefix, "teardown")
     try:
@@ -2962,6 +3375,7 @@ def svcnet_present(paths: Paths, live: dict) -> bool:
 def strip_node(paths: Paths, prefix: str) -> None:
     """Remove svcnet's rules, pods, address config and sysctl values; its files stay (for a rollback)."""
     set_owned_rules(empty_snapshot(), prefix)
+    set_nft_tables({})
     conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
     if os.path.isdir(paths.pods_dir):
         for f in os.listdir(paths.pods_dir):
@@ -3024,18 +3438,21 @@ def op_boot(req: BootRequest) -> BootAnswer:
         notes = []
         if marker:
             notes.append(_deadman_rollback(paths, prefix, marker, "unconfirmed at boot").msg)
-        restore = read_text(paths.etc_file(RESTORE_FILE))
-        if restore is None:
+        restore, script = read_text(paths.etc_file(RESTORE_FILE)), read_text(paths.etc_file(NFT_FILE))
+        if restore is None and script is None:
             return BootAnswer(True, False, "; ".join([*notes, "nothing applied on this node"]))
-        check_restore(restore, prefix)
-        iptables_restore(restore)
-        ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
+        if script is not None:  # nftables mode (the apply removed the iptables files)
+            boot_nft(script)
+        if restore is not None:
+            check_restore(restore, prefix)
+            iptables_restore(restore)
+            ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
         conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
         record_sysctl_origins(paths, conf)
         run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, state_claims(paths, conf))
         pods = reconcile_pods(paths, conf)
         state = load_state(paths)
-        live_hash = sha256(normal_form(snapshot(prefix)))
+        live_hash = sha256(rules_normal(snapshot(prefix), nft_snapshot()))
         if state.get("saved_rules_hash") != live_hash:
             notes.append("live rules differ from the saved hash after boot")
         return BootAnswer(True, True, "; ".join([*notes, "booted"]), pods=pods, live_rules_hash=live_hash)

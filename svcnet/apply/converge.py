@@ -79,7 +79,8 @@ class Converge:
     # -- handlers -------------------------------------------------------------------------
     def preflight(self, ctx: TaskContext) -> Outcome:
         self._enter(ctx)
-        req = PreflightRequest(ctx.run_id, node_netconf(ctx.cluster, ctx.cluster.node(ctx.host)))
+        req = PreflightRequest(ctx.run_id, node_netconf(ctx.cluster, ctx.cluster.node(ctx.host)),
+                               proxy_mode=ctx.cluster.proxy.mode)
         answer = ctx.gateway.ask(req)
         if not answer.ok:
             return Outcome(recap.FAILED, answer.msg)
@@ -154,7 +155,7 @@ class Converge:
         opts = ctx.options
         guard = 0.0 if opts.check else opts.confirm_timeout
         req = ApplyRequest(ctx.run_id, send, parts=parts, hashes=want, confirm_timeout=guard, check=opts.check,
-                           diff=opts.diff, lock_wait=opts.lock_wait)
+                           diff=opts.diff, lock_wait=opts.lock_wait, proxy_mode=ctx.cluster.proxy.mode)
         answer = ctx.gateway.ask(req)
         self.state(ctx.host).probe = None  # the node changed: probe again before the next converge
         diff = dict(answer.diff or {})

@@ -14,6 +14,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "ip": "iproute2",
     "iptables": "iptables",
     "iptables-save": "iptables",
+    "nft": "nftables",  # nodes in kube-proxy's nftables mode (the lab's nodes share the host's programs)
     "sshd": "openssh-server",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 from svcnet.agent import node, podserver
 from svcnet.desired import ConntrackPort, NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
-from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
+from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, NFT_FILE, RESTORE_FILE, NodeArtifacts
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(podserver.__file__)
@@ -33,6 +33,8 @@ PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see no
 OPS = tuple(node.OPS)
 PARTS = tuple(node.PARTS)
 APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE)
+PROXY_MODES = node.PROXY_MODES
+MODE_IPTABLES, MODE_NFTABLES = node.MODE_IPTABLES, node.MODE_NFTABLES
 # The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
 DIFF_KEYS = dict(node.DIFF_KEYS)
 DIFF_RULES, DIFF_NETCONF = DIFF_KEYS[node.PART_RULES], DIFF_KEYS[node.PART_NETWORK]
@@ -153,11 +155,21 @@ def desired_hashes(art: NodeArtifacts) -> dict[str, str]:
     """Per part (`rules`, `network`), the hash of what an apply of that part puts on the node."""
     files = art.files()
     docs = {
-        node.PART_RULES: {name: files[name] for name in node.PART_FILES[node.PART_RULES]},
+        node.PART_RULES: {name: files[name] for name in node.PART_FILES[node.PART_RULES] if name in files},
         node.PART_NETWORK: {NETCONF_FILE: files[NETCONF_FILE],
                             "netconf": json.dumps(netconf_payload(art.netconf), sort_keys=True)},
     }
     return {part: hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest() for part, doc in docs.items()}
+
+
+def apply_files(art: NodeArtifacts, proxy_mode: str) -> dict[str, str]:
+    """The artifact files an apply sends in `proxy_mode`: the other mode's rules files go empty (the
+    node removes them, with the rules they stood for)."""
+    files = art.files()
+    sent = {name: files.get(name, "") for name in APPLY_FILES}
+    if proxy_mode == MODE_NFTABLES:
+        sent.update({RESTORE_FILE: "", JUMPS_FILE: "", NFT_FILE: files.get(NFT_FILE, "")})
+    return sent
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -330,10 +342,12 @@ class PreflightRequest:
 
     run_id: str
     netconf: NetConf | None = None
+    proxy_mode: str = MODE_IPTABLES  # nftables: also nft (its version) and the kernel's nftables features
     OP: ClassVar[str] = "preflight"
 
     def to_wire(self) -> dict[str, object]:
-        return _wire(self.OP, self.run_id, netconf=None if self.netconf is None else netconf_payload(self.netconf))
+        return _wire(self.OP, self.run_id, netconf=None if self.netconf is None else netconf_payload(self.netconf),
+                     proxy_mode=None if self.proxy_mode == MODE_IPTABLES else self.proxy_mode)
 
     def answer(self, wire: Mapping[str, Any]) -> ProbeAnswer:
         return ProbeAnswer.from_wire(wire)
@@ -348,7 +362,9 @@ class ApplyRequest:
     an apply of the rules (not checked) also has the node delete the stale conntrack entries of the
     artifacts' `conntrack` ports;
     hashes: the desired state's `desired_hashes`, when the caller has them (the artifacts sent
-    may also delete stale chains, which are not desired state); else those of `artifacts`.
+    may also delete stale chains, which are not desired state); else those of `artifacts`;
+    proxy_mode: kube-proxy's mode the rules are in (nftables: `rules.nft` replaces svcnet's nft tables
+    and the node's svcnet iptables chains go; iptables: the reverse).
     """
 
     run_id: str
@@ -359,13 +375,13 @@ class ApplyRequest:
     check: bool = False
     diff: bool = False
     lock_wait: float = LOCK_WAIT
+    proxy_mode: str = MODE_IPTABLES
     OP: ClassVar[str] = "apply"
 
     def to_wire(self) -> dict[str, object]:
-        files = self.artifacts.files()
         return _wire(
             self.OP, self.run_id,
-            artifacts={name: files[name] for name in APPLY_FILES},
+            artifacts=apply_files(self.artifacts, self.proxy_mode),
             netconf=netconf_payload(self.artifacts.netconf),
             parts=list(self.parts),
             desired_hashes=dict(self.hashes) if self.hashes is not None else desired_hashes(self.artifacts),
@@ -376,6 +392,7 @@ class ApplyRequest:
             podserver=podserver_source(),
             agent=agent_source(),
             conntrack=self._conntrack(),
+            proxy_mode=None if self.proxy_mode == MODE_IPTABLES else self.proxy_mode,
         )
 
     def _conntrack(self) -> list[dict] | None:

@@ -156,9 +156,9 @@ def test_the_plan_keeps_the_nodes_files_of_a_part_not_applied():
     sent = {"rules.restore": "new", "jumps.rules": "new jumps", "netconf.sh": "new sh"}
     on_node = {"rules.restore": "old", "jumps.rules": None, "netconf.sh": "old sh"}
     assert node.planned_files((node.PART_NETWORK,), sent, on_node) == {
-        "rules.restore": "old", "jumps.rules": "", "netconf.sh": "new sh"}
+        "rules.restore": "old", "jumps.rules": "", "rules.nft": "", "netconf.sh": "new sh"}
     assert node.planned_files(node.PARTS, {"rules.restore": "new"}, on_node) == {
-        "rules.restore": "new", "jumps.rules": "", "netconf.sh": ""}
+        "rules.restore": "new", "jumps.rules": "", "rules.nft": "", "netconf.sh": ""}
 
 
 def _plan(**changes: object) -> node.ApplyPlan:

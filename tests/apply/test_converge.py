@@ -239,3 +239,30 @@ def test_a_conntrack_cleanup_that_stopped_short_is_retried_by_the_next_run(tmp_p
     assert fleet.sent("node1", "apply")[-1]["parts"] == ["rules"] and fleet.sent("node1", "apply")[-1]["conntrack"]
     assert results(out, "node1")[2:] == ["ok: [node1]", "ok: [node1]"]
     assert fleet.ops("node2")[-1] == "preflight"  # nothing pending there: nothing sent
+
+
+def test_the_clusters_proxy_mode_goes_to_preflight_and_apply(tmp_path, monkeypatch):
+    """nftables mode is refused by validate until svcnet renders it: the description is made so here."""
+    from dataclasses import replace
+
+    from svcnet.playbook import runner as runner_module
+
+    real = runner_module.check_paths
+
+    def in_nftables_mode(paths):  # type: ignore[no-untyped-def]
+        checked = real(paths)
+        cluster = checked.build.cluster
+        nft = replace(cluster, proxy=replace(cluster.proxy, mode="nftables"))
+        return replace(checked, build=replace(checked.build, cluster=nft))
+
+    fleet = Fleet(NODES)
+    assert run(tmp_path, fleet)[0] == 0
+    assert "proxy_mode" not in fleet.sent("node1", "preflight")[0]  # iptables mode: the wire as before
+    assert "proxy_mode" not in fleet.sent("node1", "apply")[0]
+    monkeypatch.setattr(runner_module, "check_paths", in_nftables_mode)
+    fleet = Fleet(NODES)
+    code, out = run(tmp_path, fleet)
+    assert code == 0, out
+    (preflight,), (apply,) = fleet.sent("node1", "preflight"), fleet.sent("node1", "apply")
+    assert preflight["proxy_mode"] == apply["proxy_mode"] == "nftables"
+    assert apply["artifacts"]["rules.restore"] == apply["artifacts"]["jumps.rules"] == ""
