@@ -1,0 +1,11 @@
+# Copyright: svcnet contributors; Apache-2.0
+"""svcnet.cluster.teardown: Remove everything svcnet created on the node, guarded like an apply."""
+
+from __future__ import annotations
+
+from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import COMMON_SPEC, SvcnetAction
+
+
+class ActionModule(SvcnetAction):
+    VERB = "teardown"
+    SPEC = COMMON_SPEC

@@ -1,0 +1,111 @@
+"""The svcnet.cluster collection with real ansible-core against the seed lab, beside `svcnet apply`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from ansiblevenv import Ansible
+from labrun import SEED, apply, svcnet
+
+from svcnet.lab.pytest_fixtures import node_run
+from svcnet.lab.state import Lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+NODES = ("node1", "node2")
+SITE, TEARDOWN = "svcnet.cluster.site", "svcnet.cluster.teardown"
+# What an apply leaves on a node, read back: svcnet's chains as iptables-save prints them (counters
+# stripped), the files it keeps, what its state says was applied, its routes and the nodes' IPv4 addresses.
+STATE_COMMAND = ("iptables-save -t filter; iptables-save -t nat; "
+                 "for f in /etc/svcnet/*; do echo \"== $f\"; cat \"$f\"; done; echo; "
+                 "ip route show proto 115; ip -4 -br addr")
+
+
+def node_state(lab: Lab, node: str) -> str:
+    out = node_run(lab, node, STATE_COMMAND).stdout
+    kept = [ln.split(" [")[0] if ln.startswith(":KUBE-") else ln for ln in out.splitlines() if not ln.startswith("#")]
+    state = json.loads(node_run(lab, node, "cat /var/lib/svcnet/state.json").stdout)
+    applied = {k: state.get(k) for k in ("applied_hash", "saved_rules_hash", "owned_netns")}
+    return "\n".join(ln for ln in kept if "KUBE-" in ln or not ln.startswith((":", "-A", "*", "COMMIT"))) + \
+        "\n" + json.dumps(applied, sort_keys=True)
+
+
+def states(lab: Lab) -> dict[str, str]:
+    return {n: node_state(lab, n) for n in NODES}
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory) -> Lab:
+    return lab_factory(SEED)
+
+
+@pytest.fixture(scope="module")
+def first_run(ansible: Ansible, lab: Lab):
+    run = ansible.playbook(SITE, lab.inventory_path, SEED)
+    assert run.rc == 0, run.out + run.err
+    return run
+
+
+def test_the_collection_builds_with_ansible_galaxy(ansible: Ansible):
+    installed = ansible.home / "collections" / "ansible_collections" / "svcnet" / "cluster"
+    files = {f["name"] for f in json.loads((installed / "FILES.json").read_text())["files"]}
+    verbs = ("validate", "preflight", "network", "rules", "verify", "teardown")
+    assert {f"plugins/action/{v}.py" for v in verbs} <= files
+    assert {"playbooks/site.yml", "playbooks/teardown.yml"} <= files
+
+
+def test_first_run_changes_every_node_and_verifies(first_run):
+    recap = first_run.recap()
+    assert set(recap) == set(NODES), first_run.out
+    # network and rules changed; validate, preflight and verify (real traffic) ok
+    assert all(r == {"ok": 5, "changed": 2, "unreachable": 0, "failed": 0} for r in recap.values()), first_run.out
+
+
+def test_rerun_changes_nothing(ansible: Ansible, lab: Lab, first_run):
+    before = states(lab)
+    again = ansible.playbook(SITE, lab.inventory_path, SEED)
+    assert again.rc == 0, again.out + again.err
+    assert {n: r["changed"] for n, r in again.recap().items()} == {n: 0 for n in NODES}, again.out
+    assert states(lab) == before
+
+
+def test_check_diff_after_an_edit_shows_the_rule_diff_and_changes_nothing(ansible: Ansible, lab: Lab, first_run,
+                                                                         tmp_path: Path):
+    edited = tmp_path / "seed"
+    shutil.copytree(SEED, edited)
+    service = edited / "service.yaml"
+    service.write_text(service.read_text().replace("nodePort: 30000", "nodePort: 30001"))
+    before = states(lab)
+    check = ansible.playbook(SITE, lab.inventory_path, edited, "--check", "--diff")
+    assert check.rc == 0, check.out + check.err
+    assert {n: r["changed"] for n, r in check.recap().items()} == {n: 1 for n in NODES}, check.out
+    lines = check.out.splitlines()
+    for port, sign in (("30000", "-"), ("30001", "+")):
+        hits = [ln for ln in lines if ln.startswith(f"{sign}-A KUBE-NODEPORTS") and f"--dport {port} " in ln]
+        assert len(hits) == len(NODES), check.out  # once per node
+    assert states(lab) == before  # --check changed nothing
+
+
+def test_the_result_is_what_svcnet_apply_leaves(ansible: Ansible, lab: Lab, first_run):
+    by_ansible = states(lab)
+    same = apply(lab, SEED, extra=("--skip-tags", "verify"))
+    assert same.rc == 0, same.out + same.err
+    assert {n: r["changed"] for n, r in same.recap().items()} == {n: 0 for n in NODES}, same.out
+    down = svcnet("playbook", "teardown.yaml", "-i", str(lab.inventory_path), "--confirm-timeout", "15")
+    assert down.rc == 0, down.out + down.err
+    fresh = apply(lab, SEED, extra=("--skip-tags", "verify"))
+    assert fresh.rc == 0, fresh.out + fresh.err
+    assert states(lab) == by_ansible
+
+
+def test_teardown_removes_everything_and_a_second_changes_nothing(ansible: Ansible, lab: Lab, first_run):
+    down = ansible.playbook(TEARDOWN, lab.inventory_path, SEED)
+    assert down.rc == 0, down.out + down.err
+    assert {n: r["changed"] for n, r in down.recap().items()} == {n: 1 for n in NODES}, down.out
+    for node in NODES:
+        assert "KUBE-" not in node_run(lab, node, "iptables-save").stdout
+        assert node_run(lab, node, "ip route show proto 115; ip -br link show cni0", check=False).stdout == ""
+    again = ansible.playbook(TEARDOWN, lab.inventory_path, SEED)
+    assert {n: r["changed"] for n, r in again.recap().items()} == {n: 0 for n in NODES}, again.out
