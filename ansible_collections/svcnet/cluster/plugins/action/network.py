@@ -1,5 +1,8 @@
 # Copyright: svcnet contributors; Apache-2.0
-"""svcnet.cluster.network: Converge the node's address config (pod bridge, pods, routes, sysctls) with svcnet's guarded apply."""
+"""svcnet.cluster.network:
+
+Converge the node's address config (pod bridge, pods, routes, sysctls) with svcnet's guarded apply.
+"""
 
 from __future__ import annotations
 

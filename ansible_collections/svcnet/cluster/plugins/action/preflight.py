@@ -1,5 +1,8 @@
 # Copyright: svcnet contributors; Apache-2.0
-"""svcnet.cluster.preflight: Check that the node can run svcnet (commands, kernel features, no foreign link/route/netns in the way)."""
+"""svcnet.cluster.preflight:
+
+Check that the node can run svcnet (commands, kernel features, no foreign link/route/netns in the way).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 # Copyright: svcnet contributors; Apache-2.0
-"""svcnet.cluster.validate: Validate the svcnet cluster description on the controller (nothing reaches the node)."""
+"""svcnet.cluster.validate:
+
+Validate the svcnet cluster description on the controller (nothing reaches the node).
+"""
 
 from __future__ import annotations
 

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import COMMON_SPEC, VERIFY_SPEC, SvcnetAction
 
 
 class ActionModule(SvcnetAction):
     VERB = "verify"
-    SPEC = {**COMMON_SPEC, **VERIFY_SPEC}
+    SPEC: ClassVar[dict[str, Any]] = {**COMMON_SPEC, **VERIFY_SPEC}

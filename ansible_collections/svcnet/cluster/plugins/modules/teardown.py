@@ -16,7 +16,9 @@ options:
     elements: path
     required: true
   confirm_timeout:
-    description: Seconds the node waits for the confirmation over a fresh connection before it rolls back (0 - no dead-man switch).
+    description:
+      - Seconds the node waits for the confirmation over a fresh connection before it rolls back
+        (0 - no dead-man switch).
     type: float
     default: 30
   lock_wait:

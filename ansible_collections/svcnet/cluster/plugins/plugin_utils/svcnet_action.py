@@ -17,7 +17,6 @@ import threading
 import time
 from typing import Any
 
-from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 try:
@@ -27,21 +26,15 @@ try:
     from svcnet.playbook import recap
     from svcnet.playbook.model import Task
     from svcnet.playbook.runner import Options, Outcome, TaskContext, TaskStep
+    from svcnet.transport.gateway import CommandGateway
     from svcnet.transport.hostpattern import ALL
     from svcnet.transport.inventory import Group, Inventory
-    from svcnet.transport.protocol import (
-        AgentProtocolError,
-        ConfirmRequest,
-        build_stdin,
-        new_run_id,
-        parse_response,
-        python_command,
-        remote_command,
-    )
-    from svcnet.transport.ssh import Result
-    from svcnet.verify.context import LAB_VARS, OUTSIDE_AUTO, OUTSIDE_MODES
+    from svcnet.transport.protocol import new_run_id
+    from svcnet.transport.ssh import Result, SSHError
+    from svcnet.verify.context import LAB_VARS
 except ImportError as exc:  # reported per task, not at import: ansible-doc must still read the plugins
     SVCNET_IMPORT_ERROR: ImportError | None = exc
+    CommandGateway = object  # type: ignore[misc,assignment]  # so this module still loads
 else:
     SVCNET_IMPORT_ERROR = None
 
@@ -54,58 +47,28 @@ COMMON_SPEC: dict[str, Any] = {
 VERIFY_SPEC: dict[str, Any] = {"outside": {"type": "str", "default": "auto", "choices": ["auto", "local", "none"]}}
 
 
-class AnsibleGateway:
-    """svcnet's Gateway (svcnet/transport/gateway.py) over the action's Ansible connection.
+class AnsibleGateway(CommandGateway):
+    """svcnet's Gateway over the action's Ansible connection (become applies: sudoable).
 
-    Each agent request is one command with the request on stdin (Ansible runs one command per
-    call; the agent's compiled form is cached on the node, so a request costs no recompile).
     A confirmation goes over a fresh connection, as svcnet's own: the connection plugin is reset
     first (ssh: its ControlPersist master is stopped), so a change that cut the node off is not
     confirmed and the node's dead-man switch rolls it back.
     """
 
     def __init__(self, action: ActionBase, name: str, python: str | None):
+        super().__init__(name, python)
         self._action = action
-        self._name = name
-        self.python = python
-        self.agent_command = remote_command(python)
         self._lock = threading.Lock()  # verify's checks may call from several threads; one connection
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def open(self) -> AnsibleGateway:
-        return self
-
-    def ask(self, request: Any, timeout: float = 0) -> Any:
-        return request.answer(self._agent(request.to_wire()))
-
-    def confirm(self, run_id: str) -> Any:
-        req = ConfirmRequest(run_id)
-        with self._lock:
-            self._action._connection.reset()
-        return req.answer(self._agent(req.to_wire()))
-
-    def _agent(self, wire: dict[str, object]) -> dict:
-        result = self.run(self.agent_command, build_stdin(wire))
-        try:
-            return parse_response(result.stdout, self._name)
-        except AgentProtocolError as exc:
-            detail = " / ".join(result.stderr.strip().splitlines()[-3:])
-            raise AnsibleError(f"{exc}{': ' + detail if detail else ''}") from None
-
-    def run(self, command: str, stdin: bytes = b"", timeout: float | None = None) -> Result:
+    def execute(self, command: str, stdin: bytes, timeout: float | None) -> Result:
         t0 = time.monotonic()
         with self._lock:
             res = self._action._low_level_execute_command(command, sudoable=True, in_data=stdin or None)
         return Result(int(res.get("rc", 1)), res.get("stdout", ""), res.get("stderr", ""), time.monotonic() - t0)
 
-    def python_command(self, code: str, prefix: Any = ()) -> str:
-        return python_command(code, self.python, prefix)
-
-    def close(self) -> None:
-        """The connection is Ansible's: it closes it."""
+    def reconnect(self) -> None:
+        with self._lock:
+            self._action._connection.reset()
 
 
 def svcnet_inventory(hosts: list[str], svcnet_vars: dict[str, Any]) -> Inventory:
@@ -157,7 +120,10 @@ class SvcnetAction(ActionBase):
         inventory = svcnet_inventory(nodes, {LAB_VARS: self._templar.template(lab)} if lab else {})
         ctx = TaskContext(host, cluster, task, options, AnsibleGateway(self, host, self._interpreter(task_vars)),
                           new_run_id(), inventory, TaskStep(1, 1, (host,), (self.VERB,)))
-        return registry()[self.VERB](ctx)
+        try:
+            return registry()[self.VERB](ctx)
+        except SSHError as exc:  # the agent's answer was not one (it died); as svcnet's runner reports it
+            return Outcome(recap.UNREACHABLE if exc.unreachable else recap.FAILED, exc.message)
 
     def _interpreter(self, task_vars: dict[str, Any]) -> str | None:
         """The inventory's ansible_python_interpreter, when it names one (`auto*`: svcnet's default)."""
@@ -184,4 +150,4 @@ def ansible_result(outcome: Outcome) -> dict[str, Any]:
     return out
 
 
-__all__ = ["OUTSIDE_AUTO", "OUTSIDE_MODES", "VERIFY_SPEC", "AnsibleGateway", "SvcnetAction", "ansible_result"]
+__all__ = ["COMMON_SPEC", "VERIFY_SPEC", "AnsibleGateway", "SvcnetAction", "ansible_result"]
