@@ -98,6 +98,9 @@ def test_the_result_is_what_svcnet_apply_leaves(ansible: Ansible, lab: Lab, firs
     fresh = apply(lab, SEED, extra=("--skip-tags", "verify"))
     assert fresh.rc == 0, fresh.out + fresh.err
     assert states(lab) == by_ansible
+    back = ansible.playbook(SITE, lab.inventory_path, SEED, "--skip-tags", "verify")  # and the other way round
+    assert back.rc == 0, back.out + back.err
+    assert {n: r["changed"] for n, r in back.recap().items()} == {n: 0 for n in NODES}, back.out
 
 
 def test_teardown_removes_everything_and_a_second_changes_nothing(ansible: Ansible, lab: Lab, first_run):
