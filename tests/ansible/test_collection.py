@@ -12,6 +12,7 @@ from labrun import SEED, apply, svcnet
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.lab.state import Lab
+from svcnet.lab.users import SUDO_PASSWORD, LabUser, add_users, user_inventory
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 NODES = ("node1", "node2")
@@ -65,7 +66,7 @@ def test_first_run_changes_every_node_and_verifies(first_run):
 
 def test_rerun_changes_nothing(ansible: Ansible, lab: Lab, first_run):
     before = states(lab)
-    again = ansible.playbook(SITE, lab.inventory_path, SEED)
+    again = ansible.playbook(SITE, lab.inventory_path, SEED, "--skip-tags", "verify")  # the first run verified
     assert again.rc == 0, again.out + again.err
     assert {n: r["changed"] for n, r in again.recap().items()} == {n: 0 for n in NODES}, again.out
     assert states(lab) == before
@@ -112,3 +113,39 @@ def test_teardown_removes_everything_and_a_second_changes_nothing(ansible: Ansib
         assert node_run(lab, node, "ip route show proto 115; ip -br link show cni0", check=False).stdout == ""
     again = ansible.playbook(TEARDOWN, lab.inventory_path, SEED)
     assert {n: r["changed"] for n, r in again.recap().items()} == {n: 0 for n in NODES}, again.out
+
+
+def test_become_with_a_sudo_password_from_a_vault(ansible: Ansible, lab: Lab, first_run, tmp_path: Path):
+    """Logged in as a user whose sudo asks for a password, which comes from an Ansible vault: the
+    whole description is applied, as root, on nodes svcnet's own teardown left bare."""
+    user = LabUser("svansible", 4201, SUDO_PASSWORD, "vaulted-sudo-pw-3f1b")
+    for node in NODES:
+        add_users(lab, node, [user])
+    down = svcnet("playbook", "teardown.yaml", "-i", str(lab.inventory_path), "--confirm-timeout", "15")
+    assert down.rc == 0, down.out + down.err
+    inventory = user_inventory(lab, user.name, tmp_path / "inventory.yaml")
+    (tmp_path / "vault-pass").write_text("vault-pw-for-the-test\n")
+    vault = ("--vault-password-file", str(tmp_path / "vault-pass"))
+    secret = ansible.run("ansible-vault", "encrypt_string", *vault, user.password, "--name", "ansible_become_password")
+    assert secret.rc == 0, secret.err
+    (tmp_path / "become.yaml").write_text(secret.out)
+    run = ansible.playbook(SITE, inventory, SEED, "-e", f"@{tmp_path / 'become.yaml'}", *vault, "--skip-tags", "verify")
+    assert run.rc == 0, run.out + run.err
+    assert {n: r["changed"] for n, r in run.recap().items()} == {n: 2 for n in NODES}, run.out
+    for node in NODES:
+        assert "--dport 30000" in node_run(lab, node, "iptables -t nat -S KUBE-NODEPORTS").stdout
+    assert user.password not in run.out + run.err
+
+
+def test_an_invalid_description_fails_every_host_with_located_errors_and_changes_nothing(
+        ansible: Ansible, lab: Lab, first_run, tmp_path: Path):
+    bad = tmp_path / "seed"
+    shutil.copytree(SEED, bad)
+    service = bad / "service.yaml"
+    service.write_text(service.read_text().replace("nodePort: 30000", "nodePort: 70000"))
+    before = states(lab)
+    run = ansible.playbook(SITE, lab.inventory_path, bad)
+    assert run.rc == 2, run.out + run.err
+    assert {n: (r["ok"], r["failed"]) for n, r in run.recap().items()} == {n: (0, 1) for n in NODES}, run.out
+    assert f"{service}:" in run.out and "must be <= 65535" in run.out and "Traceback" not in run.out + run.err
+    assert states(lab) == before

@@ -31,7 +31,7 @@ def test_a_request_is_the_agent_command_with_source_and_request_on_stdin():
     gw = Recording('{"ok": true, "msg": "probed"}\n', python="/opt/py/bin/python3")
     answer = gw.ask(ProbeRequest("r1"))
     assert answer.ok and answer.msg == "probed"
-    (kind, (command, stdin)), = gw.log
+    ((_, (command, stdin)),) = gw.log
     assert command == remote_command("/opt/py/bin/python3") and BOOTSTRAP in command
     doc = json.loads(stdin)
     assert doc["request"] == {"op": "probe", "run_id": "r1"} and "session" not in doc  # one process per request
@@ -47,7 +47,7 @@ def test_a_confirmation_reconnects_first():
 
 def test_output_that_is_not_an_answer_is_an_agent_reply_error_with_stderr():
     gw = Recording("Traceback (most recent call last):\n")
-    with pytest.raises(AgentReplyError, match="not JSON.*boom: the last words"):
+    with pytest.raises(AgentReplyError, match=r"not JSON.*boom: the last words"):
         gw.ask(ProbeRequest("r1"))
 
 
