@@ -6,9 +6,8 @@ Converge the node's address config (pod bridge, pods, routes, sysctls) with svcn
 
 from __future__ import annotations
 
-from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import COMMON_SPEC, SvcnetAction
+from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import SvcnetAction
 
 
 class ActionModule(SvcnetAction):
     VERB = "network"
-    SPEC = COMMON_SPEC

@@ -6,9 +6,8 @@ Check that the node can run svcnet (commands, kernel features, no foreign link/r
 
 from __future__ import annotations
 
-from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import COMMON_SPEC, SvcnetAction
+from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import SvcnetAction
 
 
 class ActionModule(SvcnetAction):
     VERB = "preflight"
-    SPEC = COMMON_SPEC

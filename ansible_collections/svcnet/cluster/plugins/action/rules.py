@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import COMMON_SPEC, SvcnetAction
+from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import SvcnetAction
 
 
 class ActionModule(SvcnetAction):
     VERB = "rules"
-    SPEC = COMMON_SPEC

@@ -6,9 +6,8 @@ Validate the svcnet cluster description on the controller (nothing reaches the n
 
 from __future__ import annotations
 
-from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import COMMON_SPEC, SvcnetAction
+from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import SvcnetAction
 
 
 class ActionModule(SvcnetAction):
     VERB = "validate"
-    SPEC = COMMON_SPEC

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import COMMON_SPEC, VERIFY_SPEC, SvcnetAction
+from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import SvcnetAction
 
 
 class ActionModule(SvcnetAction):
     VERB = "verify"
-    SPEC: ClassVar[dict[str, Any]] = {**COMMON_SPEC, **VERIFY_SPEC}

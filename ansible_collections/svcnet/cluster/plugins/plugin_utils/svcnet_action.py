@@ -24,14 +24,14 @@ try:
     from svcnet.diagnostics import errors
     from svcnet.model.load import check_paths
     from svcnet.playbook import recap
-    from svcnet.playbook.model import Task
+    from svcnet.playbook.model import VERIFY, Task
     from svcnet.playbook.runner import Options, Outcome, TaskContext, TaskStep
     from svcnet.transport.gateway import CommandGateway
     from svcnet.transport.hostpattern import ALL
     from svcnet.transport.inventory import Group, Inventory
     from svcnet.transport.protocol import new_run_id
     from svcnet.transport.ssh import Result, SSHError
-    from svcnet.verify.context import LAB_VARS
+    from svcnet.verify.context import LAB_VARS, OUTSIDE_AUTO, OUTSIDE_MODES
 except ImportError as exc:  # reported per task, not at import: ansible-doc must still read the plugins
     SVCNET_IMPORT_ERROR: ImportError | None = exc
     CommandGateway = object  # type: ignore[misc,assignment]  # so this module still loads
@@ -39,12 +39,19 @@ else:
     SVCNET_IMPORT_ERROR = None
 
 INTERPRETER_VAR = "ansible_python_interpreter"
-COMMON_SPEC: dict[str, Any] = {
-    "cluster": {"type": "list", "elements": "path", "required": True},
-    "confirm_timeout": {"type": "float", "default": 30.0},
-    "lock_wait": {"type": "float", "default": 30.0},
-}
-VERIFY_SPEC: dict[str, Any] = {"outside": {"type": "str", "default": "auto", "choices": ["auto", "local", "none"]}}
+
+
+def argument_spec(verb: str) -> dict[str, Any]:
+    """The task's arguments, with svcnet's own defaults and choices (as `svcnet playbook` has them)."""
+    defaults = Options()
+    spec: dict[str, Any] = {
+        "cluster": {"type": "list", "elements": "path", "required": True},
+        "confirm_timeout": {"type": "float", "default": defaults.confirm_timeout},
+        "lock_wait": {"type": "float", "default": defaults.lock_wait},
+    }
+    if verb == VERIFY:
+        spec["outside"] = {"type": "str", "default": OUTSIDE_AUTO, "choices": list(OUTSIDE_MODES)}
+    return spec
 
 
 class AnsibleGateway(CommandGateway):
@@ -82,7 +89,6 @@ class SvcnetAction(ActionBase):
     """Base of the svcnet.cluster actions: VERB names the svcnet task it runs."""
 
     VERB = ""
-    SPEC: dict[str, Any] = COMMON_SPEC
     TRANSFERS_FILES = False
     _supports_check_mode = True
     _supports_async = False
@@ -93,7 +99,7 @@ class SvcnetAction(ActionBase):
         if SVCNET_IMPORT_ERROR is not None:
             return {**result, "failed": True, "msg": "svcnet.cluster needs the svcnet Python package in the Python "
                     f"that runs Ansible on the controller: {SVCNET_IMPORT_ERROR}"}
-        _, args = self.validate_argument_spec(argument_spec=self.SPEC)
+        _, args = self.validate_argument_spec(argument_spec=argument_spec(self.VERB))
         paths = [self._loader.path_dwim(str(p)) for p in args["cluster"]]
         checked = check_paths(paths)
         if not checked.ok or checked.build is None:
@@ -112,7 +118,7 @@ class SvcnetAction(ActionBase):
     def _outcome(self, host: str, cluster: Any, args: dict[str, Any], task_vars: dict[str, Any]) -> Outcome:
         options = Options(check=bool(self._task.check_mode), diff=bool(self._task.diff),
                           confirm_timeout=float(args["confirm_timeout"]), lock_wait=float(args["lock_wait"]))
-        task_options = {k: args[k] for k in VERIFY_SPEC if k in args}
+        task_options = {k: v for k, v in args.items() if k == "outside"}  # verify's own option
         task = Task(name=self.VERB, action=self.VERB, tags=frozenset(), options=task_options)
         lab = task_vars.get(LAB_VARS)
         known = set(task_vars.get("groups", {}).get(ALL, ())) | {host}
@@ -150,4 +156,4 @@ def ansible_result(outcome: Outcome) -> dict[str, Any]:
     return out
 
 
-__all__ = ["COMMON_SPEC", "VERIFY_SPEC", "AnsibleGateway", "SvcnetAction", "ansible_result"]
+__all__ = ["AnsibleGateway", "SvcnetAction", "ansible_result", "argument_spec"]
