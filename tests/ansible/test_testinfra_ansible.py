@@ -64,6 +64,21 @@ def test_svcnet_verify_over_ansible_reads_inventories_only_ansible_reads(ansible
     assert own.returncode == 4, own.stdout + own.stderr  # svcnet's own inventory reader: a usage error
 
 
+def test_the_svcnet_pytest_plugin_over_ansible(ansible: Ansible, lab: Lab, tmp_path: Path):
+    """Your own testinfra tests with svcnet's fixtures, the nodes reached through ansible://."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_mine.py").write_text(
+        "def test_node_holds_its_address(svcnet_host, svcnet_cluster, svcnet_node):\n"
+        "    node = next(n for n in svcnet_cluster.nodes if n.name == svcnet_node)\n"
+        "    assert svcnet_host.backend.gateway.__class__.__name__ == 'TestinfraGateway'\n"
+        "    assert node.addresses[0] in svcnet_host.run('ip -4 -br addr').stdout\n")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--svcnet-cluster={SEED}",
+                        f"--svcnet-inventory={lab.inventory_path}", "--svcnet-connection=ansible", "test_mine.py"],
+                       capture_output=True, text=True, env=ansible.env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 passed" in p.stdout, p.stdout
+
+
 def test_svcnet_verify_over_ansible_without_ansible_core_is_a_usage_error(lab: Lab):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}  # no ansible-inventory here
     p = subprocess.run([sys.executable, "-m", "svcnet.cli.main", "verify", "-f", str(SEED), "-i",
