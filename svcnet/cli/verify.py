@@ -8,6 +8,7 @@ import click
 
 from svcnet.cli.common import files_option, print_diagnostics
 from svcnet.verify.context import OUTSIDE_AUTO, OUTSIDE_MODES
+from svcnet.verify.via_ansible import CONNECTION_ANSIBLE, CONNECTION_SVCNET, CONNECTIONS
 
 EXIT_USAGE = 4  # pytest's ExitCode.USAGE_ERROR
 
@@ -23,9 +24,12 @@ EXIT_USAGE = 4  # pytest's ExitCode.USAGE_ERROR
                    "client namespace if the inventory is a lab's, else skipped; local = this machine.")
 @click.option("-T", "--timeout", "connect_timeout", type=click.FloatRange(1, 300), default=10.0,
               show_default=True, help="SSH connect timeout in seconds.")
+@click.option("-c", "--connection", type=click.Choice(CONNECTIONS), default=CONNECTION_SVCNET, show_default=True,
+              help="How nodes are reached: svcnet = svcnet's own SSH (as apply); ansible = testinfra's ansible:// "
+                   "backend (ansible-inventory reads the inventory: plugins, vault; needs ansible-core on PATH).")
 @click.option("-q", "--quiet", is_flag=True, help="One character per check instead of one line.")
 def verify(paths: tuple[str, ...], inventory: str, junitxml: str | None, keyword: str | None,
-           nodes: tuple[str, ...], outside: str, connect_timeout: float, quiet: bool) -> None:
+           nodes: tuple[str, ...], outside: str, connect_timeout: float, connection: str, quiet: bool) -> None:
     """Check every node against the description: rules, address config, pods and real traffic.
 
     Runs a pytest-testinfra suite generated from the description; each check is reported per node
@@ -44,14 +48,24 @@ def verify(paths: tuple[str, ...], inventory: str, junitxml: str | None, keyword
         print_diagnostics(checked.diagnostics)
         click.echo(f"svcnet: the description is invalid ({len(errors(checked.diagnostics))} error(s))", err=True)
         sys.exit(EXIT_USAGE)
-    try:
-        inv = load_inventory(inventory)
-    except InventoryError as exc:
-        for message in exc.messages:
-            click.echo(message, err=True)
-        click.echo(f"svcnet: invalid inventory {inventory}", err=True)
-        sys.exit(EXIT_USAGE)
-    gateways = Gateways(Connector.from_env(inv, connect_timeout=connect_timeout).gateway)
+    if connection == CONNECTION_ANSIBLE:
+        from svcnet.verify.via_ansible import AnsibleHosts, AnsibleInventoryError
+
+        try:
+            hosts = AnsibleHosts(inventory)
+        except AnsibleInventoryError as exc:
+            click.echo(f"svcnet: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        inv, gateways = hosts.inventory(), Gateways(hosts.gateway)
+    else:
+        try:
+            inv = load_inventory(inventory)
+        except InventoryError as exc:
+            for message in exc.messages:
+                click.echo(message, err=True)
+            click.echo(f"svcnet: invalid inventory {inventory}", err=True)
+            sys.exit(EXIT_USAGE)
+        gateways = Gateways(Connector.from_env(inv, connect_timeout=connect_timeout).gateway)
     try:
         ctx = VerifyContext(checked.build.cluster, inv, gateways.get, list(nodes), outside)
     except ValueError as exc:

@@ -162,6 +162,58 @@ class SSHGateway:
         self.close()
 
 
+class CommandGateway:
+    """A gateway over any way of running one command with stdin on a node: Ansible's connection
+    plugins (the svcnet.cluster collection), testinfra's backends (`svcnet verify --connection
+    ansible`). Each agent request is one agent process (the agent's compiled form is cached on the
+    node, so it is not recompiled); `reconnect` makes the next command use a new connection, as a
+    confirmation must. Subclasses give `execute` and `reconnect`.
+    """
+
+    def __init__(self, name: str, python: str | None = None):
+        self._name = name
+        self.python = python
+        self.agent_command = remote_command(python)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def execute(self, command: str, stdin: bytes, timeout: float | None) -> Result:
+        raise NotImplementedError
+
+    def reconnect(self) -> None:
+        raise NotImplementedError
+
+    def open(self) -> CommandGateway:
+        return self
+
+    def ask(self, request: Request[A], timeout: float = AGENT_TIMEOUT) -> A:
+        return request.answer(self._agent(request.to_wire(), timeout))
+
+    def confirm(self, run_id: str) -> ConfirmAnswer:
+        req = ConfirmRequest(run_id)
+        self.reconnect()
+        return req.answer(self._agent(req.to_wire(), CONFIRM_TIMEOUT))
+
+    def _agent(self, wire: dict[str, object], timeout: float) -> dict:
+        result = self.execute(self.agent_command, build_stdin(wire), timeout)
+        try:
+            return parse_response(result.stdout, self.name)
+        except AgentProtocolError as exc:
+            detail = result.stderr.strip().splitlines()[-3:]
+            raise AgentReplyError(self.name, f"{exc}{': ' + ' / '.join(detail) if detail else ''}") from None
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float | None = COMMAND_TIMEOUT) -> Result:
+        return self.execute(command, stdin, timeout)
+
+    def python_command(self, code: str, prefix: Sequence[str] = ()) -> str:
+        return python_command(code, self.python, prefix)
+
+    def close(self) -> None:
+        """The connection is the caller's to close."""
+
+
 class Connector:
     """How to reach the hosts of an inventory (host keys, connect timeout, become password)."""
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from svcnet.transport.gateway import Connector, Gateways
+from svcnet.transport.gateway import Connector, Gateway, Gateways
 from svcnet.transport.inventory import Inventory
 from svcnet.verify.context import OUTSIDE_AUTO, OUTSIDE_MODES, VerifyContext
+from svcnet.verify.via_ansible import CONNECTION_ANSIBLE, CONNECTION_SVCNET, CONNECTIONS, AnsibleInventoryError
 
 CONTEXT_KEY = pytest.StashKey[VerifyContext]()
 GATEWAYS_KEY = pytest.StashKey[Gateways]()  # the gateways this plugin opened itself
@@ -53,15 +54,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--svcnet-outside", choices=OUTSIDE_MODES, default=OUTSIDE_AUTO,
                     help="Where outside traffic comes from: auto (the lab's client, else skipped), "
                          "local (this machine), none.")
+    group.addoption("--svcnet-connection", choices=CONNECTIONS, default=CONNECTION_SVCNET,
+                    help="How nodes are reached: svcnet's own SSH, or testinfra's ansible:// backend "
+                         "(ansible-inventory reads the inventory; needs ansible-core on PATH).")
     group.addoption("--svcnet-connect-timeout", type=float, default=10.0, metavar="SECONDS",
                     help="SSH connect timeout.")
 
 
 def load_context(paths: list[str], inventory_path: str, nodes: list[str], outside: str,
-                 gateways: Callable[[Inventory], Gateways]) -> VerifyContext:
+                 gateways: Callable[[Inventory, Callable[[str], Gateway] | None], Gateways],
+                 connection: str = CONNECTION_SVCNET) -> VerifyContext:
     """Load and validate description and inventory; pytest.UsageError with located messages.
 
-    `gateways`: makes the run's gateways to the inventory's nodes (closed by its caller).
+    `gateways(inventory, connect)`: makes the run's gateways to the inventory's nodes (closed by its
+    caller), with `connect` when the connection gives one (None: svcnet's own SSH).
     """
     from svcnet.diagnostics import errors
     from svcnet.model.load import check_paths
@@ -72,12 +78,21 @@ def load_context(paths: list[str], inventory_path: str, nodes: list[str], outsid
         lines = [str(d) for d in errors(checked.diagnostics)]
         raise pytest.UsageError("invalid cluster description:\n" + "\n".join(lines))
     assert checked.build is not None
+    connect: Callable[[str], Gateway] | None = None
     try:
-        inventory = load_inventory(inventory_path)
+        if connection == CONNECTION_ANSIBLE:
+            from svcnet.verify.via_ansible import AnsibleHosts
+
+            hosts = AnsibleHosts(inventory_path)
+            inventory, connect = hosts.inventory(), hosts.gateway
+        else:
+            inventory = load_inventory(inventory_path)
     except InventoryError as exc:
         raise pytest.UsageError(f"invalid inventory {inventory_path}:\n" + "\n".join(exc.messages)) from None
+    except AnsibleInventoryError as exc:
+        raise pytest.UsageError(str(exc)) from None
     try:
-        return VerifyContext(checked.build.cluster, inventory, gateways(inventory).get, nodes, outside)
+        return VerifyContext(checked.build.cluster, inventory, gateways(inventory, connect).get, nodes, outside)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -95,12 +110,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--svcnet-cluster and --svcnet-inventory must be given together")
     timeout = config.getoption("svcnet_connect_timeout")
 
-    def gateways(inv: Inventory) -> Gateways:
-        config.stash[GATEWAYS_KEY] = Gateways(Connector.from_env(inv, connect_timeout=timeout).gateway)
+    def gateways(inv: Inventory, connect: Callable[[str], Gateway] | None) -> Gateways:
+        connect = connect or Connector.from_env(inv, connect_timeout=timeout).gateway
+        config.stash[GATEWAYS_KEY] = Gateways(connect)
         return config.stash[GATEWAYS_KEY]
 
     config.stash[CONTEXT_KEY] = load_context(paths, inventory, config.getoption("svcnet_node"),
-                                             config.getoption("svcnet_outside"), gateways)
+                                             config.getoption("svcnet_outside"), gateways,
+                                             config.getoption("svcnet_connection"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

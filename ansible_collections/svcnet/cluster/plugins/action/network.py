@@ -1,0 +1,13 @@
+# Copyright: svcnet contributors; Apache-2.0
+"""svcnet.cluster.network:
+
+Converge the node's address config (pod bridge, pods, routes, sysctls) with svcnet's guarded apply.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.svcnet.cluster.plugins.plugin_utils.svcnet_action import SvcnetAction
+
+
+class ActionModule(SvcnetAction):
+    VERB = "network"
