@@ -124,14 +124,20 @@ def _cluster_doc_checks(objs: Objects, docs: Sequence[Document], cluster_seen: b
     return out
 
 
-def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None) -> Checked:
-    """Run the whole front of the pipeline and collect every diagnostic."""
+def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *, ipv6: bool = False) -> Checked:
+    """Run the whole front of the pipeline and collect every diagnostic.
+
+    `ipv6=True` lifts the IPv6 gate (`svcnet.model.semantic.ipv6`): the model, the checks and the
+    renderer handle IPv6 and dual-stack, applying them does not yet. Only tests pass it; the CLI
+    never does, so every command refuses an IPv6 description with a located error.
+    """
     schemas = schemas or Schemas.load()
     loaded = load_paths(paths)
     diags = list(loaded.diagnostics)
     objs, found, cluster_seen = classify(loaded.documents, schemas)
     diags.extend(found)
-    diags.extend(ipv6_errors(objs))
+    if not ipv6:
+        diags.extend(ipv6_errors(objs))
     cluster_diags = _cluster_doc_checks(objs, loaded.documents, cluster_seen)
     diags.extend(cluster_diags)
     if not objs.cluster or errors(cluster_diags):

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svcnet.desired import NetConf, desired_nodes
+from svcnet.model.family import IPV4, IPV6
 from svcnet.model.types import Cluster, ProxierSettings
 from svcnet.render.iptables import render_nodes
 from svcnet.render.jumps import JumpRule, jump_rules, render_jump_rules
 from svcnet.render.netconf import render_script, state_lines
 
 # Artifact file names under `render --out DIR/<node>/` and on the node under /etc/svcnet.
-RESTORE_FILE = "rules.restore"
+RESTORE_FILE = "rules.restore"  # iptables-restore input (IPv4)
+RESTORE6_FILE = "rules6.restore"  # ip6tables-restore input, where the node has IPv6 Services
 JUMPS_FILE = "jumps.rules"
 NETCONF_FILE = "netconf.sh"
 NETSTATE_FILE = "netconf.state"
@@ -29,14 +31,23 @@ NETSTATE_FILE = "netconf.state"
 class NodeArtifacts:
     node: str
     settings: ProxierSettings
-    restore: str
+    restore: str  # IPv4
     jump_rules: tuple[JumpRule, ...]
     netconf: NetConf
+    restore6: str | None = None  # IPv6: the ip6tables-restore input, None where the node has no IPv6 proxier
+    settings6: ProxierSettings | None = None
+
+    def restore_of(self, version: int) -> str | None:
+        """The restore input of family `version` (4 or 6), or None if the node has none."""
+        return self.restore if version == IPV4 else self.restore6 if version == IPV6 else None
 
     def files(self) -> dict[str, str]:
         """The artifacts as file name → text."""
+        files = {RESTORE_FILE: self.restore}
+        if self.restore6 is not None:
+            files[RESTORE6_FILE] = self.restore6
         return {
-            RESTORE_FILE: self.restore,
+            **files,
             JUMPS_FILE: render_jump_rules(list(self.jump_rules)),
             NETCONF_FILE: render_script(self.netconf),
             NETSTATE_FILE: "\n".join(state_lines(self.netconf)) + "\n",
@@ -52,6 +63,10 @@ def node_artifacts_all(
     desired = desired_nodes(cluster, nodes)
     restores = render_nodes({name: d.proxier for name, d in desired.items()}, cluster.service_ports,
                             stale_chains or {})
+    # The IPv6 proxier of each node, rendered apart as kube-proxy's is: its stale chains are the
+    # node's ip6tables chains, which apply does not report yet (none).
+    settings6 = {name: d.proxier6 for name, d in desired.items() if d.proxier6 is not None}
+    restores6 = render_nodes(settings6, cluster.service_ports) if settings6 else {}
     return {
         name: NodeArtifacts(
             node=name,
@@ -59,6 +74,8 @@ def node_artifacts_all(
             restore=restores[name],
             jump_rules=tuple(jump_rules(d.proxier)),
             netconf=d.netconf,
+            restore6=restores6.get(name),
+            settings6=d.proxier6,
         )
         for name, d in desired.items()
     }

@@ -19,6 +19,11 @@ vectors come from kube-proxy's fake proxier, not from a configuration:
 that svcnet's validation rejects, each with its reason; `describe(raw, rewrite=False)` writes
 the vector without them, to show which svcnet rule rejects it. `CANNOT_EXPRESS` names the
 vectors the real path cannot express at all, and why.
+
+An IPv6 vector (kube-proxy's IPv6 proxier) is written as an IPv6 cluster (IPv6 serviceCIDR,
+clusterCIDR and podCIDR) whose node keeps the vector's node addresses of both families, and runs
+with the IPv6 gate off (`check_paths(..., ipv6=True)`: svcnet renders IPv6 but cannot apply it
+yet); its result is the node's ip6tables-restore input.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import yaml
 
 from svcnet.diagnostics import errors
+from svcnet.model.family import IPV4, IPV6
 from svcnet.model.load import check_paths
 from svcnet.model.types import DETECT_CLUSTER_CIDR, DETECT_NODE_CIDR
 from svcnet.render.artifacts import node_artifacts
@@ -81,7 +87,7 @@ def _drop_ipv6_node_values(raw: Raw) -> None:
 
 IPV6_ON_AN_IPV4_NODE = Rewrite(
     "IPv6 node addresses and nodePortAddresses dropped: an IPv4 kube-proxy filters them out by family "
-    "(NewNodePortAddresses, GetNodeIPs), and svcnet refuses IPv6 values until it supports IPv6",
+    "(NewNodePortAddresses, GetNodeIPs), and svcnet refuses IPv6 values until it applies IPv6",
     _drop_ipv6_node_values)
 
 
@@ -96,9 +102,6 @@ CANNOT_EXPRESS: dict[str, tuple[str, str]] = {
     "bad-ips": ("its IPs and CIDRs have leading zeros, which svcnet's schema rejects (the API server "
                 "stored such values before StrictIPCIDRValidation; issue 12); the converter keeps it",
                 r"'[0-9./]*\b0[0-9][0-9./]*' is not a"),
-    **{name: ("an IPv6 proxier: svcnet renders IPv4 only and refuses IPv6 values (its own issue); "
-              "the converter keeps it", "IPv6 is not supported yet")
-       for name in ("nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple")},
 }
 
 # Changes the real path needs, per vector. Each `why` says whether it is svcnet's validation
@@ -282,11 +285,16 @@ class RealPath:
 def run(raw: Raw, directory: Path, rewrite: bool = True) -> RealPath:
     """load → validate → model → desired → render for the vector's node."""
     docs, _ = describe(raw, rewrite)
-    checked = check_paths([write(docs, directory)])
+    checked = check_paths([write(docs, directory)], ipv6=_family(raw) == IPV6)
     found = tuple(f"{d.path}: {d.message}" for d in errors(checked.diagnostics))
     if found or checked.build is None:
         return RealPath(found, "")
     cluster = checked.build.cluster
     stale = (raw.get("sync") or {}).get("existing_nat_chains") or ()
-    restore = node_artifacts(cluster, raw["proxier"]["node_name"], stale).restore
+    restore = node_artifacts(cluster, raw["proxier"]["node_name"], stale).restore_of(_family(raw))
+    assert restore is not None, "the node has no proxier of the vector's family"
     return RealPath((), restore.replace(*MARK_FROM_BIT))
+
+
+def _family(raw: Raw) -> int:
+    return IPV6 if raw["proxier"].get("ip_family", "IPv4") == "IPv6" else IPV4
