@@ -12,7 +12,7 @@ from svcnet.diagnostics import ERROR, errors, warnings
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import RESOURCES, get
 from svcnet.model.load import check_paths
-from svcnet.render.artifacts import node_artifacts_all, write_artifacts
+from svcnet.render.artifacts import node_artifacts_all, restore_text, write_artifacts
 from svcnet.render.dump import canonical_sort
 
 
@@ -50,11 +50,16 @@ def validate(paths: tuple[str, ...], quiet: bool, output: str) -> None:
 @click.option("--canonical", is_flag=True, help="Print in kube-proxy's canonical test order.")
 @click.option("--jumps", is_flag=True, help="Print the node's jump rules instead of the restore input.")
 @click.option("--netconf", is_flag=True, help="Print the node's address-config script instead.")
+@click.option("--family", type=click.Choice(["4", "6"]),
+              help="Print the restore input of this IP family only (4: iptables, 6: ip6tables); "
+                   "default: every family the node has, each under a '# IPv4'/'# IPv6' header when there are two.")
 def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical: bool, jumps: bool,
-           netconf: bool) -> None:
+           netconf: bool, family: str | None) -> None:
     """Render what svcnet will apply: per node, the restore input, jump rules and address config."""
     if bool(node) == bool(out):
         fail("give exactly one of --node NAME or --out DIR", 2)
+    if family and (out or jumps or netconf):
+        fail("--family selects the restore input --node prints; not with --out, --jumps or --netconf", 2)
     cluster = load_or_exit(paths)
     if out:
         try:
@@ -73,7 +78,11 @@ def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical
     elif netconf:
         text = files["netconf.sh"]
     else:
-        text = canonical_sort(art.restore) if canonical else art.restore
+        version = int(family) if family else None
+        found = restore_text(art, version, canonical_sort if canonical else lambda t: t)
+        if found is None:
+            fail(f"node {node} has no IPv{family} rules (the description has no IPv{family} serviceCIDR)", 1)
+        text = found or ""
     click.echo(text, nl=False)
 
 

@@ -8,7 +8,7 @@ the node agent expects under /etc/svcnet (svcnet/agent/node.py keeps copies; a t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,22 @@ class NodeArtifacts:
             NETCONF_FILE: render_script(self.netconf),
             NETSTATE_FILE: "\n".join(state_lines(self.netconf)) + "\n",
         }
+
+
+# The header of each family's part when `svcnet render` prints both (a comment to *-restore).
+FAMILY_HEADERS = {IPV4: "# IPv4: iptables-restore input\n", IPV6: "# IPv6: ip6tables-restore input\n"}
+
+
+def restore_text(art: NodeArtifacts, version: int | None = None,
+                 transform: Callable[[str], str] = lambda text: text) -> str | None:
+    """The restore input `svcnet render --node` prints: of one family (None if the node has none),
+    or, with `version` None, every family the node has, each after its header when there are two."""
+    if version is not None:
+        text = art.restore_of(version)
+        return None if text is None else transform(text)
+    if art.restore6 is None:
+        return transform(art.restore)
+    return "".join(FAMILY_HEADERS[v] + transform(art.restore_of(v) or "") for v in (IPV4, IPV6))
 
 
 def node_artifacts_all(

@@ -22,11 +22,11 @@ ANY = "*"  # every item of a list
 _IP_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "Cluster": (
         ("spec", "serviceCIDR"),
+        ("spec", "serviceCIDR", ANY),
         ("spec", "clusterCIDR"),
+        ("spec", "clusterCIDR", ANY),
         ("spec", "proxy", "nodePortAddresses", ANY),
         ("spec", "nodes", ANY, "addresses", ANY),
-        ("spec", "serviceCIDR", ANY),
-        ("spec", "clusterCIDR", ANY),
         ("spec", "nodes", ANY, "podCIDR"),
         ("spec", "nodes", ANY, "podCIDRs", ANY),
     ),
