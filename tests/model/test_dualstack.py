@@ -9,11 +9,14 @@ CLI never passes (`check_paths(..., ipv6=True)`); the gate itself is tested last
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import itertools
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from svcnet.cli.main import cli
@@ -21,6 +24,7 @@ from svcnet.diagnostics import errors
 from svcnet.model.build import Build
 from svcnet.model.load import check_paths
 from svcnet.model.types import Service
+from svcnet.render.artifacts import node_artifacts
 
 DUAL = """\
 apiVersion: svcnet.dev/v1alpha1
@@ -303,3 +307,59 @@ def test_the_cli_refuses_a_dual_stack_description_with_located_errors() -> None:
 def test_the_gate_is_on_unless_a_caller_lifts_it() -> None:
     assert not check_paths([GOLDEN]).ok
     assert check_paths([GOLDEN], ipv6=True).ok
+
+
+# --------------------------------------------------------------------------- every combination
+
+_POLICIES = (None, "SingleStack", "PreferDualStack", "RequireDualStack")
+_FAMILIES = (None, ["IPv4"], ["IPv6"], ["IPv4", "IPv6"], ["IPv6", "IPv4"])
+_IPS = (None, ["v4"], ["v6"], ["v4", "v6"], ["v6", "v4"], ["None"])
+
+
+def _combinations() -> list[dict]:
+    specs = []
+    for i, (policy, families, ips, selector) in enumerate(itertools.product(_POLICIES, _FAMILIES, _IPS, (True, False))):
+        spec: dict = {"ports": [{"port": 80}]}
+        if policy:
+            spec["ipFamilyPolicy"] = policy
+        if families:
+            spec["ipFamilies"] = families
+        if ips:
+            given = {"v4": f"10.96.{i // 200}.{i % 200 + 2}", "v6": f"fd00:10:96::{i + 2:x}", "None": "None"}
+            spec["clusterIPs"] = [given[k] for k in ips]
+        if selector:
+            spec["selector"] = {"app": "web"}
+        specs.append(spec)
+    return specs
+
+
+@pytest.mark.parametrize("cluster", [SINGLE, DUAL, V6_FIRST], ids=["single", "dual", "v6-first"])
+def test_every_combination_is_an_api_error_or_renders_in_each_of_its_families(tmp_path: Path, cluster: str) -> None:
+    """All 240 combinations of policy, ipFamilies, clusterIPs and selector: each Service is refused
+    with errors located in its own document, or gets one ClusterIP per family in that family's
+    range, and each family's proxier writes its ClusterIP, the other's never."""
+    specs = _combinations()
+    docs = [yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}"}, "spec": spec})
+            for i, spec in enumerate(specs)]
+    f = tmp_path / "d.yaml"
+    f.write_text(cluster + "".join(f"---\n{d}" for d in docs))
+    checked = check_paths([f], ipv6=True)
+    assert checked.build is not None
+    refused = {d.line for d in errors(checked.diagnostics)}
+    starts = [i + 1 for i, line in enumerate(f.read_text().splitlines()) if line == "---"]
+    owner = {line: bisect.bisect_right(starts, line) - 1 for line in refused}
+    bad = {f"s{owner[line]}" for line in refused}
+    assert all(owner[line] >= 0 for line in refused), "an error outside the Services"
+    cluster_model = checked.build.cluster
+    art = node_artifacts(cluster_model, "node1")
+    for svc in cluster_model.services:
+        if svc.name in bad or svc.headless:
+            continue
+        assert len(svc.cluster_ips) == len(svc.ip_families) >= 1
+        assert set(svc.ip_families) <= set(cluster_model.families)
+        for ip, version in zip(svc.cluster_ips, svc.ip_families, strict=True):
+            cidr = cluster_model.service_cidr_of(version)
+            assert cidr and ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
+            assert f" -d {ip} --dport 80 " in (art.restore_of(version) or "")
+            assert f" -d {ip} --dport 80 " not in (art.restore_of(10 - version) or "")
+    assert len(bad) < len(specs)
