@@ -601,7 +601,7 @@ def service_ports(
                     protocol=port.protocol,
                     port=port.port,
                     cluster_ip=svc.cluster_ip,
-                    cluster_ips=tuple(ip for ip in svc.cluster_ips if ip),
+                    cluster_ips=svc.cluster_ips if all(svc.cluster_ips) else tuple(filter(None, svc.cluster_ips)),
                     type=svc.type,
                     target_port=port.target_port,
                     node_port=port.node_port,

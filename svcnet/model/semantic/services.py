@@ -26,7 +26,7 @@ class ClusterIPs:
 
     def __init__(self, cluster: Cluster) -> None:
         self.families = cluster.families
-        self.cluster = cluster
+        self.nets = {v: ipaddress.ip_network(cluster.service_cidr_of(v) or cluster.service_cidr) for v in (4, 6)}
         # The first node that has an address, as check_nodes names it (reversed: the first wins).
         self.node_of = {ip: n.name for n in reversed(cluster.nodes) for ip in n.addresses}
         self.owners: dict[str, str] = {}  # ClusterIP -> "namespace/name"
@@ -39,7 +39,7 @@ class ClusterIPs:
         name = f"{svc.namespace}/{svc.name}"
         ips = svc.cluster_ips or ((svc.cluster_ip,) if svc.cluster_ip else ())
         for i, (ip, version) in enumerate(zip(ips, svc.ip_families, strict=False)):
-            net = ipaddress.ip_network(self.cluster.service_cidr_of(version) or self.cluster.service_cidr)
+            net = self.nets[version]
             given = svc.cluster_ips_given[i] if i < len(svc.cluster_ips_given) else svc.cluster_ip_given
             if given:
                 path = _cluster_ip_path(doc, i)
