@@ -71,13 +71,15 @@ def family_of(addr: str) -> IPFamily:
 # --------------------------------------------------------------------------- proxier settings
 
 
-def local_detector(cluster: Cluster, node: Node) -> LocalDetector:
-    """kube-proxy's local-traffic detector for this node (detectLocalMode)."""
+def local_detector(cluster: Cluster, node: Node, family: IPFamily | None = None) -> LocalDetector:
+    """kube-proxy's local-traffic detector for this node and family (detectLocalMode): the CIDR of
+    the family; none (a no-op detector, as kube-proxy's) where the description has no CIDR of it."""
     mode = cluster.proxy.detect_local_mode
+    version = (family or IPV4).version
     if mode == DETECT_CLUSTER_CIDR:
-        return LocalDetector(mode, cidr=cluster.cluster_cidr)
+        return LocalDetector(mode, cidr=cluster.cluster_cidr_of(version))
     if mode == DETECT_NODE_CIDR:
-        return LocalDetector(mode, cidr=node.pod_cidr)
+        return LocalDetector(mode, cidr=node.pod_cidr_of(version))
     if mode == DETECT_BRIDGE:
         return LocalDetector(mode, interface=cluster.proxy.bridge_interface or cluster.bridge)
     if mode == DETECT_IFACE_PREFIX:
@@ -85,21 +87,30 @@ def local_detector(cluster: Cluster, node: Node) -> LocalDetector:
     return LocalDetector(mode)
 
 
-def proxier_settings(cluster: Cluster, node: Node) -> ProxierSettings:
-    """The proxier configuration of `node` for the family of its pod network."""
+def proxier_settings(cluster: Cluster, node: Node, family: IPFamily | None = None) -> ProxierSettings:
+    """The proxier configuration of `node` for one family (default IPv4). Node IPs and
+    nodePortAddresses of both families stay: kube-proxy's proxier picks those of its family."""
+    family = family or IPV4
     return ProxierSettings(
         node_name=node.name,
         node_ips=node.addresses,
         masquerade_mark=cluster.proxy.masquerade_mark,
         masquerade_all=cluster.proxy.masquerade_all,
-        local_detector=local_detector(cluster, node),
+        local_detector=local_detector(cluster, node, family),
         localhost_nodeports=cluster.proxy.localhost_nodeports,
         nodeport_addresses=cluster.proxy.nodeport_addresses,
         facts=node.facts,
-        ip_family=family_of(node.pod_cidr).version,
+        ip_family=family.version,
         proxy_mode=cluster.proxy.mode,
-        service_cidrs=tuple(c for c in (cluster.service_cidr,) if family_of(c) == family_of(node.pod_cidr)),
+        service_cidrs=tuple(c for c in (cluster.service_cidr_of(family.version),) if c),
     )
+
+
+def proxier_families(cluster: Cluster) -> tuple[IPFamily, ...]:
+    """The families a node runs a proxier for: IPv4 always (svcnet's agent applies an IPv4
+    ruleset on every node), IPv6 where the cluster has an IPv6 serviceCIDR, so IPv6 Services
+    (kube-proxy's dual-stack mode is one proxier per family, side by side)."""
+    return (IPV4, IPV6) if IPV6.version in cluster.families else (IPV4,)
 
 
 # --------------------------------------------------------------------------- address config
@@ -236,24 +247,28 @@ def conntrack_ports(service_ports: Iterable[ServicePort], fam: IPFamily) -> tupl
 
 @dataclass(frozen=True, slots=True)
 class NodeDesired:
-    """Everything one node must have; a backend renders `proxier` (one family) into rules."""
+    """Everything one node must have; a backend renders each proxier (one family each) into rules."""
 
     node: str
-    proxier: ProxierSettings
+    proxier: ProxierSettings  # IPv4
     netconf: NetConf
     conntrack: tuple[ConntrackPort, ...] = ()  # whose stale entries the node deletes after an apply
+    proxier6: ProxierSettings | None = None  # IPv6, where the cluster has IPv6 Services
+
+    @property
+    def proxiers(self) -> tuple[ProxierSettings, ...]:
+        return (self.proxier,) if self.proxier6 is None else (self.proxier, self.proxier6)
 
 
 def desired_nodes(cluster: Cluster, nodes: Iterable[str] | None = None) -> dict[str, NodeDesired]:
     """The desired state of the named nodes (default: all), in the order given."""
     wanted = [cluster.node(n) for n in nodes] if nodes is not None else list(cluster.nodes)
-    by_family: dict[int, tuple[ConntrackPort, ...]] = {}  # the same for every node of a family: built once
-
-    def conntrack(node: Node) -> tuple[ConntrackPort, ...]:
-        fam = family_of(node.pod_cidr)
-        if fam.version not in by_family:
-            by_family[fam.version] = conntrack_ports(cluster.service_ports, fam)
-        return by_family[fam.version]
-
-    return {n.name: NodeDesired(n.name, proxier_settings(cluster, n), node_netconf(cluster, n), conntrack(n))
-            for n in wanted}
+    v6 = IPV6 in proxier_families(cluster)
+    # The stale UDP flows a node cleans, the same on every node, so built once: IPv4 only until
+    # nodes apply IPv6 rules (the IPv6 gate, svcnet.model.semantic.ipv6).
+    conntrack = conntrack_ports(cluster.service_ports, IPV4)
+    return {
+        n.name: NodeDesired(n.name, proxier_settings(cluster, n), node_netconf(cluster, n), conntrack,
+                            proxier_settings(cluster, n, IPV6) if v6 else None)
+        for n in wanted
+    }

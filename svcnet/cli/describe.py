@@ -12,7 +12,7 @@ from svcnet.diagnostics import ERROR, errors, warnings
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import RESOURCES, get
 from svcnet.model.load import check_paths
-from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, node_artifacts_all, write_artifacts
+from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, node_artifacts_all, restore_text, write_artifacts
 from svcnet.render.dump import canonical_sort
 from svcnet.render.nftables import canonical_sort as nft_canonical_sort
 
@@ -52,12 +52,17 @@ def validate(paths: tuple[str, ...], quiet: bool, output: str) -> None:
 @click.option("--canonical", is_flag=True, help="Print in kube-proxy's canonical test order.")
 @click.option("--jumps", is_flag=True, help="Print the node's jump rules instead of the restore input.")
 @click.option("--netconf", is_flag=True, help="Print the node's address-config script instead.")
+@click.option("--family", type=click.Choice(["4", "6"]),
+              help="Print the restore input of this IP family only (4: iptables, 6: ip6tables); "
+                   "default: every family the node has, each under a '# IPv4'/'# IPv6' header when there are two.")
 def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical: bool, jumps: bool,
-           netconf: bool) -> None:
-    """Render what svcnet will apply: per node, the rules (restore input and jump rules, or the nft
-    script), and the address config."""
+           netconf: bool, family: str | None) -> None:
+    """Render what svcnet will apply: per node, the rules (restore input per family and jump rules,
+    or the nft script), and the address config."""
     if bool(node) == bool(out):
         fail("give exactly one of --node NAME or --out DIR", 2)
+    if family and (out or jumps or netconf):
+        fail("--family selects the restore input --node prints; not with --out, --jumps or --netconf", 2)
     cluster = load_or_exit(paths)
     if out:
         try:
@@ -71,6 +76,8 @@ def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical
         fail(f"no node {node!r} in the description (nodes: {', '.join(names)})", 1)
     art = node_artifacts_all(cluster, [node])[node]  # type: ignore[list-item,index]
     files = art.files()
+    if family and art.nftables_mode:
+        fail(f"node {node} is in nftables mode: --family selects an iptables-mode restore input", 2)
     if jumps and art.nftables_mode:
         fail(f"node {node} is in nftables mode, which has no jump rules (its rules are one table: --node)", 2)
     if jumps:
@@ -81,7 +88,11 @@ def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical
         # --canonical: the table alone (not the script's replace preamble), in kube-proxy's test order.
         text = nft_canonical_sort(art.nft_table) + "\n" if canonical else art.nft
     else:
-        text = canonical_sort(art.restore) if canonical else art.restore
+        version = int(family) if family else None
+        found = restore_text(art, version, canonical_sort if canonical else lambda t: t)
+        if found is None:
+            fail(f"node {node} has no IPv{family} rules (the description has no IPv{family} serviceCIDR)", 1)
+        text = found or ""
     click.echo(text, nl=False)
 
 

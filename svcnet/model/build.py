@@ -18,7 +18,8 @@ from typing import Any
 
 from svcnet.diagnostics import ERROR, Diagnostic, PathT
 from svcnet.load import Document
-from svcnet.model import alloc, names, security
+from svcnet.model import alloc, dualstack, names, security
+from svcnet.model.family import family_of
 from svcnet.model.types import (
     CLUSTER_IP,
     DEFAULT_BRIDGE,
@@ -163,13 +164,15 @@ def build_nodes(doc: Document) -> tuple[Node, ...]:
             nfacct_counters=frozenset(f.get("nfacctCounters") or ()),
             tcp_be_liberal=bool(f.get("tcpBeLiberal", False)),
         )
+        pod_cidr = canonical_cidr(raw["podCIDR"])
         nodes.append(
             Node(
                 name=raw["name"],
                 addresses=tuple(canonical_ip(a) for a in raw["addresses"]),
-                pod_cidr=canonical_cidr(raw["podCIDR"]),
+                pod_cidr=pod_cidr,
                 facts=facts,
                 source=_source(doc),
+                pod_cidrs=tuple(canonical_cidr(c) for c in raw.get("podCIDRs") or (pod_cidr,)),
             )
         )
     return tuple(nodes)
@@ -192,6 +195,12 @@ def build_proxy(spec: dict) -> ProxyConfig:
         localhost_nodeports=bool(ipt.get("localhostNodePorts", True)),
         nodeport_addresses=tuple(canonical_cidr(c) for c in proxy.get("nodePortAddresses") or ()),
     )
+
+
+def cidrs(spec: dict, key: str, default: str) -> tuple[str, ...]:
+    """`serviceCIDR`/`clusterCIDR`: one CIDR or a list of one per family, canonical, in order."""
+    value = spec.get(key, default)
+    return tuple(canonical_cidr(c) for c in (value if isinstance(value, list) else [value]))
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -257,6 +266,7 @@ def expand_deployment(doc: Document, node_names: list[str], taken: set[str]) -> 
                     "labels": {**labels, "pod-template-hash": thash},
                     "node": node,
                     "ip": None,
+                    "ips": [],
                     "spec": pod_spec,
                     "owner": f"Deployment/{name}",
                 },
@@ -264,6 +274,10 @@ def expand_deployment(doc: Document, node_names: list[str], taken: set[str]) -> 
             )
         )
     return pods
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _pod_fields(doc: Document) -> dict:
@@ -274,9 +288,35 @@ def _pod_fields(doc: Document) -> dict:
         "labels": _get(doc.obj, "metadata", "labels", default={}),
         "node": _get(doc.obj, "spec", "nodeName", default=""),
         "ip": _get(doc.obj, "status", "podIP"),
+        "ips": [i.get("ip") for i in _list(_get(doc.obj, "status", "podIPs")) if isinstance(i, dict)],
         "spec": _get(doc.obj, "spec", default={}),
         "owner": None,
     }
+
+
+def _given_pod_ips(f: dict) -> tuple[str, ...]:
+    """status.podIPs (each `{ip}`), else status.podIP, canonical, as written."""
+    written = [ip for ip in f["ips"] if ip] or ([f["ip"]] if f["ip"] else [])
+    return tuple(canonical_ip(str(ip)) for ip in written)
+
+
+def _pod_ips(key: str, given: tuple[str, ...], node: Node | None, used: set[str]) -> list[str]:
+    """One IP per podCIDR of the pod's node, in the node's order (a dual-stack node's pods are
+    dual-stack, as a CNI's host-local IPAM gives them): the given IP of that family, else one
+    allocated there ("" when none is free). Given IPs of a family the node has no podCIDR for
+    follow (the semantic checks report them)."""
+    cidrs_ = node.all_pod_cidrs if node is not None else ()
+    out: list[str] = []
+    for cidr in cidrs_:
+        mine = next((ip for ip in given if family_of(ip) == family_of(cidr)), None)
+        if mine is None:
+            mine = alloc.allocate_ip(key if not out else f"{key}/{family_of(cidr)}", cidr, used) or ""
+            if mine:
+                used.add(mine)
+        out.append(mine)
+    families = {family_of(c) for c in cidrs_}
+    out.extend(ip for ip in given if family_of(ip) not in families)
+    return out
 
 
 def build_pods(objs: Objects, nodes: tuple[Node, ...], bridge: str = DEFAULT_BRIDGE) -> BuiltPods:
@@ -294,22 +334,18 @@ def build_pods(objs: Objects, nodes: tuple[Node, ...], bridge: str = DEFAULT_BRI
     for doc in sorted(objs.deployments, key=_meta):
         raw.extend((f, doc, path) for f, path in expand_deployment(doc, node_names, taken[_meta(doc)[0]]))
     by_node = {n.name: n for n in nodes}
-    used = {canonical_ip(f["ip"]) for f, _, _ in raw if f["ip"]}
+    used = {ip for f, _, _ in raw for ip in _given_pod_ips(f)}
     ifaces = names.pod_interfaces(((f["namespace"], f["name"]) for f, _, _ in raw), reserved=(bridge,))
     pods = []
     origins: dict[tuple[str, str], PodOrigin] = {}
     for f, doc, path in sorted(raw, key=lambda r: (r[0]["namespace"], r[0]["name"])):
-        ip = canonical_ip(f["ip"]) if f["ip"] else None
-        node = by_node.get(f["node"])
-        if ip is None and node is not None:
-            ip = alloc.allocate_ip(f"{f['namespace']}/{f['name']}", node.pod_cidr, used)
-            if ip:
-                used.add(ip)
+        given = _given_pod_ips(f)
+        ips = _pod_ips(f"{f['namespace']}/{f['name']}", given, by_node.get(f["node"]), used)
         pod = Pod(
             namespace=f["namespace"],
             name=f["name"],
             node_name=f["node"],
-            ip=ip or "",
+            ip=ips[0] if ips else "",
             netns=ifaces[(f["namespace"], f["name"])][0],
             veth=ifaces[(f["namespace"], f["name"])][1],
             labels=tuple(sorted((str(k), str(v)) for k, v in (f["labels"] or {}).items())),
@@ -318,7 +354,9 @@ def build_pods(objs: Objects, nodes: tuple[Node, ...], bridge: str = DEFAULT_BRI
             owner=f["owner"],
             source=_source(doc),
             security=security.process_security(f["spec"] or {}),
-            ip_given=bool(f["ip"]),
+            ip_given=bool(given),
+            ips=tuple(ip for ip in ips if ip),
+            given_ips=given,
         )
         pods.append(pod)
         origins.setdefault((pod.namespace, pod.name), PodOrigin(doc, path))
@@ -333,15 +371,19 @@ class _Allocator:
     value never takes one a user wrote, whatever the order of the services.
     """
 
-    service_cidr: str
+    service_cidrs: tuple[str, ...]  # one per family
     port_range: tuple[int, int]
     ips: set[str]
     ports: set[int]
 
-    def cluster_ip(self, key: str) -> str:
-        """A free address of serviceCIDR, or "" if none is left."""
+    def cluster_ip(self, key: str, version: int) -> str:
+        """A free address of the serviceCIDR of family `version`, or "" if none is left (or the
+        cluster has no such range: the semantic checks report that family)."""
+        cidr = next((c for c in self.service_cidrs if family_of(c) == version), None)
+        if cidr is None:
+            return ""
         # Kubernetes reserves the first address of the range (e.g. for the API server).
-        ip = alloc.allocate_ip(key, self.service_cidr, self.ips, reserved_low=1)
+        ip = alloc.allocate_ip(key, cidr, self.ips, reserved_low=1)
         if ip is None:
             return ""
         self.ips.add(ip)
@@ -362,26 +404,24 @@ def _spec(doc: Document) -> dict[str, Any]:
     return spec
 
 
-def _given_cluster_ip(spec: dict[str, Any]) -> str | None:
-    """The clusterIP the description gives, canonical; None if it leaves it out or says None."""
-    cip = spec.get("clusterIP")
-    return canonical_ip(cip) if cip and cip != "None" else None
+def _given_cluster_ips(spec: dict[str, Any]) -> list[str]:
+    """The ClusterIPs the description gives (clusterIP and clusterIPs), canonical; not None or ""."""
+    written = [spec.get("clusterIP"), *(spec.get("clusterIPs") or ())]
+    return list(dict.fromkeys(canonical_ip(str(ip)) for ip in written if ip and ip != dualstack.NONE))
 
 
-def _allocator(docs: dict[tuple[str, str], Document], service_cidr: str, port_range: tuple[int, int],
+def _allocator(docs: dict[tuple[str, str], Document], service_cidrs: tuple[str, ...], port_range: tuple[int, int],
                node_ips: Iterable[str]) -> _Allocator:
     """An allocator that starts with every given ClusterIP, nodePort and healthCheckNodePort taken."""
     ips: set[str] = set(node_ips)
     ports: set[int] = set()
     for doc in docs.values():
         spec = _spec(doc)
-        cip = _given_cluster_ip(spec)
-        if cip:
-            ips.add(cip)
+        ips.update(_given_cluster_ips(spec))
         ports.update(int(p["nodePort"]) for p in spec.get("ports") or () if p.get("nodePort"))
         if spec.get("healthCheckNodePort"):
             ports.add(int(spec["healthCheckNodePort"]))
-    return _Allocator(service_cidr, port_range, ips, ports)
+    return _Allocator(service_cidrs, port_range, ips, ports)
 
 
 def _ports(key: str, spec: dict[str, Any], node_ports: bool, allocator: _Allocator) -> tuple[SvcPortSpec, ...]:
@@ -402,15 +442,29 @@ def _ports(key: str, spec: dict[str, Any], node_ports: bool, allocator: _Allocat
     return tuple(ports)
 
 
-def _service(key: tuple[str, str], doc: Document, allocator: _Allocator) -> Service:
-    """One Service, allocating in a fixed order (ClusterIP, each nodePort, healthCheckNodePort) so
+def _cluster_ips(ident: str, settled: dualstack.Families, allocator: _Allocator
+                 ) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """One ClusterIP per family, the given one or allocated ("" where none is free); the primary
+    family keeps the key single-stack Services always had, so their ClusterIPs do not move."""
+    if settled.headless:
+        return (), ()
+    ips = []
+    for i, (version, given) in enumerate(zip(settled.families, settled.given, strict=True)):
+        ips.append(canonical_ip(given) if given else allocator.cluster_ip(ident if i == 0 else f"{ident}/{version}",
+                                                                          version))
+    return tuple(ips), tuple(given is not None for given in settled.given)
+
+
+def _service(key: tuple[str, str], doc: Document, allocator: _Allocator, families: tuple[int, ...]) -> Service:
+    """One Service, allocating in a fixed order (ClusterIPs, each nodePort, healthCheckNodePort) so
     the same description always gets the same values."""
     spec = _spec(doc)
     ident = f"{key[0]}/{key[1]}"
     typ = spec.get("type", CLUSTER_IP)
-    given_ip = _given_cluster_ip(spec)
-    headless = spec.get("clusterIP") == "None"
-    cluster_ip = given_ip or ("" if headless else allocator.cluster_ip(ident))
+    settled = dualstack.settle(spec, families)
+    cluster_ips, given = _cluster_ips(ident, settled, allocator)
+    headless = settled.headless
+    cluster_ip = cluster_ips[0] if cluster_ips else ""
     # The API server defaults allocateLoadBalancerNodePorts to true for a LoadBalancer.
     allocate_lb = spec.get("allocateLoadBalancerNodePorts") is not False
     ports = _ports(ident, spec, allocates_node_ports(typ, allocate_lb), allocator)
@@ -436,9 +490,13 @@ def _service(key: tuple[str, str], doc: Document, allocator: _Allocator) -> Serv
         labels=tuple(sorted(_labels(doc))),
         source=_source(doc),
         headless=headless,
-        cluster_ip_given=given_ip is not None,
+        cluster_ip_given=bool(given and given[0]),
         health_check_node_port_given=bool(spec.get("healthCheckNodePort")),
         allocate_lb_node_ports=allocate_lb,
+        cluster_ips=cluster_ips,
+        ip_families=settled.families,
+        ip_family_policy=settled.policy,
+        cluster_ips_given=given,
     )
     if not svc.health_check_node_port and svc.needs_health_check_node_port:
         return replace(svc, health_check_node_port=allocator.node_port(f"{ident}/healthcheck"))
@@ -446,15 +504,17 @@ def _service(key: tuple[str, str], doc: Document, allocator: _Allocator) -> Serv
 
 
 def build_services(
-    objs: Objects, service_cidr: str, port_range: tuple[int, int], node_ips: Iterable[str] = ()
+    objs: Objects, service_cidrs: str | tuple[str, ...], port_range: tuple[int, int], node_ips: Iterable[str] = ()
 ) -> BuiltServices:
     """Services with ClusterIPs and nodePorts allocated; an allocated ClusterIP is never a node's
     address (a node address inside serviceCIDR is reported by the semantic checks)."""
     docs: dict[tuple[str, str], Document] = {}
     for doc in objs.services:
         docs.setdefault(_meta(doc), doc)
-    allocator = _allocator(docs, service_cidr, port_range, node_ips)
-    return BuiltServices(tuple(_service(key, docs[key], allocator) for key in sorted(docs)), docs)
+    service_cidrs = (service_cidrs,) if isinstance(service_cidrs, str) else service_cidrs
+    families = tuple(dict.fromkeys(family_of(c) for c in service_cidrs))
+    allocator = _allocator(docs, service_cidrs, port_range, node_ips)
+    return BuiltServices(tuple(_service(key, docs[key], allocator, families) for key in sorted(docs)), docs)
 
 
 def selects(selector: tuple[tuple[str, str], ...], pod: Pod) -> bool:
@@ -506,8 +566,13 @@ def endpoints_for(
             if pod.namespace != svc.namespace or not pod.ip or not selects(svc.selector, pod):
                 continue
             target = resolve_target_port(port, pod)
-            if target is not None:
-                add(Endpoint(pod.ip, target, pod.node_name, target=f"Pod/{pod.name}"))
+            if target is None:
+                continue
+            # The EndpointSlice controller writes a slice per family of the Service, each with
+            # the pods' IPs of that family.
+            for ip in pod.all_ips:
+                if family_of(ip) in svc.ip_families:
+                    add(Endpoint(ip, target, pod.node_name, target=f"Pod/{pod.name}"))
     for sp, ep in slice_eps:
         if (sp.get("name") or "") != port.name or sp.get("protocol", TCP) != port.protocol:
             continue
@@ -557,6 +622,7 @@ def service_ports(
                     protocol=port.protocol,
                     port=port.port,
                     cluster_ip=svc.cluster_ip,
+                    cluster_ips=svc.cluster_ips if all(svc.cluster_ips) else tuple(filter(None, svc.cluster_ips)),
                     type=svc.type,
                     target_port=port.target_port,
                     node_port=port.node_port,
@@ -579,16 +645,17 @@ def build(objs: Objects) -> Build:
     cdoc = objs.cluster[0]
     spec = _spec(cdoc)
     nodes = build_nodes(cdoc)
-    service_cidr = canonical_cidr(spec.get("serviceCIDR", DEFAULT_SERVICE_CIDR))
+    service_cidrs = cidrs(spec, "serviceCIDR", DEFAULT_SERVICE_CIDR)
+    cluster_cidrs = cidrs(spec, "clusterCIDR", DEFAULT_CLUSTER_CIDR)
     port_range = parse_port_range(str(spec.get("nodePortRange", DEFAULT_NODE_PORT_RANGE)))
     bridge = str(spec.get("bridge", DEFAULT_BRIDGE))
     built_pods = build_pods(objs, nodes, bridge)
     node_ips = [a for n in nodes for a in n.addresses]
-    built_services = build_services(objs, service_cidr, port_range, node_ips)
+    built_services = build_services(objs, service_cidrs, port_range, node_ips)
     cluster = Cluster(
         name=str(_get(cdoc.obj, "metadata", "name", default="cluster")),
-        service_cidr=service_cidr,
-        cluster_cidr=canonical_cidr(spec.get("clusterCIDR", DEFAULT_CLUSTER_CIDR)),
+        service_cidr=service_cidrs[0],
+        cluster_cidr=cluster_cidrs[0],
         node_port_range=port_range,
         proxy=build_proxy(spec),
         nodes=nodes,
@@ -598,5 +665,7 @@ def build(objs: Objects) -> Build:
         bridge=bridge,
         service_cidr_given="serviceCIDR" in spec,
         cluster_cidr_given="clusterCIDR" in spec,
+        service_cidrs=service_cidrs,
+        cluster_cidrs=cluster_cidrs,
     )
     return Build(cluster, cdoc, built_services.docs, built_pods.origins, objs.slices)

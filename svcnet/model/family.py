@@ -1,7 +1,8 @@
 """IP families: the one place the model names them, so that no type or helper assumes IPv4.
 
-svcnet renders IPv4 only for now (`svcnet.model.semantic.ipv6` refuses every IPv6 value with a
-located error), but the model holds either family: addresses and CIDRs are canonical strings,
+The model holds either family and renders both (a Service's families are settled in
+`svcnet.model.dualstack`); until IPv6 is applied, `svcnet.model.semantic.ipv6` refuses every IPv6
+value for the CLI with a located error. Addresses and CIDRs are canonical strings,
 and every comparison of two of them checks the family first (Python's `ipaddress` raises
 TypeError when two families meet in `overlaps`/`subnet_of`, and answers False in `in`).
 """

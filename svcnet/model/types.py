@@ -81,7 +81,7 @@ class ServicePort:
     port_name: str
     protocol: str
     port: int
-    cluster_ip: str | None
+    cluster_ip: str | None  # the primary ClusterIP (the Service's first family)
     type: str = CLUSTER_IP
     target_port: int | str = 0
     node_port: int = 0
@@ -92,7 +92,13 @@ class ServicePort:
     internal_traffic_policy: str = "Cluster"
     health_check_node_port: int = 0
     affinity_timeout: int | None = None  # seconds; None means sessionAffinity None
-    endpoints: tuple[Endpoint, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()  # of every family the Service has
+    cluster_ips: tuple[str, ...] = ()  # one per family, primary first; () means (cluster_ip,)
+
+    def cluster_ip_of(self, version: int) -> str | None:
+        """The ClusterIP of family `version` (kube-proxy's per-family proxier sees only that one)."""
+        ips = self.cluster_ips or ((self.cluster_ip,) if self.cluster_ip else ())
+        return next((ip for ip in ips if family_of(ip) == version), None)
 
     @property
     def spn(self) -> str:
@@ -218,13 +224,22 @@ class ProxyConfig:
 class Node:
     name: str
     addresses: tuple[str, ...]
-    pod_cidr: str
+    pod_cidr: str  # the first of pod_cidrs
     facts: NodeFacts = field(default_factory=NodeFacts)
     source: Source | None = None
+    pod_cidrs: tuple[str, ...] = ()  # one per family (Node spec.podCIDRs); () means (pod_cidr,)
 
     @property
     def internal_ip(self) -> str:
         return self.addresses[0]
+
+    @property
+    def all_pod_cidrs(self) -> tuple[str, ...]:
+        return self.pod_cidrs or (self.pod_cidr,)
+
+    def pod_cidr_of(self, version: int) -> str | None:
+        """This node's podCIDR of family `version`, or None if it has none."""
+        return next((c for c in self.all_pod_cidrs if family_of(c) == version), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +281,13 @@ class Pod:
     owner: str | None = None  # "Deployment/name" for expanded pods
     source: Source | None = None
     security: ProcessSecurity | None = None  # None: no securityContext, the process runs as root
-    ip_given: bool = False  # status.podIP (else allocated from its node's podCIDR; "" if none was free)
+    ip_given: bool = False  # status.podIP(s) (else allocated from its node's podCIDR; "" if none was free)
+    ips: tuple[str, ...] = ()  # every IP, one per family, `ip` first; () means (ip,)
+    given_ips: tuple[str, ...] = ()  # the IPs status.podIP/podIPs gave, in written order
+
+    @property
+    def all_ips(self) -> tuple[str, ...]:
+        return self.ips or ((self.ip,) if self.ip else ())
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -290,7 +311,7 @@ class Service:
     namespace: str
     name: str
     type: str
-    cluster_ip: str  # "": headless, or serviceCIDR had no free address
+    cluster_ip: str  # the primary ClusterIP; "": headless, or serviceCIDR had no free address
     ports: tuple[SvcPortSpec, ...]
     selector: tuple[tuple[str, str], ...] | None = None  # None: no selector (EndpointSlices)
     session_affinity: str = "None"
@@ -304,9 +325,13 @@ class Service:
     labels: tuple[tuple[str, str], ...] = ()
     source: Source | None = None
     headless: bool = False  # clusterIP: None
-    cluster_ip_given: bool = False
+    cluster_ip_given: bool = False  # the primary ClusterIP was given
     health_check_node_port_given: bool = False
     allocate_lb_node_ports: bool = True  # spec.allocateLoadBalancerNodePorts (a LoadBalancer's; default true)
+    cluster_ips: tuple[str, ...] = ()  # one per family of ip_families ("" where none was free); () means (cluster_ip,)
+    ip_families: tuple[int, ...] = (IPV4,)  # as the API server settles them (svcnet.model.dualstack)
+    ip_family_policy: str = "SingleStack"
+    cluster_ips_given: tuple[bool, ...] = ()  # per entry of cluster_ips: the description gave it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -340,6 +365,19 @@ class Cluster:
     bridge: str = DEFAULT_BRIDGE
     service_cidr_given: bool = False
     cluster_cidr_given: bool = False
+    service_cidrs: tuple[str, ...] = ()  # one per family, the first is service_cidr; () means (service_cidr,)
+    cluster_cidrs: tuple[str, ...] = ()  # likewise for cluster_cidr
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The IP families Services can have here (the serviceCIDRs'), the default first."""
+        return tuple(dict.fromkeys(family_of(c) for c in self.service_cidrs or (self.service_cidr,)))
+
+    def service_cidr_of(self, version: int) -> str | None:
+        return next((c for c in self.service_cidrs or (self.service_cidr,) if family_of(c) == version), None)
+
+    def cluster_cidr_of(self, version: int) -> str | None:
+        return next((c for c in self.cluster_cidrs or (self.cluster_cidr,) if family_of(c) == version), None)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

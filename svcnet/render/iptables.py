@@ -151,8 +151,10 @@ def _endpoints(spn: str, proto: str, eps: Iterable[Endpoint], family: IPFamily) 
 
 
 def _port_info(sp: ServicePort, family: IPFamily) -> _PortInfo | None:
-    """Facts for one service port, or None if kube-proxy would skip it for this family."""
-    if not sp.cluster_ip or sp.cluster_ip == "None" or not family.owns(sp.cluster_ip):
+    """Facts for one service port, or None if kube-proxy would skip it for this family (the
+    Service has no ClusterIP of it: each family's proxier sees only its family's ClusterIP)."""
+    cluster_ip = sp.cluster_ip_of(family.version)
+    if not cluster_ip or cluster_ip == "None":
         return None
     spn, proto = sp.spn, sp.proto
     if not _NAME_RE.fullmatch(spn):
@@ -162,7 +164,7 @@ def _port_info(sp: ServicePort, family: IPFamily) -> _PortInfo | None:
     ext_ips = tuple(ip for ip in sp.external_ips if family.owns(ip))
     lb_ips = tuple(ip for ip in sp.lb_ips if family.owns(ip))
     ranges = tuple(r.strip() for r in sp.lb_source_ranges if family.owns(r))
-    _check_addrs(spn, (sp.cluster_ip, *ext_ips, *lb_ips, *ranges))
+    _check_addrs(spn, (cluster_ip, *ext_ips, *lb_ips, *ranges))
     try:
         range_nets = tuple(ipaddress.ip_network(r, strict=False) for r in ranges)
     except ValueError as exc:
@@ -181,7 +183,7 @@ def _port_info(sp: ServicePort, family: IPFamily) -> _PortInfo | None:
     port = str(sp.port)
     return _PortInfo(
         sp=sp, spn=spn, match=f"-m {proto} -p {proto}", chains=c.service_port_chains(spn, proto),
-        dst=f"-d {sp.cluster_ip} --dport {port}", port=port,
+        dst=f"-d {cluster_ip} --dport {port}", port=port,
         external_ips=ext_ips, lb_ips=lb_ips, ranges=ranges, eps=eps,
         cluster=cluster, has_any=has_any, uses_cluster=uses_cluster, uses_local=uses_local,
         local_nodes=frozenset(ep.node for ep in usable if ep.node), range_nets=range_nets,

@@ -73,3 +73,33 @@ def test_conntrack_ports_take_every_vip_and_serving_endpoint_of_the_family() -> 
     assert conntrack_ports([sp], IPV6) == ()  # its ClusterIP is IPv4: no IPv6 proxier port
     assert conntrack_ports([replace(sp, cluster_ip="None")], IPV4) == ()  # headless
     assert conntrack_ports([replace(sp, protocol="TCP"), replace(sp, protocol="SCTP")], IPV4) == ()
+
+
+DUAL = Path(__file__).resolve().parents[1] / "golden" / "dual-stack.yaml"
+
+
+@pytest.mark.parametrize(("mode", "v4", "v6"), [
+    ("ClusterCIDR", "10.244.0.0/16", "fd00:10:244::/56"),
+    ("NodeCIDR", "10.244.1.0/24", "fd00:10:244:1::/64"),
+])
+def test_a_dual_stack_node_gets_an_ipv6_proxier_with_the_ipv6_local_detector(tmp_path: Path, mode: str, v4: str,
+                                                                          v6: str) -> None:
+    """kube-proxy's dual-stack mode: a proxier per family, each detecting local traffic by its
+    family's CIDR (the IPv6 one by the IPv6 clusterCIDR or podCIDR)."""
+    from svcnet.model.load import check_paths
+
+    f = tmp_path / "d.yaml"
+    f.write_text(DUAL.read_text().replace("    mode: iptables\n", f"    mode: iptables\n    detectLocalMode: {mode}\n"))
+    checked = check_paths([f], ipv6=True)
+    assert checked.ok and checked.build is not None, [str(d) for d in checked.diagnostics]
+    node1 = desired_nodes(checked.build.cluster)["node1"]
+    assert node1.proxier6 is not None
+    assert (node1.proxier.ip_family, node1.proxier6.ip_family) == (4, 6)
+    assert (node1.proxier.local_detector.cidr, node1.proxier6.local_detector.cidr) == (v4, v6)
+    assert (node1.proxier.primary_ip, node1.proxier6.primary_ip) == ("192.168.56.11", "fd00:56::11")
+    assert node1.proxiers == (node1.proxier, node1.proxier6)
+
+
+def test_a_single_stack_node_has_no_ipv6_proxier() -> None:
+    node1 = desired_nodes(load_cluster([SEED]))["node1"]
+    assert node1.proxier6 is None and node1.proxiers == (node1.proxier,)

@@ -1,4 +1,4 @@
-"""IPv6 is refused where it appears, until svcnet renders it (it used to be dropped silently)."""
+"""IPv6 is refused where it appears, until svcnet applies it: the gate every command goes through."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from svcnet.diagnostics import errors
 from svcnet.model.load import check_paths
 
 BASE = Path(__file__).resolve().parents[1] / "validate" / "good" / "base-cluster.yaml"
-V6 = "IPv6 is not supported yet (svcnet renders IPv4 rules only)"
+V6 = "IPv6 apply is not supported yet (svcnet cannot apply IPv6 rules and addresses to nodes)"
 
 IPV6_ONLY = """\
 apiVersion: svcnet.dev/v1alpha1
@@ -74,7 +74,7 @@ def test_an_ipv6_address_beside_ipv4_ones_is_refused_too(tmp_path: Path) -> None
     f.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
                  "spec: {externalIPs: [192.168.56.100, 'fd00:1:2:3:4:5:6:100'], ports: [{port: 80}]}\n")
     msgs = [(d.path, d.message) for d in errors(check_paths([BASE, f]).diagnostics)]
-    assert msgs == [("spec.externalIPs[1]", f"{V6}: fd00:1:2:3:4:5:6:100 would be ignored")]
+    assert msgs == [("spec.externalIPs[1]", f"{V6}: fd00:1:2:3:4:5:6:100")]
 
 
 def test_ipv4_descriptions_get_no_family_error() -> None:

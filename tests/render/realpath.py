@@ -23,8 +23,14 @@ API server stores one.
 
 `rewrites(raw)` lists the few values of a vector that no API server would store, each with the
 API rule that refuses it (or, for IPv6, svcnet's own limit); `describe(raw, rewrite=False)`
-writes the vector without them, to show which svcnet rule rejects it. `CANNOT_EXPRESS` names the
-vectors the real path cannot express at all, and why.
+writes the vector without them, to show which svcnet rule rejects it. Every vector goes through
+the real path: since the API's spelling rules (issue 12) and IPv6 rendering (issue 13) none is left
+that only the converter (vectors.py) can express.
+
+An IPv6 vector (kube-proxy's IPv6 proxier) is written as an IPv6 cluster (IPv6 serviceCIDR,
+clusterCIDR and podCIDR) whose node keeps the vector's node addresses of both families, and runs
+with the IPv6 gate off (`check_paths(..., ipv6=True)`: svcnet renders IPv6 but cannot apply it
+yet); its result is the node's ip6tables-restore input.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 import yaml
 
 from svcnet.diagnostics import errors
+from svcnet.model.family import IPV4, IPV6
 from svcnet.model.load import check_paths
 from svcnet.model.types import DETECT_CLUSTER_CIDR, DETECT_NODE_CIDR
 from svcnet.render.artifacts import node_artifacts
@@ -82,7 +89,7 @@ def _drop_ipv6_node_values(raw: Raw) -> None:
 
 IPV6_ON_AN_IPV4_NODE = Rewrite(
     "IPv6 node addresses and nodePortAddresses dropped: an IPv4 kube-proxy filters them out by family "
-    "(NewNodePortAddresses, GetNodeIPs), and svcnet refuses IPv6 values until it supports IPv6",
+    "(NewNodePortAddresses, GetNodeIPs), and svcnet refuses IPv6 values until it applies IPv6",
     _drop_ipv6_node_values,
     "svcnet's own: IPv6 is refused until issue 13 (not an API rule: the values are kube-proxy flags)")
 
@@ -92,14 +99,6 @@ def _has_ipv6_node_values(raw: Raw) -> bool:
     values = [*(p.get("node_interface_addresses") or []), *(p.get("nodeport_addresses") or [])]
     return p.get("ip_family", "IPv4") == "IPv4" and any(":" in v for v in values)
 
-
-# Vectors the real path cannot express at all: (why, a regex every error svcnet reports matches).
-# No API rule stops any of them: only svcnet's own IPv4-only limit (issue 13).
-CANNOT_EXPRESS: dict[str, tuple[str, str]] = {
-    name: ("an IPv6 proxier: svcnet renders IPv4 only and refuses IPv6 values (its own issue 13, not an "
-           "API rule); the converter keeps it", "IPv6 is not supported yet")
-    for name in ("nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple")
-}
 
 # Changes the real path needs, per vector: values the fake proxier takes that no API server stores.
 REWRITES: dict[str, tuple[Rewrite, ...]] = {
@@ -283,11 +282,16 @@ class RealPath:
 def run(raw: Raw, directory: Path, rewrite: bool = True) -> RealPath:
     """load → validate → model → desired → render for the vector's node."""
     docs, _ = describe(raw, rewrite)
-    checked = check_paths([write(docs, directory)])
+    checked = check_paths([write(docs, directory)], ipv6=_family(raw) == IPV6)
     found = tuple(f"{d.path}: {d.message}" for d in errors(checked.diagnostics))
     if found or checked.build is None:
         return RealPath(found, "")
     cluster = checked.build.cluster
     stale = (raw.get("sync") or {}).get("existing_nat_chains") or ()
-    restore = node_artifacts(cluster, raw["proxier"]["node_name"], stale).restore
+    restore = node_artifacts(cluster, raw["proxier"]["node_name"], stale).restore_of(_family(raw))
+    assert restore is not None, "the node has no proxier of the vector's family"
     return RealPath((), restore.replace(*MARK_FROM_BIT))
+
+
+def _family(raw: Raw) -> int:
+    return IPV6 if raw["proxier"].get("ip_family", "IPv4") == "IPv6" else IPV4

@@ -1,36 +1,14 @@
-"""The vectors the real path cannot express, through the converter (vectors.py) straight into the
-renderer. Every other vector goes through description files in test_vectors_real_path.py;
-realpath.CANNOT_EXPRESS says why these cannot (leading-zero IPs svcnet's schema refuses, IPv6)."""
+"""Every vector, through the converter (vectors.py) straight into the renderer: the agent accepts what
+the renderer writes. The vectors' expected rules are checked through description files in
+test_vectors_real_path.py, which can express all of them."""
 
 from __future__ import annotations
 
 import pytest
-from realpath import CANNOT_EXPRESS
 from vectors import load_vector, vector_names
 
 from svcnet.agent.node import check_restore
-from svcnet.render.dump import canonical_sort, parse_dump
 from svcnet.render.iptables import render_restore
-
-CONVERTER_ONLY = sorted(CANNOT_EXPRESS)
-
-
-def _scoped_rules(text: str, table: str, chain: str) -> list[str]:
-    found = parse_dump(text).chain(table, chain)
-    return [f"-A {chain} {rule}" for rule in found.rules] if found else []
-
-
-@pytest.mark.parametrize("name", CONVERTER_ONLY)
-def test_vector_matches_kube_proxy(name: str) -> None:
-    vec = load_vector(name)
-    assert vec.sync_mode == "full"
-    rendered = render_restore(vec.settings, vec.ports, vec.stale_chains)
-    if vec.expect_scope is None:
-        assert canonical_sort(rendered) == vec.expected
-    else:
-        table, chain = vec.expect_scope
-        expected = [line for line in vec.expected.splitlines() if line.strip()]
-        assert _scoped_rules(rendered, table, chain) == expected
 
 
 @pytest.mark.parametrize("name", vector_names())

@@ -100,3 +100,45 @@ def test_rendered_ruleset_loads_in_real_iptables(netns: str) -> None:
     assert f":{service_chain_names(ports[2])[3]} " not in nat2  # KUBE-FW of the LB service
     assert f":{service_chain_names(ports[4])[0]} " in nat2
     assert _kube_rule_counts(nat2, "nat") == _kube_rule_counts(second, "nat")
+
+
+EMPTY6 = """\
+apiVersion: v1
+kind: Service
+metadata: {name: empty6, namespace: ns1}
+spec:
+  ipFamilies: [IPv6]
+  clusterIP: "fd00:10:96::30"
+  ports: [{name: http, port: 80}]
+"""
+
+
+def test_the_ipv6_restore_loads_into_ip6tables_and_rejects_with_icmpv6(netns: str, tmp_path) -> None:
+    """The rules6 a dual-stack description renders load with ip6tables-restore (the IPv6 local
+    detector, [ip]:port DNAT targets, `! -d ::1/128`), and a Service without endpoints is
+    refused as ip6tables writes it: kube-proxy's `-j REJECT` becomes an ICMPv6 port unreachable."""
+    from pathlib import Path
+
+    from svcnet.model.load import check_paths
+    from svcnet.render.artifacts import node_artifacts
+
+    if not shutil.which("ip6tables-restore"):
+        unavailable("needs ip6tables")
+    extra = tmp_path / "empty6.yaml"
+    extra.write_text(EMPTY6)
+    golden = Path(__file__).resolve().parents[1] / "golden" / "dual-stack.yaml"
+    checked = check_paths([golden, extra], ipv6=True)
+    assert checked.ok and checked.build is not None, [str(d) for d in checked.diagnostics]
+    restore6 = node_artifacts(checked.build.cluster, "node1").restore6
+    assert restore6 is not None
+    _run("ip6tables-restore", "--test", "--noflush", stdin=restore6)
+    _run("ip6tables-restore", "--noflush", stdin=restore6)
+    saved = _run("ip6tables-save")
+    assert ('-A KUBE-SERVICES -d fd00:10:96::30/128 -p tcp -m comment --comment "ns1/empty6:http has no endpoints" '
+            "-m tcp --dport 80 -j REJECT --reject-with icmp6-port-unreachable") in saved
+    assert "--to-destination [fd00:10:244:1::5]:8080" in saved
+    assert "! -s fd00:10:244::/56" in saved
+    assert ('-A KUBE-SERVICES ! -d ::1/128 -m comment --comment "kubernetes service nodeports; NOTE: this must be '
+            'the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS') in saved
+    # The IPv4 tables stay as they were: the IPv6 ruleset is ip6tables' own.
+    assert "KUBE-" not in _run("iptables-save")

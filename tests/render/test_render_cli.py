@@ -139,3 +139,55 @@ def test_out_naming_an_existing_file_is_a_usage_error(tmp_path):
     run = svcnet("render", "-f", str(SEED), "--out", str(tmp_path / "out"))
     assert run.rc == 2 and "Traceback" not in run.err
     assert f"Directory '{tmp_path / 'out'}' is a file" in run.err
+
+
+def test_family_4_prints_what_the_default_prints_for_a_single_stack_node():
+    default = svcnet("render", "-f", str(SEED), "--node", "node1")
+    v4 = svcnet("render", "-f", str(SEED), "--node", "node1", "--family", "4")
+    assert default.rc == v4.rc == 0 and v4.out == default.out
+    assert not default.out.startswith("#")  # one family: no header, as before
+
+
+def test_family_6_on_a_node_without_ipv6_rules_says_so():
+    run = svcnet("render", "-f", str(SEED), "--node", "node1", "--family", "6")
+    assert run.rc == 1 and run.out == "" and "Traceback" not in run.err
+    assert run.err == "svcnet: node node1 has no IPv6 rules (the description has no IPv6 serviceCIDR)\n"
+
+
+@pytest.mark.parametrize("extra", [("--jumps",), ("--netconf",)])
+def test_family_selects_the_restore_input_only(extra):
+    run = svcnet("render", "-f", str(SEED), "--node", "node1", "--family", "4", *extra)
+    assert run.rc == 2 and "Traceback" not in run.err and "--family" in run.err
+
+
+def test_family_with_out_is_a_usage_error(tmp_path):
+    run = svcnet("render", "-f", str(SEED), "--out", str(tmp_path / "out"), "--family", "6")
+    assert run.rc == 2 and not (tmp_path / "out").exists()
+
+
+def test_both_families_are_printed_apart_and_each_alone_on_request():
+    """What `render --node` prints for a dual-stack node (the CLI refuses IPv6 until apply does it:
+    the text comes from the function it prints, with the gate lifted)."""
+    from svcnet.model.load import check_paths
+    from svcnet.render.artifacts import FAMILY_HEADERS, node_artifacts, restore_text
+
+    checked = check_paths([GOLDEN / "dual-stack.yaml"], ipv6=True)
+    assert checked.build is not None
+    art = node_artifacts(checked.build.cluster, "node1")
+    v4, v6 = (GOLDEN / "dual-stack.node1.rules").read_text(), (GOLDEN / "dual-stack.node1.rules6").read_text()
+    assert restore_text(art) == FAMILY_HEADERS[4] + v4 + FAMILY_HEADERS[6] + v6
+    assert FAMILY_HEADERS == {4: "# IPv4: iptables-restore input\n", 6: "# IPv6: ip6tables-restore input\n"}
+    assert (restore_text(art, 4), restore_text(art, 6)) == (v4, v6)
+    assert restore_text(art, 6, canonical_sort) == canonical_sort(v6)
+    assert art.files()["rules6.restore"] == v6
+
+
+def test_render_out_writes_the_ipv6_restore_next_to_the_ipv4_one(tmp_path):
+    from svcnet.model.load import check_paths
+    from svcnet.render.artifacts import RESTORE6_FILE, node_artifacts_all, write_artifacts
+
+    checked = check_paths([GOLDEN / "dual-stack.yaml"], ipv6=True)
+    assert checked.build is not None
+    write_artifacts(node_artifacts_all(checked.build.cluster), tmp_path)
+    assert (tmp_path / "node1" / RESTORE6_FILE).read_text() == (GOLDEN / "dual-stack.node1.rules6").read_text()
+    assert RESTORE6_FILE == "rules6.restore"

@@ -10,7 +10,7 @@ adds are exactly those a partial sync leaves untouched (already present, of unch
 
 from __future__ import annotations
 
-import re
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -19,11 +19,16 @@ import yaml
 from vectors import load_vector, vector_dir, vector_names
 
 from svcnet.diagnostics import errors, warnings
+from svcnet.explain.combine import combine
+from svcnet.explain.compat import kube_proxy_view
+from svcnet.explain.trace import ORIGIN_NODE, ORIGIN_OUTSIDE, ORIGIN_POD, Packet, TraceContext, trace
+from svcnet.model import family
 from svcnet.model.load import check_paths
 from svcnet.render.dump import Dump, canonical_sort, parse_dump
+from svcnet.render.jumps import jump_rules
 
 ALL = vector_names()
-EXPRESSIBLE = [n for n in ALL if n not in realpath.CANNOT_EXPRESS]
+EXPRESSIBLE = ALL
 PARTIAL = [n for n in EXPRESSIBLE if load_vector(n).sync_mode == "partial"]
 FULL = [n for n in EXPRESSIBLE if n not in PARTIAL]
 
@@ -80,10 +85,9 @@ def test_partial_sync_vector_on_the_chains_kube_proxy_always_writes(name: str, t
 
 
 def test_every_vector_is_run_or_named_as_inexpressible() -> None:
-    assert set(FULL) | set(PARTIAL) | set(realpath.CANNOT_EXPRESS) == set(ALL)
+    assert set(FULL) | set(PARTIAL) == set(ALL)
     assert {"overall", "bad-ips", "repeated-1-full", "repeated-9-full-resync"} <= set(FULL)
     assert {f"repeated-{i}-" for i in range(2, 9)} == {n[:11] for n in PARTIAL}
-    assert realpath.CANNOT_EXPRESS.keys() <= set(ALL)
 
 
 def test_every_rewrite_names_the_rule_that_stops_the_vector_as_written() -> None:
@@ -93,7 +97,6 @@ def test_every_rewrite_names_the_rule_that_stops_the_vector_as_written() -> None
     assert named and all(r.rule for r in named)
     assert all(r.rule.startswith(("the API server", "ValidateService", "svcnet's own")) for r in named)
     assert realpath.rewrites(_raw("bad-ips")) == ()
-    assert all(why for why, _ in realpath.CANNOT_EXPRESS.values())
 
 
 # The API server's warnings for bad-ips (GetWarningsForIP/GetWarningsForCIDR), in document order.
@@ -134,13 +137,6 @@ def test_overall_keeps_its_space_padded_source_range(tmp_path: Path) -> None:
     assert svc5["spec"]["loadBalancerSourceRanges"] == [" 203.0.113.0/25"]
 
 
-@pytest.mark.parametrize("name", sorted(realpath.CANNOT_EXPRESS))
-def test_inexpressible_vector_is_refused_for_the_stated_reason(name: str, tmp_path: Path) -> None:
-    _, pattern = realpath.CANNOT_EXPRESS[name]
-    result = _run(name, tmp_path)
-    assert result.errors
-    assert all(re.search(pattern, e) for e in result.errors), result.errors
-
 
 REWRITTEN = [(n, i) for n in EXPRESSIBLE for i in range(len(realpath.rewrites(_raw(n))))]
 
@@ -160,3 +156,34 @@ def test_each_rewrite_is_needed(name: str, index: int, tmp_path: Path, monkeypat
     else:
         table, chain = vec.expect_scope
         assert _chain_rules(result.restore, table, chain) != [ln for ln in vec.expected.splitlines() if ln.strip()]
+
+
+SCOPED = [n for n in FULL if load_vector(n).expect_scope is not None]
+SCOPED_FLOWS = [(n, i) for n in SCOPED for i in range(len(load_vector(n).packet_flow_tests))]
+
+
+@pytest.mark.parametrize(("name", "index"), SCOPED_FLOWS, ids=[f"{n}-{i}" for n, i in SCOPED_FLOWS])
+def test_single_chain_vector_packet_flows_through_the_real_path(name: str, index: int, tmp_path: Path) -> None:
+    """A single-chain vector (`nodeports-*`) compares one chain; its packet flows check the whole
+    ruleset the real path renders (for the IPv6 ones: the node's ip6tables-restore input), traced
+    with the vector's node addresses as kube-proxy's own test traces them."""
+    vec = load_vector(name)
+    flow = vec.packet_flow_tests[index]
+    result = _run(name, tmp_path)
+    assert result.errors == ()
+    cidr = vec.settings.local_detector.cidr
+    ctx = TraceContext(local_ips=frozenset(vec.tracer_local_ips), pod_cidrs=(cidr,) if cidr else ())
+    if ctx.match_context().is_local(flow.source_ip):
+        origin = ORIGIN_NODE
+    elif cidr and family.contains(ipaddress.ip_network(cidr), ipaddress.ip_address(flow.source_ip)):
+        origin = ORIGIN_POD
+    else:
+        origin = ORIGIN_OUTSIDE
+    tr = trace(combine(result.restore, jump_rules(vec.settings)),
+               Packet(flow.source_ip, 40000, flow.dest_ip, flow.dest_port, flow.protocol.lower(), origin), ctx)
+    assert not tr.warnings
+    assert kube_proxy_view(tr) == (flow.output, flow.masq), flow.name
+
+
+def test_the_ipv6_vectors_run_through_the_real_path() -> None:
+    assert {"nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple"} <= set(SCOPED)

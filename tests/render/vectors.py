@@ -6,9 +6,10 @@ chains, the expectation text and the upstream packet-flow tests (kept for the tr
 IPs and CIDRs are canonicalised the way Go's `ParseIPSloppy` does (leading zeros are decimal).
 
 This builds the renderer's inputs directly, beside the product's front half, so it is used only
-for what the real path (realpath.py) cannot express (see realpath.CANNOT_EXPRESS) and by the
-packet tracer's tests. An omitted endpoint condition is read as kube-proxy reads it
-(endpointslicecache.go: ready and serving true, terminating false), as the model does.
+where the product's front half is not the subject (the agent's acceptance of every rendered
+vector, the nftables vectors the real path cannot express yet) and by the packet tracer's
+tests. An omitted endpoint condition is read as kube-proxy reads it (endpointslicecache.go:
+ready and serving true, terminating false), as the model does.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from svcnet.review.owners import NODE_WIDE, UNKNOWN_SERVICE, LineOwners
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed"
-GOLDEN = sorted((ROOT / "tests" / "golden").glob("*.yaml"))
+# The IPv4-only goldens: a dual-stack one (with `.rules6`) is refused by the IPv6 gate until apply does IPv6.
+GOLDEN = sorted(p for p in (ROOT / "tests" / "golden").glob("*.yaml") if not list(p.parent.glob(f"{p.stem}.*.rules6")))
 SPN = "k8s-test/service:http"
 
 sys.path.insert(0, str(ROOT / "tests" / "review"))

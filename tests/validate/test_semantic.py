@@ -61,6 +61,7 @@ def _pairs(cidrs: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     class N:
         def __init__(self, cidr: str):
             self.pod_cidr = cidr
+            self.all_pod_cidrs = (cidr,)
 
     spans = cluster._spans([N(c) for c in cidrs])  # type: ignore[list-item]
     pairs, outer = cluster.overlapping_pod_cidrs(spans)

@@ -39,7 +39,8 @@ class Selection:
 
 
 def _slice_addresses(doc: Document) -> Iterator[Diagnostic]:
-    """Endpoint addresses Kubernetes forbids, quoted as written (kube-proxy ignores FQDN slices)."""
+    """Endpoint addresses Kubernetes forbids, quoted as written (kube-proxy ignores FQDN slices;
+    the schema holds each address to its slice's addressType)."""
     if doc.obj.get("addressType") == "FQDN":
         return
     for i, ep in enumerate(doc.obj.get("endpoints") or ()):
