@@ -49,6 +49,11 @@ class IPFamily:
         return family.family_of(addr) == self.version
 
     @property
+    def any_ip(self) -> str:
+        """The unspecified address, to listen on every address (0.0.0.0, ::)."""
+        return str(ipaddress.ip_network(self.loopback_net).supernet(new_prefix=0).network_address)
+
+    @property
     def localhost_nodeports(self) -> bool:
         """NodePorts can answer on loopback only where loopback can be routed to (IPv4)."""
         return self.route_localnet_sysctl is not None
@@ -188,6 +193,56 @@ def node_netconf(cluster: Cluster, node: Node) -> NetConf:
     )
 
 
+# --------------------------------------------------------------------------- health checks
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    """One healthCheckNodePort as kube-proxy's ServiceHealthServer serves it on a node."""
+
+    namespace: str
+    name: str
+    port: int
+    local_endpoints: int  # kube-proxy's LocalReadyEndpoints: distinct ready endpoint IPs on this node
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConf:
+    """What a node's health-check server serves: the proxy's /healthz and /livez on `healthz`
+    ("ip:port", "" for none) and each service's health check on `listen_ips` (kube-proxy's
+    nodePortAddresses: every address, or the node's addresses inside them)."""
+
+    healthz: str
+    listen_ips: tuple[str, ...]
+    services: tuple[ServiceHealth, ...]
+
+
+def health_listen_ips(settings: ProxierSettings, family: IPFamily) -> tuple[str, ...]:
+    """Where kube-proxy opens healthCheckNodePorts (newServiceHealthServer): every address without
+    nodePortAddresses, else the node's addresses (loopback included) inside one of them."""
+    nets = [ipaddress.ip_network(c) for c in settings.nodeport_addresses if family.owns(c)]
+    if not settings.nodeport_addresses:
+        return (family.any_ip,)
+    local = [ip for ip in (*settings.node_ips, family.loopback_ip) if family.owns(ip)]
+    return tuple(dict.fromkeys(ip for ip in local if any(ipaddress.ip_address(ip) in n for n in nets)))
+
+
+def node_health(cluster: Cluster, settings: ProxierSettings) -> HealthConf:
+    """The health checks of the node of `settings`: kube-proxy's SyncServices/SyncEndpoints input."""
+    ports: dict[tuple[str, str], int] = {}
+    local_ips: dict[tuple[str, str], set[str]] = {}
+    for sp in cluster.service_ports:
+        key = (sp.namespace, sp.name)
+        if sp.effective_health_check_node_port:
+            ports[key] = sp.effective_health_check_node_port
+        local_ips.setdefault(key, set()).update(
+            ep.ip for ep in sp.endpoints if ep.ready and ep.node_name == settings.node_name)
+    services = tuple(ServiceHealth(ns, name, port, len(local_ips.get((ns, name), ())))
+                     for (ns, name), port in sorted(ports.items()))
+    return HealthConf(cluster.proxy.healthz_bind_address, health_listen_ips(settings, FAMILIES[settings.ip_family]),
+                      services)
+
+
 # --------------------------------------------------------------------------- per node
 
 
@@ -198,9 +253,14 @@ class NodeDesired:
     node: str
     proxier: ProxierSettings
     netconf: NetConf
+    health: HealthConf
 
 
 def desired_nodes(cluster: Cluster, nodes: Iterable[str] | None = None) -> dict[str, NodeDesired]:
     """The desired state of the named nodes (default: all), in the order given."""
     wanted = [cluster.node(n) for n in nodes] if nodes is not None else list(cluster.nodes)
-    return {n.name: NodeDesired(n.name, proxier_settings(cluster, n), node_netconf(cluster, n)) for n in wanted}
+    out = {}
+    for n in wanted:
+        settings = proxier_settings(cluster, n)
+        out[n.name] = NodeDesired(n.name, settings, node_netconf(cluster, n), node_health(cluster, settings))
+    return out

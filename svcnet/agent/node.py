@@ -60,11 +60,13 @@ RESTORE_FILE = "rules.restore"
 JUMPS_FILE = "jumps.rules"
 NETCONF_SH = "netconf.sh"
 NETCONF_JSON = "netconf.json"
-ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_SH)
-# What an apply may change, and which artifact files belong to each part.
+HEALTH_FILE = "health.json"  # the health-check server's configuration (see "health checks")
+ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_SH, HEALTH_FILE)
+# What an apply may change, and which artifact files belong to each part (the health checks follow
+# the endpoints, and the proxy's health the rules: they are the rules' part).
 PART_NETWORK, PART_RULES = "network", "rules"
 PARTS = (PART_NETWORK, PART_RULES)
-PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE), PART_NETWORK: (NETCONF_SH,)}
+PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE, HEALTH_FILE), PART_NETWORK: (NETCONF_SH,)}
 AGENT_FILE = "agent.py"
 PODSERVER_FILE = "podserver.py"
 STATE_FILE = "state.json"
@@ -1741,6 +1743,405 @@ def pod_exec(paths: Paths, netns: str) -> int:
     return 127
 
 
+# --------------------------------------------------------------------------- health checks
+# kube-proxy serves two kinds of health check on each node, and so does svcnet, from one supervised
+# process (`agent.py health-supervise`, which runs and restarts `agent.py health-serve`):
+# * the proxy's own /healthz and /livez on healthzBindAddress (ProxyHealthServer);
+# * for each LoadBalancer service with externalTrafficPolicy Local, its healthCheckNodePort
+#   (ServiceHealthServer): 200 while the node has local ready endpoints, else 503, so an external
+#   load balancer sends traffic only to nodes that serve it locally.
+# Bodies and headers are kube-proxy's, as of kubernetes/kubernetes pkg/proxy/healthcheck/
+# service_health.go at 025f2834 and proxy_health.go at 0645f0e (v1.33 and later; the service body
+# has had "serviceProxyHealthy" since v1.24). The server reads etc_dir/HEALTH_FILE (written
+# atomically by an apply, a rollback or a boot, like every artifact) and state.json's
+# saved_rules_hash, and reloads on SIGHUP: listeners whose address stays are kept, so an apply
+# changes the answers without closing a port. It acknowledges each configuration it loaded in
+# run_dir/HEALTH_ACK, which the agent waits for. It exits when HEALTH_FILE is gone.
+
+HEALTH_PID, HEALTH_ACK, HEALTH_LOG = "health.pid", "health.ack", "health.log"
+HEALTH_SUPERVISE, HEALTH_SERVE = "health-supervise", "health-serve"  # file-mode commands (and pid markers)
+# kube-proxy's healthTimeout (2 x iptables.syncPeriod, 30 s by default): an update queued longer than
+# this without being synced makes the proxy unhealthy. Here: an apply under way (its pending marker
+# in phase "applying") keeps the node healthy for that long while its rules change.
+HEALTH_TIMEOUT = 60.0
+HEALTH_RECHECK = 1.0  # seconds a reading of the live rules is reused: one iptables-save a second at most
+HEALTH_ACK_WAIT = 10.0  # seconds the agent waits for the server to load a configuration
+HEALTH_POLL = 1.0  # seconds between the server's checks of its file (besides SIGHUP)
+HEALTH_MAX_CONNECTIONS = 32
+HEALTH_CONN_TIMEOUT = 5.0
+HEALTH_MAX_BODY = 65536  # request body bytes read and dropped (a health check sends none)
+HOSTPORT_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+GO_ZERO_TIME = "0001-01-01 00:00:00 +0000 UTC"  # Go's time.Time{}.String()
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """`ip:port` (`[ip]:port` for IPv6) as (ip, port); AgentError when it is not one."""
+    m = HOSTPORT_RE.fullmatch(text)
+    if not m or not _is_ip(m.group(1).strip("[]")) or not 0 < int(m.group(2)) < 65536:
+        raise AgentError(f"{HEALTH_FILE}: healthz {text!r} is not 'ip:port'")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def parse_health(text: str) -> dict:
+    """The health server's configuration from HEALTH_FILE's text ('' : nothing to serve); every
+    value checked, since each reaches a socket or a response."""
+    if not text.strip():
+        return {"healthz": "", "listen": [], "services": []}
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise AgentError(f"{HEALTH_FILE}: not JSON: {exc}") from None
+    if not isinstance(doc, dict) or sorted(doc) != ["healthz", "listen", "services"]:
+        raise AgentError(f"{HEALTH_FILE}: expected an object of healthz, listen and services")
+    healthz, listen, services = doc["healthz"], doc["listen"], doc["services"]
+    if not isinstance(healthz, str) or (healthz and not parse_hostport(healthz)):
+        raise AgentError(f"{HEALTH_FILE}: healthz must be 'ip:port' or ''")
+    if not isinstance(listen, list) or not all(isinstance(ip, str) and _is_ip(ip) for ip in listen):
+        raise AgentError(f"{HEALTH_FILE}: listen must be a list of IP addresses")
+    if not isinstance(services, list):
+        raise AgentError(f"{HEALTH_FILE}: services must be a list")
+    for i, s in enumerate(services):
+        good = (isinstance(s, dict) and sorted(s) == ["localEndpoints", "name", "namespace", "port"]
+                and all(isinstance(s[k], str) and NAME_RE.fullmatch(s[k]) for k in ("namespace", "name"))
+                and isinstance(s["port"], int) and 0 < s["port"] < 65536
+                and isinstance(s["localEndpoints"], int) and s["localEndpoints"] >= 0)
+        if not good:
+            raise AgentError(f"{HEALTH_FILE}: services[{i}]: invalid value {s!r:.200}")
+    return doc
+
+
+def health_listeners(conf: dict) -> dict[tuple[str, int], tuple[str, ...]]:
+    """(ip, port) -> what it serves: ("healthz",) or ("service", namespace, name); the first one
+    named wins an address (kube-proxy's later listener would fail to bind it)."""
+    out: dict[tuple[str, int], tuple[str, ...]] = {}
+    if conf["healthz"]:
+        out[parse_hostport(conf["healthz"])] = ("healthz",)
+    for s in conf["services"]:
+        for ip in conf["listen"]:
+            out.setdefault((ip, s["port"]), ("service", s["namespace"], s["name"]))
+    return out
+
+
+def go_time(ns: int | None) -> str:
+    """A time as Go's time.Time.String() prints it in UTC (no monotonic part): what kube-proxy's
+    healthz body holds."""
+    if ns is None:
+        return GO_ZERO_TIME
+    secs, frac = divmod(ns, 10**9)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(secs))
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + " +0000 UTC"
+
+
+def proxy_healthy(saved_hash: object, live_hash: str, applying_for: float | None) -> bool:
+    """kube-proxy's isHealthy: the rules are synced (the live rules are those the last apply
+    recorded), or an update is queued (an apply under way) for less than HEALTH_TIMEOUT."""
+    if saved_hash and saved_hash == live_hash:
+        return True
+    return applying_for is not None and applying_for < HEALTH_TIMEOUT
+
+
+def service_health_answer(namespace: str, name: str, count: int, healthy: bool) -> tuple[int, str]:
+    """kube-proxy's hcHandler.ServeHTTP: status and body (its dedented template, no final newline)."""
+    body = ('{{\n\t"service": {{\n\t\t"namespace": {},\n\t\t"name": {}\n\t}},\n\t"localEndpoints": {},\n'
+            '\t"serviceProxyHealthy": {}\n}}').format(json.dumps(namespace), json.dumps(name), count,
+                                                     "true" if healthy else "false")
+    return (200 if count and healthy else 503), body
+
+
+def healthz_answer(path: str, healthy: bool, last_updated: int | None, now: int) -> tuple[int, str, str]:
+    """kube-proxy's ProxyHealthServer mux: /healthz and /livez (status, content type, body), else
+    Go's 404. The node is always eligible: svcnet has no node taints or deletion."""
+    if path not in ("/healthz", "/livez"):
+        return 404, "text/plain; charset=utf-8", "404 page not found\n"
+    shown = go_time(now if healthy else last_updated)
+    if path == "/healthz":
+        body = f'{{"lastUpdated": "{shown}","currentTime": "{go_time(now)}", "nodeEligible": true}}'
+    else:
+        body = f'{{"lastUpdated": "{shown}","currentTime": "{go_time(now)}"}}'
+    return (200 if healthy else 503), "application/json", body
+
+
+class ProxyHealth:
+    """The proxy's health as the server sees it, the live rules read at most once per HEALTH_RECHECK
+    (and again whenever state.json changes, so an apply's record counts at once)."""
+
+    def __init__(self, paths: Paths, prefix: str):
+        self.paths, self.prefix = paths, prefix
+        self.cached: tuple[object, float, str] | None = None  # (state.json identity, when, live hash)
+
+    def live_hash(self) -> str:
+        try:
+            st = os.stat(self.paths.state_file(STATE_FILE))
+            key: object = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        now = time.monotonic()
+        if self.cached is None or self.cached[0] != key or now - self.cached[1] >= HEALTH_RECHECK:
+            self.cached = (key, now, sha256(normal_form(snapshot(self.prefix))))
+        return self.cached[2]
+
+    def check(self) -> tuple[bool, int | None]:
+        """(healthy, when the rules were last applied in ns since the epoch, None if never)."""
+        live = self.live_hash()
+        state = load_state(self.paths)
+        marker = pending_marker(self.paths) or {}
+        applying_for = None
+        if marker.get("phase") == PHASE_APPLYING:
+            with contextlib.suppress(OSError):
+                applying_for = time.time() - os.stat(self.paths.state_file(PENDING_FILE)).st_mtime
+        at = state.get("applied_at")
+        last = int(at * 1e9) if isinstance(at, (int, float)) else None
+        return proxy_healthy(state.get("saved_rules_hash"), live, applying_for), last
+
+
+def health_serve(paths: Paths, prefix: str) -> int:
+    """The health server: serve HEALTH_FILE's listeners until it is gone or SIGTERM (see above)."""
+    import selectors
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from socketserver import ThreadingMixIn
+
+    health = ProxyHealth(paths, prefix)
+    lock = threading.Lock()  # one reading of the rules at a time
+    slots = threading.BoundedSemaphore(HEALTH_MAX_CONNECTIONS)
+    conf: dict = {"services": []}
+
+    def answer(target: tuple[str, ...], path: str) -> tuple[int, str, str]:
+        with lock:
+            healthy, last = health.check()
+        if target[0] == "healthz":
+            return healthz_answer(path.split("?")[0], healthy, last, time.time_ns())
+        count = next((s["localEndpoints"] for s in conf["services"]
+                      if (s["namespace"], s["name"]) == target[1:]), 0)
+        status, body = service_health_answer(target[1], target[2], count, healthy)
+        return status, "application/json", body
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as Go's server
+        timeout = HEALTH_CONN_TIMEOUT
+
+        def handle_one_request(self) -> None:
+            """Any method and (on a health check port) any path, as kube-proxy's handlers; a body is
+            read and dropped, so the connection can stay open for the next request."""
+            try:
+                self.raw_requestline = self.rfile.readline(65537)
+            except OSError:  # the client went quiet (timeout) or away
+                self.close_connection = True
+                return
+            if not self.raw_requestline or len(self.raw_requestline) > 65536 or not self.parse_request():
+                self.close_connection = True
+                return
+            length = self.headers.get("Content-Length") or "0"
+            size = int(length) if length.isdigit() else HEALTH_MAX_BODY + 1
+            if size > HEALTH_MAX_BODY or self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+            elif size:
+                self.rfile.read(size)
+            status, ctype, body = answer(self.server.target, self.path)  # type: ignore[attr-defined]
+            data = body.encode()
+            self.send_response_only(status)  # no Server header: Go sends none, and its headers sorted
+            for key, value in (("Content-Length", str(len(data))), ("Content-Type", ctype),
+                               ("Date", self.date_time_string()), ("X-Content-Type-Options", "nosniff")):
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            self.wfile.flush()
+
+        def log_message(self, format: str, *args: object) -> None:  # no access log
+            pass
+
+    class Listener(ThreadingMixIn, HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 128  # Go listens with the kernel's somaxconn; socketserver's 5 drops bursts
+        target: tuple[str, ...] = ()
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):  # bounded: a flood cannot exhaust the node
+                self.shutdown_request(request)
+                return
+            super().process_request(request, client_address)
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+    listeners: dict[tuple[str, int], Listener] = {}
+    selector = selectors.DefaultSelector()
+    wake_r, wake_w = os.pipe()  # signals wake the loop at once (set_wakeup_fd)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    selector.register(wake_r, selectors.EVENT_READ)
+    flags = {"reload": True, "stop": False}
+    signal.signal(signal.SIGHUP, lambda *_: flags.update(reload=True))
+    signal.signal(signal.SIGTERM, lambda *_: flags.update(stop=True))
+    signal.signal(signal.SIGINT, lambda *_: flags.update(stop=True))
+    seen: object = None
+
+    def reload() -> bool:
+        """Load HEALTH_FILE; keep, open and close listeners; acknowledge. False: nothing to serve."""
+        nonlocal conf
+        text = read_text(paths.etc_file(HEALTH_FILE))
+        if text is None:
+            return False
+        try:
+            new = parse_health(text)
+        except AgentError as exc:
+            log(str(exc))
+            return True  # keep serving the last good one
+        wanted = health_listeners(new)
+        errors = []
+        for addr in [a for a in listeners if a not in wanted]:
+            selector.unregister(listeners[addr])
+            listeners.pop(addr).server_close()
+        for addr, target in wanted.items():
+            if addr not in listeners:
+                try:
+                    Listener.address_family = socket_family(addr[0])
+                    listeners[addr] = Listener(addr, Handler)
+                except OSError as exc:
+                    errors.append(f"cannot listen on {addr[0]}:{addr[1]}: {exc.strerror}")
+                    log(errors[-1])
+                    continue
+                selector.register(listeners[addr], selectors.EVENT_READ)
+            listeners[addr].target = target
+        conf = new
+        write_json(health_run_file(paths, HEALTH_ACK), {
+            "config": sha256(text), "prefix": prefix, "pid": os.getpid(), "errors": errors,
+            "listening": sorted(f"{ip}:{port}" for ip, port in listeners)}, durable=False)
+        return True
+
+    try:
+        while not flags["stop"]:
+            stamp = file_stamp(paths.etc_file(HEALTH_FILE))
+            if flags["reload"] or stamp != seen:
+                flags["reload"], seen = False, stamp
+                if not reload():
+                    break
+            for key, _ in selector.select(HEALTH_POLL):
+                if key.fileobj == wake_r:
+                    with contextlib.suppress(OSError):
+                        os.read(wake_r, 512)
+                else:
+                    key.fileobj._handle_request_noblock()  # type: ignore[union-attr]
+    finally:
+        for listener in listeners.values():
+            listener.server_close()
+    return 0
+
+
+def socket_family(ip: str) -> int:
+    import socket
+
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def file_stamp(path: str) -> object:
+    """What changes when `path` is replaced or rewritten (None: absent)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def health_supervise(paths: Paths, prefix: str) -> int:
+    """Keep `health-serve` running (restart with backoff) while HEALTH_FILE exists; SIGHUP is passed on."""
+    child: list[subprocess.Popen] = []
+    stopping: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if signum != signal.SIGHUP:
+            stopping.append(signum)
+        for c in child:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    backoff = 0.5
+    while not stopping and os.path.exists(paths.etc_file(HEALTH_FILE)):
+        started = time.monotonic()
+        child[:] = [subprocess.Popen(agent_argv(paths, HEALTH_SERVE, "--owned-prefix", prefix),
+                                     stdin=subprocess.DEVNULL, cwd="/")]
+        code = child[0].wait()
+        if stopping or not os.path.exists(paths.etc_file(HEALTH_FILE)):
+            break
+        log(f"health server exited with {code}; restarting")
+        backoff = 0.5 if time.monotonic() - started > 10 else min(backoff * 2, 30.0)
+        deadline = time.monotonic() + backoff
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return 0
+
+
+def health_run_file(paths: Paths, name: str) -> str:
+    return os.path.join(paths.run, name)
+
+
+def running_health(paths: Paths) -> int | None:
+    """The pid of the running health supervisor, or None."""
+    pid = read_pid(health_run_file(paths, HEALTH_PID))
+    return pid if pid is not None and pid_alive(pid, HEALTH_SUPERVISE) else None
+
+
+def stop_health(paths: Paths) -> bool:
+    """Stop the health server (its listening ports close with it); True if it was running."""
+    pid = running_health(paths)
+    if pid is not None:
+        kill_group(pid, HEALTH_SUPERVISE)
+    for name in (HEALTH_PID, HEALTH_ACK):
+        remove(health_run_file(paths, name))
+    return pid is not None
+
+
+def health_loaded(paths: Paths, text: str, prefix: str) -> dict | None:
+    """The server's acknowledgement, if it has loaded `text` (with `prefix`)."""
+    ack = read_json(health_run_file(paths, HEALTH_ACK)) or {}
+    return ack if ack.get("config") == sha256(text) and ack.get("prefix") == prefix else None
+
+
+def reconcile_health(paths: Paths, prefix: str) -> list[str]:
+    """Make the health server serve etc_dir's HEALTH_FILE: start it, have it reload, or stop it
+    when there is nothing to serve; returns what was done. Waits until the server has loaded it."""
+    text = read_text(paths.etc_file(HEALTH_FILE)) or ""
+    conf = parse_health(text)
+    pid = running_health(paths)
+    if not health_listeners(conf):
+        return ["stopped health server"] if stop_health(paths) else []
+    if pid is not None and health_loaded(paths, text, prefix):
+        return []
+    ack = read_json(health_run_file(paths, HEALTH_ACK)) or {}
+    if pid is not None and ack.get("prefix") not in (None, prefix):
+        stop_health(paths)
+        pid = None
+    if pid is None:
+        remove(health_run_file(paths, HEALTH_ACK))
+        log_path = os.path.join(paths.state, LOGS_DIR, HEALTH_LOG)
+        pid = spawn_daemon(agent_argv(paths, HEALTH_SUPERVISE, "--owned-prefix", prefix), log_path)
+        write_text(health_run_file(paths, HEALTH_PID), f"{pid}\n")
+        done = "started health server"
+    else:
+        os.kill(pid, signal.SIGHUP)
+        done = "reloaded health server"
+    deadline = time.monotonic() + HEALTH_ACK_WAIT
+    loaded = health_loaded(paths, text, prefix)
+    while loaded is None:
+        if time.monotonic() >= deadline or running_health(paths) is None:
+            log_path = os.path.join(paths.state, LOGS_DIR, HEALTH_LOG)
+            raise AgentError(f"the health-check server did not load {HEALTH_FILE} within {HEALTH_ACK_WAIT:g}s "
+                             f"(see {log_path})")
+        time.sleep(0.02)
+        loaded = health_loaded(paths, text, prefix)
+    for err in loaded.get("errors") or []:
+        log("health-check server: " + str(err))
+    return [done]
+
+
+
 # --------------------------------------------------------------------------- lock and pending marker
 
 
@@ -1905,6 +2306,10 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
             remove(paths.etc_file(name))
         else:
             write_if_changed(paths.etc_file(name), text, artifact_mode(name))
+    try:  # the health checks of the restored state (none when it had none)
+        reconcile_health(paths, prefix)
+    except AgentError as exc:
+        errors.append(str(exc))
     remove(paths.staging)
     state = load_state(paths)
     state["applied_hash"] = meta.get("applied_hash")
@@ -2113,6 +2518,7 @@ class ApplyRequest(GuardedRequest):
             raise AgentError(f"apply needs artifacts with {RESTORE_FILE}")
         check_restore(self.artifacts[RESTORE_FILE], self.owned_prefix)
         parse_jumps(self.artifacts.get(JUMPS_FILE, ""), self.owned_prefix)
+        parse_health(self.artifacts.get(HEALTH_FILE, ""))
 
 
 class ConfirmRequest(Request):
@@ -2562,6 +2968,12 @@ class Commit:
         save_state(paths, state)
         remove(paths.staging)
 
+    def update_health(self) -> None:
+        """The health-check server serves what was just recorded (started, reloaded or stopped)."""
+        if self.plan.do_rules:
+            for done in reconcile_health(self.paths, self.req.owned_prefix):
+                log(done)
+
     def settle(self) -> None:
         """Await the confirmation (the dead-man's deadline starts now), or need none: disarm."""
         timeout = self.req.confirm_timeout
@@ -2582,6 +2994,7 @@ class Commit:
         ("address config", configure_addresses),
         ("pods", update_pods),
         ("record applied", record_applied),
+        ("health checks", update_health),
         ("settle", settle),
     )
 
@@ -2774,6 +3187,7 @@ def svcnet_present(paths: Paths, live: dict) -> bool:
 
 def strip_node(paths: Paths, prefix: str) -> None:
     """Remove svcnet's rules, pods, address config and sysctl values; its files stay (for a rollback)."""
+    stop_health(paths)
     set_owned_rules(empty_snapshot(), prefix)
     conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
     if os.path.isdir(paths.pods_dir):
@@ -2847,6 +3261,7 @@ def op_boot(req: BootRequest) -> BootAnswer:
         record_sysctl_origins(paths, conf)
         run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, state_claims(paths, conf))
         pods = reconcile_pods(paths, conf)
+        reconcile_health(paths, prefix)
         state = load_state(paths)
         live_hash = sha256(normal_form(snapshot(prefix)))
         if state.get("saved_rules_hash") != live_hash:
@@ -2931,7 +3346,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="agent.py", description="svcnet node agent")
-    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec"])
+    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec", HEALTH_SUPERVISE, HEALTH_SERVE])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--etc-dir", default=DEFAULT_ETC_DIR)
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -2943,6 +3358,10 @@ def main(argv: list[str]) -> int:
         return supervise(paths, ns.args[0])
     if ns.command == "pod-exec":
         return pod_exec(paths, ns.args[0])
+    if ns.command == HEALTH_SUPERVISE:
+        return health_supervise(paths, ns.owned_prefix)
+    if ns.command == HEALTH_SERVE:
+        return health_serve(paths, ns.owned_prefix)
     if ns.command == "request":
         try:
             req = json.load(sys.stdin)

@@ -22,6 +22,7 @@ from svcnet.model import alloc, names, security
 from svcnet.model.types import (
     CLUSTER_IP,
     DEFAULT_BRIDGE,
+    DEFAULT_HEALTHZ_BIND_ADDRESS,
     LOAD_BALANCER,
     NODE_PORT_TYPES,
     TCP,
@@ -173,6 +174,7 @@ def build_proxy(spec: dict) -> ProxyConfig:
         masquerade_all=bool(ipt.get("masqueradeAll", False)),
         localhost_nodeports=bool(ipt.get("localhostNodePorts", True)),
         nodeport_addresses=tuple(canonical_cidr(c) for c in proxy.get("nodePortAddresses") or ()),
+        healthz_bind_address=str(proxy.get("healthzBindAddress", DEFAULT_HEALTHZ_BIND_ADDRESS)),
     )
 
 

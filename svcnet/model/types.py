@@ -21,6 +21,7 @@ CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"
 NODE_PORT_TYPES = (NODE_PORT, LOAD_BALANCER)  # the types whose ports also open on every node
 
 DEFAULT_BRIDGE = "cni0"  # the pod bridge on every node
+DEFAULT_HEALTHZ_BIND_ADDRESS = "0.0.0.0:10256"  # kube-proxy's default healthzBindAddress
 
 # detectLocalMode values (KubeProxyConfiguration spelling).
 DETECT_CLUSTER_CIDR = "ClusterCIDR"
@@ -194,6 +195,7 @@ class ProxyConfig:
     masquerade_all: bool = False
     localhost_nodeports: bool = True
     nodeport_addresses: tuple[str, ...] = ()
+    healthz_bind_address: str = DEFAULT_HEALTHZ_BIND_ADDRESS  # "": no /healthz, /livez
 
     @property
     def masquerade_mark(self) -> str:

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from svcnet.desired import NetConf, desired_nodes
+from svcnet.desired import HealthConf, NetConf, desired_nodes
 from svcnet.model.types import Cluster, ProxierSettings
+from svcnet.render.health import render_health
 from svcnet.render.iptables import render_nodes
 from svcnet.render.jumps import JumpRule, jump_rules, render_jump_rules
 from svcnet.render.netconf import render_script, state_lines
@@ -23,6 +24,7 @@ RESTORE_FILE = "rules.restore"
 JUMPS_FILE = "jumps.rules"
 NETCONF_FILE = "netconf.sh"
 NETSTATE_FILE = "netconf.state"
+HEALTH_FILE = "health.json"  # the health-check server's configuration (part of the rules: endpoints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class NodeArtifacts:
     restore: str
     jump_rules: tuple[JumpRule, ...]
     netconf: NetConf
+    health: HealthConf
 
     def files(self) -> dict[str, str]:
         """The artifacts as file name → text."""
@@ -40,6 +43,7 @@ class NodeArtifacts:
             JUMPS_FILE: render_jump_rules(list(self.jump_rules)),
             NETCONF_FILE: render_script(self.netconf),
             NETSTATE_FILE: "\n".join(state_lines(self.netconf)) + "\n",
+            HEALTH_FILE: render_health(self.health),
         }
 
 
@@ -59,6 +63,7 @@ def node_artifacts_all(
             restore=restores[name],
             jump_rules=tuple(jump_rules(d.proxier)),
             netconf=d.netconf,
+            health=d.health,
         )
         for name, d in desired.items()
     }

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 from svcnet.agent import node, podserver
 from svcnet.desired import NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
-from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
+from svcnet.render.artifacts import HEALTH_FILE, JUMPS_FILE, NETCONF_FILE, RESTORE_FILE, NodeArtifacts
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(podserver.__file__)
@@ -32,7 +32,7 @@ DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds 
 PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see node.PYTHON_FLAGS
 OPS = tuple(node.OPS)
 PARTS = tuple(node.PARTS)
-APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE)
+APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE, HEALTH_FILE)
 # The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
 DIFF_KEYS = dict(node.DIFF_KEYS)
 DIFF_RULES, DIFF_NETCONF = DIFF_KEYS[node.PART_RULES], DIFF_KEYS[node.PART_NETWORK]
