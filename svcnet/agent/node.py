@@ -1745,21 +1745,19 @@ def pod_exec(paths: Paths, netns: str) -> int:
 
 # --------------------------------------------------------------------------- health checks
 # kube-proxy serves two kinds of health check on each node, and so does svcnet, from one supervised
-# process (`agent.py health-supervise`, which runs and restarts `agent.py health-serve`):
+# process (health_supervise, which runs and restarts health_serve; forks of the agent that starts it):
 # * the proxy's own /healthz and /livez on healthzBindAddress (ProxyHealthServer);
 # * for each LoadBalancer service with externalTrafficPolicy Local, its healthCheckNodePort
 #   (ServiceHealthServer): 200 while the node has local ready endpoints, else 503, so an external
 #   load balancer sends traffic only to nodes that serve it locally.
 # Bodies and headers are kube-proxy's, as of kubernetes/kubernetes pkg/proxy/healthcheck/
-# service_health.go at 025f2834 and proxy_health.go at 0645f0e (v1.33 and later; the service body
-# has had "serviceProxyHealthy" since v1.24). The server reads etc_dir/HEALTH_FILE (written
-# atomically by an apply, a rollback or a boot, like every artifact) and state.json's
+# service_health.go at commit 025f2834 and proxy_health.go at commit 0645f0e. The server reads
+# etc_dir/HEALTH_FILE (written atomically by an apply, a rollback or a boot, like every artifact) and state.json's
 # saved_rules_hash, and reloads on SIGHUP: listeners whose address stays are kept, so an apply
 # changes the answers without closing a port. It acknowledges each configuration it loaded in
 # run_dir/HEALTH_ACK, which the agent waits for. It exits when HEALTH_FILE is gone.
 
 HEALTH_PID, HEALTH_ACK, HEALTH_LOG = "health.pid", "health.ack", "health.log"
-HEALTH_SUPERVISE, HEALTH_SERVE = "health-supervise", "health-serve"  # file-mode commands (and pid markers)
 # kube-proxy's healthTimeout (2 x iptables.syncPeriod, 30 s by default): an update queued longer than
 # this without being synced makes the proxy unhealthy. Here: an apply under way (its pending marker
 # in phase "applying") keeps the node healthy for that long while its rules change.
@@ -1899,7 +1897,7 @@ def health_serve(paths: Paths, prefix: str) -> int:
     import selectors
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
-    from socketserver import ThreadingMixIn
+    from socketserver import TCPServer, ThreadingMixIn
 
     health = ProxyHealth(paths, prefix)
     lock = threading.Lock()  # one reading of the rules at a time
@@ -1955,6 +1953,12 @@ def health_serve(paths: Paths, prefix: str) -> int:
         daemon_threads = True
         allow_reuse_address = True
         request_queue_size = 128  # Go listens with the kernel's somaxconn; socketserver's 5 drops bursts
+
+        def server_bind(self) -> None:
+            """TCPServer's bind: HTTPServer's also asks DNS for the host's name (socket.getfqdn), which
+            took 12 s on a node without a reachable resolver, and nothing here needs the name."""
+            TCPServer.server_bind(self)
+            self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
         target: tuple[str, ...] = ()
 
         def process_request(self, request: Any, client_address: Any) -> None:
@@ -2049,25 +2053,44 @@ def file_stamp(path: str) -> object:
 
 
 def health_supervise(paths: Paths, prefix: str) -> int:
-    """Keep `health-serve` running (restart with backoff) while HEALTH_FILE exists; SIGHUP is passed on."""
-    child: list[subprocess.Popen] = []
+    """Keep the health server running (restarted with backoff) while HEALTH_FILE exists; SIGHUP is
+    passed on. Both are forks of the agent that starts them: no interpreter start-up (compiling the
+    agent twice took seconds on a loaded node), the agent's own isolation (-I -S) and cwd "/"."""
+    os.environ.pop(TEST_HOOK_ENV, None)  # a test's hooks are for the agent it started
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    child: list[int] = []
     stopping: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
         if signum != signal.SIGHUP:
             stopping.append(signum)
-        for c in child:
-            if c.poll() is None:
-                c.send_signal(signum)
+        for pid in child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in signals:
         signal.signal(sig, forward)
     backoff = 0.5
     while not stopping and os.path.exists(paths.etc_file(HEALTH_FILE)):
         started = time.monotonic()
-        child[:] = [subprocess.Popen(agent_argv(paths, HEALTH_SERVE, "--owned-prefix", prefix),
-                                     stdin=subprocess.DEVNULL, cwd="/")]
-        code = child[0].wait()
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # none lost, none run by the child's copy of `forward`
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                for sig in signals:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+                code = health_serve(paths, prefix)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()  # into the log
+            os._exit(code)
+        child[:] = [pid]
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+        code = wait_child(pid)
+        child.clear()
         if stopping or not os.path.exists(paths.etc_file(HEALTH_FILE)):
             break
         log(f"health server exited with {code}; restarting")
@@ -2078,21 +2101,33 @@ def health_supervise(paths: Paths, prefix: str) -> int:
     return 0
 
 
+def wait_child(pid: int) -> int:
+    """waitpid (retried when a signal interrupts it); the exit code."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return -1
+        return os.waitstatus_to_exitcode(status)
+
+
 def health_run_file(paths: Paths, name: str) -> str:
     return os.path.join(paths.run, name)
 
 
 def running_health(paths: Paths) -> int | None:
-    """The pid of the running health supervisor, or None."""
-    pid = read_pid(health_run_file(paths, HEALTH_PID))
-    return pid if pid is not None and pid_alive(pid, HEALTH_SUPERVISE) else None
+    """The pid of the running health supervisor (that very process: pid and start time), or None."""
+    rec = read_json(health_run_file(paths, HEALTH_PID)) or {}
+    pid, start = rec.get("pid"), rec.get("start")
+    return pid if isinstance(pid, int) and isinstance(start, str) and proc_start(pid) == start else None
 
 
 def stop_health(paths: Paths) -> bool:
     """Stop the health server (its listening ports close with it); True if it was running."""
     pid = running_health(paths)
     if pid is not None:
-        kill_group(pid, HEALTH_SUPERVISE)
+        start = proc_start(pid)
+        kill_group(pid, "health", alive=lambda: proc_start(pid) == start)
     for name in (HEALTH_PID, HEALTH_ACK):
         remove(health_run_file(paths, name))
     return pid is not None
@@ -2102,6 +2137,17 @@ def health_loaded(paths: Paths, text: str, prefix: str) -> dict | None:
     """The server's acknowledgement, if it has loaded `text` (with `prefix`)."""
     ack = read_json(health_run_file(paths, HEALTH_ACK)) or {}
     return ack if ack.get("config") == sha256(text) and ack.get("prefix") == prefix else None
+
+
+def health_current(paths: Paths, prefix: str) -> bool:
+    """Does the health server serve etc_dir's HEALTH_FILE (or, with nothing to serve, not run)?"""
+    text = read_text(paths.etc_file(HEALTH_FILE)) or ""
+    try:
+        wanted = bool(health_listeners(parse_health(text)))
+    except AgentError:
+        return False
+    running = running_health(paths) is not None
+    return running and health_loaded(paths, text, prefix) is not None if wanted else not running
 
 
 def reconcile_health(paths: Paths, prefix: str) -> list[str]:
@@ -2121,8 +2167,8 @@ def reconcile_health(paths: Paths, prefix: str) -> list[str]:
     if pid is None:
         remove(health_run_file(paths, HEALTH_ACK))
         log_path = os.path.join(paths.state, LOGS_DIR, HEALTH_LOG)
-        pid = spawn_daemon(agent_argv(paths, HEALTH_SUPERVISE, "--owned-prefix", prefix), log_path)
-        write_text(health_run_file(paths, HEALTH_PID), f"{pid}\n")
+        pid = spawn_daemon(lambda: health_supervise(paths, prefix), log_path)
+        write_json(health_run_file(paths, HEALTH_PID), {"pid": pid, "start": proc_start(pid)}, durable=False)
         done = "started health server"
     else:
         os.kill(pid, signal.SIGHUP)
@@ -2599,6 +2645,7 @@ class ProbeAnswer(Answer):
     netconf_live_hash: str
     netconf_saved_hash: str
     last_rollback: dict | None
+    health_ok: bool = True  # the health-check server serves what the rules' part recorded (health_current)
     missing: list[dict] | None = field(default=None, meta=OMIT)
     features: dict[str, bool] | None = field(default=None, meta=OMIT)
 
@@ -2673,6 +2720,7 @@ def op_probe(req: Request, features: dict | None = None) -> ProbeAnswer:
         netconf_live_hash=live_hash,
         netconf_saved_hash=saved_hash,
         last_rollback=read_json(paths.state_file(LAST_ROLLBACK_FILE)),
+        health_ok=health_current(paths, req.owned_prefix),
     )
 
 
@@ -2777,6 +2825,7 @@ class ApplyPlan(Record):
     applied: dict
     want: dict
     saved_rules_hash: object
+    health_ok: bool = True
 
     @property
     def do_rules(self) -> bool:
@@ -2800,7 +2849,7 @@ class ApplyPlan(Record):
         """The same rules hash was applied and the live rules are still what that apply left."""
         want = self.want.get(PART_RULES)
         return not self.do_rules or (bool(want) and self.applied.get(PART_RULES) == want
-                                     and self.saved_rules_hash == sha256(self.live_normal))
+                                     and self.saved_rules_hash == sha256(self.live_normal) and self.health_ok)
 
     @property
     def unchanged(self) -> bool:
@@ -2831,7 +2880,8 @@ def plan_apply(req: ApplyRequest) -> ApplyPlan:
         live=live, live_normal=normal_form(live),
         have_lines=live_lines([conf, old_conf], paths), want_lines=desired_lines(conf),
         files_same=all(on_node[name] == arts[name] for p in req.parts for name in PART_FILES[p]),
-        applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"))
+        applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"),
+        health_ok=health_current(paths, req.owned_prefix))
 
 
 def planned_files(parts: tuple[str, ...], sent: dict[str, str], on_node: dict[str, str | None]) -> dict[str, str]:
@@ -2875,6 +2925,7 @@ class Commit:
         self.final_normal = plan.live_normal
         self.rules_diff = ""
         self.pods: list[str] = []
+        self.health: list[str] = []  # what was done to the health-check server
 
     def run(self) -> ChangeAnswer:
         first_change = COMMIT_STEPS.index(FIRST_CHANGE)
@@ -2971,7 +3022,8 @@ class Commit:
     def update_health(self) -> None:
         """The health-check server serves what was just recorded (started, reloaded or stopped)."""
         if self.plan.do_rules:
-            for done in reconcile_health(self.paths, self.req.owned_prefix):
+            self.health = reconcile_health(self.paths, self.req.owned_prefix)
+            for done in self.health:
                 log(done)
 
     def settle(self) -> None:
@@ -3000,7 +3052,8 @@ class Commit:
 
     def changed(self) -> bool:
         plan = self.plan
-        return not (plan.files_same and plan.net_same and not self.pods and self.final_normal == plan.live_normal)
+        return not (plan.files_same and plan.net_same and not self.pods and not self.health
+                    and self.final_normal == plan.live_normal)
 
     def result(self) -> ChangeAnswer:
         diff = self.plan.diff(self.req.diff, self.rules_diff)
@@ -3346,7 +3399,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="agent.py", description="svcnet node agent")
-    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec", HEALTH_SUPERVISE, HEALTH_SERVE])
+    ap.add_argument("command", choices=[*OPS, "request", "supervise", "pod-exec"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--etc-dir", default=DEFAULT_ETC_DIR)
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -3358,10 +3411,6 @@ def main(argv: list[str]) -> int:
         return supervise(paths, ns.args[0])
     if ns.command == "pod-exec":
         return pod_exec(paths, ns.args[0])
-    if ns.command == HEALTH_SUPERVISE:
-        return health_supervise(paths, ns.owned_prefix)
-    if ns.command == HEALTH_SERVE:
-        return health_serve(paths, ns.owned_prefix)
     if ns.command == "request":
         try:
             req = json.load(sys.stdin)

@@ -175,6 +175,7 @@ class ProbeAnswer:
     live_rules_hash: str | None = None
     saved_rules_hash: str | None = None
     netconf_ok: bool = False  # the address config is as the last apply left it
+    health_ok: bool = True  # the health-check server serves what the last apply recorded
     stale_chains: tuple[str, ...] = ()  # owned chains the desired rules no longer have
 
     @classmethod
@@ -187,18 +188,19 @@ class ProbeAnswer:
             applied_hash=_str_map(wire.get("applied_hash")),
             live_rules_hash=wire.get("live_rules_hash"), saved_rules_hash=wire.get("saved_rules_hash"),
             netconf_ok=bool(wire.get("netconf_ok")),
+            health_ok=bool(wire.get("health_ok", True)),
             stale_chains=tuple(str(c) for c in wire.get("stale_chains") or ()),
         )
 
     def unchanged(self, want: Mapping[str, str], parts: Sequence[str] = PARTS) -> bool:
         """True iff `parts` need nothing sent: same applied hashes, and no drift (live rules == saved
-        rules for `rules`, the address config intact for `network`)."""
+        rules and the health-check server serving for `rules`, the address config intact for `network`)."""
         applied = self.applied_hash
         if not self.ok or applied is None:
             return False
         if any(applied.get(p) != want.get(p) for p in parts):
             return False
-        if node.PART_RULES in parts and self.live_rules_hash != self.saved_rules_hash:
+        if node.PART_RULES in parts and (self.live_rules_hash != self.saved_rules_hash or not self.health_ok):
             return False
         return not (node.PART_NETWORK in parts and not self.netconf_ok)
 

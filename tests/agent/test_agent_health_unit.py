@@ -100,3 +100,15 @@ def test_a_bad_configuration_is_refused(change: dict) -> None:
 def test_an_apply_with_a_bad_health_file_is_refused_before_anything_happens() -> None:
     answer = node.handle({"op": "apply", "artifacts": {"rules.restore": "", "health.json": "{"}})
     assert not answer["ok"] and "health.json: not JSON" in answer["msg"]
+
+
+def test_a_health_server_that_does_not_serve_makes_the_rules_part_changed() -> None:
+    from svcnet.transport import protocol
+
+    probe = protocol.ProbeAnswer(True, "", applied_hash={"rules": "r", "network": "n"}, live_rules_hash="h",
+                                 saved_rules_hash="h", netconf_ok=True)
+    want = {"rules": "r", "network": "n"}
+    assert probe.unchanged(want)
+    stopped = protocol.ProbeAnswer.from_wire({"ok": True, "msg": "", "applied_hash": want, "live_rules_hash": "h",
+                                              "saved_rules_hash": "h", "netconf_ok": True, "health_ok": False})
+    assert not stopped.unchanged(want) and stopped.unchanged(want, ("network",))
