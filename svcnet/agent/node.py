@@ -1752,10 +1752,10 @@ def pod_exec(paths: Paths, netns: str) -> int:
 #   load balancer sends traffic only to nodes that serve it locally.
 # Bodies and headers are kube-proxy's, as of kubernetes/kubernetes pkg/proxy/healthcheck/
 # service_health.go at commit 025f2834 and proxy_health.go at commit 0645f0e. The server reads
-# etc_dir/HEALTH_FILE (written atomically by an apply, a rollback or a boot, like every artifact) and state.json's
-# saved_rules_hash, and reloads on SIGHUP: listeners whose address stays are kept, so an apply
-# changes the answers without closing a port. It acknowledges each configuration it loaded in
-# run_dir/HEALTH_ACK, which the agent waits for. It exits when HEALTH_FILE is gone.
+# etc_dir/HEALTH_FILE (written atomically by an apply, a rollback or a boot, like every artifact)
+# and state.json's saved_rules_hash, and reloads on SIGHUP: listeners whose address stays are kept,
+# so an apply changes the answers without closing a port. It acknowledges each configuration it
+# loaded in run_dir/HEALTH_ACK, which the agent waits for. It exits when HEALTH_FILE is gone.
 
 HEALTH_PID, HEALTH_ACK, HEALTH_LOG = "health.pid", "health.ack", "health.log"
 # kube-proxy's healthTimeout (2 x iptables.syncPeriod, 30 s by default): an update queued longer than
@@ -1801,11 +1801,14 @@ def parse_health(text: str) -> dict:
     for i, s in enumerate(services):
         good = (isinstance(s, dict) and sorted(s) == ["localEndpoints", "name", "namespace", "port"]
                 and all(isinstance(s[k], str) and NAME_RE.fullmatch(s[k]) for k in ("namespace", "name"))
-                and isinstance(s["port"], int) and 0 < s["port"] < 65536
-                and isinstance(s["localEndpoints"], int) and s["localEndpoints"] >= 0)
+                and _is_count(s["port"]) and 0 < s["port"] < 65536 and _is_count(s["localEndpoints"]))
         if not good:
             raise AgentError(f"{HEALTH_FILE}: services[{i}]: invalid value {s!r:.200}")
     return doc
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def health_listeners(conf: dict) -> dict[tuple[str, int], tuple[str, ...]]:

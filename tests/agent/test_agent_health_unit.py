@@ -91,6 +91,7 @@ def test_listeners_of_a_configuration() -> None:
     {"services": [{"namespace": "shop", "name": "we b", "port": 30100, "localEndpoints": 1}]},
     {"services": [{"namespace": "shop", "name": "web", "port": 30100, "localEndpoints": -1}]},
     {"services": [{"namespace": "shop", "name": "web", "port": 30100}]},
+    {"services": [{"namespace": "shop", "name": "web", "port": True, "localEndpoints": 1}]},
 ])
 def test_a_bad_configuration_is_refused(change: dict) -> None:
     with pytest.raises(node.AgentError, match=r"health\.json"):
