@@ -41,5 +41,6 @@ def test_a_failed_apply_puts_the_previous_health_checks_back(snode, tmp_path):
 
 def test_teardown_stops_the_server(snode, tmp_path):
     assert snode.agent(apply_req(snode, seed_artifacts(tmp_path), "r1"))["ok"]
+    assert healthz(snode) == "200"
     assert snode.agent({"op": "teardown", "run_id": "t1"})["ok"]
     assert healthz(snode) == "000"

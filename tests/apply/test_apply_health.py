@@ -108,6 +108,16 @@ def get(lab, node: str, port: int, path: str = "/") -> tuple[int, dict[str, str]
     return status, headers, body
 
 
+def listener(lab, node: str, port: int) -> str:
+    """The socket inode of what listens on 0.0.0.0:port in the node ('' for none): the same socket
+    kept open across an apply keeps its inode."""
+    for line in node_run(lab, node, "cat /proc/net/tcp").stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"00000000:{port:04X}" and fields[3] == "0A":  # 0A: LISTEN
+            return fields[9]
+    return ""
+
+
 def service_body(count: int, healthy: bool = True) -> str:
     """kube-proxy's body for shop/web (see tests/agent/test_agent_health_unit.py for its derivation)."""
     return ('{\n\t"service": {\n\t\t"namespace": "shop",\n\t\t"name": "web"\n\t},\n'
@@ -136,6 +146,8 @@ def test_the_node_with_the_local_endpoint_answers_200_and_the_other_503(health_l
 def test_moving_the_last_local_endpoint_flips_the_answers_without_closing_the_port(health_lab, tmp_path):
     lab, description = health_lab
     targets = [f"{NODES[n]}:{HC_PORT}" for n in NODES]
+    sockets = {n: listener(lab, n, HC_PORT) for n in NODES}
+    assert all(sockets.values()), sockets
     poller = subprocess.Popen(node_exec_argv(lab, "client", ["python3", "-I", "-S", "-c", POLLER,
                                                              json.dumps(targets), str(POLL_LIMIT)]),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -153,6 +165,7 @@ def test_moving_the_last_local_endpoint_flips_the_answers_without_closing_the_po
     # answer changed once, at its apply
     assert [s for s, _ in runs[targets[0]]] == ["200", "503"], runs
     assert [s for s, _ in runs[targets[1]]] == ["503", "200"], runs
+    assert {n: listener(lab, n, HC_PORT) for n in NODES} == sockets  # not even closed and opened again
     assert get(lab, "node2", HC_PORT)[::2] == (200, service_body(1))
     assert get(lab, "node1", HC_PORT)[::2] == (503, service_body(0))
     back = apply(lab, description)
@@ -195,6 +208,7 @@ def test_verify_checks_both_endpoints_and_apply_restarts_a_stopped_server(health
 
 def test_teardown_closes_the_ports(health_lab):
     lab, _ = health_lab
+    assert {get(lab, node, HC_PORT)[0] for node in NODES} == {200, 503}
     down = svcnet("playbook", "playbooks/teardown.yaml", "-i", str(lab.inventory_path))
     assert down.rc == 0, down.out + down.err
     for node in NODES:
