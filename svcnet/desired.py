@@ -51,6 +51,11 @@ class IPFamily:
         return family.family_of(addr) == self.version
 
     @property
+    def any_ip(self) -> str:
+        """The unspecified address, to listen on every address (0.0.0.0, ::)."""
+        return str(ipaddress.ip_network(self.loopback_net).supernet(new_prefix=0).network_address)
+
+    @property
     def localhost_nodeports(self) -> bool:
         """NodePorts can answer on loopback only where loopback can be routed to (IPv4)."""
         return self.route_localnet_sysctl is not None
@@ -242,6 +247,56 @@ def conntrack_ports(service_ports: Iterable[ServicePort], fam: IPFamily) -> tupl
     return tuple(cp for sp in service_ports if (cp := conntrack_port(sp, fam)) is not None)
 
 
+# --------------------------------------------------------------------------- health checks
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    """One healthCheckNodePort as kube-proxy's ServiceHealthServer serves it on a node."""
+
+    namespace: str
+    name: str
+    port: int
+    local_endpoints: int  # kube-proxy's LocalReadyEndpoints: distinct ready endpoint IPs on this node
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConf:
+    """What a node's health-check server serves: the proxy's /healthz and /livez on `healthz`
+    ("ip:port", "" for none) and each service's health check on `listen_ips` (kube-proxy's
+    nodePortAddresses: every address, or the node's addresses inside them)."""
+
+    healthz: str
+    listen_ips: tuple[str, ...]
+    services: tuple[ServiceHealth, ...]
+
+
+def health_listen_ips(settings: ProxierSettings, family: IPFamily) -> tuple[str, ...]:
+    """Where kube-proxy opens healthCheckNodePorts (newServiceHealthServer): every address without
+    nodePortAddresses, else the node's addresses (loopback included) inside one of them."""
+    nets = [ipaddress.ip_network(c) for c in settings.nodeport_addresses if family.owns(c)]
+    if not settings.nodeport_addresses:
+        return (family.any_ip,)
+    local = [ip for ip in (*settings.node_ips, family.loopback_ip) if family.owns(ip)]
+    return tuple(dict.fromkeys(ip for ip in local if any(ipaddress.ip_address(ip) in n for n in nets)))
+
+
+def node_health(cluster: Cluster, settings: ProxierSettings) -> HealthConf:
+    """The health checks of the node of `settings`: kube-proxy's SyncServices/SyncEndpoints input."""
+    ports: dict[tuple[str, str], int] = {}
+    local_ips: dict[tuple[str, str], set[str]] = {}
+    for sp in cluster.service_ports:
+        key = (sp.namespace, sp.name)
+        if sp.effective_health_check_node_port:
+            ports[key] = sp.effective_health_check_node_port
+        local_ips.setdefault(key, set()).update(
+            ep.ip for ep in sp.endpoints if ep.ready and ep.node_name == settings.node_name)
+    services = tuple(ServiceHealth(ns, name, port, len(local_ips.get((ns, name), ())))
+                     for (ns, name), port in sorted(ports.items()))
+    return HealthConf(cluster.proxy.healthz_bind_address, health_listen_ips(settings, FAMILIES[settings.ip_family]),
+                      services)
+
+
 # --------------------------------------------------------------------------- per node
 
 
@@ -252,6 +307,7 @@ class NodeDesired:
     node: str
     proxier: ProxierSettings  # IPv4
     netconf: NetConf
+    health: HealthConf
     conntrack: tuple[ConntrackPort, ...] = ()  # whose stale entries the node deletes after an apply
     proxier6: ProxierSettings | None = None  # IPv6, where the cluster has IPv6 Services
 
@@ -267,8 +323,9 @@ def desired_nodes(cluster: Cluster, nodes: Iterable[str] | None = None) -> dict[
     # The stale UDP flows a node cleans, the same on every node, so built once: IPv4 only until
     # nodes apply IPv6 rules (the IPv6 gate, svcnet.model.semantic.ipv6).
     conntrack = conntrack_ports(cluster.service_ports, IPV4)
-    return {
-        n.name: NodeDesired(n.name, proxier_settings(cluster, n), node_netconf(cluster, n), conntrack,
-                            proxier_settings(cluster, n, IPV6) if v6 else None)
-        for n in wanted
-    }
+    out = {}
+    for n in wanted:
+        settings = proxier_settings(cluster, n)
+        out[n.name] = NodeDesired(n.name, settings, node_netconf(cluster, n), node_health(cluster, settings),
+                                  conntrack, proxier_settings(cluster, n, IPV6) if v6 else None)
+    return out

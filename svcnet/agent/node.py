@@ -64,11 +64,13 @@ JUMPS_FILE = "jumps.rules"
 NFT_FILE = "rules.nft"  # nftables mode: one `nft -f` script replacing svcnet's tables (see "nftables mode")
 NETCONF_SH = "netconf.sh"
 NETCONF_JSON = "netconf.json"
-ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE, NETCONF_SH)
-# What an apply may change, and which artifact files belong to each part.
+HEALTH_FILE = "health.json"  # the health-check server's configuration (see "health checks")
+ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE, NETCONF_SH, HEALTH_FILE)
+# What an apply may change, and which artifact files belong to each part (the health checks follow
+# the endpoints, and the proxy's health the rules: they are the rules' part).
 PART_NETWORK, PART_RULES = "network", "rules"
 PARTS = (PART_NETWORK, PART_RULES)
-PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE, NFT_FILE), PART_NETWORK: (NETCONF_SH,)}
+PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE, NFT_FILE, HEALTH_FILE), PART_NETWORK: (NETCONF_SH,)}
 AGENT_FILE = "agent.py"
 PODSERVER_FILE = "podserver.py"
 STATE_FILE = "state.json"
@@ -2103,6 +2105,454 @@ def pod_exec(paths: Paths, netns: str) -> int:
     return 127
 
 
+# --------------------------------------------------------------------------- health checks
+# kube-proxy serves two kinds of health check on each node, and so does svcnet, from one supervised
+# process (health_supervise, which runs and restarts health_serve; forks of the agent that starts it):
+# * the proxy's own /healthz and /livez on healthzBindAddress (ProxyHealthServer);
+# * for each LoadBalancer service with externalTrafficPolicy Local, its healthCheckNodePort
+#   (ServiceHealthServer): 200 while the node has local ready endpoints, else 503, so an external
+#   load balancer sends traffic only to nodes that serve it locally.
+# Bodies and headers are kube-proxy's, as of kubernetes/kubernetes pkg/proxy/healthcheck/
+# service_health.go at commit 025f2834 and proxy_health.go at commit 0645f0e. The server reads
+# etc_dir/HEALTH_FILE (written atomically by an apply, a rollback or a boot, like every artifact)
+# and state.json's saved_rules_hash, and reloads on SIGHUP: listeners whose address stays are kept,
+# so an apply changes the answers without closing a port. It acknowledges each configuration it
+# loaded in run_dir/HEALTH_ACK, which the agent waits for. It exits when HEALTH_FILE is gone.
+
+HEALTH_PID, HEALTH_ACK, HEALTH_LOG = "health.pid", "health.ack", "health.log"
+# kube-proxy's healthTimeout (2 x iptables.syncPeriod, 30 s by default): an update queued longer than
+# this without being synced makes the proxy unhealthy. Here: an apply under way (its pending marker
+# in phase "applying") keeps the node healthy for that long while its rules change.
+HEALTH_TIMEOUT = 60.0
+HEALTH_RECHECK = 1.0  # seconds a reading of the live rules is reused: one iptables-save a second at most
+HEALTH_ACK_WAIT = 10.0  # seconds the agent waits for the server to load a configuration
+HEALTH_POLL = 1.0  # seconds between the server's checks of its file (besides SIGHUP)
+HEALTH_MAX_CONNECTIONS = 32
+HEALTH_CONN_TIMEOUT = 5.0
+HEALTH_MAX_BODY = 65536  # request body bytes read and dropped (a health check sends none)
+HOSTPORT_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+GO_ZERO_TIME = "0001-01-01 00:00:00 +0000 UTC"  # Go's time.Time{}.String()
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """`ip:port` (`[ip]:port` for IPv6) as (ip, port); AgentError when it is not one."""
+    m = HOSTPORT_RE.fullmatch(text)
+    if not m or not _is_ip(m.group(1).strip("[]")) or not 0 < int(m.group(2)) < 65536:
+        raise AgentError(f"{HEALTH_FILE}: healthz {text!r} is not 'ip:port'")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def parse_health(text: str) -> dict:
+    """The health server's configuration from HEALTH_FILE's text ('' : nothing to serve); every
+    value checked, since each reaches a socket or a response."""
+    if not text.strip():
+        return {"healthz": "", "listen": [], "services": []}
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise AgentError(f"{HEALTH_FILE}: not JSON: {exc}") from None
+    if not isinstance(doc, dict) or sorted(doc) != ["healthz", "listen", "services"]:
+        raise AgentError(f"{HEALTH_FILE}: expected an object of healthz, listen and services")
+    healthz, listen, services = doc["healthz"], doc["listen"], doc["services"]
+    if not isinstance(healthz, str) or (healthz and not parse_hostport(healthz)):
+        raise AgentError(f"{HEALTH_FILE}: healthz must be 'ip:port' or ''")
+    if not isinstance(listen, list) or not all(isinstance(ip, str) and _is_ip(ip) for ip in listen):
+        raise AgentError(f"{HEALTH_FILE}: listen must be a list of IP addresses")
+    if not isinstance(services, list):
+        raise AgentError(f"{HEALTH_FILE}: services must be a list")
+    for i, s in enumerate(services):
+        good = (isinstance(s, dict) and sorted(s) == ["localEndpoints", "name", "namespace", "port"]
+                and all(isinstance(s[k], str) and NAME_RE.fullmatch(s[k]) for k in ("namespace", "name"))
+                and _is_count(s["port"]) and 0 < s["port"] < 65536 and _is_count(s["localEndpoints"]))
+        if not good:
+            raise AgentError(f"{HEALTH_FILE}: services[{i}]: invalid value {s!r:.200}")
+    return doc
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def health_listeners(conf: dict) -> dict[tuple[str, int], tuple[str, ...]]:
+    """(ip, port) -> what it serves: ("healthz",) or ("service", namespace, name); the first one
+    named wins an address (kube-proxy's later listener would fail to bind it)."""
+    out: dict[tuple[str, int], tuple[str, ...]] = {}
+    if conf["healthz"]:
+        out[parse_hostport(conf["healthz"])] = ("healthz",)
+    for s in conf["services"]:
+        for ip in conf["listen"]:
+            out.setdefault((ip, s["port"]), ("service", s["namespace"], s["name"]))
+    return out
+
+
+def go_time(ns: int | None) -> str:
+    """A time as Go's time.Time.String() prints it in UTC (no monotonic part): what kube-proxy's
+    healthz body holds."""
+    if ns is None:
+        return GO_ZERO_TIME
+    secs, frac = divmod(ns, 10**9)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(secs))
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + " +0000 UTC"
+
+
+def proxy_healthy(saved_hash: object, live_hash: str, applying_for: float | None) -> bool:
+    """kube-proxy's isHealthy: the rules are synced (the live rules are those the last apply
+    recorded), or an update is queued (an apply under way) for less than HEALTH_TIMEOUT."""
+    if saved_hash and saved_hash == live_hash:
+        return True
+    return applying_for is not None and applying_for < HEALTH_TIMEOUT
+
+
+def service_health_answer(namespace: str, name: str, count: int, healthy: bool) -> tuple[int, str]:
+    """kube-proxy's hcHandler.ServeHTTP: status and body (its dedented template, no final newline)."""
+    body = ('{{\n\t"service": {{\n\t\t"namespace": {},\n\t\t"name": {}\n\t}},\n\t"localEndpoints": {},\n'
+            '\t"serviceProxyHealthy": {}\n}}').format(json.dumps(namespace), json.dumps(name), count,
+                                                     "true" if healthy else "false")
+    return (200 if count and healthy else 503), body
+
+
+def healthz_answer(path: str, healthy: bool, last_updated: int | None, now: int) -> tuple[int, str, str]:
+    """kube-proxy's ProxyHealthServer mux: /healthz and /livez (status, content type, body), else
+    Go's 404. The node is always eligible: svcnet has no node taints or deletion."""
+    if path not in ("/healthz", "/livez"):
+        return 404, "text/plain; charset=utf-8", "404 page not found\n"
+    shown = go_time(now if healthy else last_updated)
+    if path == "/healthz":
+        body = f'{{"lastUpdated": "{shown}","currentTime": "{go_time(now)}", "nodeEligible": true}}'
+    else:
+        body = f'{{"lastUpdated": "{shown}","currentTime": "{go_time(now)}"}}'
+    return (200 if healthy else 503), "application/json", body
+
+
+class ProxyHealth:
+    """The proxy's health as the server sees it, the live rules read at most once per HEALTH_RECHECK
+    (and again whenever state.json changes, so an apply's record counts at once)."""
+
+    def __init__(self, paths: Paths, prefix: str):
+        self.paths, self.prefix = paths, prefix
+        self.cached: tuple[object, float, str] | None = None  # (state.json identity, when, live hash)
+
+    def live_hash(self) -> str:
+        try:
+            st = os.stat(self.paths.state_file(STATE_FILE))
+            key: object = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        now = time.monotonic()
+        if self.cached is None or self.cached[0] != key or now - self.cached[1] >= HEALTH_RECHECK:
+            self.cached = (key, now, sha256(normal_form(snapshot(self.prefix))))
+        return self.cached[2]
+
+    def check(self) -> tuple[bool, int | None]:
+        """(healthy, when the rules were last applied in ns since the epoch, None if never)."""
+        live = self.live_hash()
+        state = load_state(self.paths)
+        marker = pending_marker(self.paths) or {}
+        applying_for = None
+        if marker.get("phase") == PHASE_APPLYING:
+            with contextlib.suppress(OSError):
+                applying_for = time.time() - os.stat(self.paths.state_file(PENDING_FILE)).st_mtime
+        at = state.get("applied_at")
+        last = int(at * 1e9) if isinstance(at, (int, float)) else None
+        return proxy_healthy(state.get("saved_rules_hash"), live, applying_for), last
+
+
+def health_serve(paths: Paths, prefix: str) -> int:
+    """The health server: serve HEALTH_FILE's listeners until it is gone or SIGTERM (see above)."""
+    import selectors
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from socketserver import TCPServer, ThreadingMixIn
+
+    health = ProxyHealth(paths, prefix)
+    lock = threading.Lock()  # one reading of the rules at a time
+    slots = threading.BoundedSemaphore(HEALTH_MAX_CONNECTIONS)
+    conf: dict = {"services": []}
+
+    def answer(target: tuple[str, ...], path: str) -> tuple[int, str, str]:
+        with lock:
+            healthy, last = health.check()
+        if target[0] == "healthz":
+            return healthz_answer(path.split("?")[0], healthy, last, time.time_ns())
+        count = next((s["localEndpoints"] for s in conf["services"]
+                      if (s["namespace"], s["name"]) == target[1:]), 0)
+        status, body = service_health_answer(target[1], target[2], count, healthy)
+        return status, "application/json", body
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as Go's server
+        timeout = HEALTH_CONN_TIMEOUT
+
+        def handle_one_request(self) -> None:
+            """Any method and (on a health check port) any path, as kube-proxy's handlers; a body is
+            read and dropped, so the connection can stay open for the next request."""
+            try:
+                self.raw_requestline = self.rfile.readline(65537)
+            except OSError:  # the client went quiet (timeout) or away
+                self.close_connection = True
+                return
+            if not self.raw_requestline or len(self.raw_requestline) > 65536 or not self.parse_request():
+                self.close_connection = True
+                return
+            length = self.headers.get("Content-Length") or "0"
+            size = int(length) if length.isdigit() else HEALTH_MAX_BODY + 1
+            if size > HEALTH_MAX_BODY or self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+            elif size:
+                self.rfile.read(size)
+            status, ctype, body = answer(self.server.target, self.path)  # type: ignore[attr-defined]
+            data = body.encode()
+            self.send_response_only(status)  # no Server header: Go sends none, and its headers sorted
+            for key, value in (("Content-Length", str(len(data))), ("Content-Type", ctype),
+                               ("Date", self.date_time_string()), ("X-Content-Type-Options", "nosniff")):
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            self.wfile.flush()
+
+        def log_message(self, format: str, *args: object) -> None:  # no access log
+            pass
+
+    class Listener(ThreadingMixIn, HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 128  # Go listens with the kernel's somaxconn; socketserver's 5 drops bursts
+
+        def server_bind(self) -> None:
+            """TCPServer's bind: HTTPServer's also asks DNS for the host's name (socket.getfqdn), which
+            took 12 s on a node without a reachable resolver, and nothing here needs the name."""
+            TCPServer.server_bind(self)
+            self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+        target: tuple[str, ...] = ()
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):  # bounded: a flood cannot exhaust the node
+                self.shutdown_request(request)
+                return
+            super().process_request(request, client_address)
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+    listeners: dict[tuple[str, int], Listener] = {}
+    selector = selectors.DefaultSelector()
+    wake_r, wake_w = os.pipe()  # signals wake the loop at once (set_wakeup_fd)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    selector.register(wake_r, selectors.EVENT_READ)
+    flags = {"reload": True, "stop": False}
+    signal.signal(signal.SIGHUP, lambda *_: flags.update(reload=True))
+    signal.signal(signal.SIGTERM, lambda *_: flags.update(stop=True))
+    signal.signal(signal.SIGINT, lambda *_: flags.update(stop=True))
+    seen: object = None
+
+    def reload() -> bool:
+        """Load HEALTH_FILE; keep, open and close listeners; acknowledge. False: nothing to serve."""
+        nonlocal conf
+        text = read_text(paths.etc_file(HEALTH_FILE))
+        if text is None:
+            return False
+        try:
+            new = parse_health(text)
+        except AgentError as exc:
+            log(str(exc))
+            return True  # keep serving the last good one
+        wanted = health_listeners(new)
+        errors = []
+        for addr in [a for a in listeners if a not in wanted]:
+            selector.unregister(listeners[addr])
+            listeners.pop(addr).server_close()
+        for addr, target in wanted.items():
+            if addr not in listeners:
+                try:
+                    Listener.address_family = socket_family(addr[0])
+                    listeners[addr] = Listener(addr, Handler)
+                except OSError as exc:
+                    errors.append(f"cannot listen on {addr[0]}:{addr[1]}: {exc.strerror}")
+                    log(errors[-1])
+                    continue
+                selector.register(listeners[addr], selectors.EVENT_READ)
+            listeners[addr].target = target
+        conf = new
+        write_json(health_run_file(paths, HEALTH_ACK), {
+            "config": sha256(text), "prefix": prefix, "pid": os.getpid(), "errors": errors,
+            "listening": sorted(f"{ip}:{port}" for ip, port in listeners)}, durable=False)
+        return True
+
+    try:
+        while not flags["stop"]:
+            stamp = file_stamp(paths.etc_file(HEALTH_FILE))
+            if flags["reload"] or stamp != seen:
+                flags["reload"], seen = False, stamp
+                if not reload():
+                    break
+            for key, _ in selector.select(HEALTH_POLL):
+                if key.fileobj == wake_r:
+                    with contextlib.suppress(OSError):
+                        os.read(wake_r, 512)
+                else:
+                    key.fileobj._handle_request_noblock()  # type: ignore[union-attr]
+    finally:
+        for listener in listeners.values():
+            listener.server_close()
+    return 0
+
+
+def socket_family(ip: str) -> int:
+    import socket
+
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def file_stamp(path: str) -> object:
+    """What changes when `path` is replaced or rewritten (None: absent)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def health_supervise(paths: Paths, prefix: str) -> int:
+    """Keep the health server running (restarted with backoff) while HEALTH_FILE exists; SIGHUP is
+    passed on. Both are forks of the agent that starts them: no interpreter start-up (compiling the
+    agent twice took seconds on a loaded node), the agent's own isolation (-I -S) and cwd "/"."""
+    os.environ.pop(TEST_HOOK_ENV, None)  # a test's hooks are for the agent it started
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    child: list[int] = []
+    stopping: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if signum != signal.SIGHUP:
+            stopping.append(signum)
+        for pid in child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for sig in signals:
+        signal.signal(sig, forward)
+    backoff = 0.5
+    while not stopping and os.path.exists(paths.etc_file(HEALTH_FILE)):
+        started = time.monotonic()
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # none lost, none run by the child's copy of `forward`
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                for sig in signals:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+                code = health_serve(paths, prefix)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()  # into the log
+            os._exit(code)
+        child[:] = [pid]
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+        code = wait_child(pid)
+        child.clear()
+        if stopping or not os.path.exists(paths.etc_file(HEALTH_FILE)):
+            break
+        log(f"health server exited with {code}; restarting")
+        backoff = 0.5 if time.monotonic() - started > 10 else min(backoff * 2, 30.0)
+        deadline = time.monotonic() + backoff
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return 0
+
+
+def wait_child(pid: int) -> int:
+    """waitpid (retried when a signal interrupts it); the exit code."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return -1
+        return os.waitstatus_to_exitcode(status)
+
+
+def health_run_file(paths: Paths, name: str) -> str:
+    return os.path.join(paths.run, name)
+
+
+def running_health(paths: Paths) -> int | None:
+    """The pid of the running health supervisor (that very process: pid and start time), or None."""
+    rec = read_json(health_run_file(paths, HEALTH_PID)) or {}
+    pid, start = rec.get("pid"), rec.get("start")
+    return pid if isinstance(pid, int) and isinstance(start, str) and proc_start(pid) == start else None
+
+
+def stop_health(paths: Paths) -> bool:
+    """Stop the health server (its listening ports close with it); True if it was running."""
+    pid = running_health(paths)
+    if pid is not None:
+        start = proc_start(pid)
+        kill_group(pid, "health", alive=lambda: proc_start(pid) == start)
+    for name in (HEALTH_PID, HEALTH_ACK):
+        remove(health_run_file(paths, name))
+    return pid is not None
+
+
+def health_loaded(paths: Paths, text: str, prefix: str) -> dict | None:
+    """The server's acknowledgement, if it has loaded `text` (with `prefix`)."""
+    ack = read_json(health_run_file(paths, HEALTH_ACK)) or {}
+    return ack if ack.get("config") == sha256(text) and ack.get("prefix") == prefix else None
+
+
+def health_current(paths: Paths, prefix: str) -> bool:
+    """Does the health server serve etc_dir's HEALTH_FILE (or, with nothing to serve, not run)?"""
+    text = read_text(paths.etc_file(HEALTH_FILE)) or ""
+    try:
+        wanted = bool(health_listeners(parse_health(text)))
+    except AgentError:
+        return False
+    running = running_health(paths) is not None
+    return running and health_loaded(paths, text, prefix) is not None if wanted else not running
+
+
+def reconcile_health(paths: Paths, prefix: str) -> list[str]:
+    """Make the health server serve etc_dir's HEALTH_FILE: start it, have it reload, or stop it
+    when there is nothing to serve; returns what was done. Waits until the server has loaded it."""
+    text = read_text(paths.etc_file(HEALTH_FILE)) or ""
+    conf = parse_health(text)
+    pid = running_health(paths)
+    if not health_listeners(conf):
+        return ["stopped health server"] if stop_health(paths) else []
+    if pid is not None and health_loaded(paths, text, prefix):
+        return []
+    ack = read_json(health_run_file(paths, HEALTH_ACK)) or {}
+    if pid is not None and ack.get("prefix") not in (None, prefix):
+        stop_health(paths)
+        pid = None
+    if pid is None:
+        remove(health_run_file(paths, HEALTH_ACK))
+        log_path = os.path.join(paths.state, LOGS_DIR, HEALTH_LOG)
+        pid = spawn_daemon(lambda: health_supervise(paths, prefix), log_path)
+        write_json(health_run_file(paths, HEALTH_PID), {"pid": pid, "start": proc_start(pid)}, durable=False)
+        done = "started health server"
+    else:
+        os.kill(pid, signal.SIGHUP)
+        done = "reloaded health server"
+    deadline = time.monotonic() + HEALTH_ACK_WAIT
+    loaded = health_loaded(paths, text, prefix)
+    while loaded is None:
+        if time.monotonic() >= deadline or running_health(paths) is None:
+            log_path = os.path.join(paths.state, LOGS_DIR, HEALTH_LOG)
+            raise AgentError(f"the health-check server did not load {HEALTH_FILE} within {HEALTH_ACK_WAIT:g}s "
+                             f"(see {log_path})")
+        time.sleep(0.02)
+        loaded = health_loaded(paths, text, prefix)
+    for err in loaded.get("errors") or []:
+        log("health-check server: " + str(err))
+    return [done]
+
+
+
 # --------------------------------------------------------------------------- lock and pending marker
 
 
@@ -2275,6 +2725,10 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
             remove(paths.etc_file(name))
         else:
             write_if_changed(paths.etc_file(name), text, artifact_mode(name))
+    try:  # the health checks of the restored state (none when it had none)
+        reconcile_health(paths, prefix)
+    except AgentError as exc:
+        errors.append(str(exc))
     remove(paths.staging)
     state = load_state(paths)
     state["applied_hash"] = meta.get("applied_hash")
@@ -2621,6 +3075,7 @@ class ApplyRequest(GuardedRequest):
 
     def __post_init__(self) -> None:
         """The rules must be svcnet's own: refused here, before anything on the node is read or locked."""
+        parse_health(self.artifacts.get(HEALTH_FILE, ""))
         if self.proxy_mode == MODE_NFTABLES:
             check_nft_request(self.artifacts)
             return
@@ -2715,6 +3170,7 @@ class ProbeAnswer(Answer):
     netconf_saved_hash: str
     last_rollback: dict | None
     conntrack_pending: bool | None = field(default=None, meta=OMIT)  # the last conntrack cleanup stopped short
+    health_ok: bool = True  # the health-check server serves what the rules' part recorded (health_current)
     missing: list[dict] | None = field(default=None, meta=OMIT)
     features: dict[str, bool] | None = field(default=None, meta=OMIT)
 
@@ -2790,6 +3246,7 @@ def op_probe(req: Request, features: dict | None = None) -> ProbeAnswer:
         netconf_saved_hash=saved_hash,
         last_rollback=read_json(paths.state_file(LAST_ROLLBACK_FILE)),
         conntrack_pending=True if state.get(CONNTRACK_PENDING_KEY) else None,
+        health_ok=health_current(paths, req.owned_prefix),
     )
 
 
@@ -2936,6 +3393,7 @@ class ApplyPlan(Record):
     saved_rules_hash: object
     mode: str = MODE_IPTABLES
     nft_live: dict[str, str] = field(default_factory=dict)
+    health_ok: bool = True
 
     @property
     def do_rules(self) -> bool:
@@ -2959,7 +3417,7 @@ class ApplyPlan(Record):
         """The same rules hash was applied and the live rules are still what that apply left."""
         want = self.want.get(PART_RULES)
         return not self.do_rules or (bool(want) and self.applied.get(PART_RULES) == want
-                                     and self.saved_rules_hash == sha256(self.live_normal))
+                                     and self.saved_rules_hash == sha256(self.live_normal) and self.health_ok)
 
     @property
     def unchanged(self) -> bool:
@@ -2994,7 +3452,7 @@ def plan_apply(req: ApplyRequest) -> ApplyPlan:
                                                        mode_files(req.proxy_mode) and not arts[name])
                        for p in req.parts for name in PART_FILES[p]),
         applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"),
-        mode=req.proxy_mode, nft_live=tables)
+        mode=req.proxy_mode, nft_live=tables, health_ok=health_current(paths, req.owned_prefix))
 
 
 def planned_files(parts: tuple[str, ...], sent: dict[str, str], on_node: dict[str, str | None]) -> dict[str, str]:
@@ -3048,6 +3506,7 @@ class Commit:
         self.rules_diff = ""
         self.pods: list[str] = []
         self.conntrack: dict = {}  # what conntrack_cleanup did (the answer's fields)
+        self.health: list[str] = []  # what was done to the health-check server
 
     def run(self) -> ChangeAnswer:
         first_change = COMMIT_STEPS.index(FIRST_CHANGE)
@@ -3161,6 +3620,13 @@ class Commit:
         """Before the confirmation window opens (settle): the cleanup may take a while, under the lock."""
         self.conntrack = conntrack_cleanup(self.req, self.plan)
 
+    def update_health(self) -> None:
+        """The health-check server serves what was just recorded (started, reloaded or stopped)."""
+        if self.plan.do_rules:
+            self.health = reconcile_health(self.paths, self.req.owned_prefix)
+            for done in self.health:
+                log(done)
+
     def settle(self) -> None:
         """Await the confirmation (the dead-man's deadline starts now), or need none: disarm."""
         timeout = self.req.confirm_timeout
@@ -3181,13 +3647,15 @@ class Commit:
         ("address config", configure_addresses),
         ("pods", update_pods),
         ("record applied", record_applied),
+        ("health checks", update_health),
         ("conntrack", clean_stale_flows),
         ("settle", settle),
     )
 
     def changed(self) -> bool:
         plan = self.plan
-        return not (plan.files_same and plan.net_same and not self.pods and self.final_normal == plan.live_normal)
+        return not (plan.files_same and plan.net_same and not self.pods and not self.health
+                    and self.final_normal == plan.live_normal)
 
     def result(self) -> ChangeAnswer:
         diff = self.plan.diff(self.req.diff, self.rules_diff)
@@ -3374,6 +3842,7 @@ def svcnet_present(paths: Paths, live: dict) -> bool:
 
 def strip_node(paths: Paths, prefix: str) -> None:
     """Remove svcnet's rules, pods, address config and sysctl values; its files stay (for a rollback)."""
+    stop_health(paths)
     set_owned_rules(empty_snapshot(), prefix)
     set_nft_tables({})
     conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
@@ -3451,6 +3920,7 @@ def op_boot(req: BootRequest) -> BootAnswer:
         record_sysctl_origins(paths, conf)
         run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, state_claims(paths, conf))
         pods = reconcile_pods(paths, conf)
+        reconcile_health(paths, prefix)
         state = load_state(paths)
         live_hash = sha256(rules_normal(snapshot(prefix), nft_snapshot()))
         if state.get("saved_rules_hash") != live_hash:

@@ -23,6 +23,7 @@ from svcnet.model.family import family_of
 from svcnet.model.types import (
     CLUSTER_IP,
     DEFAULT_BRIDGE,
+    DEFAULT_HEALTHZ_BIND_ADDRESS,
     LOAD_BALANCER,
     MODE_IPTABLES,
     MODE_NFTABLES,
@@ -194,6 +195,7 @@ def build_proxy(spec: dict) -> ProxyConfig:
         masquerade_all=bool(masq.get("masqueradeAll", False)),
         localhost_nodeports=bool(ipt.get("localhostNodePorts", True)),
         nodeport_addresses=tuple(canonical_cidr(c) for c in proxy.get("nodePortAddresses") or ()),
+        healthz_bind_address=str(proxy.get("healthzBindAddress", DEFAULT_HEALTHZ_BIND_ADDRESS)),
     )
 
 

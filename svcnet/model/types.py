@@ -29,6 +29,7 @@ def allocates_node_ports(type_: str, allocate_lb_node_ports: bool = True) -> boo
 
 
 DEFAULT_BRIDGE = "cni0"  # the pod bridge on every node
+DEFAULT_HEALTHZ_BIND_ADDRESS = "0.0.0.0:10256"  # kube-proxy's default healthzBindAddress
 
 # detectLocalMode values (KubeProxyConfiguration spelling).
 DETECT_CLUSTER_CIDR = "ClusterCIDR"
@@ -213,6 +214,7 @@ class ProxyConfig:
     masquerade_all: bool = False
     localhost_nodeports: bool = True
     nodeport_addresses: tuple[str, ...] = ()
+    healthz_bind_address: str = DEFAULT_HEALTHZ_BIND_ADDRESS  # "": no /healthz, /livez
 
     @property
     def masquerade_mark(self) -> str:

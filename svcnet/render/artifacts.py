@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from svcnet.desired import ConntrackPort, NetConf, desired_nodes
+from svcnet.desired import ConntrackPort, HealthConf, NetConf, desired_nodes
 from svcnet.model.family import IPV4, IPV6
 from svcnet.model.types import MODE_NFTABLES, Cluster, ProxierSettings
 from svcnet.render import nftables
+from svcnet.render.health import render_health
 from svcnet.render.iptables import render_nodes
 from svcnet.render.jumps import JumpRule, jump_rules, render_jump_rules
 from svcnet.render.netconf import render_script, state_lines
@@ -28,6 +29,7 @@ NFT_FILE = "rules.nft"  # nftables mode: the `nft -f` script replacing table ip 
 JUMPS_FILE = "jumps.rules"
 NETCONF_FILE = "netconf.sh"
 NETSTATE_FILE = "netconf.state"
+HEALTH_FILE = "health.json"  # the health-check server's configuration (part of the rules: endpoints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class NodeArtifacts:
     restore: str  # IPv4
     jump_rules: tuple[JumpRule, ...]
     netconf: NetConf
+    health: HealthConf
     conntrack: tuple[ConntrackPort, ...] = ()  # not a file: what the apply's conntrack cleanup is sent
     nft: str = ""
     nft_table: str = ""  # the table `nft` writes, without the script's preamble (`render --canonical`)
@@ -65,6 +68,7 @@ class NodeArtifacts:
             **rules,
             NETCONF_FILE: render_script(self.netconf),
             NETSTATE_FILE: "\n".join(state_lines(self.netconf)) + "\n",
+            HEALTH_FILE: render_health(self.health),
         }
 
 
@@ -113,6 +117,7 @@ def node_artifacts_all(
             nft_table=tables.get(name, ""),
             restore6=restores6.get(name),
             settings6=d.proxier6 if name in settings6 else None,
+            health=d.health,
         )
         for name, d in desired.items()
     }

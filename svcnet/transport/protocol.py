@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 from svcnet.agent import node, podserver
 from svcnet.desired import ConntrackPort, NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
-from svcnet.render.artifacts import JUMPS_FILE, NETCONF_FILE, NFT_FILE, RESTORE_FILE, NodeArtifacts
+from svcnet.render.artifacts import HEALTH_FILE, JUMPS_FILE, NETCONF_FILE, NFT_FILE, RESTORE_FILE, NodeArtifacts
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(podserver.__file__)
@@ -32,7 +32,7 @@ DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds 
 PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see node.PYTHON_FLAGS
 OPS = tuple(node.OPS)
 PARTS = tuple(node.PARTS)
-APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE)
+APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE, HEALTH_FILE)
 PROXY_MODES = node.PROXY_MODES
 MODE_IPTABLES, MODE_NFTABLES = node.MODE_IPTABLES, node.MODE_NFTABLES
 # The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
@@ -193,6 +193,7 @@ class ProbeAnswer:
     live_rules_hash: str | None = None
     saved_rules_hash: str | None = None
     netconf_ok: bool = False  # the address config is as the last apply left it
+    health_ok: bool = True  # the health-check server serves what the last apply recorded
     stale_chains: tuple[str, ...] = ()  # owned chains the desired rules no longer have
     conntrack_pending: bool = False  # the last apply's conntrack cleanup stopped short: apply the rules again
 
@@ -206,20 +207,22 @@ class ProbeAnswer:
             applied_hash=_str_map(wire.get("applied_hash")),
             live_rules_hash=wire.get("live_rules_hash"), saved_rules_hash=wire.get("saved_rules_hash"),
             netconf_ok=bool(wire.get("netconf_ok")),
+            health_ok=bool(wire.get("health_ok", True)),
             stale_chains=tuple(str(c) for c in wire.get("stale_chains") or ()),
             conntrack_pending=bool(wire.get("conntrack_pending")),
         )
 
     def unchanged(self, want: Mapping[str, str], parts: Sequence[str] = PARTS) -> bool:
         """True iff `parts` need nothing sent: same applied hashes, and no drift (live rules == saved
-        rules for `rules`, the address config intact for `network`), and for `rules` no conntrack
-        cleanup to finish (an apply of the rules retries it)."""
+        rules and the health-check server serving for `rules`, the address config intact for `network`),
+        and for `rules` no conntrack cleanup to finish (an apply of the rules retries it)."""
         applied = self.applied_hash
         if not self.ok or applied is None:
             return False
         if any(applied.get(p) != want.get(p) for p in parts):
             return False
-        if node.PART_RULES in parts and (self.live_rules_hash != self.saved_rules_hash or self.conntrack_pending):
+        if node.PART_RULES in parts and (self.live_rules_hash != self.saved_rules_hash or self.conntrack_pending
+                                         or not self.health_ok):
             return False
         return not (node.PART_NETWORK in parts and not self.netconf_ok)
 

@@ -14,7 +14,7 @@ from svcnet.verify.plugin import Preloaded
 
 VERIFY_DIR = Path(__file__).resolve().parent
 CHECKS_DIR = VERIFY_DIR / "checks"
-CHECK_MODULES = ("rules", "jumps", "addresses", "pods", "traffic")
+CHECK_MODULES = ("rules", "jumps", "addresses", "pods", "health", "traffic")
 PLUGIN_MODULE = "svcnet.verify.plugin"
 ENTRY_POINT_NAME = "svcnet"
 

@@ -153,12 +153,12 @@ def test_answers_leave_out_only_what_they_have_nothing_to_say_of():
 
 
 def test_the_plan_keeps_the_nodes_files_of_a_part_not_applied():
-    sent = {"rules.restore": "new", "jumps.rules": "new jumps", "netconf.sh": "new sh"}
-    on_node = {"rules.restore": "old", "jumps.rules": None, "netconf.sh": "old sh"}
+    sent = {"rules.restore": "new", "jumps.rules": "new jumps", "netconf.sh": "new sh", "health.json": "new hc"}
+    on_node = {"rules.restore": "old", "jumps.rules": None, "netconf.sh": "old sh", "health.json": "old hc"}
     assert node.planned_files((node.PART_NETWORK,), sent, on_node) == {
-        "rules.restore": "old", "jumps.rules": "", "rules.nft": "", "netconf.sh": "new sh"}
+        "rules.restore": "old", "jumps.rules": "", "rules.nft": "", "netconf.sh": "new sh", "health.json": "old hc"}
     assert node.planned_files(node.PARTS, {"rules.restore": "new"}, on_node) == {
-        "rules.restore": "new", "jumps.rules": "", "rules.nft": "", "netconf.sh": ""}
+        "rules.restore": "new", "jumps.rules": "", "rules.nft": "", "netconf.sh": "", "health.json": ""}
 
 
 def _plan(**changes: object) -> node.ApplyPlan:

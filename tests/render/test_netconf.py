@@ -63,7 +63,7 @@ def test_artifacts_for_every_node(tmp_path: Path):
     assert set(arts) == {"node1", "node2"}
     for name, art in arts.items():
         files = art.files()
-        assert set(files) == {"rules.restore", "jumps.rules", "netconf.sh", "netconf.state"}
+        assert set(files) == {"rules.restore", "jumps.rules", "netconf.sh", "netconf.state", "health.json"}
         assert files["rules.restore"] == (GOLDEN / f"etp-local.{name}.rules").read_text()  # written by hand
     assert arts["node1"].files()["netconf.state"] == (
         "sysctl net.ipv4.ip_forward = 1\n"

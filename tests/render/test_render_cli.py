@@ -18,8 +18,8 @@ from svcnet.render.dump import canonical_sort
 from svcnet.transport.inventory import load_inventory
 
 NODES = ("node1", "node2")
-FILES = ("jumps.rules", "netconf.sh", "netconf.state", "rules.restore")
-SENT = ("jumps.rules", "netconf.sh", "rules.restore")  # what an apply request carries as files
+FILES = ("health.json", "jumps.rules", "netconf.sh", "netconf.state", "rules.restore")
+SENT = ("health.json", "jumps.rules", "netconf.sh", "rules.restore")  # what an apply request carries as files
 GOLDEN = REPO / "tests" / "golden"
 
 
@@ -57,7 +57,7 @@ def test_out_writes_each_nodes_files_as_apply_sends_them(tmp_path, umask_022):
     out = tmp_path / "out"
     run = svcnet("render", "-f", str(SEED), "--out", str(out))
     assert run.rc == 0, run.err
-    assert run.out == "" and run.err == f"wrote 8 file(s) for 2 node(s) under {out}\n"
+    assert run.out == "" and run.err == f"wrote 10 file(s) for 2 node(s) under {out}\n"
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert written == sorted([*NODES, *(f"{n}/{f}" for n in NODES for f in FILES)])
     for n in NODES:

@@ -60,7 +60,7 @@ def test_the_wire_keeps_the_keys_and_values_the_agent_reads(seed):
                            "check", "diff", "lock_wait", "podserver", "agent", "conntrack"]
     assert apply["conntrack"] == []  # the seed has no UDP port: nothing to clean, but the cleanup runs
     files = art.files()
-    assert apply["artifacts"] == {n: files[n] for n in ("rules.restore", "jumps.rules", "netconf.sh")}
+    assert apply["artifacts"] == {n: files[n] for n in ("rules.restore", "jumps.rules", "netconf.sh", "health.json")}
     assert apply["netconf"] == protocol.netconf_payload(art.netconf)
     # The defaults, as the agent had them before: all parts, no guard, no check or diff, ints for the waits.
     assert json.dumps({k: apply[k] for k in ("parts", "confirm_timeout", "check", "diff", "lock_wait")}) == (
