@@ -273,7 +273,8 @@ def test_render_out_writes_rules_nft_instead_of_the_iptables_files(description: 
     out = tmp_path / "out"
     run = CliRunner().invoke(cli, ["render", "-f", str(description), "--out", str(out)])
     assert run.exit_code == 0, run.output
-    assert sorted(p.name for p in (out / "node1").iterdir()) == ["netconf.sh", "netconf.state", "rules.nft"]
+    assert sorted(p.name for p in (out / "node1").iterdir()) == [
+        "health.json", "netconf.sh", "netconf.state", "rules.nft"]
     plain = CliRunner().invoke(cli, ["render", "-f", str(description), "--node", "node1"])
     assert (out / "node1" / "rules.nft").read_text() == plain.output
 
