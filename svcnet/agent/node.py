@@ -1028,9 +1028,18 @@ def as_mode(key: str, value: object) -> str:
     return str(value)
 
 
+# The rules part's files that belong to one proxy mode (the health checks' file serves both).
+MODE_RULE_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE)
+
+
 def mode_files(mode: str) -> tuple[str, ...]:
     """The rules part's files a proxy mode applies (the other mode's are removed from etc_dir)."""
     return (NFT_FILE,) if mode == MODE_NFTABLES else (RESTORE_FILE, JUMPS_FILE)
+
+
+def other_mode_file(name: str, mode: str) -> bool:
+    """`name` is a rules file of the proxy mode other than `mode`."""
+    return name in MODE_RULE_FILES and name not in mode_files(mode)
 
 
 # nft's lexemes as far as the statement split needs them: a string, a comment, a brace, a statement end,
@@ -3448,8 +3457,8 @@ def plan_apply(req: ApplyRequest) -> ApplyPlan:
         foreign=foreign_objects(paths, conf, claims) if PART_NETWORK in req.parts else [],
         live=live, live_normal=rules_normal(live, tables),
         have_lines=live_lines([conf, old_conf], paths), want_lines=desired_lines(conf),
-        files_same=all(on_node[name] == arts[name] or (on_node[name] is None and name not in
-                                                       mode_files(req.proxy_mode) and not arts[name])
+        files_same=all(on_node[name] == arts[name] or (on_node[name] is None and not arts[name]
+                                                       and other_mode_file(name, req.proxy_mode))
                        for p in req.parts for name in PART_FILES[p]),
         applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"),
         mode=req.proxy_mode, nft_live=tables, health_ok=health_current(paths, req.owned_prefix))
@@ -3598,7 +3607,7 @@ class Commit:
         """Only now does etc_dir say that the new state is applied (what boot re-creates)."""
         paths, plan = self.paths, self.plan
         for name in plan.files:
-            if plan.do_rules and name in PART_FILES[PART_RULES] and name not in mode_files(plan.mode):
+            if plan.do_rules and other_mode_file(name, plan.mode):
                 remove(paths.etc_file(name))  # the other proxy mode's: boot must not apply it
                 continue
             write_if_changed(paths.etc_file(name), plan.arts[name], artifact_mode(name))
