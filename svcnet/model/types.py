@@ -33,6 +33,16 @@ DETECT_NONE = "None"
 NFACCT_INVALID_DROPPED = "ct_state_invalid_dropped_pkts"
 NFACCT_LOCALHOST_NPS = "localhost_nps_accepted_pkts"
 
+# The node label kube-proxy reads its zone from (v1.LabelTopologyZone).
+LABEL_TOPOLOGY_ZONE = "topology.kubernetes.io/zone"
+
+# Service.spec.trafficDistribution values (PreferClose is the deprecated name of PreferSameZone);
+# the last two are also kube-proxy's topology modes (pkg/proxy/topology.go).
+PREFER_CLOSE, PREFER_SAME_ZONE, PREFER_SAME_NODE = "PreferClose", "PreferSameZone", "PreferSameNode"
+# Service annotations that ask the EndpointSlice controller for CPU-proportional zone hints.
+ANNOTATION_TOPOLOGY_MODE = "service.kubernetes.io/topology-mode"
+ANNOTATION_TOPOLOGY_AWARE_HINTS = "service.kubernetes.io/topology-aware-hints"  # deprecated; wins if set
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -54,6 +64,13 @@ class Endpoint:
     serving: bool = True
     terminating: bool = False
     target: str | None = None  # "Pod/name" for display, when known
+    zone_hints: frozenset[str] = frozenset()  # hints.forZones names
+    node_hints: frozenset[str] = frozenset()  # hints.forNodes names
+
+    @property
+    def serving_terminating(self) -> bool:
+        """Usable while terminating (kube-proxy's fallback when no endpoint is ready)."""
+        return self.serving and self.terminating
 
     @property
     def hostport(self) -> str:
@@ -174,6 +191,7 @@ class ProxierSettings:
     facts: NodeFacts = field(default_factory=NodeFacts)
     ip_family: int = IPV4
     large_cluster_threshold: int = 1000
+    zone: str = ""  # the node's topology.kubernetes.io/zone label ("" when it has none)
 
     @property
     def primary_ip(self) -> str:
@@ -208,10 +226,16 @@ class Node:
     pod_cidr: str
     facts: NodeFacts = field(default_factory=NodeFacts)
     source: Source | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # `zone` included as its label
 
     @property
     def internal_ip(self) -> str:
         return self.addresses[0]
+
+    @property
+    def zone_label(self) -> str | None:
+        """The node's zone label, None if it has none (an EndpointSlice endpoint's `zone` then stays unset)."""
+        return dict(self.labels).get(LABEL_TOPOLOGY_ZONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +317,8 @@ class Service:
     headless: bool = False  # clusterIP: None
     cluster_ip_given: bool = False
     health_check_node_port_given: bool = False
+    traffic_distribution: str | None = None  # spec.trafficDistribution
+    topology_auto: bool = False  # topology-mode (or topology-aware-hints) annotation "Auto"/"auto"
 
     @property
     def key(self) -> tuple[str, str]:
