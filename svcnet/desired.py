@@ -157,12 +157,21 @@ def topology_mode(endpoints: Iterable[CategorizedEndpoint], node_name: str, zone
     return ""
 
 
-def topology_possible(endpoints: Iterable[CategorizedEndpoint]) -> bool:
-    """Whether `topology_mode` can be other than "" on some node: every ready endpoint (and at least
-    one) has a node hint, or every one a zone hint. When not, cluster endpoints are the same on
-    every node."""
-    ready = [ep for ep in endpoints if ep.ready]
-    return bool(ready) and (all(ep.node_hints for ep in ready) or all(ep.zone_hints for ep in ready))
+def shared_cluster_endpoints(endpoints: Sequence[E]) -> tuple[E, ...] | None:
+    """The cluster endpoints of every node, or None where `topology_mode` may pick some on some
+    node (every ready endpoint, and at least one, has a node hint, or every one a zone hint)."""
+    has_ready, all_node_hints, all_zone_hints = False, True, True
+    for ep in endpoints:
+        if ep.ready:
+            has_ready = True
+            all_node_hints = all_node_hints and bool(ep.node_hints)
+            all_zone_hints = all_zone_hints and bool(ep.zone_hints)
+            if not (all_node_hints or all_zone_hints):
+                break  # the common case, decided by the first ready endpoint without hints
+    else:
+        if has_ready:
+            return None
+    return untopological_cluster_endpoints(endpoints)
 
 
 def available_for_topology(ep: CategorizedEndpoint, mode: str, node_name: str, zone: str) -> bool:
@@ -178,8 +187,16 @@ def cluster_endpoints(endpoints: Sequence[E], node_name: str, zone: str) -> tupl
     """Cluster-policy endpoints as seen from a node: the ready ones its topology allows, else
     (no ready endpoint anywhere) the serving terminating ones."""
     mode = topology_mode(endpoints, node_name, zone)
-    ready = tuple(ep for ep in endpoints if ep.ready and available_for_topology(ep, mode, node_name, zone))
-    return ready or tuple(ep for ep in endpoints if ep.serving_terminating)
+    if not mode:
+        return untopological_cluster_endpoints(endpoints)
+    # A mode means some ready endpoint is available here, so no fallback is needed.
+    return tuple(ep for ep in endpoints if ep.ready and available_for_topology(ep, mode, node_name, zone))
+
+
+def untopological_cluster_endpoints(endpoints: Sequence[E]) -> tuple[E, ...]:
+    """Cluster-policy endpoints where topology does not apply: the ready ones, else the serving
+    terminating ones."""
+    return tuple(ep for ep in endpoints if ep.ready) or tuple(ep for ep in endpoints if ep.serving_terminating)
 
 
 def local_endpoints(endpoints: Sequence[E], node_name: str | None) -> tuple[E, ...]:

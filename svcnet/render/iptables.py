@@ -31,9 +31,7 @@ from svcnet.desired import (
     IPFamily,
     cluster_endpoints,
     local_endpoints,
-    topology_possible,
-    uses_cluster_endpoints,
-    uses_local_endpoints,
+    shared_cluster_endpoints,
 )
 from svcnet.model.types import (
     NFACCT_INVALID_DROPPED,
@@ -180,12 +178,16 @@ def _port_info(sp: ServicePort, family: IPFamily) -> _PortInfo | None:
     except ValueError as exc:
         raise RenderError(f"service port {spn}: bad loadBalancerSourceRange: {exc}") from None
     eps = _endpoints(spn, proto, sp.endpoints, family)
-    uses_cluster = uses_cluster_endpoints(sp)
-    uses_local = uses_local_endpoints(sp)
+    # desired.uses_cluster_endpoints and uses_local_endpoints, inline: this runs once per port.
+    accessible = sp.externally_accessible
+    itp_local = sp.internal_policy_local
+    uses_cluster = not itp_local or accessible
+    uses_local = itp_local or (sp.external_policy_local and accessible)
     usable = [ep for ep in eps if ep.ready or ep.serving_terminating]
-    topology = uses_cluster and topology_possible(eps)
-    # Without usable hints the topology mode is "" on every node: one cluster list for all.
-    cluster = cluster_endpoints(eps, "", "") if uses_cluster and not topology else ()
+    shared = shared_cluster_endpoints(eps) if uses_cluster else ()
+    # None: hints may give nodes different cluster endpoints (chosen per node in `_variant`).
+    topology = shared is None
+    cluster = shared or ()
     # CategorizeEndpoints' hasAnyEndpoints: some ready or serving-terminating endpoint anywhere.
     has_any = bool(usable)
     port = str(sp.port)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from svcnet.desired import categorize_endpoints, desired_nodes
+from svcnet.desired import categorize_endpoints, cluster_endpoints, desired_nodes, shared_cluster_endpoints
 from svcnet.diagnostics import errors
 from svcnet.model.load import check_paths
 from svcnet.model.types import Cluster, ServicePort
@@ -303,3 +303,45 @@ def test_rendered_rules_use_the_upstream_endpoints(case: Case, tmp_path: Path) -
     assert seps == set(case.expected_all)
     has_any = bool(case.expected_all) or case.only_remote
     assert ("has no endpoints" not in restore) == has_any
+
+
+@dataclass(frozen=True)
+class _Cat:
+    """A `CategorizedEndpoint` for the pure functions."""
+
+    ready: bool
+    serving_terminating: bool
+    node_name: str | None
+    zone_hints: frozenset[str]
+    node_hints: frozenset[str]
+
+
+def _all_endpoint_lists() -> list[tuple[_Cat, ...]]:
+    """Every list of up to three endpoints over a small space of conditions and hints."""
+    kinds = [(True, False), (False, True), (False, False)]  # ready, serving-terminating, neither
+    zones = [frozenset(), frozenset({"zone-a"}), frozenset({"zone-b"})]
+    nodes = [frozenset(), frozenset({"n1"}), frozenset({"n2"})]
+    one = [_Cat(r, st, n, z, h) for r, st in kinds for n in ("n1", "n2") for z in zones for h in nodes]
+    out: list[tuple[_Cat, ...]] = [()]
+    for a in one:
+        out.append((a,))
+        for b in one[::5]:
+            out.append((a, b))
+            out.extend((a, b, c) for c in one[::7])
+    return out
+
+
+def test_shared_cluster_endpoints_is_every_nodes_cluster_list_or_none() -> None:
+    """The render's fast path: when it answers, every node (any name, any zone) gets exactly that
+    list from `cluster_endpoints`; when it answers None, the lists may differ."""
+    places = [(n, z) for n in ("n1", "n2", "n3") for z in ("zone-a", "zone-b", "zone-c", "")]
+    none_seen = differ_seen = 0
+    for eps in _all_endpoint_lists():
+        shared = shared_cluster_endpoints(eps)
+        per_node = {cluster_endpoints(eps, n, z) for n, z in places}
+        if shared is None:
+            none_seen += 1
+            differ_seen += len(per_node) > 1
+        else:
+            assert per_node == {shared}, eps
+    assert none_seen and differ_seen  # the space holds hinted lists, and some of them do differ
