@@ -52,9 +52,14 @@ def _hint_duplicates(doc: Document) -> Iterator[Diagnostic]:
 def _controller_hints(b: Build) -> Iterator[Diagnostic]:
     """What svcnet, in the EndpointSlice controller's place for selected pods, cannot do."""
     for svc in b.cluster.services:
+        doc = b.service_docs[svc.key]
+        if not svc.selector and svc.traffic_distribution:
+            yield doc.diag(("spec", "trafficDistribution"),
+                           "has no effect without a selector: the EndpointSlice controller writes hints only "
+                           "for a selector's pods; give this Service's EndpointSlices hints.forZones/forNodes",
+                           WARNING)
         if not svc.selector or not svc.topology_auto:
             continue
-        doc = b.service_docs[svc.key]
         annotations = doc.obj["metadata"]["annotations"]
         key = ANNOTATION_TOPOLOGY_AWARE_HINTS if ANNOTATION_TOPOLOGY_AWARE_HINTS in annotations \
             else ANNOTATION_TOPOLOGY_MODE
