@@ -10,8 +10,9 @@ backend. Everything here is pure.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from svcnet.model import family
 from svcnet.model.types import (
@@ -19,6 +20,8 @@ from svcnet.model.types import (
     DETECT_CLUSTER_CIDR,
     DETECT_IFACE_PREFIX,
     DETECT_NODE_CIDR,
+    PREFER_SAME_NODE,
+    PREFER_SAME_ZONE,
     UDP,
     Cluster,
     LocalDetector,
@@ -108,6 +111,7 @@ def proxier_settings(cluster: Cluster, node: Node, family: IPFamily | None = Non
         ip_family=family.version,
         proxy_mode=cluster.proxy.mode,
         service_cidrs=tuple(c for c in (cluster.service_cidr_of(family.version),) if c),
+        zone=node.zone_label or "",
     )
 
 
@@ -116,6 +120,141 @@ def proxier_families(cluster: Cluster) -> tuple[IPFamily, ...]:
     ruleset on every node), IPv6 where the cluster has an IPv6 serviceCIDR, so IPv6 Services
     (kube-proxy's dual-stack mode is one proxier per family, side by side)."""
     return (IPV4, IPV6) if IPV6.version in cluster.families else (IPV4,)
+
+
+# --------------------------------------------------------------------------- endpoint selection
+# kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go, the [TOP] commit of the reference docs,
+# with the PreferSameTrafficDistribution gate on: its default since Kubernetes 1.34). kube-proxy
+# reads only the EndpointSlice hints and the node's zone label here; trafficDistribution and the
+# topology-mode annotation act earlier, through the hints the EndpointSlice controller writes
+# (svcnet.model.build.controller_hints).
+
+
+class CategorizedEndpoint(Protocol):
+    """What endpoint selection reads of an endpoint (the model's `Endpoint`, a backend's own type)."""
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def serving_terminating(self) -> bool: ...  # serving and terminating
+    @property
+    def node_name(self) -> str | None: ...
+    @property
+    def zone_hints(self) -> frozenset[str]: ...
+    @property
+    def node_hints(self) -> frozenset[str]: ...
+
+
+E = TypeVar("E", bound=CategorizedEndpoint)
+
+
+def topology_mode(endpoints: Iterable[CategorizedEndpoint], node_name: str, zone: str) -> str:
+    """`topologyModeFromHints`: PreferSameNode if every ready endpoint has a node hint and one names
+    this node, else PreferSameZone if every ready endpoint has a zone hint and one names this
+    node's zone, else "" (no topology: hints are all or nothing)."""
+    has_ready = False
+    all_node_hints = all_zone_hints = True
+    for_node = for_zone = False
+    for ep in endpoints:
+        if not ep.ready:
+            continue  # hints of endpoints that are not ready do not count, either way
+        has_ready = True
+        if not ep.node_hints:
+            all_node_hints = False
+        elif node_name in ep.node_hints:
+            for_node = True
+        if not ep.zone_hints:
+            all_zone_hints = False
+        elif zone in ep.zone_hints:
+            for_zone = True
+    if not has_ready:
+        return ""
+    if all_node_hints and for_node:
+        return PREFER_SAME_NODE
+    if all_zone_hints and for_zone:
+        return PREFER_SAME_ZONE
+    return ""
+
+
+def shared_cluster_endpoints(endpoints: Sequence[E]) -> tuple[E, ...] | None:
+    """The cluster endpoints of every node, or None where `topology_mode` may pick some on some
+    node (every ready endpoint, and at least one, has a node hint, or every one a zone hint)."""
+    has_ready, all_node_hints, all_zone_hints = False, True, True
+    for ep in endpoints:
+        if ep.ready:
+            has_ready = True
+            all_node_hints = all_node_hints and bool(ep.node_hints)
+            all_zone_hints = all_zone_hints and bool(ep.zone_hints)
+            if not (all_node_hints or all_zone_hints):
+                break  # the common case, decided by the first ready endpoint without hints
+    else:
+        if has_ready:
+            return None
+    return untopological_cluster_endpoints(endpoints)
+
+
+def available_for_topology(ep: CategorizedEndpoint, mode: str, node_name: str, zone: str) -> bool:
+    """`availableForTopology`: no fallback here, the fallback is in choosing the mode."""
+    if not mode:
+        return True
+    if mode == PREFER_SAME_NODE:
+        return node_name in ep.node_hints
+    return mode == PREFER_SAME_ZONE and zone in ep.zone_hints
+
+
+def cluster_endpoints(endpoints: Sequence[E], node_name: str, zone: str) -> tuple[E, ...]:
+    """Cluster-policy endpoints as seen from a node: the ready ones its topology allows, else
+    (no ready endpoint anywhere) the serving terminating ones."""
+    mode = topology_mode(endpoints, node_name, zone)
+    if not mode:
+        return untopological_cluster_endpoints(endpoints)
+    # A mode means some ready endpoint is available here, so no fallback is needed.
+    return tuple(ep for ep in endpoints if ep.ready and available_for_topology(ep, mode, node_name, zone))
+
+
+def untopological_cluster_endpoints(endpoints: Sequence[E]) -> tuple[E, ...]:
+    """Cluster-policy endpoints where topology does not apply: the ready ones, else the serving
+    terminating ones."""
+    return tuple(ep for ep in endpoints if ep.ready) or tuple(ep for ep in endpoints if ep.serving_terminating)
+
+
+def local_endpoints(endpoints: Sequence[E], node_name: str | None) -> tuple[E, ...]:
+    """Local-policy endpoints: the node's ready ones, else its serving terminating ones (no topology)."""
+    mine = [ep for ep in endpoints if ep.node_name == node_name] if node_name is not None else []
+    return tuple(ep for ep in mine if ep.ready) or tuple(ep for ep in mine if ep.serving_terminating)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCategories(Generic[E]):
+    """CategorizeEndpoints' results; `cluster`/`local` are None when the port never uses that policy."""
+
+    cluster: tuple[E, ...] | None
+    local: tuple[E, ...] | None
+    reachable: tuple[E, ...]  # cluster ∪ local: the endpoints that get a KUBE-SEP chain
+    has_any: bool  # some usable endpoint anywhere (else traffic is rejected)
+
+
+def uses_cluster_endpoints(sp: ServicePort) -> bool:
+    """`UsesClusterEndpoints`: internal traffic policy Cluster, or reachable from outside."""
+    return not sp.internal_policy_local or sp.externally_accessible
+
+
+def uses_local_endpoints(sp: ServicePort) -> bool:
+    """`UsesLocalEndpoints`: internal traffic policy Local, or external Local and reachable from outside."""
+    return sp.internal_policy_local or (sp.external_policy_local and sp.externally_accessible)
+
+
+def categorize_endpoints(sp: ServicePort, endpoints: Sequence[E], node_name: str, zone: str
+                         ) -> EndpointCategories[E]:
+    """`CategorizeEndpoints` for one service port's endpoints (of one family) on one node."""
+    if not endpoints:
+        return EndpointCategories(None, None, (), False)
+    has_any = any(ep.ready or ep.serving_terminating for ep in endpoints)
+    cluster = cluster_endpoints(endpoints, node_name, zone) if uses_cluster_endpoints(sp) else None
+    local = local_endpoints(endpoints, node_name) if uses_local_endpoints(sp) else None
+    merged = {id(ep): ep for ep in (*(cluster or ()), *(local or ()))}
+    reachable = tuple(ep for ep in endpoints if id(ep) in merged)
+    return EndpointCategories(cluster, local, reachable, has_any)
 
 
 # --------------------------------------------------------------------------- address config

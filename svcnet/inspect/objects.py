@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from svcnet.model.types import CLUSTER_IP, LOAD_BALANCER, Cluster, Node, Pod, Service, ServicePort
+from svcnet.model.types import CLUSTER_IP, LOAD_BALANCER, Cluster, Endpoint, Node, Pod, Service, ServicePort
 
 
 def _meta(namespace: str | None, name: str, labels: tuple[tuple[str, str], ...] = ()) -> dict:
@@ -79,6 +79,7 @@ def endpoint_slice_objects(ports: list[ServicePort]) -> list[dict]:
                 **({"nodeName": ep.node_name} if ep.node_name else {}),
                 **({"targetRef": {"kind": ep.target.split("/")[0], "name": ep.target.split("/", 1)[1]}}
                    if ep.target else {}),
+                **({"hints": _hints(ep)} if ep.zone_hints or ep.node_hints else {}),
             }
             for ep in sp.endpoints
         ]
@@ -95,8 +96,18 @@ def endpoint_slice_objects(ports: list[ServicePort]) -> list[dict]:
     return out
 
 
+def _hints(ep: Endpoint) -> dict:
+    """An endpoint's hints as an EndpointSlice spells them (names sorted: the model keeps sets)."""
+    out: dict = {}
+    if ep.zone_hints:
+        out["forZones"] = [{"name": z} for z in sorted(ep.zone_hints)]
+    if ep.node_hints:
+        out["forNodes"] = [{"name": n} for n in sorted(ep.node_hints)]
+    return out
+
+
 def node_object(node: Node) -> dict:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(None, node.name),
+    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(None, node.name, tuple(sorted(node.labels))),
             "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
             "status": {"addresses": [{"type": "InternalIP", "address": a} for a in node.addresses]}}
 

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -21,12 +21,18 @@ from svcnet.load import Document
 from svcnet.model import alloc, dualstack, names, security
 from svcnet.model.family import family_of
 from svcnet.model.types import (
+    ANNOTATION_TOPOLOGY_AWARE_HINTS,
+    ANNOTATION_TOPOLOGY_MODE,
     CLUSTER_IP,
     DEFAULT_BRIDGE,
     DEFAULT_HEALTHZ_BIND_ADDRESS,
+    LABEL_TOPOLOGY_ZONE,
     LOAD_BALANCER,
     MODE_IPTABLES,
     MODE_NFTABLES,
+    PREFER_CLOSE,
+    PREFER_SAME_NODE,
+    PREFER_SAME_ZONE,
     TCP,
     Cluster,
     ContainerPort,
@@ -174,9 +180,26 @@ def build_nodes(doc: Document) -> tuple[Node, ...]:
                 facts=facts,
                 source=_source(doc),
                 pod_cidrs=tuple(canonical_cidr(c) for c in raw.get("podCIDRs") or (pod_cidr,)),
+                labels=node_labels(raw),
             )
         )
     return tuple(nodes)
+
+
+def node_labels(raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A node's labels, `zone` written as its topology.kubernetes.io/zone label (when both are
+    given and differ, the semantic checks report it and `zone` wins here)."""
+    labels = {str(k): str(v) for k, v in (raw.get("labels") or {}).items()}
+    if "zone" in raw:
+        labels[LABEL_TOPOLOGY_ZONE] = str(raw["zone"])
+    return tuple(sorted(labels.items()))
+
+
+def hints_annotation(annotations: dict[str, Any]) -> bool:
+    """The EndpointSlice controller's `hintsEnabled`: the deprecated topology-aware-hints annotation
+    if present, else topology-mode, is "Auto" or "auto"."""
+    val = annotations.get(ANNOTATION_TOPOLOGY_AWARE_HINTS, annotations.get(ANNOTATION_TOPOLOGY_MODE))
+    return val in ("Auto", "auto")
 
 
 def build_proxy(spec: dict) -> ProxyConfig:
@@ -474,6 +497,7 @@ def _service(key: tuple[str, str], doc: Document, allocator: _Allocator, familie
     ingress = _get(doc.obj, "status", "loadBalancer", "ingress", default=[])
     assert isinstance(ingress, list)
     timeout = _get(spec, "sessionAffinityConfig", "clientIP", "timeoutSeconds", default=DEFAULT_AFFINITY_TIMEOUT)
+    annotations = _get(doc.obj, "metadata", "annotations")
     svc = Service(
         namespace=key[0],
         name=key[1],
@@ -499,6 +523,8 @@ def _service(key: tuple[str, str], doc: Document, allocator: _Allocator, familie
         ip_families=settled.families,
         ip_family_policy=settled.policy,
         cluster_ips_given=given,
+        traffic_distribution=spec.get("trafficDistribution"),
+        topology_auto=hints_annotation(annotations if isinstance(annotations, dict) else {}),
     )
     if not svc.health_check_node_port and svc.needs_health_check_node_port:
         return replace(svc, health_check_node_port=allocator.node_port(f"{ident}/healthcheck"))
@@ -552,10 +578,37 @@ def _slice_endpoints(slices: Iterable[Document]) -> dict[tuple[str, str], list[t
     return out
 
 
+def _names(hints: object, key: str) -> frozenset[str]:
+    """The names of `hints.forZones` or `hints.forNodes` (a missing name is "", as in Go)."""
+    items = hints.get(key) if isinstance(hints, dict) else None
+    return frozenset(str(h.get("name", "")) for h in items or () if isinstance(h, dict))
+
+
+def controller_hints(svc: Service, node_name: str, zones: Mapping[str, str | None]) -> tuple[frozenset[str], ...]:
+    """The hints the EndpointSlice controller gives a ready pod endpoint on `node_name`:
+    (forZones, forNodes).
+
+    With the topology-mode annotation "Auto" its topology cache allocates hints by the zones'
+    allocatable CPU; svcnet's nodes have no CPU figures, the case where the controller removes all
+    hints, so: none (the semantic checks warn). Otherwise `trafficDistribution` (trafficdist.go
+    `preferCloseHeuristic`): PreferClose and PreferSameZone hint the endpoint's zone (its node's
+    zone label, when the node has one), PreferSameNode also its node.
+    """
+    if svc.topology_auto or svc.traffic_distribution not in (PREFER_CLOSE, PREFER_SAME_ZONE, PREFER_SAME_NODE):
+        return frozenset(), frozenset()
+    zone = zones.get(node_name)
+    for_zones = frozenset((zone,)) if zone is not None else frozenset()
+    for_nodes = frozenset((node_name,)) if svc.traffic_distribution == PREFER_SAME_NODE else frozenset()
+    return for_zones, for_nodes
+
+
 def endpoints_for(
-    svc: Service, port: SvcPortSpec, pods: Iterable[Pod], slice_eps: list[tuple[dict, dict]]
+    svc: Service, port: SvcPortSpec, pods: Iterable[Pod], slice_eps: list[tuple[dict, dict]],
+    zones: Mapping[str, str | None] | None = None,
 ) -> tuple[Endpoint, ...]:
-    """Endpoints of one service port, merged by ip:port (non-terminating wins), sorted by ip:port."""
+    """Endpoints of one service port, merged by ip:port (non-terminating wins), sorted by ip:port.
+
+    `zones`: each node's zone label (None: none), for the hints of selected pods."""
     found: dict[str, Endpoint] = {}
 
     def add(ep: Endpoint) -> None:
@@ -570,11 +623,13 @@ def endpoints_for(
             target = resolve_target_port(port, pod)
             if target is None:
                 continue
+            for_zones, for_nodes = controller_hints(svc, pod.node_name, zones or {})
             # The EndpointSlice controller writes a slice per family of the Service, each with
             # the pods' IPs of that family.
             for ip in pod.all_ips:
                 if family_of(ip) in svc.ip_families:
-                    add(Endpoint(ip, target, pod.node_name, target=f"Pod/{pod.name}"))
+                    add(Endpoint(ip, target, pod.node_name, target=f"Pod/{pod.name}",
+                                 zone_hints=for_zones, node_hints=for_nodes))
     for sp, ep in slice_eps:
         if (sp.get("name") or "") != port.name or sp.get("protocol", TCP) != port.protocol:
             continue
@@ -588,6 +643,8 @@ def endpoints_for(
         ready = cond.get("ready") is not False
         serving = cond.get("serving") is not False
         ref = ep.get("targetRef") or {}
+        hints = ep.get("hints")
+        for_zones, for_nodes = _names(hints, "forZones"), _names(hints, "forNodes")
         for addr in ep.get("addresses") or ():
             add(
                 Endpoint(
@@ -598,15 +655,18 @@ def endpoints_for(
                     serving=serving,
                     terminating=bool(cond.get("terminating", False)),
                     target=f"{ref['kind']}/{ref['name']}" if ref.get("kind") and ref.get("name") else None,
+                    zone_hints=for_zones,
+                    node_hints=for_nodes,
                 )
             )
     return tuple(found[k] for k in sorted(found))
 
 
 def service_ports(
-    services: Iterable[Service], pods: tuple[Pod, ...], slices: list[Document]
+    services: Iterable[Service], pods: tuple[Pod, ...], slices: list[Document], nodes: Iterable[Node] = ()
 ) -> tuple[ServicePort, ...]:
     """kube-proxy's per-port view, sorted by (namespace, name, port name, protocol)."""
+    zones = {n.name: n.zone_label for n in nodes}
     slice_eps = _slice_endpoints(slices)
     pods_by_ns: dict[str, list[Pod]] = defaultdict(list)
     for pod in pods:
@@ -635,7 +695,8 @@ def service_ports(
                     internal_traffic_policy=svc.internal_traffic_policy,
                     health_check_node_port=svc.health_check_node_port,
                     affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else None,
-                    endpoints=endpoints_for(svc, port, pods_by_ns[svc.namespace], slice_eps.get(svc.key, [])),
+                    endpoints=endpoints_for(svc, port, pods_by_ns[svc.namespace], slice_eps.get(svc.key, []),
+                                            zones),
                 )
             )
     out.sort(key=lambda sp: (sp.namespace, sp.name, sp.port_name, sp.protocol))
@@ -663,7 +724,7 @@ def build(objs: Objects) -> Build:
         nodes=nodes,
         services=built_services.services,
         pods=built_pods.pods,
-        service_ports=service_ports(built_services.services, built_pods.pods, objs.slices),
+        service_ports=service_ports(built_services.services, built_pods.pods, objs.slices, nodes),
         bridge=bridge,
         service_cidr_given="serviceCIDR" in spec,
         cluster_cidr_given="clusterCIDR" in spec,

@@ -45,6 +45,16 @@ MODE_IPTABLES, MODE_NFTABLES = "iptables", "nftables"
 NFACCT_INVALID_DROPPED = "ct_state_invalid_dropped_pkts"
 NFACCT_LOCALHOST_NPS = "localhost_nps_accepted_pkts"
 
+# The node label kube-proxy reads its zone from (v1.LabelTopologyZone).
+LABEL_TOPOLOGY_ZONE = "topology.kubernetes.io/zone"
+
+# Service.spec.trafficDistribution values (PreferClose is the deprecated name of PreferSameZone);
+# the last two are also kube-proxy's topology modes (pkg/proxy/topology.go).
+PREFER_CLOSE, PREFER_SAME_ZONE, PREFER_SAME_NODE = "PreferClose", "PreferSameZone", "PreferSameNode"
+# Service annotations that ask the EndpointSlice controller for CPU-proportional zone hints.
+ANNOTATION_TOPOLOGY_MODE = "service.kubernetes.io/topology-mode"
+ANNOTATION_TOPOLOGY_AWARE_HINTS = "service.kubernetes.io/topology-aware-hints"  # deprecated; wins if set
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -66,6 +76,13 @@ class Endpoint:
     serving: bool = True
     terminating: bool = False
     target: str | None = None  # "Pod/name" for display, when known
+    zone_hints: frozenset[str] = frozenset()  # hints.forZones names
+    node_hints: frozenset[str] = frozenset()  # hints.forNodes names
+
+    @property
+    def serving_terminating(self) -> bool:
+        """Usable while terminating (kube-proxy's fallback when no endpoint is ready)."""
+        return self.serving and self.terminating
 
     @property
     def hostport(self) -> str:
@@ -194,6 +211,7 @@ class ProxierSettings:
     large_cluster_threshold: int = 1000
     proxy_mode: str = MODE_IPTABLES  # which kube-proxy mode's rules the node gets
     service_cidrs: tuple[str, ...] = ()  # of ip_family; nftables mode drops traffic to unallocated ClusterIPs
+    zone: str = ""  # the node's topology.kubernetes.io/zone label ("" when it has none)
 
     @property
     def primary_ip(self) -> str:
@@ -230,6 +248,7 @@ class Node:
     facts: NodeFacts = field(default_factory=NodeFacts)
     source: Source | None = None
     pod_cidrs: tuple[str, ...] = ()  # one per family (Node spec.podCIDRs); () means (pod_cidr,)
+    labels: tuple[tuple[str, str], ...] = ()  # `zone` included as its label
 
     @property
     def internal_ip(self) -> str:
@@ -242,6 +261,11 @@ class Node:
     def pod_cidr_of(self, version: int) -> str | None:
         """This node's podCIDR of family `version`, or None if it has none."""
         return next((c for c in self.all_pod_cidrs if family_of(c) == version), None)
+
+    @property
+    def zone_label(self) -> str | None:
+        """The node's zone label, None if it has none (an EndpointSlice endpoint's `zone` then stays unset)."""
+        return dict(self.labels).get(LABEL_TOPOLOGY_ZONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +358,8 @@ class Service:
     ip_families: tuple[int, ...] = (IPV4,)  # as the API server settles them (svcnet.model.dualstack)
     ip_family_policy: str = "SingleStack"
     cluster_ips_given: tuple[bool, ...] = ()  # per entry of cluster_ips: the description gave it
+    traffic_distribution: str | None = None  # spec.trafficDistribution
+    topology_auto: bool = False  # topology-mode (or topology-aware-hints) annotation "Auto"/"auto"
 
     @property
     def key(self) -> tuple[str, str]:

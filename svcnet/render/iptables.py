@@ -26,7 +26,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from svcnet.desired import FAMILIES, IPFamily
+from svcnet.desired import (
+    FAMILIES,
+    IPFamily,
+    cluster_endpoints,
+    local_endpoints,
+    shared_cluster_endpoints,
+)
 from svcnet.model.types import (
     NFACCT_INVALID_DROPPED,
     NFACCT_LOCALHOST_NPS,
@@ -97,9 +103,11 @@ class _Ep:
     hp: str  # ip:port, [ip]:port for IPv6
     ip: str
     sep: str  # KUBE-SEP-h
-    node: str | None
+    node_name: str | None
     ready: bool
     serving_terminating: bool
+    zone_hints: frozenset[str]
+    node_hints: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -116,11 +124,12 @@ class _PortInfo:
     lb_ips: tuple[str, ...]
     ranges: tuple[str, ...]
     eps: tuple[_Ep, ...]  # family-filtered, deduplicated, sorted by ip:port string
-    cluster: tuple[_Ep, ...]  # CategorizeEndpoints cluster endpoints (node-independent)
+    cluster: tuple[_Ep, ...]  # CategorizeEndpoints cluster endpoints, on nodes where topology does not apply
     has_any: bool
     uses_cluster: bool
     uses_local: bool
     local_nodes: frozenset[str]  # nodes that have a usable endpoint of this port
+    topology: bool  # the cluster endpoints may depend on the node (all ready endpoints have hints)
     range_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
@@ -145,7 +154,8 @@ def _endpoints(spn: str, proto: str, eps: Iterable[Endpoint], family: IPFamily) 
     _check_addrs(spn, (ep.ip for ep in by_hp.values()))
     hps = sorted(by_hp)
     return tuple(
-        _Ep(hp, (ep := by_hp[hp]).ip, sep, ep.node_name, ep.ready, ep.serving and ep.terminating)
+        _Ep(hp, (ep := by_hp[hp]).ip, sep, ep.node_name, ep.ready, ep.serving and ep.terminating, ep.zone_hints,
+            ep.node_hints)
         for hp, sep in zip(hps, c.endpoint_chains(spn, proto, hps), strict=True)
     )
 
@@ -170,14 +180,16 @@ def _port_info(sp: ServicePort, family: IPFamily) -> _PortInfo | None:
     except ValueError as exc:
         raise RenderError(f"service port {spn}: bad loadBalancerSourceRange: {exc}") from None
     eps = _endpoints(spn, proto, sp.endpoints, family)
+    # desired.uses_cluster_endpoints and uses_local_endpoints, inline: this runs once per port.
     accessible = sp.externally_accessible
     itp_local = sp.internal_policy_local
     uses_cluster = not itp_local or accessible
     uses_local = itp_local or (sp.external_policy_local and accessible)
     usable = [ep for ep in eps if ep.ready or ep.serving_terminating]
-    cluster: tuple[_Ep, ...] = ()
-    if uses_cluster:
-        cluster = tuple(ep for ep in eps if ep.ready) or tuple(ep for ep in eps if ep.serving_terminating)
+    shared = shared_cluster_endpoints(eps) if uses_cluster else ()
+    # None: hints may give nodes different cluster endpoints (chosen per node in `_variant`).
+    topology = shared is None
+    cluster = shared or ()
     # CategorizeEndpoints' hasAnyEndpoints: some ready or serving-terminating endpoint anywhere.
     has_any = bool(usable)
     port = str(sp.port)
@@ -186,7 +198,8 @@ def _port_info(sp: ServicePort, family: IPFamily) -> _PortInfo | None:
         dst=f"-d {cluster_ip} --dport {port}", port=port,
         external_ips=ext_ips, lb_ips=lb_ips, ranges=ranges, eps=eps,
         cluster=cluster, has_any=has_any, uses_cluster=uses_cluster, uses_local=uses_local,
-        local_nodes=frozenset(ep.node for ep in usable if ep.node), range_nets=range_nets,
+        local_nodes=frozenset(ep.node_name for ep in usable if ep.node_name), topology=topology,
+        range_nets=range_nets,
     )
 
 
@@ -194,8 +207,7 @@ def _local_endpoints(info: _PortInfo, node: str | None) -> tuple[_Ep, ...]:
     """CategorizeEndpoints' local list: local ready endpoints, else local serving-terminating."""
     if not info.uses_local or node is None:
         return ()
-    mine = [ep for ep in info.eps if ep.node == node]
-    return tuple(ep for ep in mine if ep.ready) or tuple(ep for ep in mine if ep.serving_terminating)
+    return local_endpoints(info.eps, node)
 
 
 # --------------------------------------------------------------------------- group context
@@ -295,18 +307,19 @@ def _write_endpoint_chains(ctx: _Ctx, info: _PortInfo, eps: Sequence[_Ep], buf: 
 
 
 def _write_port(ctx: _Ctx, info: _PortInfo, local_node: str | None, allow_from_node: bool,
-                buf: RuleBuffers) -> None:
+                buf: RuleBuffers, cluster: tuple[_Ep, ...] | None = None) -> None:
     """All lines of one service port (syncProxyRules' loop body), written to the buffers.
 
     `local_node`: the node whose endpoints are local (None: no local endpoints); `allow_from_node`:
-    one of the port's source ranges contains the node's IP.
+    one of the port's source ranges contains the node's IP; `cluster`: the node's cluster endpoints
+    when topology makes them node-dependent (None: `info.cluster`).
     """
     filter_rules, nat_chains, nat_rules = buf.filter_rules, buf.nat_chains, buf.nat_rules
     active = buf.active_nat_chains
     sp, spn, match, port = info.sp, info.spn, info.match, info.port
     cluster_policy_chain, local_policy_chain, external_traffic_chain, fw_chain = info.chains
     has_endpoints = info.has_any
-    cluster_eps = info.cluster
+    cluster_eps = info.cluster if cluster is None else cluster
     local_eps = _local_endpoints(info, local_node)
     itp_local, etp_local = sp.internal_policy_local, sp.external_policy_local
     uses_cluster_policy_chain = bool(cluster_eps) and info.uses_cluster
@@ -478,13 +491,19 @@ class _Slot:
     info: _PortInfo
     needs_local: bool
     needs_fw: bool
-    variants: dict[tuple[str | None, bool], _Block] = field(default_factory=dict)
+    variants: dict[_VariantKey, _Block] = field(default_factory=dict)
 
 
-def _render_block(ctx: _Ctx, infos: Iterable[_PortInfo], local_node: str | None, allow: bool) -> _Block:
+# A node's variant of a node-dependent service port: its local node (None: no local endpoints),
+# whether a source range holds its IP, and its cluster endpoints when topology applies.
+_VariantKey = tuple[str | None, bool, tuple[_Ep, ...] | None]
+
+
+def _render_block(ctx: _Ctx, infos: Iterable[_PortInfo], local_node: str | None, allow: bool,
+                  cluster: tuple[_Ep, ...] | None = None) -> _Block:
     buf = RuleBuffers()
     for info in infos:
-        _write_port(ctx, info, local_node, allow, buf)
+        _write_port(ctx, info, local_node, allow, buf, cluster)
     return _Block("".join(buf.filter_rules), "".join(buf.nat_chains), "".join(buf.nat_rules),
                   tuple(buf.active_nat_chains))
 
@@ -496,7 +515,7 @@ def _plan(ctx: _Ctx, infos: Sequence[_PortInfo]) -> list[_Block | _Slot]:
     for info in infos:
         needs_local = info.uses_local and bool(info.local_nodes)
         needs_fw = info.has_any and bool(info.lb_ips) and bool(info.ranges)
-        if not (needs_local or needs_fw):
+        if not (needs_local or needs_fw or info.topology):
             run.append(info)
             continue
         if run:
@@ -508,13 +527,15 @@ def _plan(ctx: _Ctx, infos: Sequence[_PortInfo]) -> list[_Block | _Slot]:
     return plan
 
 
-def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
-             ) -> tuple[str | None, bool]:
-    local = node if slot.needs_local and node in slot.info.local_nodes else None
+def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+             zone: str) -> _VariantKey:
+    info = slot.info
+    local = node if slot.needs_local and node in info.local_nodes else None
     allow = (
-        slot.needs_fw and node_ip is not None and any(node_ip in net for net in slot.info.range_nets)
+        slot.needs_fw and node_ip is not None and any(node_ip in net for net in info.range_nets)
     )
-    return local, allow
+    cluster = cluster_endpoints(info.eps, node, zone) if info.topology else None
+    return local, allow, cluster
 
 
 # --------------------------------------------------------------------------- fixed parts
@@ -639,16 +660,16 @@ def _layout(s: ProxierSettings, node: str, ctx: _Ctx, plan: list[_Block | _Slot]
     """Pick (rendering on first use) the variant of every node-dependent service port for a node."""
     node_ip = ipaddress.ip_address(s.primary_ip) if s.primary_ip else None  # proxier.nodeIP
     items: list[_Block] = []
-    keys: list[tuple[str | None, bool]] = []
+    keys: list[_VariantKey] = []
     for item in plan:
         if isinstance(item, _Block):
             items.append(item)
             continue
-        key = _variant(item, node, node_ip)
+        key = _variant(item, node, node_ip, s.zone)
         keys.append(key)
         block = item.variants.get(key)
         if block is None:
-            block = item.variants[key] = _render_block(ctx, (item.info,), key[0], key[1])
+            block = item.variants[key] = _render_block(ctx, (item.info,), *key)
         items.append(block)
     stale: list[str] = []
     wanted = [ch for ch in dict.fromkeys(stale_chains) if c.is_service_chain(ch)]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from svcnet.agent.podserver import SCTP_FLAG, UDP_FLAG
+from svcnet.desired import cluster_endpoints, untopological_cluster_endpoints
 from svcnet.model.types import SCTP, TCP, UDP, Cluster, Endpoint, Pod, ServicePort
 from svcnet.render.chains import port_chains
 
@@ -63,9 +64,16 @@ def sources(cluster: Cluster, nodes: Sequence[str]) -> list[Source]:
 
 
 def usable_endpoints(sp: ServicePort) -> tuple[Endpoint, ...]:
-    """Endpoints kube-proxy sends to: the ready ones, else the serving terminating ones."""
-    ready = tuple(ep for ep in sp.endpoints if ep.ready)
-    return ready or tuple(ep for ep in sp.endpoints if ep.serving and ep.terminating)
+    """Endpoints kube-proxy sends to, topology aside: the ready ones, else the serving terminating ones."""
+    return untopological_cluster_endpoints(sp.endpoints)
+
+
+def node_cluster_endpoints(cluster: Cluster, sp: ServicePort, node: str | None) -> tuple[Endpoint, ...]:
+    """Endpoints `node`'s cluster-policy chain sends to: with topology hints, those for its zone or
+    itself (svcnet.desired); None (a node svcnet cannot tell): any usable endpoint."""
+    if node is None:
+        return usable_endpoints(sp)
+    return cluster_endpoints(sp.endpoints, node, cluster.node(node).zone_label or "")
 
 
 def local_endpoints(sp: ServicePort, node: str) -> tuple[Endpoint, ...]:

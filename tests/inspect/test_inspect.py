@@ -83,3 +83,18 @@ def test_get_yaml_shows_a_load_balancer_without_node_ports_as_the_api_server_sto
     (obj,) = yaml.safe_load(run("get", "svc", "-o", "yaml", "-f", str(base), "-f", str(svc)))["items"]
     assert obj["spec"]["allocateLoadBalancerNodePorts"] is False
     assert [p.get("nodePort") for p in obj["spec"]["ports"]] == [None, 30081]
+
+
+def test_get_shows_zones_and_the_hints_svcnet_writes():
+    """Nodes carry their labels (the zone among them); endpoints the hints kube-proxy reads,
+    given in an EndpointSlice or written for trafficDistribution (PreferSameNode: zone and node)."""
+    golden = str(Path(__file__).resolve().parents[1] / "golden" / "topology-zones.yaml")
+    nodes = {n["metadata"]["name"]: n for n in yaml.safe_load(run("get", "nodes", "-o", "yaml", "-f", golden))["items"]}
+    assert nodes["node1"]["metadata"]["labels"] == {"topology.kubernetes.io/zone": "zone-a"}
+    assert nodes["node2"]["metadata"]["labels"] == {"rack": "r2", "topology.kubernetes.io/zone": "zone-b"}
+    slices = yaml.safe_load(run("get", "endpoints", "-n", "ns1", "-o", "yaml", "-f", golden))["items"]
+    hints = {s["metadata"]["name"]: {ep["addresses"][0]: ep.get("hints") for ep in s["endpoints"]} for s in slices}
+    assert hints["api-http"] == {
+        "10.244.1.9": {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node1"}]},
+        "10.244.2.9": {"forZones": [{"name": "zone-b"}], "forNodes": [{"name": "node2"}]}}
+    assert hints["web-http"]["10.244.2.5"] == {"forZones": [{"name": "zone-b"}]}

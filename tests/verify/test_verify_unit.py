@@ -27,6 +27,7 @@ from svcnet.verify.targets import (
     dataplane_skip_reason,
     external_addresses,
     in_source_ranges,
+    node_cluster_endpoints,
     select_ports,
     sources,
 )
@@ -397,3 +398,20 @@ def test_the_traffic_probes_run_isolated_from_root(podserver, tmp_path, monkeypa
     assert [shlex.split(c) for c in sent] == [
         ["cd", "/", "&&", "exec", "ip", "netns", "exec", Source("node2", pod).netns, "/opt/py", *isolated],
         ["cd", "/", "&&", "exec", "/usr/bin/python3", *isolated]]
+
+
+def test_traffic_checks_expect_each_nodes_topology() -> None:
+    """With hints, a node's ClusterIP answers come only from the endpoints its topology allows
+    (CategorizeEndpoints); a source svcnet cannot place (None) may see any usable endpoint."""
+    cluster = load_cluster([REPO / "tests" / "golden" / "topology-zones.yaml"])
+    ports = {sp.name: sp for sp in cluster.service_ports}
+
+    def hps(sp, node):
+        return sorted(ep.hostport for ep in node_cluster_endpoints(cluster, sp, node))
+
+    web, api = ports["web"], ports["api"]
+    assert hps(web, "node1") == ["10.244.1.5:8080"]
+    assert hps(web, "node2") == ["10.244.2.5:8080", "10.244.2.6:8080"]
+    assert hps(web, None) == ["10.244.1.5:8080", "10.244.2.5:8080", "10.244.2.6:8080"]
+    assert hps(api, "node1") == ["10.244.1.9:8080"]
+    assert hps(api, "node2") == ["10.244.2.9:8080"]

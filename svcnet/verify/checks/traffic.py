@@ -21,7 +21,7 @@ from svcnet.verify.targets import (
     expected_pods,
     in_source_ranges,
     local_endpoints,
-    usable_endpoints,
+    node_cluster_endpoints,
 )
 
 ANSWER_REQUESTS = 20  # per source and service port
@@ -115,13 +115,14 @@ def check_answers(where: str, resp: dict, expected: Sequence[str]) -> None:
 
 
 def cluster_endpoints(ctx: VerifyContext, sp: ServicePort, node: str) -> list[str]:
-    """Pods that may answer cluster traffic from `node` (local ones only with internalTrafficPolicy Local)."""
+    """Pods that may answer cluster traffic from `node` (local ones only with internalTrafficPolicy Local,
+    those its topology hints allow otherwise)."""
     if sp.internal_policy_local:
         local = local_endpoints(sp, node)
         if not local:
             pytest.skip(f"{sp.spn}: internalTrafficPolicy Local and no local endpoint on {node}: dropped by design")
         return expected_pods(ctx.cluster, sp, local)
-    return expected_pods(ctx.cluster, sp, usable_endpoints(sp))
+    return expected_pods(ctx.cluster, sp, node_cluster_endpoints(ctx.cluster, sp, node))
 
 
 @pytest.mark.svcnet_ports("cluster_ip")
@@ -201,7 +202,7 @@ def test_node_port_answers(svcnet_context: VerifyContext, svcnet_target_node: st
             return
         expected = expected_pods(ctx.cluster, sp, local)
     else:
-        expected = expected_pods(ctx.cluster, sp, usable_endpoints(sp))
+        expected = expected_pods(ctx.cluster, sp, node_cluster_endpoints(ctx.cluster, sp, node))
     check_answers(where, probe_outside(ctx, ask(sp, ip, sp.node_port, ANSWER_REQUESTS), where), expected)
 
 
@@ -243,7 +244,7 @@ def arrival_node(ctx: VerifyContext, ext: ExternalAddress) -> str | None:
 def external_expected(ctx: VerifyContext, ext: ExternalAddress, where: str) -> list[str]:
     """Pods that may answer outside traffic to `ext` (with eTP Local: those on the node it arrives at)."""
     sp, node = ext.port, arrival_node(ctx, ext)
-    eps = usable_endpoints(sp)
+    eps = node_cluster_endpoints(ctx.cluster, sp, node)
     if sp.external_policy_local and node:
         eps = local_endpoints(sp, node)
         if not eps:
