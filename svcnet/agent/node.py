@@ -1265,6 +1265,47 @@ def rules_normal(snap: dict, tables: dict[str, str]) -> str:
     return normal_form(snap) + "".join(tables[f] for f in NFT_FAMILIES if f in tables)
 
 
+# A rules diff's hunk header names the nft blocks open at the hunk's first line (as git names a
+# function), "@@ -a,b +c,d @@ table ip kube-proxy > chain X": a drifted rule deep in a long chain
+# is then attributed to its chain (verify's drift per service) without the whole table as context.
+NFT_CONTEXT_SEP = " > "
+NFT_HUNK_RE = re.compile(r"@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+
+
+def nft_heads_step(heads: list[str], line: str) -> list[str]:
+    """The nft blocks open after `line`, given those open before it (a table's block starts the
+    nesting, so iptables lines never open one)."""
+    text = line.strip()
+    if text.endswith("{") and (heads or line.startswith("table ")):
+        return [*heads, text[:-1].strip()]
+    if text == "}" and heads:
+        return heads[:-1]
+    return heads
+
+
+def nft_hunk_context(diff: str, old: list[str]) -> str:
+    """`diff` (a unified diff of `old`) with each hunk header naming the nft blocks open before it."""
+    starts: dict[str, int] = {}
+    for m in NFT_HUNK_RE.finditer(diff):
+        first, count = int(m.group(1)), m.group(2)
+        starts[m.group()] = first if count == "0" else first - 1  # lines of `old` before the hunk
+    if not starts:
+        return diff
+    before: dict[int, list[str]] = {n: [] for n in starts.values()}
+    heads: list[str] = []
+    for n, line in enumerate(old[:max(before)]):
+        heads = nft_heads_step(heads, line)
+        if n + 1 in before:
+            before[n + 1] = heads
+    out = []
+    for line in diff.splitlines(keepends=True):
+        head = NFT_HUNK_RE.match(line)
+        if head and before.get(starts[head.group()]):
+            line = head.group() + " " + NFT_CONTEXT_SEP.join(before[starts[head.group()]]) + "\n"
+        out.append(line)
+    return "".join(out)
+
+
 def nft_transaction(script: str, live: dict[str, str]) -> str:
     """The script, plus the deletion of svcnet's live tables it does not write (its other family,
     or every one when the node leaves nftables mode): one `nft -f` transaction."""
@@ -3219,7 +3260,8 @@ DIFF_KEYS = {PART_RULES: PART_RULES, PART_NETWORK: "netconf"}
 
 
 def part_diff(part: str, old: list[str], new: list[str]) -> str:
-    return text_diff(old, new, DIFF_KEYS[part])
+    diff = text_diff(old, new, DIFF_KEYS[part])
+    return nft_hunk_context(diff, old) if part == PART_RULES and diff else diff
 
 
 # --------------------------------------------------------------------------- operations

@@ -10,9 +10,10 @@ import click
 
 from svcnet.diagnostics import Diagnostic, errors
 from svcnet.model.load import Checked, check_paths
-from svcnet.model.types import Cluster
+from svcnet.model.types import MODE_NFTABLES, Cluster
 
 EXIT_INVALID = 1
+EXIT_UNSUPPORTED = 2  # a usage error: the command cannot do this (yet)
 
 files_option = click.option(
     "-f", "--filename", "paths", multiple=True, required=True, metavar="PATH",
@@ -54,3 +55,11 @@ def load_or_exit(paths: Sequence[str], show_warnings: bool = False) -> Cluster:
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"svcnet: {message}", err=True)
     sys.exit(code)
+
+
+def refuse_nftables_mode(cluster: Cluster, command: str) -> None:
+    """Exit 2 if the description is in nftables mode: `command` traces iptables rules only (tracing
+    through nft maps, vmaps and numgen is a later step)."""
+    if cluster.proxy.mode == MODE_NFTABLES:
+        fail(f"{command} for nftables mode is not yet supported (the description sets proxy.mode: "
+             f"{MODE_NFTABLES}); {command} traces iptables mode's rules only", EXIT_UNSUPPORTED)

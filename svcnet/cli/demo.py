@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from svcnet import resources
-from svcnet.cli.common import load_or_exit
+from svcnet.cli.common import load_or_exit, refuse_nftables_mode
 from svcnet.explain.combine import combine
 from svcnet.explain.trace import ORIGIN_NODE, Packet, TraceContext, trace
 from svcnet.explain.trace import Path as TracePath
@@ -141,6 +141,7 @@ def demo(paths: tuple[str, ...], name: str) -> None:
 
     paths = paths or (str(resources.example(SEED)),)
     cluster: Cluster = step(f"validate {' '.join(paths)}", lambda: load_or_exit(paths, show_warnings=True))
+    refuse_nftables_mode(cluster, "demo")
 
     def up() -> Any:
         try:

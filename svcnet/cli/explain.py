@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from svcnet.cli.common import fail, files_option, load_or_exit
+from svcnet.cli.common import fail, files_option, load_or_exit, refuse_nftables_mode
 from svcnet.explain.trace import (
     ORIGIN_NODE,
     ORIGIN_OUTSIDE,
@@ -117,6 +117,7 @@ def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: s
     src_ip, src_port = _endpoint(src, "src", need_port=False)
     dst_ip, dst_port = _endpoint(dst, "dst", need_port=True)
     cluster = load_or_exit(paths)
+    refuse_nftables_mode(cluster, "explain")
     names = [n.name for n in cluster.nodes]
     if node_name not in names:
         fail(f"no node {node_name!r} in the description (nodes: {', '.join(names)})", 1)

@@ -12,7 +12,7 @@ from svcnet.model import semantic
 from svcnet.model.build import Build, Objects, build
 from svcnet.model.semantic.ipv6 import ipv6_errors
 from svcnet.model.semantic.spelling import spelling_warnings
-from svcnet.model.types import MODE_IPTABLES, MODE_NFTABLES, Cluster
+from svcnet.model.types import Cluster
 from svcnet.validate_schema import Schemas
 
 # Schema keys of the kinds svcnet reads, and where each goes in `Objects`.
@@ -121,26 +121,9 @@ def _cluster_doc_checks(objs: Objects, docs: Sequence[Document], cluster_seen: b
     return out
 
 
-def _unapplied_mode(objs: Objects) -> list[Diagnostic]:
-    """GATE (issue 14): svcnet renders nftables mode but cannot apply it until the node agent can.
-    Remove this check, and `check_paths`' `allow_unapplied`, once the agent applies `rules.nft`."""
-    if not objs.cluster:
-        return []
-    first = objs.cluster[0]
-    mode = ((first.obj.get("spec") or {}).get("proxy") or {}).get("mode", MODE_IPTABLES)
-    if mode != MODE_NFTABLES:
-        return []
-    return [first.diag(("spec", "proxy", "mode"),
-                       "nftables mode is not yet applied: svcnet renders its rules but no node can apply them "
-                       "yet; use iptables")]
-
-
-def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *,
-                allow_unapplied: bool = False, ipv6: bool = False) -> Checked:
+def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *, ipv6: bool = False) -> Checked:
     """Run the whole front of the pipeline and collect every diagnostic.
 
-    `allow_unapplied` lets a proxy mode through that svcnet renders but cannot apply yet (the
-    nftables gate); only tests of the renderer pass it, never the CLI.
     `ipv6=True` lifts the IPv6 gate (`svcnet.model.semantic.ipv6`): the model, the checks and the
     renderer handle IPv6 and dual-stack, applying them does not yet. Only tests pass it; the CLI
     never does, so every command refuses an IPv6 description with a located error.
@@ -154,8 +137,6 @@ def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *,
         diags.extend(ipv6_errors(objs))
     diags.extend(spelling_warnings(objs))
     cluster_diags = _cluster_doc_checks(objs, loaded.documents, cluster_seen)
-    if not allow_unapplied:
-        cluster_diags += _unapplied_mode(objs)
     diags.extend(cluster_diags)
     if not objs.cluster or errors(cluster_diags):
         return Checked(None, diags)

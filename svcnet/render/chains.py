@@ -240,3 +240,13 @@ def nft_port_chains(sp: ServicePort) -> tuple[str, str, str, str]:
 def is_nft_service_chain(name: str) -> bool:
     """kube-proxy's own test for its per-service chains: only they hold a '/'."""
     return "/" in name
+
+
+def nft_port_names(sp: ServicePort) -> list[str]:
+    """Every nft name that belongs to one service port: its service-/local-/external-/firewall-
+    chains, each endpoint's endpoint- chain and affinity- set, and its `ns/name/proto/port` (element
+    comments): what verify maps drift back to the port."""
+    port_input = nft_port_input(sp.namespace, sp.name, sp.proto, sp.port_name)
+    bases = [nft_endpoint_base(port_input, ep.ip, ep.port) for ep in sp.endpoints]
+    return [*nft_port_chains(sp), *(p + b for b in bases for p in (NFT_ENDPOINT_PREFIX, NFT_AFFINITY_PREFIX)),
+            port_input]

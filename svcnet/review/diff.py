@@ -15,11 +15,18 @@ from dataclasses import dataclass
 
 from svcnet.desired import NetConf, PodNet
 from svcnet.model.types import Cluster, ProcessSecurity, ServicePort
-from svcnet.render.artifacts import JUMPS_FILE, NETSTATE_FILE, RESTORE_FILE, NodeArtifacts, node_artifacts_all
+from svcnet.render.artifacts import (
+    JUMPS_FILE,
+    NETSTATE_FILE,
+    NFT_FILE,
+    RESTORE_FILE,
+    NodeArtifacts,
+    node_artifacts_all,
+)
 from svcnet.render.jumps import render_jump_rules
 from svcnet.render.netconf import state_lines
 from svcnet.review.linediff import Hunk, hunks, regions
-from svcnet.review.owners import LineOwners
+from svcnet.review.owners import LineOwners, NftOwners
 
 JUMP_RULES = "(jump rules)"
 ADDRESS_CONFIG = "(address config)"
@@ -79,17 +86,22 @@ def diff_clusters(old: Cluster, new: Cluster, context: int = 3) -> list[NodeDiff
     old_arts = node_artifacts_all(old)
     new_arts = node_artifacts_all(new)
     owners = LineOwners(changed_ports(old, new), [*old.service_ports, *new.service_ports])
+    nft_owners = NftOwners([*old.service_ports, *new.service_ports])
     names = list(new_arts) + [n for n in old_arts if n not in new_arts]
     seen: dict[tuple[int, int], tuple[str, FileDiff | None]] = {}
     out = []
     for name in names:
         before, after = old_arts.get(name), new_arts.get(name)
-        old_text = before.restore if before else ""
-        new_text = after.restore if after else ""
+        old_text, new_text = _rules_text(before), _rules_text(after)
         key = (id(old_text), id(new_text))
         rules_as = None
         if key in seen:
             rules_as, rules = seen[key]
+        elif _nft(before) or _nft(after):
+            # nftables mode on either side: the nft scripts (a mode switch shows the restore input
+            # going as the script's lines come, each in its own file's terms)
+            rules = _nft_diff(old_text, new_text, before, after, nft_owners, owners, context)
+            seen[key] = (name, rules)
         else:
             rules = _rules_diff(old_text, new_text, owners, context)
             seen[key] = (name, rules)
@@ -101,6 +113,32 @@ def diff_clusters(old: Cluster, new: Cluster, context: int = 3) -> list[NodeDiff
             status = UNCHANGED
         out.append(NodeDiff(name, status, rules, jumps, address, rules_as if rules else None))
     return out
+
+
+def _nft(art: NodeArtifacts | None) -> bool:
+    return art is not None and art.nftables_mode
+
+
+def _rules_text(art: NodeArtifacts | None) -> str:
+    """The node's rules file: the nft script in nftables mode, else the restore input."""
+    return "" if art is None else art.nft if art.nftables_mode else art.restore
+
+
+def _nft_diff(old_text: str, new_text: str, before: NodeArtifacts | None, after: NodeArtifacts | None,
+              nft_owners: NftOwners, owners: LineOwners, context: int) -> FileDiff | None:
+    """The rules diff when either side is in nftables mode, under the name of the new side's file."""
+    if old_text == new_text:
+        return None
+    a, b = old_text.splitlines(), new_text.splitlines()
+
+    def owner(line: str) -> str:
+        return nft_owners(line) if line.startswith(NFT_VERB_PREFIXES) else owners(line)
+
+    file = NFT_FILE if _nft(after) or after is None else RESTORE_FILE
+    return FileDiff(file, tuple(hunks(a, b, regions(a, b), owner, context=context)))
+
+
+NFT_VERB_PREFIXES = ("add ", "delete ", "flush ", "create ", "insert ", "replace ")
 
 
 def _parts(lines: Sequence[str]) -> list[int]:

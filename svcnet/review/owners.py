@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from svcnet.model.types import ServicePort
-from svcnet.render.chains import is_service_chain, port_chains
+from svcnet.render.chains import is_service_chain, nft_port_names, port_chains
 
 NODE_WIDE = "(node-wide rules)"
 UNKNOWN_SERVICE = "(unknown service chain)"
@@ -92,3 +92,30 @@ def _chain_of(line: str) -> str:
     if line.startswith(("-A ", "-X ")):
         return line[3:].partition(" ")[0]
     return ""
+
+
+class NftOwners:
+    """A line of an nft script (`add rule ip kube-proxy CHAIN …`, `add element … { … : goto CHAIN }`)
+    -> the service port whose chain, set or element comment it names, else `NODE_WIDE`.
+    Every port's names are hashed on the first line asked about."""
+
+    def __init__(self, ports: Sequence[ServicePort]):
+        self._ports: Sequence[ServicePort] | None = ports
+        self._names: dict[str, str] = {}
+        self._memo: dict[str, str] = {}
+
+    def __call__(self, line: str) -> str:
+        found = self._memo.get(line)
+        if found is None:
+            found = self._memo[line] = self._owner(line)
+        return found
+
+    def _owner(self, line: str) -> str:
+        if self._ports is not None:
+            self._names = {name: sp.spn for sp in self._ports for name in nft_port_names(sp)}
+            self._ports = None
+        for word in line.split()[3:]:
+            spn = self._names.get(word.strip('",;{}'))
+            if spn is not None:
+                return spn
+        return NODE_WIDE

@@ -216,7 +216,7 @@ class VerifyContext:
             if not probe.ok or probe.facts is None:
                 return f"{node}: agent probe failed: {probe.msg}"
             art = node_artifacts_all(with_facts(self.cluster, {node: probe.facts}), [node])[node]
-            answer = self.agent(node, ApplyRequest(self.run_id, art, check=True))
+            answer = self.agent(node, ApplyRequest(self.run_id, art, check=True, proxy_mode=self.cluster.proxy.mode))
         except VerifyError as exc:
             return str(exc.msg)
         if not answer.ok or answer.diff is None:

@@ -1,7 +1,9 @@
 """Read the agent's check-mode diffs (live vs rendered, kernel-normalised) into per-object drift.
 
 The rules diff is a unified diff of the owned rules' normal form (`*table`, `:CHAIN`, `-A CHAIN ...`
-lines, see svcnet/agent/node.py `normal_form`); the netconf diff one of the address-config facts
+lines, see svcnet/agent/node.py `normal_form`), then in nftables mode of svcnet's nft tables (`nft list
+table` text, `nft_normal`; each hunk header names the blocks open at its start, `nft_hunk_context`,
+so every line is put in its chain, set or map); the netconf diff one of the address-config facts
 (`sysctl ...`, `bridge ...`, `route ...`, `pod ...`). Pure functions.
 """
 
@@ -11,6 +13,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from svcnet.agent.node import NFT_CONTEXT_SEP, NFT_HUNK_RE, nft_heads_step
 from svcnet.model.types import ServicePort
 from svcnet.render.chains import (
     ALL_BUILTIN_CHAINS,
@@ -43,11 +46,16 @@ _FILTER_ONLY = (KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL, KUBE_
 class DiffLine:
     sign: str  # "-" live only, "+" desired only
     text: str
-    table: str  # "" when it cannot be told
+    table: str  # "" when it cannot be told; "ip kube-proxy" for an nft line
+    block: str = ""  # an nft line's block: "chain NAME", "set NAME", "map NAME" or "table ..."
 
     @property
     def chain(self) -> str:
-        return rule_chain(self.text)
+        return self.block.split(" ", 1)[-1] if self.block else rule_chain(self.text)
+
+    @property
+    def where(self) -> str:
+        return self.block or f"chain {self.chain}"
 
     def show(self) -> str:
         return f"{self.sign}{self.text}"
@@ -87,13 +95,47 @@ def guess_table(chain: str, seen: str) -> str:
 
 
 def rules_drift(diff: str) -> list[DiffLine]:
-    """The changed rule and chain lines of a rules diff (table headers and COMMIT dropped)."""
+    """The changed rule and chain lines of a rules diff (iptables table headers and COMMIT dropped),
+    each nft line with its block: the live side ('-' and context lines) and the rendered side ('+'
+    and context) are walked from each hunk header's blocks."""
     out = []
-    for sign, text, table in changed_lines(diff):
+    table = ""
+    sides: dict[str, list[str]] = {"-": [], "+": []}
+    for raw in diff.splitlines():
+        if raw.startswith(("---", "+++")) or not raw:
+            continue
+        m = NFT_HUNK_RE.match(raw)
+        if m:
+            context = raw[m.end():].strip()
+            heads = context.split(NFT_CONTEXT_SEP) if context else []
+            sides = {"-": heads, "+": heads}
+            continue
+        sign, text = raw[0], raw[1:]
+        if text.startswith("*"):
+            table = text[1:]
+        deepest: list[str] = []
+        for side in ("-", "+") if sign == " " else (sign,) if sign in sides else ():
+            before = sides[side]
+            sides[side] = nft_heads_step(before, text)
+            deepest = max(before, sides[side], key=len)
+        if sign not in "+-":
+            continue
         chain = rule_chain(text)
-        if chain:
+        if deepest:
+            out.append(nft_line(sign, text, deepest))
+        elif chain:
             out.append(DiffLine(sign, text, guess_table(chain, table)))
     return out
+
+
+NFT_BLOCK_KINDS = ("chain ", "set ", "map ")
+
+
+def nft_line(sign: str, text: str, heads: list[str]) -> DiffLine:
+    """A changed line inside nft blocks `heads` (those open on its side, the deeper of before and after it)."""
+    table = heads[0].removeprefix("table ")
+    named = [h for h in heads[1:] if h.startswith(NFT_BLOCK_KINDS)]
+    return DiffLine(sign, text, table, named[-1] if named else heads[0])
 
 
 def _words(text: str) -> list[str]:
@@ -117,8 +159,10 @@ def rule_comment(text: str) -> str:
 
 
 def owner_of(line: DiffLine, owners: Mapping[str, ServicePort], spns: Iterable[str]) -> str | None:
-    """The service port (spn) a drifted line belongs to: by its chain, its jump target or its comment."""
-    for chain in (line.chain, rule_target(line.text)):
+    """The service port (spn) a drifted line belongs to: by its chain, its jump target or its comment
+    (an nft line: by its block, or a chain, set or comment it names)."""
+    words = [w.strip('",;{}') for w in line.text.split()] if line.block else []
+    for chain in (line.chain, rule_target(line.text), *words):
         if chain in owners:
             return owners[chain].spn
     words = rule_comment(line.text).split()
@@ -128,21 +172,23 @@ def owner_of(line: DiffLine, owners: Mapping[str, ServicePort], spns: Iterable[s
 
 
 def is_jump(line: DiffLine) -> bool:
-    return line.chain in ALL_BUILTIN_CHAINS
+    return not line.block and line.chain in ALL_BUILTIN_CHAINS
 
 
 def by_chain(lines: Iterable[DiffLine]) -> dict[tuple[str, str], list[DiffLine]]:
     groups: dict[tuple[str, str], list[DiffLine]] = {}
     for line in lines:
-        groups.setdefault((line.table, line.chain), []).append(line)
+        groups.setdefault((line.table, line.where), []).append(line)
     return groups
 
 
 def describe_chains(node: str, lines: Iterable[DiffLine], owner: str = "") -> str:
     """One paragraph per drifted chain: 'node1: nat chain KUBE-SVC-X (ns/svc:port) differs ...'."""
     parts = []
-    for (table, chain), group in by_chain(lines).items():
-        what = f"{table + ' ' if table else ''}chain {chain}{f' ({owner})' if owner else ''}"
+    for (table, _), group in by_chain(lines).items():
+        where = group[0].where
+        table = "" if where.startswith("table ") else table
+        what = f"{table + ' ' if table else ''}{where}{f' ({owner})' if owner else ''}"
         body = "\n".join("    " + ln.show() for ln in group)
         parts.append(f"{node}: {what} differs from the rendered rules {LEGEND}:\n{body}")
     return "\n".join(parts)

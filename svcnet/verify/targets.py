@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from svcnet.agent.podserver import SCTP_FLAG, UDP_FLAG
 from svcnet.desired import cluster_endpoints, untopological_cluster_endpoints
 from svcnet.model.types import SCTP, TCP, UDP, Cluster, Endpoint, Pod, ServicePort
-from svcnet.render.chains import port_chains
+from svcnet.render.chains import nft_port_names, port_chains
 
 PODSERVER = "podserver.py"
 PODSERVER_FLAG = {UDP: UDP_FLAG, SCTP: SCTP_FLAG}  # what podserver needs to answer the protocol (TCP: none)
@@ -175,5 +175,6 @@ def in_source_ranges(ip: str, sp: ServicePort) -> bool:
 
 
 def chain_owners(cluster: Cluster) -> dict[str, ServicePort]:
-    """Per-service chain name -> the service port it belongs to (SVC, SVL, EXT, FW, SEP)."""
-    return {chain: sp for sp in cluster.service_ports for chain in port_chains(sp)}
+    """Per-service chain name -> the service port it belongs to (SVC, SVL, EXT, FW, SEP; in nftables
+    mode its chains, affinity sets and element comment)."""
+    return {chain: sp for sp in cluster.service_ports for chain in (*port_chains(sp), *nft_port_names(sp))}

@@ -62,3 +62,20 @@ def test_unknown_node() -> None:
     res = CliRunner().invoke(explain, ["-f", str(SEED), "--node", "nope", "--src", "1.1.1.1",
                                        "--dst", "2.2.2.2:1"])
     assert res.exit_code == 1 and "no node 'nope'" in res.output
+
+
+SEED_NFT = SEED.parent / "seed-nftables"
+
+
+@pytest.mark.parametrize("command", ["explain", "demo"])
+def test_explain_and_demo_refuse_nftables_mode_with_a_usage_error(command):
+    """They trace the iptables rules (art.restore, empty in nftables mode): a clear refusal, not a
+    trace of nothing; demo refuses before it brings up any lab."""
+    from svcnet.cli.main import cli
+
+    args = {"explain": ["--node", "node1", "--src", "10.244.1.5", "--dst", "10.111.35.139:8080"],
+            "demo": ["--name", "never-created"]}[command]
+    res = CliRunner().invoke(cli, [command, "-f", str(SEED_NFT), *args])
+    assert res.exit_code == 2, res.output
+    assert f"{command} for nftables mode is not yet supported" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)

@@ -5,8 +5,7 @@ kube-proxy-nft-vectors, copied from kube-proxy's nftables unit tests) share the 
 input schema, so they are written as description files by `realpath.describe` (same translations,
 same rewrites: `overall` and `bad-ips` are the same upstream scenarios in both modes) with
 `proxy.mode: nftables`, the masquerade settings in `proxy.nftables`, and the vector's ServiceCIDR.
-`run` then goes load → validate → model → desired → render for the vector's node, below the
-validate gate that refuses nftables mode until the agent applies it (`allow_unapplied`).
+`run` then goes load → validate → model → desired → render for the vector's node.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ class NftResult:
 
 def run(vec: realpath.Raw, directory: Path, rewrite: bool = True) -> NftResult:
     """load → validate (below the nftables gate) → model → desired → render for the vector's node."""
-    checked = check_paths([realpath.write(describe(vec, rewrite), directory)], allow_unapplied=True)
+    checked = check_paths([realpath.write(describe(vec, rewrite), directory)])
     found = tuple(f"{d.path}: {d.message}" for d in errors(checked.diagnostics))
     if found or checked.build is None:
         return NftResult(found, "", "")

@@ -12,7 +12,6 @@ import nftrealpath
 import pytest
 from click.testing import CliRunner
 
-from svcnet.model import load as model_load
 from svcnet.model.types import (
     DETECT_BRIDGE,
     DETECT_IFACE_PREFIX,
@@ -234,23 +233,14 @@ def description(tmp_path: Path) -> Path:
     return path
 
 
-def test_validate_refuses_nftables_mode_with_a_located_error(description: Path) -> None:
+def test_validate_accepts_nftables_mode(description: Path) -> None:
     from svcnet.cli.main import cli
 
-    for args in (["validate", str(description)], ["render", "-f", str(description), "--node", "node1"]):
-        run = CliRunner().invoke(cli, args)
-        assert run.exit_code == 1, run.output
-        assert f"{description}:7:11: spec.proxy.mode: nftables mode is not yet applied" in run.output
-        assert "Traceback" not in run.output
+    run = CliRunner().invoke(cli, ["validate", str(description)])
+    assert run.exit_code == 0, run.output
 
 
-@pytest.fixture
-def gate_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As once the agent applies rules.nft and the gate is removed."""
-    monkeypatch.setattr(model_load, "_unapplied_mode", lambda objs: [])
-
-
-def test_render_prints_the_nft_script_and_its_canonical_table(description: Path, gate_open: None) -> None:
+def test_render_prints_the_nft_script_and_its_canonical_table(description: Path) -> None:
     from svcnet.cli.main import cli
 
     plain = CliRunner().invoke(cli, ["render", "-f", str(description), "--node", "node1"])
@@ -266,8 +256,7 @@ def test_render_prints_the_nft_script_and_its_canonical_table(description: Path,
     assert jumps.exit_code == 2 and "nftables mode, which has no jump rules" in jumps.output
 
 
-def test_render_out_writes_rules_nft_instead_of_the_iptables_files(description: Path, tmp_path: Path,
-                                                                  gate_open: None) -> None:
+def test_render_out_writes_rules_nft_instead_of_the_iptables_files(description: Path, tmp_path: Path) -> None:
     from svcnet.cli.main import cli
 
     out = tmp_path / "out"
@@ -279,7 +268,7 @@ def test_render_out_writes_rules_nft_instead_of_the_iptables_files(description: 
     assert (out / "node1" / "rules.nft").read_text() == plain.output
 
 
-def test_nftables_masquerade_settings_come_from_proxy_nftables(description: Path, gate_open: None) -> None:
+def test_nftables_masquerade_settings_come_from_proxy_nftables(description: Path) -> None:
     from svcnet.cli.main import cli
 
     description.write_text(CLUSTER.replace("    mode: nftables\n", "    mode: nftables\n"

@@ -156,3 +156,28 @@ def test_large_cluster_mode_endpoint_rules_without_comments_belong_to_their_serv
     assert [d.services() for d in diffs] == [["bench/svc-00000:http"]] * 2
     changed = [line for h in diffs[0].rules.hunks for line in h.lines if line[0] in "+-"]  # type: ignore[union-attr]
     assert any("--comment" not in line and "-j DNAT" in line for line in changed)  # large mode: no comments
+
+
+def test_nftables_mode_diffs_the_nft_scripts_by_service(tmp_path):
+    """In nftables mode the rules are the nft script (restore is empty): a changed targetPort shows
+    in rules.nft, every changed line owned by the service port, and the hunks rebuild the new script;
+    a switch from iptables mode shows the restore input going and the script coming."""
+    from svcnet.render.artifacts import NFT_FILE, RESTORE_FILE
+
+    nft_seed = ROOT / "examples" / "seed-nftables"
+    new_dir = tmp_path / "new"
+    shutil.copytree(nft_seed, new_dir)
+    svc = new_dir / "service.yaml"
+    svc.write_text(svc.read_text().replace("targetPort: 8080", "targetPort: 8081"))
+    old, new = load_cluster([nft_seed]), load_cluster([new_dir])
+    diffs = diff_clusters(old, new)
+    before, after = node_artifacts_all(old), node_artifacts_all(new)
+    for d in diffs:
+        assert d.status == CHANGED and d.rules is not None and d.rules.file == NFT_FILE, d
+        assert d.rules.owners() == [SPN], d.rules.hunks
+        a, b = before[d.node].nft.splitlines(), after[d.node].nft.splitlines()
+        assert apply(a, d.rules.hunks) == b
+    switch = diff_clusters(load_cluster([SEED]), old)
+    assert all(d.rules is not None and d.rules.file == NFT_FILE for d in switch)
+    back = diff_clusters(old, load_cluster([SEED]))
+    assert all(d.rules is not None and d.rules.file == RESTORE_FILE and SPN in d.rules.owners() for d in back)

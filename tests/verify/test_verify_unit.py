@@ -415,3 +415,37 @@ def test_traffic_checks_expect_each_nodes_topology() -> None:
     assert hps(web, None) == ["10.244.1.5:8080", "10.244.2.5:8080", "10.244.2.6:8080"]
     assert hps(api, "node1") == ["10.244.1.9:8080"]
     assert hps(api, "node2") == ["10.244.2.9:8080"]
+
+
+def nft_listing(svc: str, ep: str, rules: list[str], elements: list[str]) -> list[str]:
+    """An `ip kube-proxy` table in the agent's normal form (nft_normal) with one long service chain."""
+    return ["table ip kube-proxy {", "\tcomment \"rules for kube-proxy\"",
+            "\tmap service-ips {", "\t\ttype ipv4_addr . inet_proto . inet_service : verdict",
+            "\t\telements = {", *elements, "\t\t}", "\t}",
+            "\tchain services {", "\t\tip daddr . meta l4proto . th dport vmap @service-ips", "\t}",
+            f"\tchain {svc} {{", *rules, "\t}",
+            f"\tchain {ep} {{", "\t\tjump mark-for-masquerade", "\t}", "}"]
+
+
+def test_nft_rules_drift_names_the_chain_and_service_deep_in_a_table():
+    """A drift line many lines below its chain's head (outside a hunk's 3 context lines) and a map
+    element are attributed to their chain / map and their service port, through the agent's diff."""
+    from svcnet.agent.node import PART_RULES, part_diff
+
+    sp = load_cluster([SEED]).service_ports[0]
+    owners = chain_owners(load_cluster([SEED]))
+    svc, ep = next(n for n in owners if n.startswith("service-")), next(n for n in owners if n.startswith("endpoint-"))
+    rules = [f"\t\tip saddr 10.0.0.{i} counter" for i in range(12)]
+    element = f"\t\t\t10.111.35.139 . tcp . 8080 : goto {svc}"
+    want = nft_listing(svc, ep, rules, [element])
+    live = nft_listing(svc, ep, rules[:8] + rules[9:], [])  # a rule gone deep in the chain, an element gone
+    diff = part_diff(PART_RULES, live, want)
+    lines = rules_drift(diff)
+    assert [(ln.sign, ln.table, ln.where) for ln in lines] == [
+        ("+", "ip kube-proxy", "map service-ips"), ("+", "ip kube-proxy", f"chain {svc}")]
+    drift = sort_drift(lines, owners)
+    assert list(drift.by_service) == [sp.spn] and len(drift.by_service[sp.spn]) == 2
+    assert not drift.jumps and not drift.other
+    gone = rules_drift(part_diff(PART_RULES, want, [*want[:-4], "}"]))  # the endpoint chain gone live
+    assert {ln.where for ln in gone} == {f"chain {ep}"} and {ln.sign for ln in gone} == {"-"}
+    assert sort_drift(gone, owners).by_service.keys() == {sp.spn}
