@@ -57,6 +57,19 @@ def test_the_collection_builds_with_ansible_galaxy(ansible: Ansible):
     assert {"playbooks/site.yml", "playbooks/teardown.yml"} <= files
 
 
+def test_every_module_documents_the_shared_options_through_its_doc_fragment(ansible: Ansible):
+    """ansible-doc reads each module of the built collection with svcnet's doc fragment merged in."""
+    verbs = ("validate", "preflight", "network", "rules", "verify", "teardown")
+    run = ansible.run("ansible-doc", "--json", *(f"svcnet.cluster.{v}" for v in verbs))
+    assert run.rc == 0, run.out + run.err
+    docs = json.loads(run.out)
+    for verb in verbs:
+        doc = docs[f"svcnet.cluster.{verb}"]["doc"]
+        assert {"cluster", "confirm_timeout", "lock_wait"} <= set(doc["options"]), verb
+        assert doc["options"]["cluster"]["required"] is True and doc["attributes"]["check_mode"]["support"] == "full"
+    assert docs["svcnet.cluster.verify"]["doc"]["options"]["outside"]["choices"] == ["auto", "local", "none"]
+
+
 def test_first_run_changes_every_node_and_verifies(first_run):
     recap = first_run.recap()
     assert set(recap) == set(NODES), first_run.out

@@ -7,33 +7,11 @@ module: verify
 short_description: svcnet's verify task
 description:
   - Run svcnet's checks (rules, address config, pods, real traffic) against the node.
-  - Runs on the controller with svcnet's Python package (install svcnet into the Python that runs Ansible);
-    the node gets only its rendered artifacts and svcnet's stdlib-only agent, over the task's connection.
+extends_documentation_fragment: svcnet.cluster.svcnet
 options:
-  cluster:
-    description: The cluster description (files or directories), relative to the playbook's directory.
-    type: list
-    elements: path
-    required: true
-  confirm_timeout:
-    description:
-      - Seconds the node waits for the confirmation over a fresh connection before it rolls back
-        (0 - no dead-man switch).
-    type: float
-    default: 30
-  lock_wait:
-    description: Seconds to wait for another run's lock on the node.
-    type: float
-    default: 30
   outside:
     description: Where outside traffic (NodePorts, externalIPs, LB IPs) comes from, as C(svcnet verify --outside).
     type: str
     choices: [auto, local, none]
     default: auto
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-author: svcnet
 """
