@@ -70,3 +70,14 @@ def test_bad_input_is_a_usage_error(args: tuple[str, ...], message: str) -> None
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_a_rule_form_the_tracer_does_not_know_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from svcnet.explain import nft
+
+    real = nft.parse_table
+    monkeypatch.setattr(nft, "parse_table", lambda text: real(text.replace("jump services", "tcp dport 1 accept")))
+    res = invoke("--src", "10.244.1.5", "--dst", f"{CLUSTER_IP}:8080")
+    assert res.exit_code == 1, res.output
+    assert ("svcnet: node1: table ip kube-proxy: chain nat-prerouting rule 1: unknown rule form "
+            "'tcp dport 1 accept'") in res.output and "Traceback" not in res.output

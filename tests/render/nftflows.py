@@ -19,7 +19,12 @@ SOURCE_PORT = 40000  # kube-proxy's flows give no source port; no rule looks at 
 def explain(table: str, flow: dict[str, Any], local_ips: frozenset[str]) -> Trace:
     packet = Packet(flow["source_ip"], SOURCE_PORT, flow["dest_ip"], flow["dest_port"], flow["protocol"].lower(),
                     ORIGIN_OUTSIDE)
-    return trace_nft(parse_table(table), packet, TraceContext(local_ips=local_ips))
+    return trace_nft(parse_table(table), packet, context(local_ips))
+
+
+def context(local_ips: frozenset[str]) -> TraceContext:
+    """The node facts of kube-proxy's test tracer: its local IPs, no session affinity recorded."""
+    return TraceContext(local_ips=local_ips)
 
 
 def vector_result(tr: Trace) -> tuple[str, bool]:
