@@ -124,7 +124,8 @@ def _trace_nft(art: NodeArtifacts, node: str, packet: Packet, ctx: TraceContext,
 @click.option("--local-ip", "local_ips", multiple=True, metavar="IP|CIDR",
               help="Extra addresses that are LOCAL on the node (repeatable).")
 @click.option("--recorded", multiple=True, metavar="NAME",
-              help="Session-affinity lists (KUBE-SEP-...) the client is already in; '*' for all.")
+              help="Session-affinity lists (KUBE-SEP-...; nftables mode: affinity-... sets) the client is "
+                   "already in; '*' for all.")
 @click.option("--live", is_flag=True,
               help="Trace the rules really on the node (iptables-save, or nft list table, over SSH).")
 @click.option("-i", "--inventory", metavar="PATH", help="Inventory for --live.")

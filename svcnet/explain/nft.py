@@ -1,6 +1,7 @@
 """Walk a first packet through a node's nftables table (kube-proxy's nftables mode), branch by branch.
 
-The table is read from `nft -f` input of `add` commands (what `svcnet render` prints). Base chains
+The table is read from `nft -f` input of `add` commands (what `svcnet render` prints, `parse_table`) or
+from `nft -s list table` after the agent's `nft_normal` (`--live`, `parse_listing`). Base chains
 run per hook in priority order, in netfilter's hook order for a connection's first packet (as in
 trace.py). A vmap lookup takes the element's verdict; `numgen random mod N vmap` splits the path
 into N branches of probability 1/N each. Only the rule forms kube-proxy's nftables proxier writes
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from svcnet.explain.match import PacketState
+from svcnet.explain.report import percent
 from svcnet.explain.trace import (
     DELIVERED_LOCAL,
     FORWARDED,
@@ -181,10 +183,6 @@ def _in_value(addr: str, value: str) -> bool:
     return False
 
 
-def _percent(p: float) -> str:
-    return f"{p * 100:.2f}".rstrip("0").rstrip(".") + "%"
-
-
 class _Walker:
     def __init__(self, table: NftTable, ctx: TraceContext):
         self.t, self.ctx, self.mc = table, ctx, ctx.match_context()
@@ -222,66 +220,29 @@ class _Walker:
 
     def _rule(self, path: Path, hook: str, chain: str, index: int, rule: str,
               depth: int) -> list[tuple[Path, str]]:
-        """The rule's effect: [(path, "next")] when evaluation goes on with the next rule."""
+        """The rule's expressions left to right; [(path, "next")] when evaluation goes on with the next rule."""
         w = rule.split(" ")
         reasons: list[str] = []
         notes: list[str] = []
-        pkt = path.packet
         while w:
-            if w[:3] == ["ct", "state", "new"]:
-                reasons.append("ct state new (first packet)")
-                del w[:3]
+            pkt = path.packet
+            try:
+                matched = self._match(pkt, w)
+            except (IndexError, ValueError):  # a truncated or malformed expression (a hand edit, --live)
+                raise NftTraceError(f"chain {chain} rule {index}: unreadable rule {rule!r}") from None
+            if matched is not None:
+                used, hit, desc = matched
+                if not hit:
+                    return self._nomatch(path, hook, chain, index, rule, desc)
+                reasons.append(desc)
+                del w[:used]
             elif w[0] in ("ip", "ip6") and w[2:9] == [".", "meta", "l4proto", ".", "th", "dport", "vmap"]:
                 return self._vmap(path, hook, chain, index, rule, reasons, w[9][1:],
                                   f"{pkt.dst} . {pkt.proto} . {pkt.dport}", depth)
             elif w[:6] == ["meta", "l4proto", ".", "th", "dport", "vmap"]:
                 return self._vmap(path, hook, chain, index, rule, reasons, w[6][1:], f"{pkt.proto} . {pkt.dport}",
                                   depth)
-            elif w[0] in ("ip", "ip6") and w[1] in ("saddr", "daddr") and len(w) > 2:
-                w_src = w[1] == "saddr"
-                addr = pkt.src if w_src else pkt.dst
-                negate = w[2] == "!="
-                i = 3 if negate else 2
-                if w[i] == "{":
-                    j = w.index("}", i)
-                    value, w = " ".join(w[i:j + 1]), w[j + 1:]
-                else:
-                    value, w = w[i], w[i + 1:]
-                if value.startswith("@"):
-                    name = value[1:]
-                    hit = self.mc.recorded(name) if name in self.t.dynamic else addr in self.t.sets.get(name, set())
-                else:
-                    hit = _in_value(addr, value)
-                what = "source" if w_src else "destination"
-                desc = f"{what} {addr} {'in' if hit else 'not in'} {value}"
-                if hit == negate:
-                    return self._nomatch(path, hook, chain, index, rule, desc)
-                reasons.append(desc)
-            elif w[0] == "fib" and w[2:4] == ["type", "local"]:
-                addr = pkt.src if w[1] == "saddr" else pkt.dst
-                if not self.mc.is_local(addr):
-                    return self._nomatch(path, hook, chain, index, rule, f"{addr} is not local on the node")
-                reasons.append(f"{addr} is local on the node")
-                del w[:4]
-            elif w[0] in ("iif", "iifname"):
-                negate = w[1] == "!="
-                pattern = w[2 if negate else 1].strip('"')
-                iface = pkt.in_iface or ""
-                hit = iface.startswith(pattern[:-1]) if pattern.endswith("*") else iface == pattern
-                desc = f"input interface {iface or '(none)'} {'matches' if hit else 'does not match'} {pattern}"
-                if hit == negate:
-                    return self._nomatch(path, hook, chain, index, rule, desc)
-                reasons.append(desc)
-                del w[:3 if negate else 2]
-            elif w[:2] == ["mark", "and"] and w[3] == "==":
-                mask, want = int(w[2], 16), int(w[4], 16)
-                hit = pkt.mark & mask == want
-                desc = f"mark {pkt.mark:#x} & {w[2]} {'==' if hit else '!='} {w[4]}"
-                if not hit:
-                    return self._nomatch(path, hook, chain, index, rule, desc)
-                reasons.append(desc)
-                del w[:5]
-            elif w[:4] == ["mark", "set", "mark", "or"] or w[:4] == ["mark", "set", "mark", "xor"]:
+            elif w[:3] in (["mark", "set", "mark"],) and w[3] in ("or", "xor"):
                 m = int(w[4], 16)
                 mark = pkt.mark | m if w[3] == "or" else pkt.mark ^ m
                 path.packet = replace(pkt, mark=mark)
@@ -290,17 +251,11 @@ class _Walker:
             elif w[0] == "update":
                 notes.append(f"records the client in {w[1]} (session affinity)")
                 w = []
-            elif w[:2] == ["meta", "l4proto"] and w[2] not in (".",):
-                if w[2] != pkt.proto:
-                    return self._nomatch(path, hook, chain, index, rule, f"protocol {pkt.proto} is not {w[2]}")
-                reasons.append(f"protocol {pkt.proto}")
-                del w[:3]
             elif w[:2] == ["dnat", "to"]:
                 return [self._dnat(path, hook, chain, index, rule, reasons, notes, w[2])]
             elif w[0] == "masquerade":
-                s = self._step(path, hook, chain, index, rule, True, self._why(reasons), "masquerade",
-                               notes=tuple(notes), target="MASQUERADE")
-                path.masquerade_step = s
+                path.masquerade_step = self._step(path, hook, chain, index, rule, True, self._why(reasons),
+                                                  "masquerade", notes=tuple(notes), target="MASQUERADE")
                 return [(path, _STOP)]
             elif w[:3] == ["numgen", "random", "mod"] and w[4] == "vmap":
                 return self._numgen(path, hook, chain, index, rule, reasons, int(w[3]), " ".join(w[6:-1]), depth)
@@ -312,6 +267,46 @@ class _Walker:
                 raise NftTraceError(f"chain {chain} rule {index}: unknown rule form {' '.join(w)!r}")
         self._step(path, hook, chain, index, rule, True, self._why(reasons), "continue", notes=tuple(notes))
         return [(path, "next")]
+
+    def _match(self, pkt: PacketState, w: list[str]) -> tuple[int, bool, str] | None:
+        """(words used, hit, why) of the match expression `w` starts with; None if it starts with none."""
+        if w[:3] == ["ct", "state", "new"]:
+            return 3, True, "ct state new (first packet)"
+        if w[0] in ("ip", "ip6") and w[1] in ("saddr", "daddr") and w[2] != ".":
+            return self._match_addr(pkt, w)
+        if w[0] == "fib" and w[2:4] == ["type", "local"]:
+            addr = pkt.src if w[1] == "saddr" else pkt.dst
+            local = self.mc.is_local(addr)
+            return 4, local, f"{addr} is {'' if local else 'not '}local on the node"
+        if w[0] in ("iif", "iifname"):
+            negate = w[1] == "!="
+            pattern = w[2 if negate else 1].strip('"')
+            iface = pkt.in_iface or ""
+            hit = iface.startswith(pattern[:-1]) if pattern.endswith("*") else iface == pattern
+            return (3 if negate else 2), hit != negate, (
+                f"input interface {iface or '(none)'} {'matches' if hit else 'does not match'} {pattern}")
+        if w[:2] == ["mark", "and"] and w[3] == "==":
+            hit = pkt.mark & int(w[2], 16) == int(w[4], 16)
+            return 5, hit, f"mark {pkt.mark:#x} & {w[2]} {'==' if hit else '!='} {w[4]}"
+        if w[:2] == ["meta", "l4proto"] and w[2] != ".":
+            hit = w[2] == pkt.proto
+            return 3, hit, f"protocol {pkt.proto}" if hit else f"protocol {pkt.proto} is not {w[2]}"
+        return None
+
+    def _match_addr(self, pkt: PacketState, w: list[str]) -> tuple[int, bool, str]:
+        """`ip saddr|daddr [!=] ADDR|CIDR|{ ... }|@set`; a dynamic set (affinity) holds what --recorded says."""
+        addr = pkt.src if w[1] == "saddr" else pkt.dst
+        negate = w[2] == "!="
+        i = 3 if negate else 2
+        j = w.index("}", i) if w[i] == "{" else i
+        value = " ".join(w[i:j + 1])
+        if value.startswith("@"):
+            name = value[1:]
+            hit = self.mc.recorded(name) if name in self.t.dynamic else addr in self.t.sets.get(name, set())
+        else:
+            hit = _in_value(addr, value)
+        what = "source" if w[1] == "saddr" else "destination"
+        return j + 1, hit != negate, f"{what} {addr} {'in' if hit else 'not in'} {value}"
 
     @staticmethod
     def _why(reasons: list[str]) -> str:
@@ -342,7 +337,7 @@ class _Walker:
         out: list[tuple[Path, str]] = []
         for value, verdict in branches:
             p = path.fork(path.probability / n)
-            why = self._why([*reasons, f"numgen random mod {n} = {value} (probability {_percent(1 / n)})"])
+            why = self._why([*reasons, f"numgen random mod {n} = {value} (probability {percent(1 / n)})"])
             self._step(p, hook, chain, index, rule, True, why, verdict, branch=1 / n, target=verdict.split(" ")[-1])
             out.extend(self._verdict(p, hook, verdict, depth))
         return out

@@ -54,3 +54,38 @@ def test_listing_priorities_and_spellings() -> None:
     tr = trace_nft(t, PACKET, TraceContext())
     assert sorted(round(p.probability, 4) for p in tr.paths) == [0.3333, 0.3333, 0.3333]
     assert sorted(p.verdict for p in tr.paths) == ["ACCEPT", "ACCEPT", "DROP"]
+
+
+def test_a_truncated_expression_is_an_error_not_a_traceback() -> None:
+    table = parse_table(HEAD + "add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }\n"
+                               "add rule ip kube-proxy nat-prerouting ip saddr\n")
+    with pytest.raises(NftTraceError, match="chain nat-prerouting rule 1: unreadable rule 'ip saddr'"):
+        trace_nft(table, PACKET, TraceContext())
+
+
+AFFINITY = HEAD + """add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }
+add rule ip kube-proxy nat-prerouting jump svc
+add chain ip kube-proxy svc
+add chain ip kube-proxy ep-a
+add set ip kube-proxy affinity-a { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }
+add chain ip kube-proxy ep-b
+add set ip kube-proxy affinity-b { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }
+add rule ip kube-proxy svc ip saddr @affinity-a goto ep-a
+add rule ip kube-proxy svc ip saddr @affinity-b goto ep-b
+add rule ip kube-proxy svc numgen random mod 2 vmap { 0 : goto ep-a , 1 : goto ep-b }
+add rule ip kube-proxy ep-a update @affinity-a { ip saddr }
+add rule ip kube-proxy ep-a meta l4proto tcp dnat to 10.244.1.2:80
+add rule ip kube-proxy ep-b update @affinity-b { ip saddr }
+add rule ip kube-proxy ep-b meta l4proto tcp dnat to 10.244.2.2:80
+"""
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [
+    (frozenset(), [("10.244.1.2:80", 0.5), ("10.244.2.2:80", 0.5)]),
+    (frozenset({"affinity-b"}), [("10.244.2.2:80", 1.0)]),
+])
+def test_session_affinity_follows_the_recorded_sets(recorded: frozenset[str],
+                                                    expected: list[tuple[str, float]]) -> None:
+    tr = trace_nft(parse_table(AFFINITY), PACKET, TraceContext(recent_recorded=recorded))
+    assert [(p.dnat, p.probability) for p in tr.paths] == expected
+    assert all(any("records the client in @affinity-" in n for s in p.steps for n in s.notes) for p in tr.paths)
