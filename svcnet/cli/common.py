@@ -58,8 +58,8 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def refuse_nftables_mode(cluster: Cluster, command: str) -> None:
-    """Exit 2 if the description is in nftables mode: `command` traces iptables rules only (tracing
-    through nft maps, vmaps and numgen is a later step)."""
+    """Exit 2 if the description is in nftables mode: `command` (demo) walks iptables mode's chains only
+    (`svcnet explain` traces nftables mode; demo's walk in nftables terms is a later step)."""
     if cluster.proxy.mode == MODE_NFTABLES:
         fail(f"{command} for nftables mode is not yet supported (the description sets proxy.mode: "
              f"{MODE_NFTABLES}); {command} traces iptables mode's rules only", EXIT_UNSUPPORTED)

@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from svcnet.cli.common import fail, files_option, load_or_exit, refuse_nftables_mode
+from svcnet.cli.common import fail, files_option, load_or_exit
 from svcnet.explain.trace import (
     ORIGIN_NODE,
     ORIGIN_OUTSIDE,
@@ -14,12 +14,15 @@ from svcnet.explain.trace import (
     ORIGINS,
     PROTOCOLS,
     Packet,
+    Trace,
     TraceContext,
     TraceError,
     parse_local_ips,
     split_hostport,
 )
 from svcnet.model.types import DETECT_IFACE_PREFIX, Cluster, Node
+from svcnet.render.artifacts import NodeArtifacts
+from svcnet.render.chains import NFT_FAMILIES, NFT_TABLE
 
 EXIT_USAGE = 2
 DEFAULT_SRC_PORT = 40000  # an ephemeral client port; only matters for --sport rules
@@ -66,8 +69,10 @@ def _pod_iface(cluster: Cluster, node: Node, src: str) -> str:
     return cluster.bridge
 
 
-def _live_rules(inventory_path: str, node: str) -> str:
-    """`iptables-save` (filter and nat) from the node, over a host-key-verified SSH session."""
+def _live_rules(inventory_path: str, node: str, command: str = "iptables-save -t filter && iptables-save -t nat",
+                what: str = "iptables-save") -> str:
+    """`command`'s output on the node (default `iptables-save`, filter and nat), over a host-key-verified
+    SSH session."""
     from svcnet.transport.gateway import Connector
     from svcnet.transport.inventory import InventoryError, load_inventory
     from svcnet.transport.ssh import SSHError
@@ -75,7 +80,7 @@ def _live_rules(inventory_path: str, node: str) -> str:
     try:
         inv = load_inventory(inventory_path)
         with Connector.from_env(inv).gateway(node) as gateway:
-            result = gateway.run("iptables-save -t filter && iptables-save -t nat", timeout=60)
+            result = gateway.run(command, timeout=60)
     except InventoryError as exc:
         for d in exc.diagnostics:
             click.echo(str(d), err=True)
@@ -83,8 +88,28 @@ def _live_rules(inventory_path: str, node: str) -> str:
     except (KeyError, SSHError) as exc:
         fail(str(exc).strip('"'), 4)
     if result.rc != 0:
-        fail(f"{node}: iptables-save failed: {result.stderr.strip()}", 2)
+        fail(f"{node}: {what} failed: {result.stderr.strip()}", 2)
     return result.stdout
+
+
+def _trace_nft(art: NodeArtifacts, node: str, packet: Packet, ctx: TraceContext, inventory: str | None) -> Trace:
+    """nftables mode: trace through the node's rendered table, or with an inventory its live one
+    (`nft -s list table`, read as the agent reads it)."""
+    from svcnet.agent.node import nft_normal
+    from svcnet.explain.nft import NftTraceError, parse_listing, parse_table, trace_nft
+
+    family = NFT_FAMILIES[art.settings.ip_family]
+    try:
+        if inventory is None:
+            table = parse_table(art.nft_table)
+        else:
+            listing = _live_rules(inventory, node, f"nft -s list table {family} {NFT_TABLE}",
+                                  f"nft list table {family} {NFT_TABLE}")
+            table = parse_listing(nft_normal(listing))
+        return trace_nft(table, packet, ctx)
+    except NftTraceError as exc:
+        fail(f"{node}: table {family} {NFT_TABLE}: {exc}", 1)
+        raise AssertionError from None  # fail() exits
 
 
 @click.command()
@@ -99,16 +124,19 @@ def _live_rules(inventory_path: str, node: str) -> str:
 @click.option("--local-ip", "local_ips", multiple=True, metavar="IP|CIDR",
               help="Extra addresses that are LOCAL on the node (repeatable).")
 @click.option("--recorded", multiple=True, metavar="NAME",
-              help="Session-affinity lists (KUBE-SEP-...) the client is already in; '*' for all.")
-@click.option("--live", is_flag=True, help="Trace the rules really on the node (iptables-save over SSH).")
+              help="Session-affinity lists (KUBE-SEP-...; nftables mode: affinity-... sets) the client is "
+                   "already in; '*' for all.")
+@click.option("--live", is_flag=True,
+              help="Trace the rules really on the node (iptables-save, or nft list table, over SSH).")
 @click.option("-i", "--inventory", metavar="PATH", help="Inventory for --live.")
 @click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--only-matched", is_flag=True, help="Text: hide rules that did not match.")
 def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: str, origin: str | None,
             local_ips: tuple[str, ...], recorded: tuple[str, ...], live: bool, inventory: str | None,
             fmt: str, only_matched: bool) -> None:
-    """Trace a first packet through the node's nat and filter rules: every chain and rule it meets,
-    why each matched or not, branch probabilities, DNAT destinations, verdict and masquerade."""
+    """Trace a first packet through the node's nat and filter rules (nftables mode: its kube-proxy
+    table's base chains, maps, vmaps and numgen): every chain and rule it meets, why each matched or
+    not, branch probabilities, DNAT destinations, verdict and masquerade."""
     from svcnet.explain.combine import combine, trace_live_text
     from svcnet.explain.report import render_json, render_text
     from svcnet.explain.trace import trace
@@ -117,7 +145,6 @@ def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: s
     src_ip, src_port = _endpoint(src, "src", need_port=False)
     dst_ip, dst_port = _endpoint(dst, "dst", need_port=True)
     cluster = load_or_exit(paths)
-    refuse_nftables_mode(cluster, "explain")
     names = [n.name for n in cluster.nodes]
     if node_name not in names:
         fail(f"no node {node_name!r} in the description (nodes: {', '.join(names)})", 1)
@@ -136,11 +163,13 @@ def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: s
     except TraceError as exc:
         fail(str(exc), EXIT_USAGE)
         return
-    if live:
-        if not inventory:
-            fail("--live needs -i INVENTORY to reach the node", EXIT_USAGE)
+    if live and not inventory:
+        fail("--live needs -i INVENTORY to reach the node", EXIT_USAGE)
+    art = node_artifacts(cluster, node_name)
+    if art.nftables_mode:
+        tr = _trace_nft(art, node_name, packet, ctx, inventory if live else None)
+    elif live:
         tr = trace_live_text(_live_rules(str(inventory), node_name), packet, ctx)
     else:
-        art = node_artifacts(cluster, node_name)
         tr = trace(combine(art.restore, art.jump_rules), packet, ctx)
     click.echo(render_json(tr) if fmt == "json" else render_text(tr, only_matched=only_matched), nl=False)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from svcnet.explain.trace import DELIVERED_LOCAL, ORIGIN_NODE, Path, Step, Trace
-from svcnet.render.chains import ACCEPT, KUBE_MARK_MASQ
+from svcnet.render.chains import ACCEPT
 
 OK, NO = "✓", "✗"
 
@@ -29,16 +29,16 @@ def masquerade_reason(path: Path) -> str:
         s = path.masquerade_step
         return f"yes: {marks + '; ' if marks else ''}{s.action} by {_step_ref(s)} `{s.rule}`"
     if path.masq_marks:
-        if path.delivered == DELIVERED_LOCAL and not any(h.endswith("POSTROUTING") for h in path.hooks):
-            return f"no: {marks}, but the packet is delivered locally (nat POSTROUTING is not traversed)"
-        if "nat POSTROUTING" not in path.hooks:
-            return f"no: {marks}, but the packet never reaches nat POSTROUTING ({path.verdict})"
-        return f"no: {marks}, but no MASQUERADE rule matched in nat POSTROUTING"
-    missed = [s for s in path.steps if s.target == KUBE_MARK_MASQ and not s.matched]
+        if path.delivered == DELIVERED_LOCAL and path.masq_hook not in path.hooks:
+            return f"no: {marks}, but the packet is delivered locally ({path.masq_hook} is not traversed)"
+        if path.masq_hook not in path.hooks:
+            return f"no: {marks}, but the packet never reaches {path.masq_hook} ({path.verdict})"
+        return f"no: {marks}, but no {path.masq_rule} rule matched in {path.masq_hook}"
+    missed = [s for s in path.steps if s.target == path.mark_target and not s.matched]
     if missed:
         why = "; ".join(f"{_step_ref(s)} did not match ({s.reason})" for s in missed)
-        return f"no: no {KUBE_MARK_MASQ} rule matched: {why}"
-    return f"no: no {KUBE_MARK_MASQ} rule on the path"
+        return f"no: no {path.mark_target} rule matched: {why}"
+    return f"no: no {path.mark_target} rule on the path"
 
 
 def path_summary(path: Path) -> str:

@@ -159,6 +159,10 @@ class Path:
     verdict_step: Step | None = None
     delivered: str = ""
     notes: list[str] = field(default_factory=list)
+    # How this ruleset spells masquerading (nftables mode: mark-for-masquerade, the nat-postrouting chain).
+    mark_target: str = KUBE_MARK_MASQ
+    masq_hook: str = "nat POSTROUTING"
+    masq_rule: str = MASQUERADE
 
     @property
     def masqueraded(self) -> bool:

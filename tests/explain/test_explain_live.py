@@ -41,3 +41,30 @@ def test_live_trace_matches_rendered_then_sees_a_manual_change(lab_factory):
     node_run(lab, "node1", f"iptables -t nat -F {svc_chain}")
     live = json.loads(CliRunner().invoke(cli, [*args, "--live", "-i", str(lab.inventory_path)]).output)
     assert [o["destination"] for o in live["outcomes"]] == [None]  # no DNAT any more
+
+
+SEED_NFT = SEED.parent / "seed-nftables"
+
+
+def test_live_nftables_trace_matches_rendered_then_sees_a_manual_change(lab_factory):
+    """nftables mode: `--live` reads `nft -s list table ip kube-proxy` from the node."""
+    lab = lab_factory(SEED_NFT)
+    cluster = load_cluster([SEED_NFT])
+    art = node_artifacts(cluster, "node1")
+    node_run(lab, "node1", f"printf %s {shlex.quote(art.nft)} | nft -f -")
+    args = ["explain", "-f", str(SEED_NFT), "--node", "node1", "--src", "10.244.1.50",
+            "--dst", "10.111.35.139:8080", "-o", "json"]
+
+    rendered = json.loads(CliRunner().invoke(cli, args).output)
+    live = CliRunner().invoke(cli, [*args, "--live", "-i", str(lab.inventory_path)])
+    assert live.exit_code == 0, live.output
+    live_doc = json.loads(live.output)
+    assert live_doc["outcomes"] == rendered["outcomes"]
+    assert sorted((o["destination"], o["probability"]) for o in live_doc["outcomes"]) == sorted(
+        (f"{ep.ip}:8080", 0.5) for sp in cluster.service_ports for ep in sp.endpoints)
+
+    # A hand edit on the node (the ClusterIP's service-ips element deleted) shows up only in live mode:
+    # the ClusterIP is still in cluster-ips, so filter-forward's cluster-ips-check rejects it.
+    node_run(lab, "node1", "nft delete element ip kube-proxy service-ips '{ 10.111.35.139 . tcp . 8080 }'")
+    live = json.loads(CliRunner().invoke(cli, [*args, "--live", "-i", str(lab.inventory_path)]).output)
+    assert [(o["destination"], o["verdict"]) for o in live["outcomes"]] == [(None, "REJECT")]

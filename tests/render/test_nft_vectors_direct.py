@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import nftflows
 import nftrealpath
-import nfttrace
 import pytest
 from vectors import convert
 
@@ -31,7 +31,7 @@ def test_packet_flows_of_an_inexpressible_vector(name: str) -> None:
     table = _table(name)
     local = frozenset(raw.get("tracer_local_ips") or ())
     for flow in raw["packet_flow_tests"]:
-        got = nfttrace.trace(table, flow["source_ip"], flow["dest_ip"], flow["dest_port"], flow["protocol"], local)
+        got = nftflows.vector_result(nftflows.explain(table, flow, local))
         assert got == (flow["output"], flow["masq"]), flow["name"]
 
 

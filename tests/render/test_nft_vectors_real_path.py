@@ -2,9 +2,8 @@
 validate (below the nftables gate) → model → desired → render (see nftrealpath.py).
 
 Full-dump vectors are compared whole with kube-proxy's expected table after its canonical sort.
-Every packet flow of an expressible vector is traced through the rendered table by the test-side
-tracer nfttrace.py (kube-proxy's test tracer); `svcnet explain` does not read nftables mode yet, so
-no flow goes through explain (issue 14 asks for that; EXPLAIN_NOT_YET counts them). The vectors the
+Every packet flow of an expressible vector is traced through the rendered table by `svcnet explain`'s
+tracer (svcnet/explain/nft.py, via nftflows.py). The vectors the
 real path cannot express (bad-ips, the IPv6 ones) are checked from direct inputs in
 test_nft_vectors_direct.py.
 """
@@ -14,8 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nftflows
 import nftrealpath
-import nfttrace
 import pytest
 
 from svcnet.render.nftables import canonical_sort
@@ -25,8 +24,9 @@ EXPRESSIBLE = [n for n in ALL if n not in nftrealpath.CANNOT_EXPRESS]
 FULL = [n for n in EXPRESSIBLE if nftrealpath.raw(n)["expect"] == "full-dump"]
 FLOW_ONLY = [n for n in EXPRESSIBLE if nftrealpath.raw(n)["expect"] == "flow-only"]
 FLOWS = [(n, f["name"]) for n in EXPRESSIBLE for f in nftrealpath.raw(n).get("packet_flow_tests") or ()]
-# Packet flows not yet traced by `svcnet explain` (it does not read nftables yet): all of them.
-EXPLAIN_NOT_YET = sum(len(nftrealpath.raw(n).get("packet_flow_tests") or ()) for n in ALL)
+# Packet flows not traced by `svcnet explain` through the real path: those of the inexpressible vectors
+# (an IPv6 proxier), which test_nft_vectors_direct.py traces with the same tracer from direct inputs.
+EXPLAIN_NOT_YET = sum(len(nftrealpath.raw(n).get("packet_flow_tests") or ()) for n in nftrealpath.CANNOT_EXPRESS)
 
 
 @pytest.mark.parametrize("name", FULL)
@@ -50,8 +50,7 @@ def test_packet_flows_through_the_real_path(name: str, tmp_path: Path) -> None:
     assert result.errors == ()
     local = frozenset(raw.get("tracer_local_ips") or ())
     for flow in raw["packet_flow_tests"]:
-        got = nfttrace.trace(result.table, flow["source_ip"], flow["dest_ip"], flow["dest_port"], flow["protocol"],
-                             local)
+        got = nftflows.vector_result(nftflows.explain(result.table, flow, local))
         assert got == (flow["output"], flow["masq"]), flow["name"]
 
 
@@ -60,7 +59,7 @@ def test_every_vector_is_run_or_named_as_inexpressible() -> None:
     assert len(FULL) == 15 and len(ALL) == 52  # every one of the 15 full dumps upstream
     assert {"overall", "startup", *(f"repeated-{i}-" for i in range(1, 13))} <= {
         n if not n.startswith("repeated-") else n[:n.index("-", 9) + 1] for n in FULL}
-    assert len(FLOWS) == 199 and EXPLAIN_NOT_YET == 207  # the 8 others are IPv6 (nodeports-ipv6*)
+    assert len(FLOWS) == 199 and EXPLAIN_NOT_YET == 8  # of 207: the 8 others are IPv6 (nodeports-ipv6*)
 
 
 @pytest.mark.parametrize("name", sorted(nftrealpath.CANNOT_EXPRESS))
