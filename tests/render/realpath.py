@@ -110,7 +110,7 @@ REWRITES: dict[str, tuple[Rewrite, ...]] = {
                 "(pkg/registry/core/service/storage/alloc.go shouldAllocateNodePorts: NodePort always; "
                 "allocateLoadBalancerNodePorts opts out only a LoadBalancer)"),
         Rewrite("ns5/svc5 (eTP Cluster) has healthCheckNodePort 30000, which kube-proxy ignores (NeedsHealthCheck) "
-                "and svcnet also rejects as a duplicate of ns2/svc2's",
+                "and svcnet rejects at spec.healthCheckNodePort as the API server does",
                 _set("ns5/svc5", "health_check_node_port", None),
                 "ValidateService (validateServiceExternalTrafficPolicy): healthCheckNodePort \"may only be set "
                 "when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'\""),
