@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from svcnet.model.family import IPV4, IPV6, family_of
 
 TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
+PROTOCOLS = (TCP, UDP, SCTP)
 
 # Service types.
 CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"

@@ -144,7 +144,8 @@ def service_doc(draw: Any, index: int, cluster: dict[str, Any]) -> dict[str, Any
     if kind == "LoadBalancer" and draw(st.booleans()):
         spec["loadBalancerSourceRanges"] = draw(
             st.lists(st.sampled_from(["203.0.113.0/25", "10.0.0.0/8", "192.168.1.1/32"]), max_size=2, unique=True))
-    if kind != "ClusterIP" and draw(st.booleans()):
+    # Only where the API server takes one (a LoadBalancer with eTP Local): built to pass.
+    if kind == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local" and draw(st.booleans()):
         spec["healthCheckNodePort"] = first_node_port + draw(st.sampled_from([2 * index + 1, 5]))
     doc: dict[str, Any] = {
         "apiVersion": "v1", "kind": "Service",

@@ -100,6 +100,29 @@ def _has_ipv6_node_values(raw: Raw) -> bool:
     return p.get("ip_family", "IPv4") == "IPv4" and any(":" in v for v in values)
 
 
+def _needs_health_check(svc: Raw) -> bool:
+    """kube-proxy's and the API server's NeedsHealthCheck (eTP defaults to Cluster)."""
+    return svc.get("type") == "LoadBalancer" and svc.get("external_traffic_policy") == "Local"
+
+
+def _stray_health_check_node_ports(raw: Raw) -> list[Raw]:
+    return [s for s in raw.get("services") or [] if s.get("health_check_node_port") and not _needs_health_check(s)]
+
+
+def _drop_stray_health_check_node_ports(raw: Raw) -> None:
+    for svc in _stray_health_check_node_ports(raw):
+        del svc["health_check_node_port"]
+
+
+STRAY_HEALTH_CHECK_NODE_PORT = Rewrite(
+    "healthCheckNodePort dropped where the Service is not a LoadBalancer with externalTrafficPolicy Local "
+    "(overall's ns5/svc5, eTP Cluster): kube-proxy ignores it there (NeedsHealthCheck), and svcnet rejects it "
+    "at spec.healthCheckNodePort as the API server does",
+    _drop_stray_health_check_node_ports,
+    "ValidateService (validateServiceExternalTrafficPolicy): healthCheckNodePort \"may only be set "
+    "when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'\"")
+
+
 # Changes the real path needs, per vector: values the fake proxier takes that no API server stores.
 REWRITES: dict[str, tuple[Rewrite, ...]] = {
     "overall": (
@@ -109,11 +132,6 @@ REWRITES: dict[str, tuple[Rewrite, ...]] = {
                 "the API server allocates a nodePort to every port of a NodePort Service that has none "
                 "(pkg/registry/core/service/storage/alloc.go shouldAllocateNodePorts: NodePort always; "
                 "allocateLoadBalancerNodePorts opts out only a LoadBalancer)"),
-        Rewrite("ns5/svc5 (eTP Cluster) has healthCheckNodePort 30000, which kube-proxy ignores (NeedsHealthCheck) "
-                "and svcnet also rejects as a duplicate of ns2/svc2's",
-                _set("ns5/svc5", "health_check_node_port", None),
-                "ValidateService (validateServiceExternalTrafficPolicy): healthCheckNodePort \"may only be set "
-                "when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'\""),
     ),
 }
 
@@ -121,6 +139,8 @@ REWRITES: dict[str, tuple[Rewrite, ...]] = {
 def rewrites(raw: Raw) -> tuple[Rewrite, ...]:
     """The rewrites the real path needs for this vector (empty for most)."""
     general = (IPV6_ON_AN_IPV4_NODE,) if _has_ipv6_node_values(raw) else ()
+    if _stray_health_check_node_ports(raw):
+        general = (*general, STRAY_HEALTH_CHECK_NODE_PORT)
     return (*general, *REWRITES.get(raw["name"], ()))
 
 

@@ -187,3 +187,14 @@ def test_single_chain_vector_packet_flows_through_the_real_path(name: str, index
 
 def test_the_ipv6_vectors_run_through_the_real_path() -> None:
     assert {"nodeports-ipv6-localhost-off", "nodeports-ipv6-localhost-on", "nodeports-ipv6-npa-multiple"} <= set(SCOPED)
+
+
+def test_overall_as_written_is_refused_by_the_rule_its_rewrite_names(tmp_path: Path) -> None:
+    """Without its rewrites `overall` fails in svcnet only on ns5/svc5's healthCheckNodePort, with
+    the message of the API rule the rewrite names (svc4's missing nodePort is allocated, as the API
+    server allocates it)."""
+    assert realpath.STRAY_HEALTH_CHECK_NODE_PORT in realpath.rewrites(_raw("overall"))
+    rule = realpath.STRAY_HEALTH_CHECK_NODE_PORT.rule
+    quoted = rule.split('"')[1].replace("`", "").replace("'", "")
+    assert _run("overall", tmp_path, rewrite=False).errors == (
+        f"spec.healthCheckNodePort: healthCheckNodePort {quoted} (not externalTrafficPolicy Cluster)",)

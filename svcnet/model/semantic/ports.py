@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from svcnet.diagnostics import Diagnostic
 from svcnet.load import Document
 from svcnet.model.build import Build
-from svcnet.model.types import TCP, Cluster, Service, SvcPortSpec
+from svcnet.model.types import LOAD_BALANCER, PROTOCOLS, Cluster, Service, SvcPortSpec
+
+HEALTH_CHECK_NODE_PORT = "healthCheckNodePort"
 
 
 def check_node_port_range(b: Build) -> list[Diagnostic]:
@@ -49,8 +51,9 @@ class PortIdentities:
 
 class NodePorts:
     """nodePorts and healthCheckNodePorts across the cluster: each (port, protocol) opens on every
-    node for one Service only. Allocated ports are free and in range by construction, so only
-    given ones can clash or stray; an allocated 0 means the range had no free port left."""
+    node for one Service only (a healthCheckNodePort takes its number under every protocol).
+    Allocated ports are free and in range by construction, so only given ones can clash or stray;
+    an allocated 0 means the range had no free port left."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.lo, self.hi = cluster.node_port_range
@@ -76,14 +79,39 @@ class NodePorts:
             yield doc.diag(("spec", "ports", i), f"nodePort range {self.lo}-{self.hi} is exhausted")
 
     def health_check(self, svc: Service, doc: Document) -> Iterator[Diagnostic]:
-        """The healthCheckNodePort, a TCP port (kube-proxy serves HTTP on it) like any nodePort."""
-        hc, path = svc.health_check_node_port, ("spec", "healthCheckNodePort")
+        """The healthCheckNodePort as the API server takes it: only on a Service that needs one
+        (validateServiceExternalTrafficPolicy), then from the same allocator as the nodePorts
+        (allocHealthCheckNodePort), so in the range and free, whatever the other port's protocol."""
+        hc, path = svc.health_check_node_port, ("spec", HEALTH_CHECK_NODE_PORT)
+        if not svc.needs_health_check_node_port:
+            if svc.health_check_node_port_given:
+                yield doc.diag(path, _health_check_not_allowed(svc))
+            return  # the API server stores none, so it takes no port from the others
         if hc:
-            owner = self._claim(hc, TCP, svc)
+            if svc.health_check_node_port_given and self.range_ok and not self.lo <= hc <= self.hi:
+                yield doc.diag(path, f"{HEALTH_CHECK_NODE_PORT} {hc} is outside the range {self.lo}-{self.hi}")
+            owner = self._claim_number(hc, svc)
             if owner and svc.health_check_node_port_given:
-                yield doc.diag(path, f"healthCheckNodePort {hc} is also used by {owner}")
-        elif svc.needs_health_check_node_port and self.range_ok:
+                yield doc.diag(path, f"{HEALTH_CHECK_NODE_PORT} {hc} is also used by {owner}")
+        elif self.range_ok:
             yield doc.diag(path, f"nodePort range {self.lo}-{self.hi} is exhausted")
+
+    def _claim_number(self, port: int, svc: Service) -> str | None:
+        """The Service that already has `port` under any protocol; None when it was free (now
+        `svc`'s under every protocol). The API server's allocator holds port numbers, not
+        (port, protocol): a healthCheckNodePort (kube-proxy serves HTTP on it) takes the number."""
+        owner = next((o for o in (self.owners.get((port, p)) for p in PROTOCOLS) if o), None)
+        if owner is None:
+            for p in PROTOCOLS:
+                self._claim(port, p, svc)
+        return owner
+
+
+def _health_check_not_allowed(svc: Service) -> str:
+    """ValidateService's rule, naming what this Service has instead."""
+    has = svc.type if svc.type != LOAD_BALANCER else f"externalTrafficPolicy {svc.external_traffic_policy}"
+    return (f"{HEALTH_CHECK_NODE_PORT} may only be set when type is LoadBalancer and externalTrafficPolicy "
+            f"is Local (not {has})")
 
 
 def check_ports(svc: Service, doc: Document, node_ports: NodePorts) -> list[Diagnostic]:
