@@ -1265,6 +1265,11 @@ def rules_normal(snap: dict, tables: dict[str, str]) -> str:
     return normal_form(snap) + "".join(tables[f] for f in NFT_FAMILIES if f in tables)
 
 
+def live_rules_hash(prefix: str) -> str:
+    """The hash of svcnet's live rules in both proxy modes: what saved_rules_hash is compared with."""
+    return sha256(rules_normal(snapshot(prefix), nft_snapshot()))
+
+
 # A rules diff's hunk header names the nft blocks open at the hunk's first line (as git names a
 # function), "@@ -a,b +c,d @@ table ip kube-proxy > chain X": a drifted rule deep in a long chain
 # is then attributed to its chain (verify's drift per service) without the whole table as context.
@@ -2290,7 +2295,7 @@ class ProxyHealth:
             key = None
         now = time.monotonic()
         if self.cached is None or self.cached[0] != key or now - self.cached[1] >= HEALTH_RECHECK:
-            self.cached = (key, now, sha256(normal_form(snapshot(self.prefix))))
+            self.cached = (key, now, live_rules_hash(self.prefix))
         return self.cached[2]
 
     def check(self) -> tuple[bool, int | None]:
@@ -3973,7 +3978,7 @@ def op_boot(req: BootRequest) -> BootAnswer:
         pods = reconcile_pods(paths, conf)
         reconcile_health(paths, prefix)
         state = load_state(paths)
-        live_hash = sha256(rules_normal(snapshot(prefix), nft_snapshot()))
+        live_hash = live_rules_hash(prefix)
         if state.get("saved_rules_hash") != live_hash:
             notes.append("live rules differ from the saved hash after boot")
         return BootAnswer(True, True, "; ".join([*notes, "booted"]), pods=pods, live_rules_hash=live_hash)
