@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import shutil
 from pathlib import Path
@@ -18,10 +19,11 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 NODES = ("node1", "node2")
 SITE, TEARDOWN = "svcnet.cluster.site", "svcnet.cluster.teardown"
 # What an apply leaves on a node, read back: svcnet's chains as iptables-save prints them (counters
-# stripped), the files it keeps, what its state says was applied, its routes and the nodes' IPv4 addresses.
+# stripped), the files it keeps, what its state says was applied, its routes and the nodes' IPv4
+# addresses (name and address only: a bridge's operstate turns UP a moment after its first port does).
 STATE_COMMAND = ("iptables-save -t filter; iptables-save -t nat; "
                  "for f in /etc/svcnet/*; do echo \"== $f\"; cat \"$f\"; done; echo; "
-                 "ip route show proto 115; ip -4 -br addr")
+                 "ip route show proto 115; ip -4 -o addr | awk '{print $2, $4}'")
 
 
 def node_state(lab: Lab, node: str) -> str:
@@ -35,6 +37,12 @@ def node_state(lab: Lab, node: str) -> str:
 
 def states(lab: Lab) -> dict[str, str]:
     return {n: node_state(lab, n) for n in NODES}
+
+
+def state_diff(got: dict[str, str], want: dict[str, str]) -> str:
+    """What differs, node by node, as a unified diff (the states are long)."""
+    return "\n".join(line for n in NODES for line in difflib.unified_diff(
+        want[n].splitlines(), got[n].splitlines(), f"{n} before", f"{n} after", lineterm=""))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +119,8 @@ def test_the_result_is_what_svcnet_apply_leaves(ansible: Ansible, lab: Lab, firs
     assert down.rc == 0, down.out + down.err
     fresh = apply(lab, SEED, extra=("--skip-tags", "verify"))
     assert fresh.rc == 0, fresh.out + fresh.err
-    assert states(lab) == by_ansible
+    now = states(lab)
+    assert now == by_ansible, state_diff(now, by_ansible)
     back = ansible.playbook(SITE, lab.inventory_path, SEED, "--skip-tags", "verify")  # and the other way round
     assert back.rc == 0, back.out + back.err
     assert {n: r["changed"] for n, r in back.recap().items()} == {n: 0 for n in NODES}, back.out
