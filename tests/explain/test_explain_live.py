@@ -18,16 +18,14 @@ pytestmark = pytest.mark.lab
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 
 
-def test_live_trace_matches_rendered_then_sees_a_manual_change(lab_factory):
-    lab = lab_factory(SEED)
-    cluster = load_cluster([SEED])
-    art = node_artifacts(cluster, "node1")
-    node_run(lab, "node1", f"printf %s {shlex.quote(art.restore)} | iptables-restore --noflush")
-    for rule in art.jump_rules:
-        node_run(lab, "node1", "iptables " + shlex.join(rule.prepend_args()))
-    args = ["explain", "-f", str(SEED), "--node", "node1", "--src", "10.244.1.50",
+def explain_args(description: Path) -> list[str]:
+    """A pod on node1 to the seed's ClusterIP, as JSON."""
+    return ["explain", "-f", str(description), "--node", "node1", "--src", "10.244.1.50",
             "--dst", "10.111.35.139:8080", "-o", "json"]
 
+
+def assert_live_matches_rendered(lab, cluster, args: list[str]) -> None:
+    """`--live` traces the node's rules to the same outcomes as the rendered ones: each endpoint at 50%."""
     rendered = json.loads(CliRunner().invoke(cli, args).output)
     live = CliRunner().invoke(cli, [*args, "--live", "-i", str(lab.inventory_path)])
     assert live.exit_code == 0, live.output
@@ -35,6 +33,17 @@ def test_live_trace_matches_rendered_then_sees_a_manual_change(lab_factory):
     assert live_doc["outcomes"] == rendered["outcomes"]
     assert sorted((o["destination"], o["probability"]) for o in live_doc["outcomes"]) == sorted(
         (f"{ep.ip}:8080", 0.5) for sp in cluster.service_ports for ep in sp.endpoints)
+
+
+def test_live_trace_matches_rendered_then_sees_a_manual_change(lab_factory):
+    lab = lab_factory(SEED)
+    cluster = load_cluster([SEED])
+    art = node_artifacts(cluster, "node1")
+    node_run(lab, "node1", f"printf %s {shlex.quote(art.restore)} | iptables-restore --noflush")
+    for rule in art.jump_rules:
+        node_run(lab, "node1", "iptables " + shlex.join(rule.prepend_args()))
+    args = explain_args(SEED)
+    assert_live_matches_rendered(lab, cluster, args)
 
     # A hand edit on the node (the KUBE-SVC chain flushed) shows up only in live mode.
     svc_chain = next(line.split()[0][1:] for line in art.restore.splitlines() if line.startswith(":KUBE-SVC-"))
@@ -52,16 +61,8 @@ def test_live_nftables_trace_matches_rendered_then_sees_a_manual_change(lab_fact
     cluster = load_cluster([SEED_NFT])
     art = node_artifacts(cluster, "node1")
     node_run(lab, "node1", f"printf %s {shlex.quote(art.nft)} | nft -f -")
-    args = ["explain", "-f", str(SEED_NFT), "--node", "node1", "--src", "10.244.1.50",
-            "--dst", "10.111.35.139:8080", "-o", "json"]
-
-    rendered = json.loads(CliRunner().invoke(cli, args).output)
-    live = CliRunner().invoke(cli, [*args, "--live", "-i", str(lab.inventory_path)])
-    assert live.exit_code == 0, live.output
-    live_doc = json.loads(live.output)
-    assert live_doc["outcomes"] == rendered["outcomes"]
-    assert sorted((o["destination"], o["probability"]) for o in live_doc["outcomes"]) == sorted(
-        (f"{ep.ip}:8080", 0.5) for sp in cluster.service_ports for ep in sp.endpoints)
+    args = explain_args(SEED_NFT)
+    assert_live_matches_rendered(lab, cluster, args)
 
     # A hand edit on the node (the ClusterIP's service-ips element deleted) shows up only in live mode:
     # the ClusterIP is still in cluster-ips, so filter-forward's cluster-ips-check rejects it.
