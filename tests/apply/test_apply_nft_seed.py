@@ -50,8 +50,26 @@ def ruleset(lab, node: str) -> str:
 
 
 def kube_proxy_table(lab, node: str) -> str | None:
+    """svcnet's table without what traffic learns: the elements of the ClientIP-affinity sets
+    (the apply's own verify adds its clients there, so two listings differ without any change)."""
     out = node_run(lab, node, "nft -s list table ip kube-proxy", check=False)
-    return out.stdout if out.returncode == 0 else None
+    return without_learned_affinity(out.stdout) if out.returncode == 0 else None
+
+
+def without_learned_affinity(table: str) -> str:
+    kept, in_affinity, in_elements = [], False, False
+    for line in table.splitlines(keepends=True):
+        if line.startswith("\tset affinity-"):
+            in_affinity = True
+        elif line == "\t}\n":
+            in_affinity = False
+        if in_affinity and line.startswith("\t\telements = {"):
+            in_elements = True
+        if not in_elements:
+            kept.append(line)
+        if in_elements and line.rstrip().endswith("}"):
+            in_elements = False
+    return "".join(kept)
 
 
 def foreign(lab, node: str) -> str:
