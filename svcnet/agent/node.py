@@ -1004,7 +1004,7 @@ def gather_facts(scratch: bool = True, features: dict | None = None) -> dict:
 
 # --------------------------------------------------------------------------- nftables mode
 # kube-proxy's nftables mode keeps its rules in tables of its own, `ip kube-proxy` and `ip6 kube-proxy`
-# (../shared/reference/kube-proxy-nftables.md §1): svcnet owns exactly those two tables and nothing
+# (pkg/proxy/nftables/proxier.go, `kubeProxyTable`): svcnet owns exactly those two tables and nothing
 # else of the nftables ruleset. The controller sends one self-contained `nft -f` script per node
 # (rules.nft) that replaces each table it writes in one transaction (`add table`, `delete table`, then
 # the whole table); the agent refuses any statement about anything else (check_nft_script), checks it
@@ -1017,7 +1017,7 @@ NFT_FAMILIES = ("ip", "ip6")
 NFT_VERBS = frozenset({"add", "create", "insert", "replace", "delete", "flush"})
 NFT_OBJECTS = frozenset({"table", "chain", "set", "map", "rule", "element"})
 NFT_BANNED_WORDS = frozenset({"include", "define", "redefine", "undefine"})
-# knftables runs `nft --version` and refuses nft older than 1.0.1 (kube-proxy-nftables.md §1).
+# knftables runs `nft --version` and refuses nft older than 1.0.1 (sigs.k8s.io/knftables, `New`).
 NFT_MIN_VERSION = (1, 0, 1)
 NFT_PACKAGE = "nftables"
 

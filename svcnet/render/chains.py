@@ -158,7 +158,8 @@ def is_service_chain(name: str) -> bool:
 NFT_TABLE = "kube-proxy"
 NFT_FAMILIES = {4: "ip", 6: "ip6"}  # IP version -> nft table family
 
-# Base chains: (name, type, hook, priority), kube-proxy's priorities as numbers (§2 of the reference).
+# Base chains: (name, type, hook, priority), kube-proxy's priorities as numbers (proxier.go's
+# `knftables.DNATPriority` etc.).
 NFT_FILTER_PREROUTING_PRE_DNAT = "filter-prerouting-pre-dnat"
 NFT_FILTER_OUTPUT_PRE_DNAT = "filter-output-pre-dnat"
 NFT_NAT_PREROUTING = "nat-prerouting"
