@@ -63,6 +63,9 @@ def render(paths: tuple[str, ...], node: str | None, out: Path | None, canonical
         fail("give exactly one of --node NAME or --out DIR", 2)
     if family and (out or jumps or netconf):
         fail("--family selects the restore input --node prints; not with --out, --jumps or --netconf", 2)
+    if out and (canonical or jumps or netconf):
+        # --out writes the files apply ships, byte for byte; a reordered or partial copy would not be them.
+        fail("--canonical, --jumps and --netconf choose what --node prints; --out writes every file as applied", 2)
     cluster = load_or_exit(paths)
     if out:
         try:

@@ -191,3 +191,12 @@ def test_render_out_writes_the_ipv6_restore_next_to_the_ipv4_one(tmp_path):
     write_artifacts(node_artifacts_all(checked.build.cluster), tmp_path)
     assert (tmp_path / "node1" / RESTORE6_FILE).read_text() == (GOLDEN / "dual-stack.node1.rules6").read_text()
     assert RESTORE6_FILE == "rules6.restore"
+
+
+@pytest.mark.parametrize("flag", ["--canonical", "--jumps", "--netconf"])
+def test_out_with_a_print_only_flag_is_a_usage_error_and_writes_nothing(tmp_path, flag):
+    """These flags choose what --node prints; with --out they were silently ignored."""
+    run = svcnet("render", "-f", str(SEED), "--out", str(tmp_path / "out"), flag)
+    assert run.rc == 2 and "Traceback" not in run.err, run.out + run.err
+    assert "--out writes every file as applied" in run.err
+    assert not (tmp_path / "out").exists()
