@@ -272,3 +272,32 @@ def test_a_single_stack_cluster_needs_no_ipv6_rules_diff() -> None:
     fake = FakeContext(cluster, diff={DIFF_RULES: ""})
     rules.test_owned_chains_match_rendered(ctx(fake), "node1")
     jumps.test_jump_rules_present(ctx(fake), "node1")
+
+
+# -- the pods' addresses ----------------------------------------------------------------------------
+class FakeHost:
+    """A testinfra Host whose pod netns holds `addresses` on eth0 (as `ip -j addr` prints them)."""
+
+    def __init__(self, addresses: list[str]):
+        self.addresses = addresses
+
+    def run(self, command: str, *args: str) -> Any:
+        import json
+
+        info = [{"local": a} for a in self.addresses]
+        out = json.dumps([{"ifname": "eth0", "flags": ["UP"], "addr_info": info}])
+        return dataclasses.make_dataclass("Out", ["succeeded", "stdout", "stderr"])(True, out, "")
+
+
+def test_a_dual_stack_pod_must_hold_both_its_addresses() -> None:
+    from svcnet.verify.checks import pods
+
+    cluster = dual()
+    pod = next(p for p in cluster.pods if p.name.startswith("web-"))
+    assert len(pod.all_ips) == 2
+    fake = FakeContext(cluster)
+    fake.host = lambda node: FakeHost(list(pod.all_ips))  # type: ignore[attr-defined]
+    pods.test_pod_has_its_ip(ctx(fake), pod)
+    fake.host = lambda node: FakeHost([pod.ip])  # type: ignore[attr-defined]
+    with pytest.raises(VerifyError, match=rf"has no address {pod.all_ips[1]} on eth0 \(has: {pod.ip}\)"):
+        pods.test_pod_has_its_ip(ctx(fake), pod)
