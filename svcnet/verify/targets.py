@@ -20,8 +20,6 @@ from svcnet.render.chains import nft_port_names, port_chains
 
 PODSERVER = "podserver.py"
 PODSERVER_FLAG = {UDP: UDP_FLAG, SCTP: SCTP_FLAG}  # what podserver needs to answer the protocol (TCP: none)
-
-
 FAMILIES = (IPV4, IPV6)  # the order checks of each family are listed in (IPv4's as before IPv6 existed)
 
 
@@ -90,9 +88,8 @@ def family_view(sp: ServicePort, version: int) -> ServicePort | None:
     eps = tuple(ep for ep in sp.endpoints if family_of(ep.ip) == version)
     view = replace(sp, cluster_ip=ip, cluster_ips=(ip,), endpoints=eps, external_ips=mine(sp.external_ips),
                    lb_ips=mine(sp.lb_ips), lb_source_ranges=mine(sp.lb_source_ranges))
-    same = view.cluster_ip == sp.cluster_ip and (view.endpoints, view.external_ips, view.lb_ips,
-                                                 view.lb_source_ranges) == (
-        sp.endpoints, sp.external_ips, sp.lb_ips, sp.lb_source_ranges) and len(sp.cluster_ips) <= 1
+    # The port itself where it is all of one family (a single-stack cluster's ports stay as they were).
+    same = len(sp.cluster_ips) <= 1 and replace(view, cluster_ips=sp.cluster_ips) == sp
     return sp if same else view
 
 
