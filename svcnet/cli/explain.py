@@ -125,8 +125,9 @@ def _trace_nft(art: NodeArtifacts, node: str, packet: Packet, ctx: TraceContext,
 @click.command()
 @files_option
 @click.option("--node", "node_name", required=True, metavar="NAME", help="Node whose rules to trace.")
-@click.option("--src", required=True, metavar="IP[:PORT]", help="Packet source (port default 40000).")
-@click.option("--dst", required=True, metavar="IP:PORT", help="Packet destination.")
+@click.option("--src", required=True, metavar="IP[:PORT]", help="Packet source (port default 40000; IPv6: [IP]:PORT).")
+@click.option("--dst", required=True, metavar="IP:PORT",
+              help="Packet destination (IPv6: [IP]:PORT, traced through the node's IPv6 rules).")
 @click.option("--proto", type=click.Choice(PROTOCOLS), default="tcp", show_default=True)
 @click.option("--from", "origin", type=click.Choice(ORIGINS),
               help="Where the packet comes from (default: node if SRC is the node's, pod if in the "
