@@ -20,6 +20,7 @@ from svcnet.explain.trace import (
     parse_local_ips,
     split_hostport,
 )
+from svcnet.model.family import IPV4, IPV6, family_of
 from svcnet.model.types import DETECT_IFACE_PREFIX, Cluster, Node
 from svcnet.render.artifacts import NodeArtifacts
 from svcnet.render.chains import NFT_FAMILIES, NFT_TABLE
@@ -51,26 +52,35 @@ def _in(ip: str, cidr: str | None) -> bool:
 
 
 def _origin(cluster: Cluster, src: str, local: TraceContext) -> str:
-    """node if the source is LOCAL on the node, pod if in the cluster CIDR, else outside."""
+    """node if the source is LOCAL on the node, pod if in the cluster CIDR of its family, else outside."""
     if local.match_context().is_local(src):
         return ORIGIN_NODE
-    return ORIGIN_POD if _in(src, cluster.cluster_cidr) else ORIGIN_OUTSIDE
+    return ORIGIN_POD if _in(src, cluster.cluster_cidr_of(family_of(src))) else ORIGIN_OUTSIDE
 
 
 def _pod_iface(cluster: Cluster, node: Node, src: str) -> str:
     """The interface a pod's packet enters the node's IP stack on."""
-    if not _in(src, node.pod_cidr):
+    if not _in(src, node.pod_cidr_of(family_of(src))):
         return EXTERNAL_IFACE  # a pod on another node: routed in over the node network
     if cluster.proxy.detect_local_mode == DETECT_IFACE_PREFIX:
         for pod in cluster.pods:
-            if pod.ip == src and pod.node_name == node.name:
+            if src in pod.all_ips and pod.node_name == node.name:
                 return pod.veth
         return (cluster.proxy.interface_name_prefix or "veth") + "0"
     return cluster.bridge
 
 
-def _live_rules(inventory_path: str, node: str, command: str = "iptables-save -t filter && iptables-save -t nat",
-                what: str = "iptables-save") -> str:
+# The command printing a family's live rules (filter and nat) in iptables mode.
+SAVE_COMMANDS = {IPV4: "iptables-save", IPV6: "ip6tables-save"}
+
+
+def _save_command(version: int) -> str:
+    save = SAVE_COMMANDS[version]
+    return f"{save} -t filter && {save} -t nat"
+
+
+def _live_rules(inventory_path: str, node: str, command: str = _save_command(IPV4),
+                what: str = SAVE_COMMANDS[IPV4]) -> str:
     """`command`'s output on the node (default `iptables-save`, filter and nat), over a host-key-verified
     SSH session."""
     from svcnet.transport.gateway import Connector
@@ -115,8 +125,9 @@ def _trace_nft(art: NodeArtifacts, node: str, packet: Packet, ctx: TraceContext,
 @click.command()
 @files_option
 @click.option("--node", "node_name", required=True, metavar="NAME", help="Node whose rules to trace.")
-@click.option("--src", required=True, metavar="IP[:PORT]", help="Packet source (port default 40000).")
-@click.option("--dst", required=True, metavar="IP:PORT", help="Packet destination.")
+@click.option("--src", required=True, metavar="IP[:PORT]", help="Packet source (port default 40000; IPv6: [IP]:PORT).")
+@click.option("--dst", required=True, metavar="IP:PORT",
+              help="Packet destination (IPv6: [IP]:PORT, traced through the node's IPv6 rules).")
 @click.option("--proto", type=click.Choice(PROTOCOLS), default="tcp", show_default=True)
 @click.option("--from", "origin", type=click.Choice(ORIGINS),
               help="Where the packet comes from (default: node if SRC is the node's, pod if in the "
@@ -137,39 +148,57 @@ def explain(paths: tuple[str, ...], node_name: str, src: str, dst: str, proto: s
     """Trace a first packet through the node's nat and filter rules (nftables mode: its kube-proxy
     table's base chains, maps, vmaps and numgen): every chain and rule it meets, why each matched or
     not, branch probabilities, DNAT destinations, verdict and masquerade."""
-    from svcnet.explain.combine import combine, trace_live_text
     from svcnet.explain.report import render_json, render_text
-    from svcnet.explain.trace import trace
-    from svcnet.render.artifacts import node_artifacts
 
     src_ip, src_port = _endpoint(src, "src", need_port=False)
     dst_ip, dst_port = _endpoint(dst, "dst", need_port=True)
+    if live and not inventory:
+        fail("--live needs -i INVENTORY to reach the node", EXIT_USAGE)
     cluster = load_or_exit(paths)
+    tr = trace_packet(cluster, node_name, (src_ip, src_port), (dst_ip, dst_port), proto, origin, local_ips,
+                      recorded, inventory if live else None)
+    click.echo(render_json(tr) if fmt == "json" else render_text(tr, only_matched=only_matched), nl=False)
+
+
+def trace_packet(cluster: Cluster, node_name: str, src: tuple[str, int], dst: tuple[str, int], proto: str,
+                 origin: str | None, local_ips: tuple[str, ...], recorded: tuple[str, ...],
+                 inventory: str | None) -> Trace:
+    """What `svcnet explain` prints, traced: through the rendered rules of the packet's IP family (an
+    IPv6 packet through rules6.restore and the IPv6 jump rules), or with `inventory` the live ones."""
+    from svcnet.explain.combine import combine, trace_live_text
+    from svcnet.explain.trace import trace
+    from svcnet.render.artifacts import node_artifacts
+    from svcnet.render.jumps import jump_rules
+
     names = [n.name for n in cluster.nodes]
     if node_name not in names:
         fail(f"no node {node_name!r} in the description (nodes: {', '.join(names)})", 1)
     node = cluster.node(node_name)
+    version = family_of(dst[0])
     try:
         extra = parse_local_ips(local_ips)
         ctx = TraceContext(
             local_ips=frozenset({*node.addresses, "127.0.0.0/8", *extra}),
-            pod_iface=cluster.bridge, external_iface=EXTERNAL_IFACE, pod_cidrs=(node.pod_cidr,),
+            pod_iface=cluster.bridge, external_iface=EXTERNAL_IFACE, pod_cidrs=node.all_pod_cidrs,
             recent_recorded=frozenset(recorded),
         )
-        origin = origin or _origin(cluster, src_ip, ctx)
+        origin = origin or _origin(cluster, src[0], ctx)
         in_iface = None if origin == ORIGIN_NODE else (
-            _pod_iface(cluster, node, src_ip) if origin == ORIGIN_POD else EXTERNAL_IFACE)
-        packet = Packet(src_ip, src_port, dst_ip, dst_port, proto, origin, in_iface)
+            _pod_iface(cluster, node, src[0]) if origin == ORIGIN_POD else EXTERNAL_IFACE)
+        packet = Packet(*src, *dst, proto, origin, in_iface)
     except TraceError as exc:
         fail(str(exc), EXIT_USAGE)
-        return
-    if live and not inventory:
-        fail("--live needs -i INVENTORY to reach the node", EXIT_USAGE)
+        raise AssertionError from None  # fail() exits
     art = node_artifacts(cluster, node_name)
     if art.nftables_mode:
-        tr = _trace_nft(art, node_name, packet, ctx, inventory if live else None)
-    elif live:
-        tr = trace_live_text(_live_rules(str(inventory), node_name), packet, ctx)
-    else:
-        tr = trace(combine(art.restore, art.jump_rules), packet, ctx)
-    click.echo(render_json(tr) if fmt == "json" else render_text(tr, only_matched=only_matched), nl=False)
+        if version != IPV4:
+            fail(f"node {node_name} is in nftables mode: explain traces its IPv4 table (ip kube-proxy) only", 1)
+        return _trace_nft(art, node_name, packet, ctx, inventory)
+    restore, settings = art.restore_of(version), art.settings6 if version == IPV6 else art.settings
+    if restore is None or settings is None:
+        fail(f"node {node_name} has no IPv{version} rules (the description has no IPv{version} serviceCIDR)", 1)
+        raise AssertionError  # fail() exits
+    if inventory is not None:
+        return trace_live_text(_live_rules(inventory, node_name, _save_command(version), SAVE_COMMANDS[version]),
+                               packet, ctx)
+    return trace(combine(restore, jump_rules(settings)), packet, ctx)

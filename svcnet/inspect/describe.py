@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from svcnet.inspect.get import NONE, endpoints_text
+from svcnet.inspect.objects import cluster_ips, family_names
 from svcnet.model.types import CLUSTER_IP, LOAD_BALANCER, Cluster, Service
 
 LABEL_WIDTH = 26  # kubectl aligns service fields in a 26-column label
@@ -18,17 +19,17 @@ def describe_service(cluster: Cluster, svc: Service) -> str:
     def field(label: str, value: str) -> None:
         lines.append((label, value))
 
-    family = "IPv6" if ":" in svc.cluster_ip else "IPv4"
     field("Name:", svc.name)
     field("Namespace:", svc.namespace)
     field("Labels:", _labels(svc.labels))
     field("Annotations:", NONE)
     field("Selector:", _labels(svc.selector))
     field("Type:", svc.type)
-    field("IP Family Policy:", "SingleStack")
-    field("IP Families:", family)
+    # kubectl: the policy, the families and every ClusterIP, primary first, comma-separated.
+    field("IP Family Policy:", svc.ip_family_policy)
+    field("IP Families:", ",".join(family_names(svc)) or NONE)
     field("IP:", svc.cluster_ip or "None")
-    field("IPs:", svc.cluster_ip or "None")
+    field("IPs:", ",".join(cluster_ips(svc)) or "None")
     if svc.external_ips:
         field("External IPs:", ",".join(svc.external_ips))
     if svc.type == LOAD_BALANCER and svc.lb_ips:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from svcnet.model.dualstack import FAMILY_NAMES
+from svcnet.model.family import IPV4, family_of
 from svcnet.model.types import CLUSTER_IP, LOAD_BALANCER, Cluster, Endpoint, Node, Pod, Service, ServicePort
 
 
@@ -14,10 +16,22 @@ def _meta(namespace: str | None, name: str, labels: tuple[tuple[str, str], ...] 
     return meta
 
 
+def cluster_ips(svc: Service) -> list[str]:
+    """spec.clusterIPs as the API server stores them: one per family, primary first (none if headless)."""
+    return [ip for ip in svc.cluster_ips or (svc.cluster_ip,) if ip]
+
+
+def family_names(svc: Service) -> list[str]:
+    """spec.ipFamilies: `IPv4`, `IPv6`, primary first."""
+    return [FAMILY_NAMES[f] for f in svc.ip_families]
+
+
 def service_object(svc: Service) -> dict:
     spec: dict = {"type": svc.type, "clusterIP": svc.cluster_ip or "None"}
     if svc.cluster_ip:
-        spec["clusterIPs"] = [svc.cluster_ip]
+        spec["clusterIPs"] = cluster_ips(svc)
+    spec["ipFamilies"] = family_names(svc)
+    spec["ipFamilyPolicy"] = svc.ip_family_policy
     ports = []
     for p in svc.ports:
         port: dict = {"protocol": p.protocol, "port": p.port, "targetPort": p.target_port}
@@ -65,13 +79,14 @@ def pod_object(pod: Pod) -> dict:
         ]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
             "spec": {"nodeName": pod.node_name, "containers": [container]},
-            "status": {"podIP": pod.ip, "podIPs": [{"ip": pod.ip}] if pod.ip else []}}
+            "status": {"podIP": pod.ip, "podIPs": [{"ip": ip} for ip in pod.all_ips]}}
 
 
 def endpoint_slice_objects(ports: list[ServicePort]) -> list[dict]:
-    """One EndpointSlice per service port, as the EndpointSlice controller would roughly make."""
+    """One EndpointSlice per service port and IP family, as the EndpointSlice controller would roughly
+    make (a slice holds one addressType; a dual-stack Service gets one of each)."""
     out = []
-    for sp in ports:
+    for sp, version, eps in _slices(ports):
         endpoints = [
             {
                 "addresses": [ep.ip],
@@ -81,19 +96,32 @@ def endpoint_slice_objects(ports: list[ServicePort]) -> list[dict]:
                    if ep.target else {}),
                 **({"hints": _hints(ep)} if ep.zone_hints or ep.node_hints else {}),
             }
-            for ep in sp.endpoints
+            for ep in eps
         ]
         slice_name = f"{sp.name}-{sp.port_name}" if sp.port_name else sp.name
+        if version != _families(sp)[0]:
+            slice_name += f"-{FAMILY_NAMES[version].lower()}"
         out.append({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": slice_name, "namespace": sp.namespace,
                          "labels": {"kubernetes.io/service-name": sp.name}},
-            "addressType": "IPv6" if sp.cluster_ip and ":" in sp.cluster_ip else "IPv4",
-            "ports": [{"name": sp.port_name, "port": sp.endpoints[0].port if sp.endpoints else None,
+            "addressType": FAMILY_NAMES[version],
+            "ports": [{"name": sp.port_name, "port": eps[0].port if eps else None,
                        "protocol": sp.protocol}],
             "endpoints": endpoints,
         })
     return out
+
+
+def _families(sp: ServicePort) -> list[int]:
+    """The port's families, primary first: its ClusterIPs', else (headless) its endpoints', else IPv4."""
+    ips = [*(sp.cluster_ips or (sp.cluster_ip or "",)), *(ep.ip for ep in sp.endpoints)]
+    return list(dict.fromkeys(family_of(ip) for ip in ips if ip and ip != "None")) or [IPV4]
+
+
+def _slices(ports: list[ServicePort]) -> list[tuple[ServicePort, int, list[Endpoint]]]:
+    """(port, family, its endpoints of that family) per slice: every family of the port, one slice each."""
+    return [(sp, v, [ep for ep in sp.endpoints if family_of(ep.ip) == v]) for sp in ports for v in _families(sp)]
 
 
 def _hints(ep: Endpoint) -> dict:
@@ -108,7 +136,7 @@ def _hints(ep: Endpoint) -> dict:
 
 def node_object(node: Node) -> dict:
     return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(None, node.name, tuple(sorted(node.labels))),
-            "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+            "spec": {"podCIDR": node.pod_cidr, "podCIDRs": list(node.all_pod_cidrs)},
             "status": {"addresses": [{"type": "InternalIP", "address": a} for a in node.addresses]}}
 
 

@@ -182,13 +182,14 @@ def by_chain(lines: Iterable[DiffLine]) -> dict[tuple[str, str], list[DiffLine]]
     return groups
 
 
-def describe_chains(node: str, lines: Iterable[DiffLine], owner: str = "") -> str:
-    """One paragraph per drifted chain: 'node1: nat chain KUBE-SVC-X (ns/svc:port) differs ...'."""
+def describe_chains(node: str, lines: Iterable[DiffLine], owner: str = "", tool: str = "") -> str:
+    """One paragraph per drifted chain: 'node1: nat chain KUBE-SVC-X (ns/svc:port) differs ...'
+    (`tool`, e.g. 'ip6tables ', names the IPv6 rules: 'node1: ip6tables nat chain ...')."""
     parts = []
     for (table, _), group in by_chain(lines).items():
         where = group[0].where
         table = "" if where.startswith("table ") else table
-        what = f"{table + ' ' if table else ''}{where}{f' ({owner})' if owner else ''}"
+        what = f"{tool}{table + ' ' if table else ''}{where}{f' ({owner})' if owner else ''}"
         body = "\n".join("    " + ln.show() for ln in group)
         parts.append(f"{node}: {what} differs from the rendered rules {LEGEND}:\n{body}")
     return "\n".join(parts)

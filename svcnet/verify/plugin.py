@@ -5,7 +5,8 @@ hands it a loaded context). Then tests may use:
 
 * `svcnet_cluster` (the parsed Cluster), `svcnet_inventory`, `svcnet_context`;
 * `svcnet_hosts` ({node: testinfra Host}) and `svcnet_host` (one test per node);
-* `service_url(name, namespace, port_name=None, via="cluster"|"nodeport", node=None)`;
+* `service_url(name, namespace, port_name=None, via="cluster"|"nodeport", node=None, family=None)`
+  (family 4 or 6: that family's ClusterIP or node address, IPv6 in brackets; None: the primary);
 * parameters `svcnet_node`, `svcnet_target_node`, `svcnet_source`, `svcnet_pod`,
   `svcnet_external` and `svcnet_service_port` (the last two narrowed by
   `@pytest.mark.svcnet_ports(SELECTOR)`, a name from targets.EXTERNAL_SELECTORS or SELECTORS).
@@ -145,7 +146,7 @@ def _params(ctx: VerifyContext, name: str, selector: str) -> tuple[list[Any], li
         addrs = [a for a in targets.external_addresses(cluster, selector) if external_owner(ctx, a.ip) in ctx.nodes]
         return addrs, [a.label for a in addrs]
     ports = targets.select_ports(cluster, selector)
-    return ports, [sp.spn for sp in ports]
+    return ports, [targets.port_id(sp) for sp in ports]
 
 
 def external_owner(ctx: VerifyContext, ip: str) -> str:
@@ -238,13 +239,15 @@ def svcnet_host(svcnet_context: VerifyContext, svcnet_node: str) -> Any:
 
 @pytest.fixture(scope="session")
 def service_url(svcnet_context: VerifyContext) -> Callable[..., str]:
-    """`service_url(name, namespace, port_name=None, via="cluster"|"nodeport", node=None)` -> URL."""
+    """`service_url(name, namespace, port_name=None, via="cluster"|"nodeport", node=None, family=None)` -> URL."""
     return lambda *a, **kw: make_service_url(svcnet_context.cluster, *a, **kw)
 
 
 def make_service_url(cluster: Any, name: str, namespace: str = "default", port_name: str | None = None,
-                     via: str = VIA_CLUSTER, node: str | None = None) -> str:
-    """`http://CLUSTER-IP:PORT` or `http://NODE-IP:NODEPORT` of a service port."""
+                     via: str = VIA_CLUSTER, node: str | None = None, family: int | None = None) -> str:
+    """`http://CLUSTER-IP:PORT` or `http://NODE-IP:NODEPORT` of a service port (`[IPv6]` in brackets),
+    of IP family `family` (4 or 6; None: the Service's primary ClusterIP, the node's first address)."""
+    from svcnet.verify.targets import node_address
     ports = [sp for sp in cluster.service_ports if sp.namespace == namespace and sp.name == name]
     if not ports:
         known = ", ".join(sorted({f"{sp.namespace}/{sp.name}" for sp in cluster.service_ports}))
@@ -258,9 +261,10 @@ def make_service_url(cluster: Any, name: str, namespace: str = "default", port_n
                           f"({', '.join(sp.port_name for sp in ports)}); pass port_name")
     sp = ports[0]
     if via == VIA_CLUSTER:
-        if not sp.cluster_ip or sp.cluster_ip == "None":
-            raise LookupError(f"{sp.spn} has no cluster IP")
-        return f"http://{_host(sp.cluster_ip)}:{sp.port}"
+        ip = sp.cluster_ip if family is None else sp.cluster_ip_of(family)
+        if not ip or ip == "None":
+            raise LookupError(f"{sp.spn} has no {f'IPv{family} ' if family else ''}cluster IP")
+        return f"http://{_host(ip)}:{sp.port}"
     if via == VIA_NODEPORT:
         if not sp.node_port:
             raise LookupError(f"{sp.spn} has no nodePort")
@@ -268,7 +272,10 @@ def make_service_url(cluster: Any, name: str, namespace: str = "default", port_n
         if node is not None and node not in names:
             raise LookupError(f"no node {node!r} (nodes: {', '.join(names)})")
         target = cluster.node(node) if node else cluster.nodes[0]
-        return f"http://{_host(target.internal_ip)}:{sp.node_port}"
+        address = target.internal_ip if family is None else node_address(target, family)
+        if address is None:
+            raise LookupError(f"node {target.name} has no IPv{family} address")
+        return f"http://{_host(address)}:{sp.node_port}"
     raise ValueError(f"via must be {VIA_CLUSTER!r} or {VIA_NODEPORT!r}, not {via!r}")
 
 

@@ -110,7 +110,8 @@ def ask_http(req: dict, timeout: float) -> tuple[str, dict]:
     try:
         with socket.create_connection((host, int(req["port"])), timeout=timeout, source_address=source) as sock:
             sock.settimeout(timeout)
-            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            name = f"[{host}]" if ":" in host else host  # an IPv6 literal in brackets (RFC 3986)
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
             data = read_all(sock)
     except OSError as exc:
         return classify(exc), {}

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from svcnet.agent.podserver import SCTP_FLAG, UDP_FLAG
 from svcnet.desired import cluster_endpoints, untopological_cluster_endpoints
-from svcnet.model.types import SCTP, TCP, UDP, Cluster, Endpoint, Pod, ServicePort
+from svcnet.model.dualstack import FAMILY_NAMES
+from svcnet.model.family import IPV4, IPV6, family_of
+from svcnet.model.types import SCTP, TCP, UDP, Cluster, Endpoint, Node, Pod, ServicePort
 from svcnet.render.chains import nft_port_names, port_chains
 
 PODSERVER = "podserver.py"
 PODSERVER_FLAG = {UDP: UDP_FLAG, SCTP: SCTP_FLAG}  # what podserver needs to answer the protocol (TCP: none)
+FAMILIES = (IPV4, IPV6)  # the order checks of each family are listed in (IPv4's as before IPv6 existed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,11 @@ class Source:
     @property
     def label(self) -> str:
         return f"{self.node}/{self.pod.name}" if self.pod else self.node
+
+    def has_family(self, cluster: Cluster, version: int) -> bool:
+        """The source has an address of family `version` to send from."""
+        ips = self.pod.all_ips if self.pod else cluster.node(self.node).addresses
+        return any(family_of(ip) == version for ip in ips)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,44 @@ def sources(cluster: Cluster, nodes: Sequence[str]) -> list[Source]:
     return out
 
 
+def family_view(sp: ServicePort, version: int) -> ServicePort | None:
+    """The service port as the proxier of family `version` sees it (kube-proxy's dual-stack mode is one
+    proxier per family): its ClusterIP of that family, and only the endpoints, external and
+    LoadBalancer IPs and source ranges of it; None where the Service has no ClusterIP of that family.
+    A port without ClusterIP (headless) stays listed once, under IPv4, as before IPv6."""
+    if not has_cluster_ip(sp):
+        return sp if version == IPV4 else None
+    ip = sp.cluster_ip_of(version)
+    if ip is None:
+        return None
+
+    def mine(values: Sequence[str]) -> tuple[str, ...]:
+        return tuple(v for v in values if family_of(v) == version)
+
+    eps = tuple(ep for ep in sp.endpoints if family_of(ep.ip) == version)
+    view = replace(sp, cluster_ip=ip, cluster_ips=(ip,), endpoints=eps, external_ips=mine(sp.external_ips),
+                   lb_ips=mine(sp.lb_ips), lb_source_ranges=mine(sp.lb_source_ranges))
+    # The port itself where it is all of one family (a single-stack cluster's ports stay as they were).
+    same = len(sp.cluster_ips) <= 1 and replace(view, cluster_ips=sp.cluster_ips) == sp
+    return sp if same else view
+
+
+def port_family(sp: ServicePort) -> int:
+    """The family of a (family view of a) service port: its ClusterIP's (IPv4 without one)."""
+    return family_of(sp.cluster_ip) if has_cluster_ip(sp) and sp.cluster_ip else IPV4
+
+
+def port_id(sp: ServicePort) -> str:
+    """A check's id for a service port: its ServicePortName, `@IPv6` added for the IPv6 family's."""
+    version = port_family(sp)
+    return sp.spn if version == IPV4 else f"{sp.spn}@{FAMILY_NAMES[version]}"
+
+
+def node_address(node: Node, version: int) -> str | None:
+    """The node's first address of family `version` (its InternalIP of that family), None if it has none."""
+    return next((ip for ip in node.addresses if family_of(ip) == version), None)
+
+
 def usable_endpoints(sp: ServicePort) -> tuple[Endpoint, ...]:
     """Endpoints kube-proxy sends to, topology aside: the ready ones, else the serving terminating ones."""
     return untopological_cluster_endpoints(sp.endpoints)
@@ -90,7 +136,7 @@ def runs_podserver(pod: Pod, protocol: str) -> bool:
 def serving_pod(cluster: Cluster, ep: Endpoint, protocol: str) -> Pod | None:
     """The svcnet pod running podserver that answers `protocol` at this endpoint, if any."""
     for pod in cluster.pods:
-        if pod.ip != ep.ip or not runs_podserver(pod, protocol):
+        if ep.ip not in pod.all_ips or not runs_podserver(pod, protocol):
             continue
         if any(cp.port == ep.port and cp.protocol == protocol for cp in pod.ports):
             return pod
@@ -135,10 +181,17 @@ SELECTORS: dict[str, Callable[[ServicePort], bool]] = {
 }
 
 
+def family_views(cluster: Cluster) -> list[ServicePort]:
+    """Every service port's view per family (`family_view`): all IPv4 ones, then the IPv6 ones."""
+    return [view for version in FAMILIES for sp in cluster.service_ports
+            if (view := family_view(sp, version)) is not None]
+
+
 def select_ports(cluster: Cluster, selector: str) -> list[ServicePort]:
+    """The family views of the service ports `selector` picks (a dual-stack port once per family)."""
     if selector not in SELECTORS:
         raise KeyError(f"unknown service port selector {selector!r} (known: {', '.join(SELECTORS)})")
-    return [sp for sp in cluster.service_ports if SELECTORS[selector](sp)]
+    return [sp for sp in family_views(cluster) if SELECTORS[selector](sp)]
 
 
 def source_ranged(addr: ExternalAddress) -> bool:
@@ -159,7 +212,7 @@ def external_addresses(cluster: Cluster, selector: str = "all") -> list[External
     if selector not in EXTERNAL_SELECTORS:
         raise KeyError(f"unknown external address selector {selector!r} (known: {', '.join(EXTERNAL_SELECTORS)})")
     out: list[ExternalAddress] = []
-    for sp in cluster.service_ports:
+    for sp in family_views(cluster):
         if not usable_endpoints(sp):
             continue
         out.extend(ExternalAddress(EXTERNAL_IP, ip, sp) for ip in sp.external_ips)

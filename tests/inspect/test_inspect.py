@@ -98,3 +98,72 @@ def test_get_shows_zones_and_the_hints_svcnet_writes():
         "10.244.1.9": {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node1"}]},
         "10.244.2.9": {"forZones": [{"name": "zone-b"}], "forNodes": [{"name": "node2"}]}}
     assert hints["web-http"]["10.244.2.5"] == {"forZones": [{"name": "zone-b"}]}
+
+
+# -- dual-stack (the CLI refuses IPv6 until svcnet applies it: these go through the functions the
+# commands print, on a model built with the gate lifted, as tests/render does) ---------------------
+DUAL = Path(__file__).resolve().parents[1] / "golden" / "dual-stack.yaml"
+
+
+def dual_stack():  # type: ignore[no-untyped-def]
+    from svcnet.model.load import check_paths
+
+    checked = check_paths([DUAL], ipv6=True)
+    assert checked.build is not None
+    return checked.build.cluster
+
+
+def describe_fields(text: str) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields.setdefault(line[:26].strip(), []).append(line[26:])
+    return fields
+
+
+def test_describe_shows_both_cluster_ips_as_kubectl_does():
+    from svcnet.inspect.describe import describe_service
+
+    cluster = dual_stack()
+    web, web6 = cluster.services
+    fields = describe_fields(describe_service(cluster, web))
+    assert fields["IP Family Policy:"] == ["PreferDualStack"]
+    assert fields["IP Families:"] == ["IPv4,IPv6"]
+    assert fields["IP:"] == ["10.96.0.10"]
+    assert fields["IPs:"] == ["10.96.0.10,fd00:10:96::10"]
+    assert fields["Endpoints:"] == ["10.244.1.5:8080,[fd00:10:244:1::5]:8080"]
+    fields = describe_fields(describe_service(cluster, web6))
+    assert (fields["IP Family Policy:"], fields["IP Families:"], fields["IPs:"]) == (
+        ["SingleStack"], ["IPv6"], ["fd00:10:96::20"])
+
+
+def test_describe_of_a_single_stack_ipv4_service_is_unchanged():
+    out = run("describe", "service", "service", "-n", "k8s-test", "-f", SEED)
+    fields = describe_fields(out)
+    assert fields["IP Family Policy:"] == ["SingleStack"] and fields["IP Families:"] == ["IPv4"]
+    assert fields["IP:"] == fields["IPs:"] == ["10.111.35.139"]
+
+
+def test_get_yaml_shows_both_families_of_services_pods_nodes_and_endpoint_slices():
+    from svcnet.inspect.get import get
+
+    cluster = dual_stack()
+    web, web6 = yaml.safe_load(get(cluster, "services", "ns1", "yaml"))["items"]
+    assert (web["spec"]["clusterIPs"], web["spec"]["ipFamilies"], web["spec"]["ipFamilyPolicy"]) == (
+        ["10.96.0.10", "fd00:10:96::10"], ["IPv4", "IPv6"], "PreferDualStack")
+    assert (web6["spec"]["clusterIPs"], web6["spec"]["ipFamilies"]) == (["fd00:10:96::20"], ["IPv6"])
+    (pod,) = yaml.safe_load(get(cluster, "pods", "ns1", "yaml"))["items"]
+    assert pod["status"] == {"podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}, {"ip": "fd00:10:244:1::5"}]}
+    (node,) = yaml.safe_load(get(cluster, "nodes", None, "yaml"))["items"]
+    assert node["spec"]["podCIDRs"] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    slices = yaml.safe_load(get(cluster, "endpoints", "ns1", "yaml"))["items"]
+    assert [(s["metadata"]["name"], s["addressType"], [e["addresses"] for e in s["endpoints"]]) for s in slices] == [
+        ("web-http", "IPv4", [["10.244.1.5"]]),
+        ("web-http-ipv6", "IPv6", [["fd00:10:244:1::5"]]),
+        ("web6-http", "IPv6", [["fd00:10:244:1::5"]]),
+    ]
+
+
+def test_get_yaml_of_a_single_stack_service_names_its_one_family():
+    (svc,) = yaml.safe_load(run("get", "services", "-n", "k8s-test", "-o", "yaml", "-f", SEED))["items"]
+    assert (svc["spec"]["clusterIPs"], svc["spec"]["ipFamilies"], svc["spec"]["ipFamilyPolicy"]) == (
+        ["10.111.35.139"], ["IPv4"], "SingleStack")

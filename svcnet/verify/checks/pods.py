@@ -34,9 +34,10 @@ def test_pod_has_its_ip(svcnet_context: VerifyContext, svcnet_pod: Pod) -> None:
     except ValueError:
         raise VerifyError(f"{label(pod)}: cannot read `ip -j addr` output: {out.stdout[:200]!r}") from None
     addrs = [a.get("local") for link in links for a in link.get("addr_info", [])]
-    if pod.ip not in addrs:
+    missing = [ip for ip in pod.all_ips if ip not in addrs]  # one per family on a dual-stack node
+    if missing:
         have = ", ".join(a for a in addrs if a) or "none"
-        raise VerifyError(f"{label(pod)}: {netns} has no address {pod.ip} on {POD_IFACE} (has: {have})")
+        raise VerifyError(f"{label(pod)}: {netns} has no address {', '.join(missing)} on {POD_IFACE} (has: {have})")
     if links and "UP" not in links[0].get("flags", []):
         raise VerifyError(f"{label(pod)}: {POD_IFACE} in {netns} is down")
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from svcnet.model.dualstack import FAMILY_NAMES
+from svcnet.model.family import family_of
 from svcnet.model.types import SCTP, TCP, UDP, ServicePort
 from svcnet.verify.context import VerifyContext, VerifyError
 from svcnet.verify.stats import ALPHA, requests_for, split_test
@@ -21,7 +23,9 @@ from svcnet.verify.targets import (
     expected_pods,
     in_source_ranges,
     local_endpoints,
+    node_address,
     node_cluster_endpoints,
+    port_family,
 )
 
 ANSWER_REQUESTS = 20  # per source and service port
@@ -97,6 +101,14 @@ def require_dataplane(ctx: VerifyContext, sp: ServicePort) -> None:
         pytest.skip(reason)
 
 
+def require_source_family(ctx: VerifyContext, src: Source, sp: ServicePort) -> None:
+    """A source without an address of the port's family cannot send it traffic (a single-stack pod)."""
+    version = port_family(sp)
+    if not src.has_family(ctx.cluster, version):
+        pytest.skip(f"{src.label} has no {FAMILY_NAMES[version]} address to reach {sp.spn}'s "
+                    f"{FAMILY_NAMES[version]} ClusterIP from")
+
+
 def hostport(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
@@ -130,6 +142,7 @@ def test_cluster_ip_answers(svcnet_context: VerifyContext, svcnet_source: Source
                             svcnet_service_port: ServicePort) -> None:
     ctx, src, sp = svcnet_context, svcnet_source, svcnet_service_port
     require_dataplane(ctx, sp)
+    require_source_family(ctx, src, sp)
     expected = cluster_endpoints(ctx, sp, src.node)
     where = f"{src.label} -> {target(sp.cluster_ip or '', sp.port, sp)} ({sp.spn})"
     check_answers(where, probe(ctx, src, ask(sp, sp.cluster_ip or "", sp.port, ANSWER_REQUESTS), where), expected)
@@ -171,6 +184,7 @@ def test_client_ip_affinity(svcnet_context: VerifyContext, svcnet_source: Source
     """sessionAffinity ClientIP: one client always reaches the same endpoint."""
     ctx, src, sp = svcnet_context, svcnet_source, svcnet_service_port
     require_dataplane(ctx, sp)
+    require_source_family(ctx, src, sp)
     expected = cluster_endpoints(ctx, sp, src.node)
     where = f"{src.label} -> {target(sp.cluster_ip or '', sp.port, sp)} ({sp.spn}, ClientIP affinity)"
     resp = probe(ctx, src, ask(sp, sp.cluster_ip or "", sp.port, AFFINITY_REQUESTS), where)
@@ -179,8 +193,22 @@ def test_client_ip_affinity(svcnet_context: VerifyContext, svcnet_source: Source
         raise VerifyError(f"{where}: one client reached {len(resp['answers'])} endpoints: {summary(resp)}")
 
 
-def node_ip(ctx: VerifyContext, node: str) -> str:
-    return ctx.cluster.node(node).internal_ip
+def node_ip(ctx: VerifyContext, node: str, sp: ServicePort) -> str:
+    """The node's address of the port's family, where its NodePort is reached from outside."""
+    version = port_family(sp)
+    ip = node_address(ctx.cluster.node(node), version)
+    if ip is None:
+        pytest.skip(f"{node} has no {FAMILY_NAMES[version]} address to reach {sp.spn}'s NodePort at")
+    return ip
+
+
+def outside_client_ip(ctx: VerifyContext, version: int) -> str | None:
+    """The address the lab's client sends traffic of family `version` from: its main address, else its
+    one address of that family (None: not known, e.g. several the kernel chooses from)."""
+    if ctx.outside.client_ip and family_of(ctx.outside.client_ip) == version:
+        return ctx.outside.client_ip
+    mine = [a for a in ctx.outside.sources if family_of(a) == version]
+    return mine[0] if len(mine) == 1 else None
 
 
 @pytest.mark.svcnet_ports("node_port")
@@ -189,7 +217,7 @@ def test_node_port_answers(svcnet_context: VerifyContext, svcnet_target_node: st
     """From outside; with externalTrafficPolicy Local only nodes with a local endpoint answer."""
     ctx, node, sp = svcnet_context, svcnet_target_node, svcnet_service_port
     require_dataplane(ctx, sp)
-    ip = node_ip(ctx, node)
+    ip = node_ip(ctx, node, sp)
     where = f"outside -> {node} {target(ip, sp.node_port, sp)} ({sp.spn} NodePort)"
     if sp.external_policy_local:
         local = local_endpoints(sp, node)
@@ -215,13 +243,13 @@ def test_node_port_preserves_client_ip(svcnet_context: VerifyContext, svcnet_tar
     local = local_endpoints(sp, node)
     if not local:
         pytest.skip(f"{sp.spn}: no local endpoint on {node} (checked by test_node_port_answers: it must not answer)")
-    ip = node_ip(ctx, node)
+    ip = node_ip(ctx, node, sp)
     where = f"outside -> {node} {target(ip, sp.node_port, sp)} ({sp.spn} NodePort, externalTrafficPolicy Local)"
     resp = probe_outside(ctx, ask(sp, ip, sp.node_port, WHOAMI_REQUESTS, whoami=True), where)
     check_answers(where, resp, expected_pods(ctx.cluster, sp, local))
     seen = resp.get("client_ips") or []
     node_ips = {a for n in ctx.cluster.nodes for a in n.addresses}
-    want = ctx.outside.client_ip
+    want = outside_client_ip(ctx, port_family(sp))
     if (want and seen != [want]) or node_ips & set(seen):
         raise VerifyError(f"{where}: the source IP was not preserved: the pod saw {', '.join(seen) or 'nothing'}"
                           + (f", expected {want}" if want else ""))
@@ -309,6 +337,7 @@ def test_no_endpoints_rejected(svcnet_context: VerifyContext, svcnet_source: Sou
                                svcnet_service_port: ServicePort) -> None:
     """A service without endpoints refuses connections (or datagrams) at once (REJECT), never times out."""
     ctx, src, sp = svcnet_context, svcnet_source, svcnet_service_port
+    require_source_family(ctx, src, sp)
     req = {"op": "connect", "protocol": sp.proto, "host": sp.cluster_ip, "port": sp.port, "timeout": REJECT_TIMEOUT}
     where = f"{src.label} -> {target(sp.cluster_ip or '', sp.port, sp)} ({sp.spn}, no endpoints)"
     check_rejected(where, probe(ctx, src, req, where))
@@ -318,7 +347,7 @@ def test_no_endpoints_rejected(svcnet_context: VerifyContext, svcnet_source: Sou
 def test_no_endpoints_node_port_rejected(svcnet_context: VerifyContext, svcnet_target_node: str,
                                          svcnet_service_port: ServicePort) -> None:
     ctx, node, sp = svcnet_context, svcnet_target_node, svcnet_service_port
-    ip = node_ip(ctx, node)
+    ip = node_ip(ctx, node, sp)
     req = {"op": "connect", "protocol": sp.proto, "host": ip, "port": sp.node_port, "timeout": REJECT_TIMEOUT}
     where = f"outside -> {node} {target(ip, sp.node_port, sp)} ({sp.spn} NodePort, no endpoints)"
     check_rejected(where, probe_outside(ctx, req, where))
