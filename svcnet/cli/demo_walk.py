@@ -58,7 +58,8 @@ _NFT_BASE = frozenset(name for name, _kind, _hook, _priority in c.NFT_BASE_CHAIN
 
 
 def _nftables_hop(s: Step) -> bool:
-    # Base chains only jump to `services` (or to the checks, whose rules a served packet misses).
+    # The path's own chains: not the base chains (the hooks, which jump to `services` or to checks a
+    # served packet misses), and not the masquerade mark, an aside as KUBE-MARK-MASQ is in iptables mode.
     return s.matched and s.chain not in _NFT_BASE and c.NFT_MARK_FOR_MASQUERADE not in (s.chain, s.target)
 
 
@@ -140,35 +141,36 @@ def nft_pieces(art: NodeArtifacts, sp: ServicePort) -> str:
     t = parse_table(art.nft_table)
     by_ip = f"{sp.cluster_ip} . {sp.proto} . {sp.port}"
     by_port = f"{sp.proto} . {sp.node_port}"
-    served = _reached(t, t.maps.get(c.NFT_SERVICE_IPS, {}).get(by_ip, ""))
-    external = _reached(t, t.maps.get(c.NFT_SERVICE_NODEPORTS, {}).get(by_port, "")) if sp.node_port else []
+    node_port = t.maps.get(c.NFT_SERVICE_NODEPORTS, {}).get(by_port, "") if sp.node_port else ""
+    # Every chain of the port, met from its ClusterIP or from its NodePort (local-… only from there).
+    reached = _reached(t, f"{t.maps.get(c.NFT_SERVICE_IPS, {}).get(by_ip, '')} {node_port}")
     sections = [
         (f"{c.KUBE_SERVICES}: the ClusterIP's port is an element of the verdict map {c.NFT_SERVICE_IPS}, "
          f"which chain {c.NFT_SERVICES} looks up",
          _elements(t, c.NFT_SERVICE_IPS, by_ip) + _rules(t, c.NFT_SERVICES, f"@{c.NFT_SERVICE_IPS}")),
         (f"{c.SVC_PREFIX}…: the service's chain, where numgen random picks the endpoint's chain",
-         _chains(t, served, (c.NFT_SERVICE_PREFIX, c.NFT_LOCAL_PREFIX))),
+         _chains(t, reached, (c.NFT_SERVICE_PREFIX, c.NFT_LOCAL_PREFIX))),
         (f"{c.SEP_PREFIX}…: one chain per endpoint, {c.DNAT} to its pod",
-         _chains(t, served, (c.NFT_ENDPOINT_PREFIX,))),
+         _chains(t, reached, (c.NFT_ENDPOINT_PREFIX,))),
         (f"{c.KUBE_MARK_MASQ}, {c.KUBE_POSTROUTING}: {c.NFT_MARK_FOR_MASQUERADE} marks the packet, "
          f"{c.NFT_MASQUERADING} (from {c.NFT_NAT_POSTROUTING}) masquerades what is marked",
          _chains(t, [c.NFT_MARK_FOR_MASQUERADE]) + _rules(t, c.NFT_NAT_POSTROUTING, c.NFT_MASQUERADING)
          + _chains(t, [c.NFT_MASQUERADING])),
     ]
-    if external:
+    if node_port:
         sections.append((
             f"{c.KUBE_NODEPORTS}, {c.EXT_PREFIX}…: the NodePort is an element of the verdict map "
             f"{c.NFT_SERVICE_NODEPORTS}, whose chain goes on to the same service chain",
             _elements(t, c.NFT_SERVICE_NODEPORTS, by_port) + _rules(t, c.NFT_SERVICES, f"@{c.NFT_SERVICE_NODEPORTS}")
-            + _set(t, c.NFT_NODEPORT_IPS) + _chains(t, external, (c.NFT_EXTERNAL_PREFIX, c.NFT_FIREWALL_PREFIX))))
+            + _set(t, c.NFT_NODEPORT_IPS) + _chains(t, reached, (c.NFT_EXTERNAL_PREFIX, c.NFT_FIREWALL_PREFIX))))
     return "".join(f"{title}\n" + "".join(f"  {line}\n" for line in lines) for title, lines in sections)
 
 
-def _reached(t: NftTable, verdict: str) -> list[str]:
-    """The chains a verdict (`goto service-…`) leads to, through every jump and goto on the way, in
+def _reached(t: NftTable, verdicts: str) -> list[str]:
+    """The chains verdicts (`goto service-…`) lead to, through every jump and goto on the way, in
     the order met."""
     order: list[str] = []
-    todo = _JUMP_RE.findall(verdict)
+    todo = _JUMP_RE.findall(verdicts)
     while todo:
         chain = todo.pop(0)
         if chain in order or chain not in t.rules:

@@ -107,6 +107,18 @@ def test_with_node_port_addresses_the_walk_shows_the_nodeport_ips_set(tmp_path: 
         "set nodeport-ips: 192.168.56.11"]
 
 
+def test_a_local_external_policy_shows_the_local_chain_the_node_port_goes_through(tmp_path: Path) -> None:
+    desc = tmp_path / "seed"
+    shutil.copytree(EXAMPLES / "seed-nftables", desc)
+    service = desc / "service.yaml"
+    service.write_text(service.read_text().replace("  selector:", "  externalTrafficPolicy: Local\n  selector:"))
+    text = walk(desc)
+    local = "local-TA7VYVDI-k8s-test/service/tcp/http"
+    assert f"chain {local}: numgen random mod 1 vmap {{ 0 : goto {EP1} }}" in sections(text)["KUBE-SVC-…"]
+    assert f"chain {EXT}: goto {local}" in sections(text)["KUBE-NODEPORTS, KUBE-EXT-…"]
+    assert f"  services → {EXT} → {local} → {EP1} → DNAT to 10.244.1.240:8080   (100%)\n" in text
+
+
 def test_a_service_without_a_node_port_has_no_nodeport_section(tmp_path: Path) -> None:
     desc = tmp_path / "seed"
     shutil.copytree(EXAMPLES / "seed-nftables", desc)
