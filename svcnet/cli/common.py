@@ -10,10 +10,9 @@ import click
 
 from svcnet.diagnostics import Diagnostic, errors
 from svcnet.model.load import Checked, check_paths
-from svcnet.model.types import MODE_NFTABLES, Cluster
+from svcnet.model.types import Cluster
 
 EXIT_INVALID = 1
-EXIT_UNSUPPORTED = 2  # a usage error: the command cannot do this (yet)
 
 files_option = click.option(
     "-f", "--filename", "paths", multiple=True, required=True, metavar="PATH",
@@ -56,10 +55,3 @@ def fail(message: str, code: int = 1) -> None:
     click.echo(f"svcnet: {message}", err=True)
     sys.exit(code)
 
-
-def refuse_nftables_mode(cluster: Cluster, command: str) -> None:
-    """Exit 2 if the description is in nftables mode: `command` (demo) walks iptables mode's chains only
-    (`svcnet explain` traces nftables mode; demo's walk in nftables terms is a later step)."""
-    if cluster.proxy.mode == MODE_NFTABLES:
-        fail(f"{command} for nftables mode is not yet supported (the description sets proxy.mode: "
-             f"{MODE_NFTABLES}); {command} traces iptables mode's rules only", EXIT_UNSUPPORTED)

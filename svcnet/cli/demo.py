@@ -2,7 +2,8 @@
 
 Brings up the local lab for the example, runs the shipped site.yaml playbook against it, then
 prints what shows kube-proxy's rules at work: the Service as kubectl shows it, the chain path
-of the ClusterIP with the real chain names (traced by `svcnet explain`), and which pod
+of the ClusterIP with the real chain names (traced by `svcnet explain`; in nftables mode with
+the table's pieces behind each of the seed article's chains, see demo_walk.py), and which pod
 answered each of 200 requests to the ClusterIP and 200 to the NodePort. The lab stays up.
 """
 
@@ -21,17 +22,16 @@ from typing import Any
 import click
 
 from svcnet import resources
-from svcnet.cli.common import load_or_exit, refuse_nftables_mode
-from svcnet.explain.combine import combine
-from svcnet.explain.trace import ORIGIN_NODE, Packet, TraceContext, trace
-from svcnet.explain.trace import Path as TracePath
+from svcnet.cli.common import fail, load_or_exit
+from svcnet.cli.demo_walk import walk_for, walk_text
+from svcnet.explain.trace import TraceError
 from svcnet.inspect.describe import describe_service
 from svcnet.inspect.get import get
-from svcnet.model.types import Cluster, ServicePort
+from svcnet.model.types import MODE_IPTABLES, MODE_NFTABLES, Cluster, ServicePort
 from svcnet.render.artifacts import node_artifacts
-from svcnet.render.chains import DNAT, KUBE_MARK_MASQ, OWNED_CHAIN_PREFIX, TABLE_NAT
 
-SEED = "seed"  # the bundled example description
+EXIT_USAGE = 2  # as click's usage errors
+EXAMPLES = {MODE_IPTABLES: "seed", MODE_NFTABLES: "seed-nftables"}  # the bundled example of each proxy mode
 SITE = "site.yaml"  # the shipped playbook
 INVENTORY_DIR = "inventory"  # where the lab's inventory is written, as `svcnet lab up` does
 REQUESTS = 200  # per table column
@@ -45,36 +45,6 @@ def step(title: str, fn: Callable[[], Any]) -> Any:
     result = fn()
     click.secho(f"    done in {time.perf_counter() - t0:.1f}s", dim=True, err=True)
     return result
-
-
-def chain_walk(cluster: Cluster, node: str, sp: ServicePort) -> str:
-    """The chain path of one ClusterIP from `node`, traced through the rendered rules of `node`."""
-    art = node_artifacts(cluster, node)
-    n = cluster.node(node)
-    packet = Packet(n.internal_ip, 40000, sp.cluster_ip or "", sp.port, sp.proto, ORIGIN_NODE)
-    ctx = TraceContext(local_ips=frozenset({*n.addresses, "127.0.0.0/8"}), pod_iface=cluster.bridge,
-                       pod_cidrs=(n.pod_cidr,))
-    tr = trace(combine(art.restore, art.jump_rules), packet, ctx)
-    lines = [f"from {node} to {sp.cluster_ip}:{sp.port}/{sp.protocol} ({sp.spn}):"]
-    for path in tr.paths:
-        lines.append("  " + " → ".join(_hops(path)) + f"   ({path.probability:.0%})")
-    return "\n".join(lines) + "\n"
-
-
-def _hops(path: TracePath) -> list[str]:
-    """KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-… → DNAT to ip:port, from one traced path."""
-    hops: list[str] = []
-    for s in path.steps:
-        if not s.matched or s.table != TABLE_NAT or not s.chain.startswith(OWNED_CHAIN_PREFIX):
-            continue
-        if KUBE_MARK_MASQ in (s.chain, s.target):
-            continue
-        if not hops or hops[-1] != s.chain:
-            hops.append(s.chain)
-        if s.target == DNAT and path.dnat:
-            hops.append(f"DNAT to {path.dnat}")
-            break
-    return hops
 
 
 def request_table(lab: Any, cluster: Cluster, sp: ServicePort) -> str:
@@ -126,9 +96,13 @@ def _cell(count: int, total: int) -> str:
 
 @click.command()
 @click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
-              help="Description to demonstrate (default: the bundled seed example, a copy of examples/seed).")
+              help="Description to demonstrate (default: the bundled example of --mode, a copy of "
+                   "examples/seed or examples/seed-nftables).")
+@click.option("--mode", type=click.Choice(tuple(EXAMPLES)), default=None,
+              help="kube-proxy mode to demonstrate (default: iptables; with -f, the description's proxy.mode, "
+                   "which --mode must match).")
 @click.option("--name", default="seed", show_default=True, help="Lab name.")
-def demo(paths: tuple[str, ...], name: str) -> None:
+def demo(paths: tuple[str, ...], mode: str | None, name: str) -> None:
     """The seed example, live: lab up, apply site.yaml, verify, then show the rules at work."""
     from svcnet.cli.tasks import registry
     from svcnet.lab import LabError, LabNode, lab_up, load_lab
@@ -139,9 +113,11 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     from svcnet.transport.gateway import Connector
     from svcnet.transport.inventory import load_inventory
 
-    paths = paths or (str(resources.example(SEED)),)
+    paths = paths or (str(resources.example(EXAMPLES[mode or MODE_IPTABLES])),)
     cluster: Cluster = step(f"validate {' '.join(paths)}", lambda: load_or_exit(paths, show_warnings=True))
-    refuse_nftables_mode(cluster, "demo")
+    if mode is not None and cluster.proxy.mode != mode:
+        fail(f"--mode {mode}: the description sets proxy.mode: {cluster.proxy.mode} (drop --mode, or give a "
+             f"description in {mode} mode)", EXIT_USAGE)
 
     def up() -> Any:
         try:
@@ -179,15 +155,17 @@ def demo(paths: tuple[str, ...], name: str) -> None:
     for sp in cluster.service_ports:
         if not sp.cluster_ip or not sp.endpoints:
             continue
-        click.echo(f"\nThe path of a packet through the nat table (svcnet explain on {node}):")
-        click.echo(chain_walk(cluster, node, sp), nl=False)
+        try:
+            click.echo(walk_text(cluster, node, sp, lab.client_ip), nl=False)
+        except TraceError as exc:  # the tracer reads only the rule forms kube-proxy writes
+            raise click.ClickException(f"{node}: cannot trace {sp.spn}: {exc}") from None
         table = step(f"send {REQUESTS} requests to the ClusterIP and {REQUESTS} to the NodePort",
                      partial(request_table, lab, cluster, sp))
         click.echo(table, nl=False)
     click.echo(f"""
 The lab is up. Explore it:
   .venv/bin/svcnet lab status --name {name}
-  .venv/bin/svcnet lab exec --name {name} {node} -- iptables-save -t nat
+  .venv/bin/svcnet lab exec --name {name} {node} -- {walk_for(node_artifacts(cluster, node)).list_command}
   ssh -F {lab.ssh_config_path} {node}
   .venv/bin/svcnet explain -f {paths[0]} --node {node} --src 192.168.56.254 --dst {cluster.nodes[0].internal_ip}:30000
 Tear it down:

@@ -63,15 +63,3 @@ def test_unknown_node() -> None:
                                        "--dst", "2.2.2.2:1"])
     assert res.exit_code == 1 and "no node 'nope'" in res.output
 
-
-SEED_NFT = SEED.parent / "seed-nftables"
-
-
-def test_demo_refuses_nftables_mode_with_a_usage_error() -> None:
-    """demo walks the article's iptables chains: a clear refusal before it brings up any lab."""
-    from svcnet.cli.main import cli
-
-    res = CliRunner().invoke(cli, ["demo", "-f", str(SEED_NFT), "--name", "never-created"])
-    assert res.exit_code == 2, res.output
-    assert "demo for nftables mode is not yet supported" in res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit)

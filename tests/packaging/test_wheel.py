@@ -130,6 +130,19 @@ def test_a_shipped_playbook_runs_by_name_from_an_empty_directory(installed: Inst
     assert run.returncode == 4, run.stdout + run.stderr  # 4: a host was unreachable (and nothing else failed)
 
 
+@pytest.mark.parametrize(("mode", "rules"), [("iptables", "*nat"), ("nftables", "add table ip kube-proxy")])
+def test_the_demo_example_of_each_proxy_mode_is_in_the_wheel(installed: Installed, empty: Path, mode: str,
+                                                            rules: str) -> None:
+    # `svcnet demo --mode MODE` starts from the bundled example of that mode (seed, seed-nftables).
+    code = ("from svcnet.cli.demo import EXAMPLES; from svcnet.resources import example; "
+            f"print(example(EXAMPLES[{mode!r}]))")
+    got = installed.run([installed.python, "-c", code], empty)
+    assert got.returncode == 0, got.stderr
+    assert Path(got.stdout.strip()).is_relative_to(installed.venv), got.stdout
+    rendered = installed.run([installed.svcnet, "render", "-f", got.stdout.strip(), "--node", "node1"], empty)
+    assert rendered.returncode == 0 and rules in rendered.stdout, rendered.stdout + rendered.stderr
+
+
 @pytest.mark.lab
 def test_demo_runs_from_an_empty_directory(installed: Installed, empty: Path) -> None:
     # The whole demo (its bundled seed, the shipped site.yaml, the agent and the probe all from the
