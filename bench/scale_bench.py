@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +74,7 @@ class Run:
     node_bytes: dict[str, int]
     recap: dict[str, dict[str, int]]
     slowest_node: float | None  # the longest per-node apply of rules svcnet's progress lines show (None: none shown)
+    failure: str | None = None  # why a host failed (the mode's later runs are skipped)
 
 
 def node_names() -> list[str]:
@@ -152,19 +153,24 @@ def timed_apply(argv: Sequence[str], lab: Lab, budget: float, log: Path) -> Run:
                {n: after[n] - before[n] for n in after}, parse_recap(text), max(node_times, default=None))
 
 
-def check(run: Run, case: str, log: Path) -> None:
+def check(run: Run, case: str, log: Path) -> Run:
+    """The run, with `failure` set if a host failed; BenchError if the recap is not what the case needs."""
     if run.seconds is None:
-        return
+        return run
+    text = log.read_text()
     hosts = node_names()
     if sorted(run.recap) != hosts:
-        raise BenchError(f"{case}: the recap names {sorted(run.recap)} (see {log})\n{log.read_text()[-3000:]}")
+        raise BenchError(f"{case}: the recap names {sorted(run.recap)}\n{text[-3000:]}")
+    failed = [h for h, c in run.recap.items() if c.get("failed") or c.get("unreachable")]
+    if failed:
+        why = re.search(r'FAILED! => \{"msg": "([^;"]*)', text)
+        return replace(run, failure=f"{len(failed)} host(s) failed: {why[1] if why else 'see the log'}")
     for host, c in run.recap.items():
-        if c.get("failed") or c.get("unreachable"):
-            raise BenchError(f"{case}: {host} failed: {c}\n{log.read_text()[-3000:]}")
         if case == RERUN and c.get("changed"):
             raise BenchError(f"{case}: {host} changed={c['changed']} on an unchanged re-run")
         if case != RERUN and not c.get("changed"):
             raise BenchError(f"{case}: {host} reported changed=0")
+    return run
 
 
 def bench_mode(mode: str, n_services: int, budget: float, work: Path, logs: Path | None) -> dict[str, Run | None]:
@@ -187,12 +193,13 @@ def bench_mode(mode: str, n_services: int, budget: float, work: Path, logs: Path
             finally:
                 if logs:
                     shutil.copy(log, logs / f"{n_services}-{log.name}")
-            check(run, case, log)
+            run = check(run, case, log)
             runs[case] = run
             slowest = "" if run.slowest_node is None else f", slowest node's apply {run.slowest_node:.1f} s"
+            failed = f"; FAILED: {run.failure}" if run.failure else ""
             print(f"  {mode}: {case}: {fmt_seconds(run.seconds, budget)}, {run.maxrss_mib:.0f} MiB, "
-                  f"{fmt_bytes(run.node_bytes)} per node{slowest}", flush=True)
-            if run.seconds is None:
+                  f"{fmt_bytes(run.node_bytes)} per node{slowest}{failed}", flush=True)
+            if run.seconds is None or run.failure:
                 break  # the node is mid-restore or rolled back: the later cases would measure that
     return runs
 
@@ -212,8 +219,12 @@ def table(results: dict[str, dict[str, Run | None]], budget: float) -> str:
         cells = []
         for case in (FIRST, CHANGE, RERUN):
             run = runs.get(case)
-            cells.append("not run" if run is None else
-                         f"{fmt_seconds(run.seconds, budget)} / {run.maxrss_mib:.0f} / {fmt_bytes(run.node_bytes)}")
+            if run is None:
+                cells.append("not run")
+                continue
+            failed = f" FAILED ({run.failure})" if run.failure else ""
+            size = f"{run.maxrss_mib:.0f} / {fmt_bytes(run.node_bytes)}"
+            cells.append(f"{fmt_seconds(run.seconds, budget)}{failed} / {size}")
         rows.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
-from svcnet.diagnostics import WARNING, Diagnostic
-from svcnet.model.types import MODE_NFTABLES, Cluster
+from svcnet.agent.node import CMD_TIMEOUT
+from svcnet.diagnostics import WARNING, Diagnostic, format_path
+from svcnet.load import DOC_MARKER, Document
+from svcnet.model.types import MODE_NFTABLES, Cluster, Source
 
 # The backend names the agent's facts use (`iptables --version`: "(nf_tables)", else legacy).
 BACKEND_NFT, BACKEND_LEGACY = "nf_tables", "legacy"
@@ -68,12 +71,28 @@ def cliff_warning(backend: str, lines: int, proxy_mode: str) -> str | None:
     if backend == BACKEND_NFT:
         legacy = FITS[BACKEND_LEGACY].seconds(lines)
         advice += f", or switch the node's iptables to iptables-legacy (about {legacy:.0f} s)"
+    # The agent stops each command (the restore's --test run among them) after CMD_TIMEOUT: the apply fails then.
+    limit = f", beyond the agent's {CMD_TIMEOUT:.0f} s limit per command: the apply may fail" \
+        if cost > CMD_TIMEOUT else ""
     return (f"{lines} iptables rule lines on the {backend} backend: a full restore is expected to take "
-            f"about {cost:.0f} s (threshold {THRESHOLDS[backend]} lines); {advice}")
+            f"about {cost:.0f} s{limit} (threshold {THRESHOLDS[backend]} lines); {advice}")
 
 
 def located(cluster: Cluster, node_name: str, message: str) -> Diagnostic:
     """The warning located at the node's entry in the Cluster document."""
     index, node = next((i, n) for i, n in enumerate(cluster.nodes) if n.name == node_name)
-    file, line = (node.source.file, node.source.line) if node.source else ("(cluster)", 1)
-    return Diagnostic(file, line, 1, f"spec.nodes[{index}]", f"node {node_name}: {message}", WARNING)
+    path = ("spec", "nodes", index)
+    line, col = entry_position(node.source, path) if node.source else (1, 1)
+    file = node.source.file if node.source else "(cluster)"
+    return Diagnostic(file, line, col, format_path(path), f"node {node_name}: {message}", WARNING)
+
+
+def entry_position(source: Source, path: tuple[str | int, ...]) -> tuple[int, int]:
+    """(line, col) of `path` in the document at `source`, read again (the model keeps only where
+    documents start); the document's start if its file cannot be read now."""
+    try:
+        lines = Path(source.file).read_text().splitlines(keepends=True)[source.line - 1:]
+    except (OSError, UnicodeDecodeError):
+        return source.line, 1
+    end = next((i for i, ln in enumerate(lines) if i and DOC_MARKER.match(ln)), len(lines))
+    return Document(source.file, source.doc, source.line, "".join(lines[:end]), None).locate(path)

@@ -14,7 +14,7 @@ from generate import cluster_yaml, services_yaml
 
 SERVICES_ABOVE_NFT = 800  # about 18,800 rule lines per node: above nf_tables' threshold, below legacy's
 # The warning as `svcnet apply` prints it: file:line:col: path: warning: node: lines, backend
-WARNING = re.compile(r"^\[WARNING\]: (\S+):(\d+):1: spec\.nodes\[(\d)\]: warning: node (node\d): (\d+) iptables "
+WARNING = re.compile(r"^\[WARNING\]: (\S+):(\d+):\d+: spec\.nodes\[(\d)\]: warning: node (node\d): (\d+) iptables "
                      r"rule lines on the (\S+) backend", re.M)
 
 

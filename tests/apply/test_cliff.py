@@ -10,6 +10,7 @@ from cliffdesc import WARNING, cliff_description
 from fakegateway import Fleet
 from test_converge import run
 
+from svcnet.agent.node import CMD_TIMEOUT
 from svcnet.apply import cliff
 from svcnet.model.types import MODE_IPTABLES, MODE_NFTABLES
 
@@ -74,6 +75,8 @@ def test_a_large_ruleset_on_nf_tables_warns_per_node_located_and_shows_progress(
     found = WARNING.findall(out)
     assert sorted((f[2], f[3], f[5]) for f in found) == [("0", "node1", "nf_tables"), ("1", "node2", "nf_tables")]
     assert all(f[0] == str(desc) and int(f[4]) >= 500 for f in found)
+    lines = desc.read_text().splitlines()
+    assert all(lines[int(f[1]) - 1].strip() == f"- name: {f[3]}" for f in found), found  # at the node's entry
     for host in ("node1", "node2"):  # the restore's start and end, per node, before the task's result
         start = re.search(rf"^{host}: applying (\d+) rule lines \.\.\.$", out, re.M)
         end = re.search(rf"^{host}: (\d+) rule lines applied in \d+\.\d s$", out, re.M)
@@ -98,3 +101,11 @@ def test_check_mode_warns_without_progress_lines(tmp_path, low_thresholds):
     desc = cliff_description(tmp_path, LARGE)
     code, out = run(tmp_path, fleet_on(cliff.BACKEND_NFT), description=desc, check=True)
     assert code == 0 and len(WARNING.findall(out)) == 2 and "applying" not in out, out
+
+
+def test_a_restore_expected_beyond_the_agents_command_limit_says_the_apply_may_fail():
+    fit = cliff.FITS[cliff.BACKEND_NFT]
+    under, over = fit.lines_for(CMD_TIMEOUT) - 1, fit.lines_for(CMD_TIMEOUT) + 1
+    assert "the apply may fail" not in str(cliff.cliff_warning(cliff.BACKEND_NFT, under, MODE_IPTABLES))
+    assert f"beyond the agent's {CMD_TIMEOUT:.0f} s limit per command: the apply may fail" in str(
+        cliff.cliff_warning(cliff.BACKEND_NFT, over, MODE_IPTABLES))
