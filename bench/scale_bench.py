@@ -146,7 +146,8 @@ def timed_apply(argv: Sequence[str], lab: Lab, budget: float, log: Path) -> Run:
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait again
     after = loopback_bytes(lab)
     text = log.read_text()
-    if not stopped.is_set() and proc.returncode not in (0, 2):  # 2: a host failed (shown by the recap check)
+    # 2: a host failed, 4: unreachable (an answer later than the controller waits): both recorded by `check`
+    if not stopped.is_set() and proc.returncode not in (0, 2, 4):
         raise BenchError(f"svcnet apply exit {proc.returncode}:\n{text[-3000:]}")
     node_times = [float(t) for t in PROGRESS_END.findall(text)]
     return Run(None if stopped.is_set() else seconds, usage.ru_maxrss / 1024,
@@ -163,7 +164,7 @@ def check(run: Run, case: str, log: Path) -> Run:
         raise BenchError(f"{case}: the recap names {sorted(run.recap)}\n{text[-3000:]}")
     failed = [h for h, c in run.recap.items() if c.get("failed") or c.get("unreachable")]
     if failed:
-        why = re.search(r'FAILED! => \{"msg": "([^;"]*)', text)
+        why = re.search(r'(?:FAILED|UNREACHABLE)! => \{"msg": "([^;"]*)', text)
         return replace(run, failure=f"{len(failed)} host(s) failed: {why[1] if why else 'see the log'}")
     for host, c in run.recap.items():
         if case == RERUN and c.get("changed"):

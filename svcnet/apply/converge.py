@@ -161,13 +161,7 @@ class Converge:
         req = ApplyRequest(ctx.run_id, send, parts=parts, hashes=want, confirm_timeout=guard, check=opts.check,
                            diff=opts.diff, lock_wait=opts.lock_wait, proxy_mode=ctx.cluster.proxy.mode)
         lines = rules_lines(send) if PART_RULES in parts and not opts.check else 0
-        started = time.monotonic()
-        if lines >= cliff.PROGRESS_LINES:  # a large restore takes a while: say so per node as it starts and ends
-            ctx.note(f"{ctx.host}: applying {lines} rule lines ...")
-        answer = ctx.gateway.ask(req)
-        if lines >= cliff.PROGRESS_LINES:
-            ctx.note(f"{ctx.host}: {lines} rule lines {'applied' if answer.ok else 'failed'} "
-                     f"in {time.monotonic() - started:.1f} s")
+        answer = ask_with_progress(ctx, req, lines) if lines >= cliff.PROGRESS_LINES else ctx.gateway.ask(req)
         self.state(ctx.host).probe = None  # the node changed: probe again before the next converge
         diff = dict(answer.diff or {})
         note = f"; {warning}" if warning else ""
@@ -210,6 +204,20 @@ class Converge:
         send = node_artifacts_all(rendered, list(stale), stale) if stale else {}
         for h in todo:
             states[h].rendered = (desired[h], send.get(h, desired[h]))
+
+
+def ask_with_progress(ctx: TaskContext, req: ApplyRequest, lines: int) -> ApplyAnswer:
+    """The apply, with a line as the node starts it and one as it ends (a large restore takes a while)."""
+    ctx.note(f"{ctx.host}: applying {lines} rule lines ...")
+    started = time.monotonic()
+    try:
+        answer = ctx.gateway.ask(req)
+    except SSHError:
+        ctx.note(f"{ctx.host}: {lines} rule lines: no answer after {time.monotonic() - started:.1f} s")
+        raise
+    ctx.note(f"{ctx.host}: {lines} rule lines {'applied' if answer.ok else 'failed'} "
+             f"in {time.monotonic() - started:.1f} s")
+    return answer
 
 
 def cliff_warning(ctx: TaskContext, send: NodeArtifacts, probe: ProbeAnswer) -> str | None:

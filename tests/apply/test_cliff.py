@@ -13,6 +13,7 @@ from test_converge import run
 from svcnet.agent.node import CMD_TIMEOUT
 from svcnet.apply import cliff
 from svcnet.model.types import MODE_IPTABLES, MODE_NFTABLES
+from svcnet.transport.ssh import SSHError
 
 
 def test_the_fit_grows_faster_on_nf_tables_and_each_backend_has_its_own_threshold():
@@ -109,3 +110,12 @@ def test_a_restore_expected_beyond_the_agents_command_limit_says_the_apply_may_f
     assert "the apply may fail" not in str(cliff.cliff_warning(cliff.BACKEND_NFT, under, MODE_IPTABLES))
     assert f"beyond the agent's {CMD_TIMEOUT:.0f} s limit per command: the apply may fail" in str(
         cliff.cliff_warning(cliff.BACKEND_NFT, over, MODE_IPTABLES))
+
+
+def test_a_node_that_does_not_answer_its_large_apply_ends_its_progress_too(tmp_path, low_thresholds):
+    fleet = fleet_on(cliff.BACKEND_LEGACY)
+    fleet.nodes["node2"].raises["apply"] = SSHError("node2", "no answer within 300s")
+    code, out = run(tmp_path, fleet, description=cliff_description(tmp_path, LARGE))
+    assert code == 4, out
+    assert re.search(r"^node2: \d+ rule lines: no answer after \d+\.\d s$", out, re.M), out
+    assert re.search(r"^node1: \d+ rule lines applied in \d+\.\d s$", out, re.M), out
