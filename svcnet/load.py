@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - yaml-rs is a dependency; PyYAML still 
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # A document marker at column 0 ends any scalar, so splitting on it is safe.
-_DOC_MARKER = re.compile(r"^(---|\.\.\.)(?=\s|$)", re.MULTILINE)
+DOC_MARKER = re.compile(r"^(---|\.\.\.)(?=\s|$)", re.MULTILINE)
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
@@ -117,7 +117,7 @@ def _split_documents(text: str) -> list[tuple[int, str, bool]]:
     would read it as another one and PyYAML refuses it, so `load_text` says so instead of guessing.
     """
     chunks: list[tuple[int, str, bool]] = []
-    starts = [0] + [m.start() for m in _DOC_MARKER.finditer(text)]
+    starts = [0] + [m.start() for m in DOC_MARKER.finditer(text)]
     bounds = [*starts, len(text)]
     line = 1
     for begin, end in pairwise(bounds):

@@ -8,10 +8,12 @@ controller off is rolled back by the node itself.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from svcnet.agent.node import PART_NETWORK, PART_RULES
+from svcnet.apply import cliff
 from svcnet.desired import node_netconf
 from svcnet.model.facts import with_facts
 from svcnet.model.types import Cluster, NodeFacts
@@ -128,7 +130,8 @@ class Converge:
         todo = tuple(p for p in group if ctx.options.diff or not probe.unchanged(want, (p,)))
         results = {p: Outcome(recap.OK, "no change") for p in group}
         if todo:
-            outcome = self._apply(ctx, send, todo, want)
+            warning = cliff_warning(ctx, send, probe) if PART_RULES in todo else None
+            outcome = self._apply(ctx, send, todo, want, warning)
             if outcome.status in (recap.FAILED, recap.UNREACHABLE):
                 return outcome
             for p in todo:  # each task shows its own part's diff, and is changed only if that differs
@@ -151,20 +154,25 @@ class Converge:
         with self.lock:  # facts and probe together: a render batch of another host reads both
             st.facts, st.probe = answer.facts, answer
 
-    def _apply(self, ctx: TaskContext, send: NodeArtifacts, parts: tuple[str, ...], want: Mapping[str, str]) -> Outcome:
+    def _apply(self, ctx: TaskContext, send: NodeArtifacts, parts: tuple[str, ...], want: Mapping[str, str],
+               warning: str | None = None) -> Outcome:
         opts = ctx.options
         guard = 0.0 if opts.check else opts.confirm_timeout
         req = ApplyRequest(ctx.run_id, send, parts=parts, hashes=want, confirm_timeout=guard, check=opts.check,
                            diff=opts.diff, lock_wait=opts.lock_wait, proxy_mode=ctx.cluster.proxy.mode)
-        answer = ctx.gateway.ask(req)
+        lines = rules_lines(send) if PART_RULES in parts and not opts.check else 0
+        answer = ask_with_progress(ctx, req, lines) if lines >= cliff.PROGRESS_LINES else ctx.gateway.ask(req)
         self.state(ctx.host).probe = None  # the node changed: probe again before the next converge
         diff = dict(answer.diff or {})
+        note = f"; {warning}" if warning else ""
         if not answer.ok:
-            return Outcome(recap.FAILED, answer.msg, diff, answer.rolled_back)
+            return Outcome(recap.FAILED, answer.msg + note, diff, answer.rolled_back)
         failed = confirm(ctx, "applied", guard, diff) if answer.pending else None
         if failed is not None:
             return failed
-        return Outcome(recap.CHANGED if answer.changed else recap.OK, answer.msg + conntrack_note(answer), diff)
+        return Outcome(recap.CHANGED if answer.changed else recap.OK,
+                       answer.msg + conntrack_note(answer) + note, diff)
+
 
     # -- rendering ------------------------------------------------------------------------
     def take_rendered(self, host: str, cluster: Cluster, forks: int) -> tuple[NodeArtifacts, NodeArtifacts]:
@@ -196,6 +204,34 @@ class Converge:
         send = node_artifacts_all(rendered, list(stale), stale) if stale else {}
         for h in todo:
             states[h].rendered = (desired[h], send.get(h, desired[h]))
+
+
+def ask_with_progress(ctx: TaskContext, req: ApplyRequest, lines: int) -> ApplyAnswer:
+    """The apply, with a line as the node starts it and one as it ends (a large restore takes a while)."""
+    ctx.note(f"{ctx.host}: applying {lines} rule lines ...")
+    started = time.monotonic()
+    try:
+        answer = ctx.gateway.ask(req)
+    except SSHError:
+        ctx.note(f"{ctx.host}: {lines} rule lines: no answer after {time.monotonic() - started:.1f} s")
+        raise
+    ctx.note(f"{ctx.host}: {lines} rule lines {'applied' if answer.ok else 'failed'} "
+             f"in {time.monotonic() - started:.1f} s")
+    return answer
+
+
+def cliff_warning(ctx: TaskContext, send: NodeArtifacts, probe: ProbeAnswer) -> str | None:
+    """The iptables-nft cliff's warning for this node, shown at once (before its restore starts), or None."""
+    backend = str((probe.facts_wire or {}).get("iptables_backend", ""))
+    message = cliff.cliff_warning(backend, rules_lines(send), ctx.cluster.proxy.mode)
+    if message is not None:
+        ctx.note(f"[WARNING]: {cliff.located(ctx.cluster, ctx.host, message)}")
+    return message
+
+
+def rules_lines(art: NodeArtifacts) -> int:
+    """The rule lines an apply of the rules part sends the node (the mode's rule files)."""
+    return cliff.rule_lines((art.nft,) if art.nftables_mode else (art.restore, art.restore6))
 
 
 def conntrack_note(answer: ApplyAnswer) -> str:

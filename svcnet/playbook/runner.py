@@ -10,6 +10,7 @@ returns an Outcome; the runner turns outcomes into Ansible's output, the recap a
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ class TaskStep:
     verbs: tuple[str, ...]  # the verbs of the play's selected tasks, in order
 
 
+def quiet(line: str) -> None:
+    """A TaskContext's `note` that shows nothing."""
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What a handler gets for one task on one host."""
@@ -74,6 +79,7 @@ class TaskContext:
     run_id: str
     inventory: Inventory
     step: TaskStep
+    note: Callable[[str], None] = quiet  # shows a line at once, while the task still runs (progress, warnings)
 
 
 class Handler(Protocol):
@@ -98,13 +104,15 @@ class Runner:
         self.run_id = new_run_id()
         self.dead: set[str] = set()  # failed or unreachable: skipped for the rest of the play, as Ansible does
         self.invalid = False
+        self.out_lock = threading.Lock()  # handlers' notes come from the worker threads
         self.plays = 0
         self.steps = 0
 
     # -- output -------------------------------------------------------------------------
     def echo(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        with self.out_lock:
+            self.out.write(text + "\n")
+            self.out.flush()
 
     def report(self, host: str, o: Outcome) -> None:
         self.stats.record(host, o.status)
@@ -166,7 +174,8 @@ class Runner:
     def run_task(self, task: Task, cluster: Cluster, step: TaskStep) -> None:
         self.echo("\n" + recap.task_banner(task.name or task.action))
         handler = self.registry[task.action]
-        contexts = [TaskContext(h, cluster, task, self.opts, self.gateways.get(h), self.run_id, self.inventory, step)
+        contexts = [TaskContext(h, cluster, task, self.opts, self.gateways.get(h), self.run_id, self.inventory, step,
+                                self.echo)
                     for h in step.hosts]
 
         def one(ctx: TaskContext) -> Outcome:
