@@ -26,6 +26,8 @@ first packet sees the nat rules; conntrack handles the rest. A connection is don
 completes (SYN-ACK back at the client); the client then resets it (SO_LINGER 0: no TIME_WAIT).
   - latency: `--latency-conns` connects one at a time; median and 90th percentile.
   - rate: `--rate-conns` connects with `--window` in flight; completed connects per second.
+  - failed connects, and the client's SYN retransmits (a lost SYN costs a 1 s retransmit: a low
+    rate with retransmits is loss, without them it is the time the node takes per packet).
 Every traffic loop is bounded by its count and by `--traffic-limit` seconds. Rounds interleave all
 (mode, size) pairs so that load from other processes hits every pair alike; medians over rounds.
 Reported per mode: the 10k / 10 cost ratio (rate at 10 / rate at 10k; latency 10k / latency 10);
@@ -94,6 +96,14 @@ n_lat, n_rate, window, limit = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[
 RESET = struct.pack("ii", 1, 0)
 sel = selectors.DefaultSelector()
 
+def syn_retransmits():
+    # This namespace's counter (/proc/net is the reader's netns): lost SYNs or SYN-ACKs cost 1 s each.
+    with open("/proc/net/netstat") as f:
+        names, values = [line.split() for line in f if line.startswith("TcpExt:")][:2]
+    return int(values[names.index("TCPSynRetrans")])
+
+retrans0 = syn_retransmits()
+
 def start():
     s = socket.socket()
     s.setblocking(False)
@@ -136,7 +146,8 @@ while done + fail < n_rate and time.monotonic() < deadline:
 elapsed = time.perf_counter() - t0
 for key in list(sel.get_map().values()):
     finish(key.fileobj)
-print(json.dumps({"lat": lat, "lat_fail": lat_fail, "done": done, "fail": fail, "elapsed": elapsed}))
+print(json.dumps({"lat": lat, "lat_fail": lat_fail, "done": done, "fail": fail, "elapsed": elapsed,
+                  "syn_retrans": syn_retransmits() - retrans0}))
 """
 
 
@@ -207,6 +218,7 @@ class Pair:
     lat_p90: list[float] = field(default_factory=list)
     rate: list[float] = field(default_factory=list)
     failures: int = 0
+    syn_retrans: int = 0
 
     @property
     def ns(self) -> dict[str, str]:
@@ -259,6 +271,7 @@ def measure(pair: Pair, args: argparse.Namespace) -> None:
     )  # fmt: skip
     r = json.loads(out.stdout)
     pair.failures += r["lat_fail"] + r["fail"]
+    pair.syn_retrans += r["syn_retrans"]
     if r["lat"]:
         pair.lat_p50.append(statistics.median(r["lat"]))
         pair.lat_p90.append(percentile(r["lat"], 0.9))
@@ -303,12 +316,13 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def report(pairs: Sequence[Pair], sizes: Sequence[int]) -> None:
-    print("\n| mode | services | load | connect p50 | connect p90 | new conns/s | failed |\n" + "|---" * 7 + "|")
+    print("\n| mode | services | load | connect p50 | connect p90 | new conns/s | failed | SYN retransmits |\n"
+          + "|---" * 8 + "|")
     for p in pairs:
         loaded = f"{p.load_s:.2f} s" if p.load_s is not None else "stopped"
         print(f"| {p.mode} | {p.size} | {loaded} | {fmt(median(p.lat_p50) and median(p.lat_p50) * 1e6, '.0f')} us "
               f"| {fmt(median(p.lat_p90) and median(p.lat_p90) * 1e6, '.0f')} us | {fmt(median(p.rate), '.0f')} "
-              f"| {p.failures} |")
+              f"| {p.failures} | {p.syn_retrans} |")
     small, large = min(sizes), max(sizes)
     print(f"\n| mode | conns/s: {small} / {large} | connect p50: {large} / {small} |\n|---|---|---|")
     for mode in MODES:
