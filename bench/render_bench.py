@@ -12,8 +12,8 @@ service), then measures, in one run:
     deleted here; nothing touches the host): `nft -f` of the nftables script, and
     `iptables-restore --noflush` of the iptables input (what the agent runs) on iptables-nft
     (Debian's default backend) and on iptables-legacy.
-Every measurement has a wall-clock budget (`--budget`); one still running then is stopped and
-printed as "> N s (stopped)". Ratios are against references measured in the same run: render
+Every render and load measurement has a wall-clock budget (`--budget`); one still running then is
+stopped and printed as "> N s (stopped)". Ratios are against references measured in the same run: render
 against iptables mode's, loads against `nft -f`'s.
 """
 
@@ -72,12 +72,32 @@ def generate(n_services: int, path: Path) -> None:
     path.write_text(cluster_yaml("bench", "10.128.0.0/9", nodes) + services_yaml(n_services, ENDPOINTS, place))
 
 
-def timed(fn: Callable[[], object], repeat: int) -> float:
+class OverBudget(Exception):
+    """A measurement ran out of its budget (raised by SIGALRM inside it)."""
+
+
+def timed(fn: Callable[[], object], repeat: int, budget: float | None = None) -> float:
+    """Median wall time of `repeat` calls; STOPPED when the calls together exceed `budget` seconds
+    (the one running is interrupted: it is pure computation, nothing to clean up)."""
+
+    def stop(*_: object) -> None:
+        raise OverBudget
+
+    previous = signal.signal(signal.SIGALRM, stop) if budget else None
+    if budget:
+        signal.setitimer(signal.ITIMER_REAL, budget)
     samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
+    try:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    except OverBudget:
+        return STOPPED
+    finally:
+        if budget:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     return statistics.median(samples)
 
 
@@ -146,7 +166,7 @@ def bench(n: int, workdir: Path, repeat: int, budget: float) -> dict[str, float 
                            cwd=REPO)
 
     big = n >= 5000  # a 10k render takes tens of seconds and its loads minutes: once each
-    t_whole = timed(whole, 1 if big else repeat)
+    t_whole = timed(whole, 1 if big else repeat)  # unbounded: the loads below need its output
     t0 = time.perf_counter()
     cluster = load_cluster([desc])
     t_load = time.perf_counter() - t0
@@ -162,10 +182,10 @@ def bench(n: int, workdir: Path, repeat: int, budget: float) -> dict[str, float 
         "nft_lines": float(script.read_text().count("\n")),
         "whole": t_whole,
         "load_validate_build": t_load,
-        "render_one": timed(lambda: render_nodes(one, cluster.service_ports), repeat),
-        "render_all": timed(lambda: render_nodes(every, cluster.service_ports), max(1, repeat // 2)),
-        "nft_render_one": timed(lambda: render_nft(one_nft, cluster.service_ports), repeat),
-        "nft_render_all": timed(lambda: render_nft(every_nft, cluster.service_ports), max(1, repeat // 2)),
+        "render_one": timed(lambda: render_nodes(one, cluster.service_ports), repeat, budget),
+        "render_all": timed(lambda: render_nodes(every, cluster.service_ports), max(1, repeat // 2), budget),
+        "nft_render_one": timed(lambda: render_nft(one_nft, cluster.service_ports), repeat, budget),
+        "nft_render_all": timed(lambda: render_nft(every_nft, cluster.service_ports), max(1, repeat // 2), budget),
     }
     for label, argv, kind in LOADERS:
         out[label] = load_time(argv, files[kind], 1 if big else repeat, budget)
@@ -208,7 +228,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,3000,10000")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=600.0, help="seconds before a node load is stopped")
+    ap.add_argument("--budget", type=float, default=600.0, help="seconds before a render or a load is stopped")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("render_bench: run as root (the loaders need a scratch network namespace)")

@@ -3,7 +3,9 @@ bench/, run by hand; see bench/README.md)."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,9 @@ def test_dataplane_ratio_and_percentile() -> None:
     assert dp.cost_ratio(None, 1.0) is None and dp.cost_ratio(0.0, 1.0) is None
     assert dp.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.9) == 5.0
     assert dp.percentile([1.0], 0.5) == 1.0
+
+
+def test_render_bench_stops_a_measurement_at_its_budget() -> None:
+    assert rb.timed(lambda: sum(range(10)), 3, budget=60) >= 0
+    assert rb.timed(lambda: time.sleep(5), 1, budget=0.05) == rb.STOPPED  # interrupted, not waited for
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
