@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,8 +225,10 @@ class Pair:
         return {role: f"svcdp{os.getpid()}{self.tag}{role}" for role in ("c", "n", "b")}
 
 
-def ip_batch(ns: str | None, text: str) -> None:
-    subprocess.run(["ip", *(["-n", ns] if ns else []), "-batch", "-"], input=text.encode(), check=True)
+def ip_batch(ns: str | None, text: str, force: bool = False) -> None:
+    """`ip -batch`; with force it goes on past failed lines (teardown of a half-built set)."""
+    subprocess.run(["ip", *(["-n", ns] if ns else []), *(["-force"] if force else []), "-batch", "-"],
+                   input=text.encode(), check=not force)
 
 
 def wire(pair: Pair) -> None:
@@ -291,8 +293,7 @@ def namespaces(pairs: Sequence[Pair]) -> Iterator[None]:
             if p.server is not None:
                 p.server.kill()
                 p.server.wait()
-        with suppress(subprocess.CalledProcessError):
-            ip_batch(None, netns_batch("delete", names))
+        ip_batch(None, netns_batch("delete", names), force=True)
 
 
 def rules_for(mode: str, size: int, workdir: Path) -> tuple[str, str]:
