@@ -79,6 +79,12 @@ def _sync(snode: ScratchNode) -> str:
     return json.loads((snode.state / node.STATE_FILE).read_text())[node.IPT_SYNC_KEY]["mode"]
 
 
+def _chain_with(snode: ScratchNode, prefix: str, text: str) -> str:
+    """The live nat chain of that prefix whose rules (iptables -S) hold `text`."""
+    chains = node.parse_save(snode.sh(["iptables-save", "-t", "nat"]).stdout, "nat")["chains"]
+    return next(c for c in chains if c.startswith(prefix) and text in snode.sh(["iptables", "-t", "nat", "-S", c]).stdout)
+
+
 def _edit(rng: random.Random, services: Services) -> None:
     """One random edit: add or remove a service, or change one's endpoints, NodePort or affinity."""
     kind = rng.choice(["add", "remove", "endpoints", "endpoints", "nodeport", "affinity"])
@@ -126,10 +132,7 @@ def test_drift_forces_a_full_restore(snode: ScratchNode, tmp_path: Path) -> None
     assert _apply(snode, _artifacts(services, tmp_path, 1), "r1")["changed"]
     assert _sync(snode) == node.SYNC_PARTIAL
     # Someone flushes service 2's chain: its record no longer says what is on the node.
-    svc2 = next(c for c in node.parse_save(snode.sh(["iptables-save", "-t", "nat"]).stdout, "nat")["chains"]
-                if c.startswith("KUBE-SVC-") and "10.96.1.2/32" in snode.sh(
-                    ["iptables", "-t", "nat", "-S", c]).stdout)
-    snode.sh(["iptables", "-t", "nat", "-F", svc2])
+    snode.sh(["iptables", "-t", "nat", "-F", _chain_with(snode, "KUBE-SVC-", "10.96.1.2/32")])
     services[1] = (0, False, ["10.244.1.10"])
     art = _artifacts(services, tmp_path, 2)
     assert _apply(snode, art, "r2")["changed"]
@@ -141,8 +144,7 @@ def test_a_failed_partial_restore_rolls_back_and_the_next_apply_is_full(snode: S
     services: Services = {1: (0, False, ["10.244.1.1"]), 2: (0, False, ["10.244.2.2"])}
     assert _apply(snode, _artifacts(services, tmp_path, 0), "r0")["changed"]
     before = _live(snode)
-    doomed = next(c for c in node.parse_save(snode.sh(["iptables-save", "-t", "nat"]).stdout, "nat")["chains"]
-                  if c.startswith("KUBE-SEP-") and "10.244.2.2/32" in snode.sh(["iptables", "-t", "nat", "-S", c]).stdout)
+    doomed = _chain_with(snode, "KUBE-SEP-", "10.244.2.2/32")
     del services[2]
     art = _artifacts(services, tmp_path, 1)
     events, gate = Events(tmp_path / "events"), tmp_path / "release"
