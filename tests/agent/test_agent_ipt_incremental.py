@@ -82,7 +82,8 @@ def _sync(snode: ScratchNode) -> str:
 def _chain_with(snode: ScratchNode, prefix: str, text: str) -> str:
     """The live nat chain of that prefix whose rules (iptables -S) hold `text`."""
     chains = node.parse_save(snode.sh(["iptables-save", "-t", "nat"]).stdout, "nat")["chains"]
-    return next(c for c in chains if c.startswith(prefix) and text in snode.sh(["iptables", "-t", "nat", "-S", c]).stdout)
+    return next(c for c in chains
+                if c.startswith(prefix) and text in snode.sh(["iptables", "-t", "nat", "-S", c]).stdout)
 
 
 def _edit(rng: random.Random, services: Services) -> None:
