@@ -981,12 +981,12 @@ def ipt_partial_restore(restore: str, applied: dict[str, list],
     `record`: ipt_record(restore), when the caller has it.
     """
     record = ipt_record(restore) if record is None else record
-    write = {c for key, (digest, names) in record.items() if applied.get(key, [None])[0] != digest for c in names}
     keep = frozenset(c for key, (digest, names) in record.items() if applied.get(key, [None])[0] == digest
                      for c in names)
     wanted = {c for _digest, names in record.values() for c in names}
-    own_deletes = ipt_parse_restore(restore).get("nat", ({}, []))[1]
+    own_deletes = set(ipt_parse_restore(restore).get("nat", ({}, []))[1])
     removed = [c for _digest, names in applied.values() for c in names if c not in wanted and c not in own_deletes]
+    skip = keep - own_deletes  # (sets: this runs once per line of a ruleset of 100,000 lines)
     out: list[str] = []
     table = ""
     for line in restore.splitlines():
@@ -996,8 +996,8 @@ def ipt_partial_restore(restore: str, applied: dict[str, list],
             out.extend(f":{c} - [0:0]" for c in removed)
             out.extend(f"-X {c}" for c in removed)
         elif table == "nat" and line.startswith((":", "-A ")):
-            name = line[1:].split()[0] if line.startswith(":") else line.split(None, 2)[1]
-            if is_service_chain(name) and name not in write and name not in own_deletes:
+            name = line[1:].split(None, 1)[0] if line[0] == ":" else line.split(None, 2)[1]
+            if name in skip:
                 continue
         out.append(line)
     return "\n".join(out) + "\n", keep
