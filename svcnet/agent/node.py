@@ -737,12 +737,13 @@ def canonical_jumps(text: str, prefix: str = OWNED_PREFIX) -> dict:
     return out
 
 
-def rules_transaction(restore: str, jumps: dict, live: dict) -> str:
+def rules_transaction(restore: str, jumps: dict, live: dict, keep: frozenset[str] = frozenset()) -> str:
     """The rendered restore text extended, per table, to a full transaction from the live state.
 
     Adds, before each table's COMMIT: kube-proxy's EnsureRule(Prepend) for the jump rules not yet
     present (`-I CHAIN 1`, in file order), `-D` for other owned jump rules, and flush + `-X` for owned
-    chains the restore neither writes nor deletes. Foreign rules are never named.
+    chains the restore neither writes nor deletes nor `keep`s (a partial restore's untouched chains).
+    Foreign rules are never named.
     """
     written = restore_chains(restore)
     extra: dict = {}
@@ -754,7 +755,7 @@ def rules_transaction(restore: str, jumps: dict, live: dict) -> str:
             if line not in have:
                 ops.append(f"-I {chain} 1 {line[len('-A ' + chain) + 1:]}")
         declared, deleted = written[t]
-        stale = [c for c in live[t]["chains"] if c not in declared and c not in deleted]
+        stale = [c for c in live[t]["chains"] if c not in declared and c not in deleted and c not in keep]
         ops.extend(f":{c} - [0:0]" for c in stale)
         ops.extend("-X " + c for c in stale)
         if ops:
@@ -846,12 +847,13 @@ def restore_chains(restore: str) -> dict:
     return out
 
 
-def rules_mismatch(final: dict, restore: str, jumps: dict) -> str:
-    """Why the live owned state is not what the transaction wrote ("" when it is)."""
+def rules_mismatch(final: dict, restore: str, jumps: dict, keep: frozenset[str] = frozenset()) -> str:
+    """Why the live owned state is not what the transaction wrote ("" when it is); `keep`: the chains
+    a partial restore left untouched."""
     written = restore_chains(restore)
     for t in TABLES:
         declared, deleted = written[t]
-        chains, want_chains = set(final[t]["chains"]), declared - deleted
+        chains, want_chains = set(final[t]["chains"]), (declared - deleted) | (keep if t == "nat" else set())
         if chains != want_chains:
             return "{}: owned chains differ (unexpected: {}; missing: {})".format(
                 t, ", ".join(sorted(chains - want_chains)) or "-", ", ".join(sorted(want_chains - chains)) or "-")
@@ -871,6 +873,165 @@ def set_owned_rules(target: dict, prefix: str = OWNED_PREFIX) -> bool:
     if text:
         iptables_restore(text)
     return True
+
+
+# --------------------------------------------------------------------------- incremental apply (iptables mode)
+# kube-proxy's MinimizeIPTablesRestore (KEP-3453, ../shared/reference/kube-proxy-iptables.md §4.4, §7.1):
+# iptables-restore --noflush leaves every chain it does not declare alone, so when the node's live rules
+# are exactly what svcnet last applied, a restore needs only the chains of the services whose rules
+# changed, the fixed chains in full (the filter table, KUBE-SERVICES, KUBE-NODEPORTS, KUBE-POSTROUTING,
+# KUBE-MARK-MASQ: what kube-proxy always writes) and `:C` + `-X C` for the chains of removed services.
+# What was applied is kept per service (IPT_RECORD_FILE: a hash of each service's nat chains and their
+# names), so the change is found without reading the node's table. A service's chains are found from
+# the rendered text alone: KUBE-SVC/SVL/EXT/FW-h of one service port share the hash h, a KUBE-SEP
+# chain belongs to the SVC/SVL chain that jumps to it, and the port belongs to the Service its
+# KUBE-SERVICES/KUBE-NODEPORTS rules name in their comments (`ns/name:port ...`). Grouping only
+# decides how much is rewritten: a group whose text differs in any way is written whole, so a
+# partial restore leaves the node as a full one would, whatever the grouping.
+
+IPT_RECORD_FILE = "iptables-applied.json"  # state_dir: per service, the hash and chains last applied
+IPT_SYNC_KEY = "rules_sync"  # state.json: how the last rules restore was made ("full" or "partial")
+SYNC_FULL, SYNC_PARTIAL = "full", "partial"
+IPT_COMMENT_RE = re.compile(r'--comment (?:"([^"]*)"|(\S+))')
+IPT_TARGET_RE = re.compile(r" -[jg] (\S+)")
+
+
+def ipt_parse_restore(text: str) -> dict[str, tuple[dict[str, list[str]], list[str]]]:
+    """Per table of a restore text: ({chain: its `-A` lines, in declaration order}, chains deleted by `-X`)."""
+    out: dict[str, tuple[dict[str, list[str]], list[str]]] = {}
+    chains: dict[str, list[str]] = {}
+    deleted: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("*"):
+            chains, deleted = {}, []
+            out[line[1:].strip()] = (chains, deleted)
+        elif line.startswith(":"):
+            chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            chains.setdefault(line.split(None, 2)[1], []).append(line)
+        elif line.startswith("-X "):
+            deleted.append(line.split()[1])
+    return out
+
+
+def is_service_chain(name: str) -> bool:
+    return name.startswith(STALE_PREFIXES)
+
+
+def ipt_comment_service(line: str) -> str | None:
+    """The `ns/name` a rule's comment starts with (kube-proxy's servicePortName, then ' ' or ':')."""
+    m = IPT_COMMENT_RE.search(line)
+    if not m:
+        return None
+    word = re.split(r"[ :]", m.group(1) if m.group(1) is not None else m.group(2), maxsplit=1)[0]
+    return word if word.count("/") == 1 else None
+
+
+def ipt_service_groups(chains: dict[str, list[str]]) -> dict[str, str]:
+    """Each service chain of a nat table ({chain: rules}) → the key of the service it belongs to."""
+    def port_of(name: str) -> str:
+        return name.split("-", 2)[2]  # KUBE-SVC-h, KUBE-SVL-h, KUBE-EXT-h and KUBE-FW-h share h
+
+    owner: dict[str, str] = {}  # chain -> service-port hash
+    for name, rules in chains.items():
+        if not is_service_chain(name) or name.startswith("KUBE-SEP-"):
+            continue
+        owner[name] = port_of(name)
+        for line in rules:
+            m = IPT_TARGET_RE.search(line)
+            if m and m.group(1).startswith("KUBE-SEP-"):
+                owner.setdefault(m.group(1), port_of(name))
+    service: dict[str, str] = {}  # service-port hash -> ns/name, from the top-level rules' comments
+    for name, rules in chains.items():
+        if is_service_chain(name):
+            continue
+        for line in rules:
+            m = IPT_TARGET_RE.search(line)
+            found = ipt_comment_service(line) if m and is_service_chain(m.group(1)) else None
+            if found:
+                service.setdefault(port_of(m.group(1)), found)  # type: ignore[union-attr]
+    out = {}
+    for name in chains:
+        if is_service_chain(name):
+            port = owner.get(name, name)  # an unreferenced SEP chain: a group of its own
+            out[name] = service.get(port, "port " + port)
+    return out
+
+
+def ipt_record(restore: str) -> dict[str, list]:
+    """What a restore leaves in the nat table, per service: {key: [hash of its chains' text, [chains]]}."""
+    chains, deleted = ipt_parse_restore(restore).get("nat", ({}, []))
+    gone = set(deleted)
+    kept = {name: rules for name, rules in chains.items() if name not in gone}
+    members: dict[str, list[str]] = {}
+    for name, key in ipt_service_groups(kept).items():
+        members.setdefault(key, []).append(name)
+    return {key: [sha256("".join(f":{n}\n" + "".join(r + "\n" for r in kept[n]) for n in sorted(names))),
+                  sorted(names)] for key, names in members.items()}
+
+
+def ipt_partial_restore(restore: str, applied: dict[str, list],
+                        record: dict[str, list] | None = None) -> tuple[str, frozenset[str]]:
+    """The restore that takes a node holding `applied` (ipt_record of the last restore) to `restore`'s
+    state, and the service chains it leaves untouched.
+
+    Written: the filter table and the nat chains that are not service chains, in full; every chain
+    of a service whose record differs (or is new); `:C` + `-X C` for each chain of `applied` that
+    `restore` does not keep, and what `restore` itself deletes. Lines keep `restore`'s order.
+    `record`: ipt_record(restore), when the caller has it.
+    """
+    record = ipt_record(restore) if record is None else record
+    keep = frozenset(c for key, (digest, names) in record.items() if applied.get(key, [None])[0] == digest
+                     for c in names)
+    wanted = {c for _digest, names in record.values() for c in names}
+    own_deletes = set(ipt_parse_restore(restore).get("nat", ({}, []))[1])
+    removed = [c for _digest, names in applied.values() for c in names if c not in wanted and c not in own_deletes]
+    skip = keep - own_deletes  # (sets: this runs once per line of a ruleset of 100,000 lines)
+    out: list[str] = []
+    table = ""
+    for line in restore.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif table == "nat" and line == "COMMIT":
+            out.extend(f":{c} - [0:0]" for c in removed)
+            out.extend(f"-X {c}" for c in removed)
+        elif table == "nat" and line.startswith((":", "-A ")):
+            name = line[1:].split(None, 1)[0] if line[0] == ":" else line.split(None, 2)[1]
+            if name in skip:
+                continue
+        out.append(line)
+    return "\n".join(out) + "\n", keep
+
+
+def ipt_sync_plan(paths: Paths, mode: str, restore: str, live_hash: str, saved_hash: object,
+                  record: dict[str, list]) -> tuple[str, frozenset[str], str]:
+    """The restore an apply writes, the chains it keeps, and SYNC_FULL or SYNC_PARTIAL.
+
+    Partial only in iptables mode and when the node's live rules (`live_hash`, of rules_normal) are
+    what the last apply recorded (`saved_hash`) and that apply left its per-service record for the
+    same state; otherwise (drift, a first apply, a failed apply or a rollback since, a mode switch)
+    the full restore. `record`: ipt_record(restore).
+    """
+    full: tuple[str, frozenset[str], str] = (restore, frozenset(), SYNC_FULL)
+    if mode != MODE_IPTABLES or live_hash != saved_hash or "*nat" not in restore.splitlines():
+        return full
+    applied = read_json(paths.state_file(IPT_RECORD_FILE)) or {}
+    services = applied.get("services")
+    if applied.get("for") != live_hash or not isinstance(services, dict):
+        return full
+    if not all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], list)
+               and all(isinstance(c, str) for c in v[1]) for v in services.values()):
+        return full  # not a record this agent wrote
+    text, keep = ipt_partial_restore(restore, services, record)
+    return text, keep, SYNC_PARTIAL
+
+
+def ipt_record_applied(paths: Paths, mode: str, record: dict[str, list], final_hash: str) -> None:
+    """After an apply: the per-service record of what it left (iptables mode), for the state `final_hash`."""
+    if mode != MODE_IPTABLES:
+        remove(paths.state_file(IPT_RECORD_FILE))
+        return
+    write_json(paths.state_file(IPT_RECORD_FILE), {"for": final_hash, "services": record})
 
 
 # --------------------------------------------------------------------------- scratch namespace
@@ -3556,6 +3717,10 @@ class Commit:
         self.req, self.plan, self.jumps = req, plan, jumps
         self.paths = req.paths
         self.transaction = ""
+        self.restore = plan.arts.get(RESTORE_FILE, "")  # what the transaction restores (partial or full)
+        self.keep: frozenset[str] = frozenset()  # the service chains a partial restore leaves untouched
+        self.sync = SYNC_FULL
+        self.ipt_record: dict[str, list] = {}  # ipt_record of the full restore (iptables mode)
         self.nft_transaction = ""
         self.marker: dict = {}
         self.final_normal = plan.live_normal
@@ -3588,7 +3753,12 @@ class Commit:
         if plan.do_net:
             write_json(os.path.join(paths.staging, NETCONF_JSON), plan.conf, artifact_mode(NETCONF_JSON), durable=False)
         if plan.do_rules:  # svcnet's chains, jump rules and stale chains: one transaction
-            self.transaction = rules_transaction(plan.arts[RESTORE_FILE], self.jumps, plan.live)
+            if plan.mode == MODE_IPTABLES:
+                self.ipt_record = ipt_record(plan.arts[RESTORE_FILE])
+            self.restore, self.keep, self.sync = ipt_sync_plan(
+                paths, plan.mode, plan.arts[RESTORE_FILE], sha256(plan.live_normal), plan.saved_rules_hash,
+                self.ipt_record)
+            self.transaction = rules_transaction(self.restore, self.jumps, plan.live, self.keep)
             if plan.arts[RESTORE_FILE] or normal_form(plan.live) != normal_form(empty_snapshot()):
                 iptables_restore(self.transaction, test=True)
             else:  # nftables mode, and no chain of svcnet's to remove
@@ -3632,7 +3802,8 @@ class Commit:
         if plan.mode != MODE_NFTABLES and self.nft_transaction:
             nft(["-f", "-"], stdin=self.nft_transaction)
         after, tables = snapshot(self.req.owned_prefix), nft_snapshot()
-        wrong = rules_mismatch(after, plan.arts[RESTORE_FILE], self.jumps) or nft_mismatch(tables, plan.arts[NFT_FILE])
+        wrong = (rules_mismatch(after, self.restore, self.jumps, self.keep)
+                 or nft_mismatch(tables, plan.arts[NFT_FILE]))
         if wrong:
             raise AgentError("the live rules are not what was restored: " + wrong)
         self.final_normal = rules_normal(after, tables)
@@ -3668,7 +3839,9 @@ class Commit:
             state[MARKS_KEY] = 1
         if plan.do_rules:  # (a network-only apply leaves the record of the rules, and so their drift check, alone)
             state.update(saved_rules_hash=sha256(self.final_normal))
+            state[IPT_SYNC_KEY] = {"mode": self.sync, "lines": self.transaction.count("\n")}
             write_text(paths.state_file(SAVED_FILE), self.final_normal)
+            ipt_record_applied(paths, plan.mode, self.ipt_record, sha256(self.final_normal))
         save_state(paths, state)
         remove(paths.staging)
 
@@ -3733,6 +3906,7 @@ class Commit:
                 clear_pending(paths, self.marker)
             remove(paths.staging)
             return ChangeAnswer(False, False, msg, diff=diff)
+        remove(paths.state_file(IPT_RECORD_FILE))  # the next apply restores in full (a failed partial too)
         try:
             rollback_to_backup(paths, self.req.owned_prefix)
             record_rollback(paths, run_id, "apply failed", True, msg)

@@ -2,10 +2,8 @@
 → model → desired → render (see realpath.py), compared with kube-proxy's own expectation.
 
 Full-sync vectors are compared whole (or the one chain they scope). Partial-sync vectors
-(`repeated-2..8`, kube-proxy's MinimizeIPTablesRestore) are compared on what kube-proxy always
-writes, until svcnet applies incrementally: the filter table, every nat chain kube-proxy wrote
-(the fixed chains and the changed services' chains) and its `-X` deletions; the chains svcnet
-adds are exactly those a partial sync leaves untouched (already present, of unchanged services).
+(`repeated-2..8`, kube-proxy's MinimizeIPTablesRestore) are compared whole too: the agent's
+partial restore (`ipt_partial_restore`) from the record of the step before to the step's full render.
 """
 
 from __future__ import annotations
@@ -18,13 +16,14 @@ import realpath
 import yaml
 from vectors import load_vector, vector_dir, vector_names
 
+from svcnet.agent.node import ipt_partial_restore, ipt_record
 from svcnet.diagnostics import errors, warnings
 from svcnet.explain.combine import combine
 from svcnet.explain.compat import kube_proxy_view
 from svcnet.explain.trace import ORIGIN_NODE, ORIGIN_OUTSIDE, ORIGIN_POD, Packet, TraceContext, trace
 from svcnet.model import family
 from svcnet.model.load import check_paths
-from svcnet.render.dump import Dump, canonical_sort, parse_dump
+from svcnet.render.dump import canonical_sort, parse_dump
 from svcnet.render.jumps import jump_rules
 
 ALL = vector_names()
@@ -58,30 +57,31 @@ def test_full_sync_vector_through_the_real_path(name: str, tmp_path: Path) -> No
         assert _chain_rules(result.restore, table, chain) == [ln for ln in vec.expected.splitlines() if ln.strip()]
 
 
-def _owner(rules: list[str]) -> str:
-    """The `ns/name` a service chain belongs to, from its first rule's comment."""
-    comment = rules[0].split("--comment ", 1)[1].lstrip('"')
-    return comment.split(":", 1)[0].split(" ", 1)[0]
+def _previous(name: str) -> str:
+    """The vector before a `repeated-N-*` step (its sequence's state before this sync)."""
+    number = int(name.split("-")[1])
+    return next(n for n in ALL if n.startswith(f"repeated-{number - 1}-"))
 
 
-def _chains(dump: Dump, table: str) -> dict[str, tuple[list[str], bool]]:
-    t = dump.tables.get(table)
-    return {name: (c.rules, c.deleted) for name, c in t.chains.items()} if t else {}
+def _without_stale_chains(name: str) -> realpath.Raw:
+    """The vector with no chains said to exist: what is removed must come from the applied record."""
+    raw = _raw(name)
+    raw["sync"].pop("existing_nat_chains", None)
+    return raw
 
 
 @pytest.mark.parametrize("name", PARTIAL)
-def test_partial_sync_vector_on_the_chains_kube_proxy_always_writes(name: str, tmp_path: Path) -> None:
-    vec = load_vector(name)
-    sync = vec.raw["sync"]
-    result = _run(name, tmp_path)
-    assert result.errors == ()
-    got, want = parse_dump(canonical_sort(result.restore)), parse_dump(vec.expected)
-    assert _chains(got, "filter") == _chains(want, "filter")
-    ours, theirs = _chains(got, "nat"), _chains(want, "nat")
-    assert {c: ours.get(c) for c in theirs} == theirs
-    skipped = set(ours) - set(theirs)
-    assert skipped <= set(sync["existing_nat_chains"])
-    assert not {_owner(ours[c][0]) for c in skipped} & set(sync["changed_services"])
+def test_partial_sync_vector_through_the_real_path_and_the_agents_partial_restore(name: str, tmp_path: Path) -> None:
+    """The agent's partial restore (kube-proxy's MinimizeIPTablesRestore) from the record of the
+    previous step's full render to this step's full render is kube-proxy's partial restore input:
+    the changed services' chains, the fixed chains in full, `-X` for the removed ones."""
+    (tmp_path / "before").mkdir()
+    before = realpath.run(_without_stale_chains(_previous(name)), tmp_path / "before")
+    after = realpath.run(_without_stale_chains(name), tmp_path)
+    assert before.errors == after.errors == ()
+    text, kept = ipt_partial_restore(after.restore, ipt_record(before.restore))
+    assert canonical_sort(text) == load_vector(name).expected
+    assert kept <= set(load_vector(name).raw["sync"]["existing_nat_chains"])
 
 
 def test_every_vector_is_run_or_named_as_inexpressible() -> None:
