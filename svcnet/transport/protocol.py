@@ -23,7 +23,16 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 from svcnet.agent import node, podserver
 from svcnet.desired import ConntrackPort, NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
-from svcnet.render.artifacts import HEALTH_FILE, JUMPS_FILE, NETCONF_FILE, NFT_FILE, RESTORE_FILE, NodeArtifacts
+from svcnet.render.artifacts import (
+    HEALTH_FILE,
+    JUMPS6_FILE,
+    JUMPS_FILE,
+    NETCONF_FILE,
+    NFT_FILE,
+    RESTORE6_FILE,
+    RESTORE_FILE,
+    NodeArtifacts,
+)
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(podserver.__file__)
@@ -32,7 +41,8 @@ DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds 
 PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see node.PYTHON_FLAGS
 OPS = tuple(node.OPS)
 PARTS = tuple(node.PARTS)
-APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE, HEALTH_FILE)
+# (the IPv6 files go empty for a node without IPv6 rules: it removes svcnet's IPv6 chains, if any)
+APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, RESTORE6_FILE, JUMPS6_FILE, NETCONF_FILE, HEALTH_FILE)
 PROXY_MODES = node.PROXY_MODES
 MODE_IPTABLES, MODE_NFTABLES = node.MODE_IPTABLES, node.MODE_NFTABLES
 # The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
@@ -168,7 +178,7 @@ def apply_files(art: NodeArtifacts, proxy_mode: str) -> dict[str, str]:
     files = art.files()
     sent = {name: files.get(name, "") for name in APPLY_FILES}
     if proxy_mode == MODE_NFTABLES:
-        sent.update({RESTORE_FILE: "", JUMPS_FILE: "", NFT_FILE: files.get(NFT_FILE, "")})
+        sent.update({name: "" for name in node.mode_files(MODE_IPTABLES)}, **{NFT_FILE: files.get(NFT_FILE, "")})
     return sent
 
 
