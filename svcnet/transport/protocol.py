@@ -41,8 +41,9 @@ DEFAULT_PYTHON = "/usr/bin/python3"  # as Ansible's interpreter discovery finds 
 PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see node.PYTHON_FLAGS
 OPS = tuple(node.OPS)
 PARTS = tuple(node.PARTS)
-# (the IPv6 files go empty for a node without IPv6 rules: it removes svcnet's IPv6 chains, if any)
-APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, RESTORE6_FILE, JUMPS6_FILE, NETCONF_FILE, HEALTH_FILE)
+APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE, HEALTH_FILE)
+# Sent only where the node has IPv6 rules: a file not sent is empty (the node removes svcnet's IPv6 chains).
+APPLY_FILES_IPV6 = (RESTORE6_FILE, JUMPS6_FILE)
 PROXY_MODES = node.PROXY_MODES
 MODE_IPTABLES, MODE_NFTABLES = node.MODE_IPTABLES, node.MODE_NFTABLES
 # The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
@@ -177,8 +178,11 @@ def apply_files(art: NodeArtifacts, proxy_mode: str) -> dict[str, str]:
     node removes them, with the rules they stood for)."""
     files = art.files()
     sent = {name: files.get(name, "") for name in APPLY_FILES}
+    sent.update({name: files[name] for name in APPLY_FILES_IPV6 if name in files})
     if proxy_mode == MODE_NFTABLES:
-        sent.update({name: "" for name in node.mode_files(MODE_IPTABLES)}, **{NFT_FILE: files.get(NFT_FILE, "")})
+        sent.update({RESTORE_FILE: "", JUMPS_FILE: "", NFT_FILE: files.get(NFT_FILE, "")})
+        for name in APPLY_FILES_IPV6:
+            sent.pop(name, None)
     return sent
 
 

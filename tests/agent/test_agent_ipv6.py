@@ -195,3 +195,12 @@ def test_an_ipv4_only_apply_leaves_ip6tables_alone_and_removes_svcnet_ipv6_chain
     assert not (snode.etc / node.RESTORE6_FILE).exists()
     probe = snode.agent({"op": "probe", "run_id": "r5"})
     assert probe["live_rules_hash"] == probe["saved_rules_hash"]
+
+
+def test_the_ipv6_chains_of_a_removed_service_go(snode, tmp_path):
+    art1, art2 = dual_artifacts(tmp_path), dual_artifacts(tmp_path, {"name: web6": "name: web7"})
+    assert snode.agent(apply_req(snode, art1, "r1", parts=RULES))["ok"]
+    assert snode.agent(apply_req(snode, art2, "r2", parts=RULES))["ok"]
+    live = {ln.split()[0] for ln in snode.save("nat", node.IPV6).splitlines() if ln.startswith(":KUBE-")}
+    assert live == {ln.split()[0] for ln in (art2.restore6 or "").splitlines() if ln.startswith(":KUBE-")}
+    assert live != {ln.split()[0] for ln in (art1.restore6 or "").splitlines() if ln.startswith(":KUBE-")}
