@@ -10,6 +10,7 @@ full load of the last script makes. Scripts come from kube-proxy's vectors throu
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
@@ -114,6 +115,23 @@ def test_kube_proxys_partial_syncs_write_small_transactions(tmp_path):
         assert tx is not None, name
         assert "table" not in tx, name  # never the table whole
         assert len(tx.splitlines()) < len(after.splitlines()) / 2, (name, tx)
+
+
+def test_partial_syncs_are_no_larger_than_kube_proxys(tmp_path):
+    """Each step's transaction against kube-proxy's own operation count for it (upstream_num_operations:
+    its last transaction; kube-proxy deletes stale chains in one of their own, svcnet in the same one:
+    those chains' flush and delete are left out of the count)."""
+    steps = [(n, scripts(n, tmp_path)) for n in REPEATED]
+    compared = 0
+    for (_, before), (name, after) in itertools.pairwise(steps):
+        upstream = (nftrealpath.raw(name).get("sync") or {}).get("upstream_num_operations")
+        tx = (node.nft_incremental(before, after) or "").splitlines()
+        deleted = {ln.split()[-1] for ln in tx if ln.startswith("delete chain ")}
+        ops = [ln for ln in tx if not (ln.startswith(("flush chain ", "delete chain ")) and ln.split()[-1] in deleted)]
+        if upstream is not None:
+            assert len(ops) <= upstream, (name, tx)
+            compared += 1
+    assert compared >= 9
 
 
 # --------------------------------------------------------------------------- the kernel
