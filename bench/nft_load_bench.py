@@ -83,7 +83,9 @@ def node_steps(old: str, new: str) -> dict[str, float]:
 
 def in_netns(ns: str, old: Path | None, new: Path) -> dict[str, float]:
     proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--node-steps",
-                           str(old or ""), str(new)], capture_output=True, text=True, check=True)
+                           str(old or ""), str(new)], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"the node steps failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout)
 
 
@@ -114,6 +116,7 @@ def main() -> None:
             first.write_text(script)
             second.write_text(changed)
             head = f"{n:>9} {script.count(chr(10)):>8} {render:>11.2f}s {nft_load(script, args.repeat):>7.2f}s"
+            print(head, end="\r", flush=True)  # (the load alone is known minutes before the rest at 10k)
             ns = f"svcnftc{os.getpid()}"
             subprocess.run(["ip", "netns", "add", ns], check=True)
             try:

@@ -1148,8 +1148,20 @@ def check_nft_request(artifacts: dict[str, str]) -> None:
         raise AgentError(f"{', '.join(other)}: not applied in proxy_mode {MODE_NFTABLES} (send them empty)")
 
 
+# nft's time grows with svcnet's table: measured on a shared 2-core VM, `nft -f` of a whole table took
+# 205 s at 10,000 services (204k lines) and `nft --check` as long, beyond CMD_TIMEOUT. A script's
+# commands get time in proportion to its lines (5x that rate); a listing, whose table size is not
+# known before, a fixed bound that covers a 10,000-service table's listing on a loaded machine.
+NFT_SECONDS_PER_LINE = 0.005
+NFT_LIST_TIMEOUT = 900.0
+
+
+def nft_timeout(stdin: str | None) -> float:
+    return CMD_TIMEOUT + NFT_SECONDS_PER_LINE * stdin.count("\n") if stdin else NFT_LIST_TIMEOUT
+
+
 def nft(args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = run(["nft", *args], stdin=stdin, check=False)
+    proc = run(["nft", *args], stdin=stdin, check=False, timeout=nft_timeout(stdin))
     if check and proc.returncode != 0:
         raise AgentError("nft {} failed: {}".format(" ".join(args), proc.stderr.strip()[-3000:]))
     return proc

@@ -232,3 +232,10 @@ def test_the_agent_applies_by_difference_unless_the_live_table_drifted(snode, tm
     log = nft_apply_logged(snode, tmp_path, "r3", overall())
     assert "nft: full transaction" in log and "incremental" not in log, log
     assert live() == listing_after(overall()) and "0x99" not in live()
+
+
+def test_nft_commands_get_time_in_proportion_to_the_script():
+    """A whole table at 10,000 services (204k lines) took 205 s to load: beyond the agent's CMD_TIMEOUT."""
+    assert node.nft_timeout("add rule ip kube-proxy x accept\n") < node.CMD_TIMEOUT + 1
+    assert node.nft_timeout("add rule ip kube-proxy x accept\n" * 204_050) > 3 * 205
+    assert node.nft_timeout(None) > node.CMD_TIMEOUT  # a listing of such a table
