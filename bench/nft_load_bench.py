@@ -116,7 +116,8 @@ def main() -> None:
             first.write_text(script)
             second.write_text(changed)
             head = f"{n:>9} {script.count(chr(10)):>8} {render:>11.2f}s {nft_load(script, args.repeat):>7.2f}s"
-            print(head, end="\r", flush=True)  # (the load alone is known minutes before the rest at 10k)
+            if sys.stdout.isatty():  # the load alone is known minutes before the rest at 10k
+                print(head, end="\r", flush=True)
             ns = f"svcnftc{os.getpid()}"
             subprocess.run(["ip", "netns", "add", ns], check=True)
             try:
