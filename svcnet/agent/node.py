@@ -1362,8 +1362,20 @@ def check_nft_request(artifacts: dict[str, str]) -> None:
         raise AgentError(f"{', '.join(other)}: not applied in proxy_mode {MODE_NFTABLES} (send them empty)")
 
 
+# nft's time grows with svcnet's table: measured on a shared 2-core VM, `nft -f` of a whole table took
+# 205 s at 10,000 services (204k lines) and `nft --check` as long, beyond CMD_TIMEOUT. A script's
+# commands get time in proportion to its lines (5x that rate); a listing, whose table size is not
+# known before, a fixed bound that covers a 10,000-service table's listing on a loaded machine.
+NFT_SECONDS_PER_LINE = 0.005
+NFT_LIST_TIMEOUT = 900.0
+
+
+def nft_timeout(stdin: str | None) -> float:
+    return CMD_TIMEOUT + NFT_SECONDS_PER_LINE * stdin.count("\n") if stdin else NFT_LIST_TIMEOUT
+
+
 def nft(args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = run(["nft", *args], stdin=stdin, check=False)
+    proc = run(["nft", *args], stdin=stdin, check=False, timeout=nft_timeout(stdin))
     if check and proc.returncode != 0:
         raise AgentError("nft {} failed: {}".format(" ".join(args), proc.stderr.strip()[-3000:]))
     return proc
@@ -1468,7 +1480,38 @@ def nft_normal(listing: str) -> str:
         out.extend(f"{indent}\t{item}," for item in items[:-1])
         out.extend(f"{indent}\t{item}" for item in items[-1:])
         out.append(indent + "}")
-    return "\n".join(out) + "\n" if out else ""
+    return "\n".join(nft_sorted_blocks(out)) + "\n" if out else ""
+
+
+NFT_BLOCK_ORDER = {"set": 0, "map": 0, "chain": 1}  # sets and maps first, as nft lists them
+
+
+def nft_sorted_blocks(lines: list[str]) -> list[str]:
+    """A listing's lines with each table's blocks (sets, maps, chains) sorted by kind and name.
+
+    nft lists a table's objects in the order they were created: an incremental apply (which adds a
+    new service's chains last) and a full apply of the same rules would list differently.
+    """
+    out: list[str] = []
+    blocks: list[tuple[tuple[int, str], list[str]]] = []
+    current: list[str] | None = None
+    for line in lines:
+        if line.startswith("\t") and not line.startswith("\t\t") and line.endswith("{") and current is None:
+            words = line.split()
+            current = [line]
+            blocks.append(((NFT_BLOCK_ORDER.get(words[0], 2), words[1] if len(words) > 2 else ""), current))
+        elif current is not None:
+            current.append(line)
+            if line == "\t}":
+                current = None
+        elif line == "}" and blocks:  # the table's end: its blocks, sorted, blank-line separated
+            for n, (_, block) in enumerate(sorted(blocks, key=lambda b: b[0])):
+                out.extend(([""] if n else []) + block)
+            blocks = []
+            out.append(line)
+        elif line or not blocks:
+            out.append(line)
+    return out
 
 
 def rules_normal(snap: dict, tables: dict[str, str], snap6: dict | None = None) -> str:
@@ -1576,6 +1619,127 @@ def scratch_nft_tables(script: str) -> dict[str, str]:
     if proc.returncode != 0:
         raise AgentError("nft -f (scratch netns) failed: " + proc.stderr.strip()[-3000:])
     return {f: nft_normal(t) for f, t in nft_tables(proc.stdout).items()}
+
+
+# --------------------------------------------------------------------------- nftables mode: incremental apply
+# As kube-proxy's nftables proxier after its first sync: when svcnet's live tables are what the node's
+# recorded rules.nft made (the saved rules hash still matches), the transaction carries only the
+# difference between that script and the new one: new chains, sets and maps added; changed chains
+# flushed and rewritten; set and map elements deleted and added by difference; removed chains, sets
+# and maps deleted. A change of one service then writes a few dozen statements, not the whole table.
+# Anything the difference cannot express (a changed base chain, set type, table, a family added or
+# dropped) or a script of another shape than the renderer's makes it the full transaction as before.
+NFT_ELEMENT_KEY_RE = re.compile(r'(.*?)(?:\s+comment\s+"[^"]*")?(?:\s+:\s+.*)?')
+
+
+class NftTableScript:
+    """One family's table as a rules.nft writes it: its declarations and contents by name."""
+
+    def __init__(self) -> None:
+        self.table: list[str] = []  # `add table` statements after the preamble
+        self.decls: dict[tuple[str, str], str] = {}  # (chain|set|map, name): statement
+        self.elements: dict[tuple[str, str], str] = {}  # (set, key): element text
+        self.rules: dict[str, list[str]] = {}  # chain: its `add rule` statements in order
+
+
+NFT_PLAIN_LINE_RE = re.compile(r'[^{};#"]*')
+
+
+def nft_line_statements(text: str) -> list[str]:
+    """nft_statements' texts, faster for a script of one statement per line (what the renderer writes:
+    its scripts are parsed twice per apply, and at 10,000 services they have 200,000 lines)."""
+    out: list[str] = []
+    try:
+        for line in text.splitlines():
+            if NFT_PLAIN_LINE_RE.fullmatch(line):
+                if line.strip():
+                    out.append(line.strip())
+            else:  # braces, strings, `;` or a comment: read as nft does, a block open past the line fails
+                out.extend(stmt for _, stmt in nft_statements(line))
+    except AgentError:
+        return [stmt for _, stmt in nft_statements(text)]
+    return out
+
+
+def nft_script_tables(text: str) -> dict[str, NftTableScript] | None:
+    """A checked rules.nft per family; None when it holds a statement the difference cannot take
+    (anything but the preamble and `add` of a table, chain, set, map, element or rule)."""
+    out: dict[str, NftTableScript] = {}
+    preamble: dict[str, int] = {}
+    for stmt in nft_line_statements(text):
+        words = stmt.split(None, 4)  # (check_nft_script made sure of verb, object, family and table)
+        verb, what, family = words[0], words[1], words[2]
+        if what == "table" and preamble.get(family, 0) < 2:  # the `add table`/`delete table` pair
+            if verb != ("add", "delete")[preamble.get(family, 0)]:
+                return None
+            preamble[family] = preamble.get(family, 0) + 1
+            out.setdefault(family, NftTableScript())
+            continue
+        if verb != "add" or family not in out:
+            return None
+        t = out[family]
+        name = words[4] if len(words) > 4 else ""
+        if what == "table":
+            t.table.append(stmt)
+        elif what in ("chain", "set", "map"):
+            if (what, name.split()[0] if name else "") in t.decls:
+                return None
+            t.decls[(what, name.split()[0] if name else "")] = stmt
+        elif what == "rule":
+            t.rules.setdefault(name.split()[0], []).append(stmt)
+        elif what == "element":
+            set_name, _, body = name.partition(" ")
+            body = body.strip()
+            if not (body.startswith("{") and body.endswith("}")):
+                return None
+            for item in _split_elements(body[1:-1]):
+                m = NFT_ELEMENT_KEY_RE.fullmatch(item)
+                t.elements[(set_name, m.group(1) if m else item)] = item
+        else:
+            return None
+    return out
+
+
+def nft_table_difference(family: str, old: NftTableScript, new: NftTableScript) -> list[str] | None:
+    """The statements that turn `old`'s table into `new`'s, in an order nft takes in one transaction
+    (what a statement names exists, what a deletion frees is no longer referenced); None when the
+    difference changes a declaration."""
+    if old.table != new.table or any(old.decls[k] != new.decls[k] for k in old.decls.keys() & new.decls.keys()):
+        return None
+    named = {name for _, name in new.decls}
+    if any(("chain", c) not in new.decls for c in new.rules) or any(s not in named for s, _ in new.elements):
+        return None  # what the script writes into something it does not declare: nft --check of it whole says why
+    head = f"{family} {NFT_TABLE}"
+    added = [k for k in new.decls if k not in old.decls]
+    removed = [k for k in old.decls if k not in new.decls]
+    rewritten = [c for (kind, c) in new.decls if kind == "chain"
+                 and ((kind, c) in added or old.rules.get(c, []) != new.rules.get(c, []))]
+    gone_elements = [k for k, item in old.elements.items() if new.elements.get(k) != item]
+    new_elements = [k for k, item in new.elements.items() if old.elements.get(k) != item]
+    return [
+        *(new.decls[k] for k in added),
+        *(f"delete element {head} {s} {{ {key} }}" for s, key in gone_elements),
+        *(f"flush chain {head} {c}" for c in rewritten if ("chain", c) not in added),
+        *(f"flush chain {head} {c}" for kind, c in removed if kind == "chain"),
+        *(f"add element {head} {s} {{ {new.elements[(s, key)]} }}" for s, key in new_elements),
+        *(rule for c in rewritten for rule in new.rules.get(c, [])),
+        *(f"delete {kind} {head} {name}" for kind, name in removed),
+    ]
+
+
+def nft_incremental(applied: str, script: str) -> str | None:
+    """The transaction that turns the tables `applied` made into those `script` makes, by difference
+    (kube-proxy's partial sync); None when only the full transaction will do."""
+    old, new = nft_script_tables(applied), nft_script_tables(script)
+    if old is None or new is None or list(old) != list(new):
+        return None
+    out = []
+    for family in new:
+        stmts = nft_table_difference(family, old[family], new[family])
+        if stmts is None:
+            return None
+        out += stmts
+    return "".join(s + "\n" for s in out)
 
 
 # What preflight loads with `nft --check` (the kernel checks the whole transaction and keeps none of
@@ -3686,6 +3850,7 @@ class ApplyPlan(Record):
     saved_rules_hash: object
     mode: str = MODE_IPTABLES
     nft_live: dict[str, str] = field(default_factory=dict)
+    nft_applied: str = ""  # the node's recorded rules.nft (what an incremental apply starts from)
     health_ok: bool = True
     live6: dict = field(default_factory=empty_snapshot)  # the node's owned ip6tables rules now
 
@@ -3746,7 +3911,8 @@ def plan_apply(req: ApplyRequest) -> ApplyPlan:
                                                        and not_kept(name, req.proxy_mode))
                        for p in req.parts for name in PART_FILES[p]),
         applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"),
-        mode=req.proxy_mode, nft_live=tables, health_ok=health_current(paths, req.owned_prefix))
+        mode=req.proxy_mode, nft_live=tables, nft_applied=on_node[NFT_FILE] or "",
+        health_ok=health_current(paths, req.owned_prefix))
 
 
 def planned_files(parts: tuple[str, ...], sent: dict[str, str], on_node: dict[str, str | None]) -> dict[str, str]:
@@ -3771,6 +3937,23 @@ def desired_rules_normal(plan: ApplyPlan, prefix: str) -> str:
         return rules_normal(empty_snapshot(), scratch_nft_tables(plan.arts[NFT_FILE]))
     snap6 = desired_snapshot(plan.arts, prefix, IPV6)[0] if wants_ipv6(plan.arts) else None
     return rules_normal(desired_snapshot(plan.arts, prefix)[0], {}, snap6)
+
+
+def nft_apply_transaction(plan: ApplyPlan) -> str:
+    """The nft transaction of an apply, checked with `nft --check`: the difference from the recorded
+    rules.nft when the live rules are still what it made (nft_incremental), else the full one."""
+    if plan.mode == MODE_NFTABLES and plan.nft_applied and plan.saved_rules_hash == sha256(plan.live_normal):
+        partial = nft_incremental(plan.nft_applied, plan.arts[NFT_FILE])
+        if partial is not None and not partial:
+            return ""
+        if partial and nft(["--check", "-f", "-"], stdin=partial, check=False).returncode == 0:
+            log(f"nft: incremental transaction ({partial.count(chr(10))} statements)")
+            return partial
+    full = nft_transaction(plan.arts[NFT_FILE], plan.nft_live)
+    if full:
+        log("nft: full transaction")
+        nft(["--check", "-f", "-"], stdin=full)
+    return full
 
 
 # The steps of a guarded apply, in order (Commit.STEPS). Before FIRST_CHANGE nothing on the node has
@@ -3845,9 +4028,7 @@ class Commit:
                 self.transaction = ""
             self.prepare_ipv6()
             # svcnet's nft tables: the script (nftables mode), or the removal of those left (iptables mode)
-            self.nft_transaction = nft_transaction(plan.arts[NFT_FILE], plan.nft_live)
-            if self.nft_transaction:
-                nft(["--check", "-f", "-"], stdin=self.nft_transaction)
+            self.nft_transaction = nft_apply_transaction(plan)
 
     def prepare_ipv6(self) -> None:
         """The IPv6 transaction, tested with the IPv4 one before anything changes (ip6tables is not

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agentnode import ScratchNode, scratch_node
+
+# tests/render's vector converter (nftrealpath), for the incremental apply's tests
+_RENDER_TESTS = str(Path(__file__).resolve().parents[1] / "render")
+if _RENDER_TESTS not in sys.path:
+    sys.path.append(_RENDER_TESTS)
 
 
 @pytest.fixture

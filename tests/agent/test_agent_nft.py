@@ -48,8 +48,12 @@ def _need_nft():
 
 def ruleset(snode) -> str:
     """`nft -s list ruleset` in the node: stateless, so that counters moved by stray traffic (IPv6
-    neighbour discovery on the uplink) do not count as a change."""
-    return snode.sh(["nft", "-s", "list", "ruleset"]).stdout
+    neighbour discovery on the uplink) do not count as a change. svcnet's tables in the agent's normal
+    form (a rollback restores their objects in name order), everything else byte for byte."""
+    text = snode.sh(["nft", "-s", "list", "ruleset"]).stdout
+    for listed in node.nft_tables(text).values():
+        text = text.replace(listed, node.nft_normal(listed))
+    return text
 
 
 def table(snode, family: str = "ip") -> str | None:
