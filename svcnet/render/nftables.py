@@ -618,15 +618,55 @@ def _chain_name(line: str) -> str:
     return line.split(" ", 5)[4].rstrip("\n")
 
 
-def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> list[_Block | _Slot]:
+_DEFAULT: _VariantKey = (None, False)  # a node without local endpoints, its IP in no source range
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The service ports of one `_Ctx`, split into shared blocks and node-dependent slots, in order."""
+
+    default: list[_Block]  # in port order: the shared blocks, and each slot's `_DEFAULT` variant
+    slots: dict[int, _Slot]  # by position in `default`
+    local_at: dict[str, list[int]]  # per node, the slots where it has local endpoints
+    fw_at: list[int]  # the slots whose firewall chain reads the node's IP
+
+    def blocks(self, ctx: _Ctx, node: str,
+               node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+               ) -> tuple[list[_Block], tuple[tuple[int, _VariantKey], ...]]:
+        """The node's blocks and the key of its variants (positions where it is not the default).
+
+        The node's own work is in the slots that read it, not in every port: most nodes get the
+        default list, copied."""
+        blocks = list(self.default)
+        keys: list[tuple[int, _VariantKey]] = []
+        for i in sorted({*self.local_at.get(node, ()), *self.fw_at}):
+            slot = self.slots[i]
+            key = _variant(slot, node, node_ip)
+            if key == _DEFAULT:
+                continue
+            block = slot.variants.get(key)
+            if block is None:
+                block = slot.variants[key] = _render_block(ctx, (slot.port,), *key)
+            blocks[i] = block
+            keys.append((i, key))
+        return blocks, tuple(keys)
+
+
+def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> _Plan:
     """Split the service ports into blocks every node of `ctx` shares and node-dependent slots, in order.
 
     A port depends on the node only through its local endpoints (a Local policy with endpoints on
     some node: the others render it as a node without any) and its firewall chain's sources (rendered
     without the node's IP where no source range holds it).
     """
-    plan: list[_Block | _Slot] = []
+    plan = _Plan([], {}, {}, [])
     run: list[_Port] = []
+
+    def flush() -> None:
+        if run:
+            plan.default.append(_render_block(ctx, run, *_DEFAULT))
+            run.clear()
+
     for port in ports:
         local_nodes = frozenset(
             ep.node for ep in port.eps if ep.node and (ep.ready or ep.serving_terminating)
@@ -635,12 +675,18 @@ def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> list[_Block | _Slot]:
         if not (local_nodes or needs_fw):
             run.append(port)
             continue
-        if run:
-            plan.append(_render_block(ctx, run, None, False))
-            run = []
-        plan.append(_Slot(port, local_nodes, needs_fw))
-    if run:
-        plan.append(_render_block(ctx, run, None, False))
+        flush()
+        slot = _Slot(port, local_nodes, needs_fw)
+        # Rendered now: nearly always some node has neither local endpoints nor its IP in a range.
+        slot.variants[_DEFAULT] = _render_block(ctx, (port,), *_DEFAULT)
+        at = len(plan.default)
+        for node in local_nodes:
+            plan.local_at.setdefault(node, []).append(at)
+        if needs_fw:
+            plan.fw_at.append(at)
+        plan.slots[at] = slot
+        plan.default.append(slot.variants[_DEFAULT])
+    flush()
     return plan
 
 
@@ -676,7 +722,7 @@ def render_nodes(settings_by_node: Mapping[str, ProxierSettings], ports: Sequenc
     """
     ports = tuple(ports)
     infos: dict[int, list[_Port]] = {}
-    plans: dict[_Ctx, list[_Block | _Slot]] = {}
+    plans: dict[_Ctx, _Plan] = {}
     shared: dict[tuple, NftBuffers] = {}
     out: dict[str, NftBuffers] = {}
     for node, s in settings_by_node.items():
@@ -690,26 +736,14 @@ def render_nodes(settings_by_node: Mapping[str, ProxierSettings], ports: Sequenc
             plan = plans[ctx] = _plan(ctx, known)
         fixed = NftBuffers()
         _write_fixed(s, ctx, _Writer(family, fixed))
-        node_ip = _node_ip(s)
-        blocks: list[_Block] = []
-        keys: list[_VariantKey] = []
-        for item in plan:
-            if isinstance(item, _Block):
-                blocks.append(item)
-                continue
-            key = _variant(item, s.node_name, node_ip)
-            keys.append(key)
-            block = item.variants.get(key)
-            if block is None:
-                block = item.variants[key] = _render_block(ctx, (item.port,), *key)
-            blocks.append(block)
+        blocks, keys = plan.blocks(ctx, s.node_name, _node_ip(s))
         wanted = [ch for ch in dict.fromkeys((stale_chains_by_node or {}).get(node, ())) if c.is_nft_service_chain(ch)]
         stale: list[str] = []
         if wanted:
             # Stale chains this render does not write stay, empty, as in kube-proxy's table.
             written = frozenset().union(*(b.chain_names for b in blocks))
             stale = [ch for ch in wanted if ch not in written]
-        layout = (id(plan), fixed.dump(), tuple(keys), tuple(stale))
+        layout = (id(plan), fixed.dump(), keys, tuple(stale))
         buf = shared.get(layout)
         if buf is None:
             buf = shared[layout] = _assemble(ctx, fixed, blocks, stale)
