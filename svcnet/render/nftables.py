@@ -657,7 +657,9 @@ def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> _Plan:
 
     A port depends on the node only through its local endpoints (a Local policy with endpoints on
     some node: the others render it as a node without any) and its firewall chain's sources (rendered
-    without the node's IP where no source range holds it).
+    without the node's IP where no source range holds it). This mode reads no topology hints yet
+    (`_port`'s cluster endpoints are every node's); reading them makes the node's cluster endpoints
+    part of the variant key, as in the iptables backend's `_variant`.
     """
     plan = _Plan([], {}, {}, [])
     run: list[_Port] = []
