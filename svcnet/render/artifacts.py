@@ -102,8 +102,7 @@ def node_artifacts_all(
     nft_nodes = {name: d.proxier for name, d in desired.items() if d.proxier.proxy_mode == MODE_NFTABLES}
     ipt_nodes = {name: d.proxier for name, d in desired.items() if name not in nft_nodes}
     restores = render_nodes(ipt_nodes, cluster.service_ports, stale_chains or {}) if ipt_nodes else {}
-    tables = {name: buf.dump() for name, buf in
-              nftables.render_nodes(nft_nodes, cluster.service_ports, stale_chains).items()} if nft_nodes else {}
+    tables = nftables.render_tables(nft_nodes, cluster.service_ports, stale_chains) if nft_nodes else {}
     # The IPv6 proxier of each iptables-mode node, rendered apart as kube-proxy's is: its stale chains
     # are the node's ip6tables chains, which apply does not report yet (none).
     settings6 = {name: d.proxier6 for name, d in desired.items() if d.proxier6 is not None and name in ipt_nodes}

@@ -13,11 +13,19 @@ pass per service port writing lines into named buffers by object kind (`NftBuffe
 never fails on a node without it), then the whole table in an order `nft -f` can load (table,
 chains, sets, maps, elements, rules: everything a line refers to exists before it). `dump` is the
 table without that preamble, what kube-proxy's tests compare after `canonical_sort`.
+
+`render_buffers` writes one node's table directly. `render_nodes` renders many nodes and shares
+work as the iptables backend does: per service port, the lines that do not depend on the node are
+rendered once per group of nodes with the same port-reading settings (`_Ctx`), and a port whose
+lines read the node (local endpoints under a Local policy, a source range that may hold the node's
+IP) once per distinct variant; a node's own work is its fixed objects and the assembly. The output
+is `render_buffers`' byte for byte; nodes with identical tables share one object.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,13 +228,12 @@ def _local_endpoints(port: _Port, node: str) -> tuple[_Ep, ...]:
 
 @dataclass(frozen=True, slots=True)
 class _Ctx:
-    """What a node's service-port lines read besides the port."""
+    """The node settings a service port's lines read, but for its local endpoints and whether a
+    source range holds the node's IP (`_write_port`'s arguments): nodes with equal contexts share
+    every port that reads neither."""
 
     family: IPFamily
     ip: str  # "ip" / "ip6": the match keyword of the family
-    node: str
-    node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None  # proxier.nodeIP
-    mark: str
     masquerade_all: bool
     if_local: str  # "" when there is no local-traffic detector
     if_not_local: str
@@ -253,9 +260,17 @@ def _ctx(s: ProxierSettings, family: IPFamily) -> _Ctx:
         raise RenderError(f"node {s.node_name}: masquerade mark {s.masquerade_mark!r} is not a hex mark like 0x4000")
     ip = c.NFT_FAMILIES[family.version]
     local, not_local = _detector(s, ip)
-    primary = s.primary_ip
-    return _Ctx(family, ip, s.node_name, ipaddress.ip_address(primary) if primary else None, s.masquerade_mark,
-                s.masquerade_all, local, not_local)
+    return _Ctx(family, ip, s.masquerade_all, local, not_local)
+
+
+def _node_ip(s: ProxierSettings) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """proxier.nodeIP: the address a LoadBalancer source range may hold."""
+    return ipaddress.ip_address(s.primary_ip) if s.primary_ip else None
+
+
+def _allows_node(port: _Port, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+    """One of the port's source ranges holds the node's IP (its firewall chain then lets the VIPs in)."""
+    return node_ip is not None and any(node_ip in n for n in port.range_nets)
 
 
 # --------------------------------------------------------------------------- fixed objects
@@ -315,7 +330,7 @@ def _write_fixed(s: ProxierSettings, ctx: _Ctx, w: _Writer) -> None:
     w.rule(c.NFT_REJECT_CHAIN, "reject")
     # Mark for masquerade; masquerade what is marked, clearing the mark so a packet that traverses
     # the stack again is not masqueraded twice.
-    mark = ctx.mark
+    mark = s.masquerade_mark
     w.rule(c.NFT_MARK_FOR_MASQUERADE, f"mark set mark or {mark}")
     w.rule(c.NFT_MASQUERADING, f"mark and {mark} == 0 return")
     w.rule(c.NFT_MASQUERADING, f"mark set mark xor {mark}")
@@ -380,13 +395,16 @@ def _write_endpoint_chains(ctx: _Ctx, port: _Port, eps: Sequence[_Ep], w: _Write
         w.rule(ep.chain, f"meta l4proto {port.proto} dnat to {ep.hp}")
 
 
-def _write_port(ctx: _Ctx, port: _Port, w: _Writer) -> None:
-    """All objects of one service port (the nftables syncProxyRules loop body)."""
+def _write_port(ctx: _Ctx, port: _Port, local_eps: Sequence[_Ep], allow_from_node: bool, w: _Writer) -> None:
+    """All objects of one service port (the nftables syncProxyRules loop body).
+
+    What the lines read of the node besides `ctx`: `local_eps`, its local endpoints
+    (`_local_endpoints`), and `allow_from_node`, whether a source range holds its IP (`_allows_node`).
+    """
     sp, spn, proto = port.sp, port.spn, port.proto
     cluster_chain, local_chain, external_chain, fw_chain = port.chains
     has_endpoints = port.has_any
     cluster_eps = port.cluster
-    local_eps = _local_endpoints(port, ctx.node)
     uses_cluster_chain = bool(cluster_eps) and port.uses_cluster
     uses_local_chain = bool(local_eps) and port.uses_local
     itp_local, etp_local = sp.internal_policy_local, sp.external_policy_local
@@ -428,7 +446,7 @@ def _write_port(ctx: _Ctx, port: _Port, w: _Writer) -> None:
     if uses_fw_chain:
         w.chain(fw_chain)
         sources = list(port.ranges)
-        if ctx.node_ip is not None and any(ctx.node_ip in n for n in port.range_nets):
+        if allow_from_node:
             # A request from this node to a VIP held as a local address loops back with the VIP as
             # its source: allow it when the node's IP is in a source range.
             sources += port.lb_ips
@@ -516,9 +534,12 @@ def _family(s: ProxierSettings) -> IPFamily:
     return family
 
 
-def render_buffers(s: ProxierSettings, ports: Sequence[ServicePort], stale_chains: Iterable[str] = (),
-                   _ports: Sequence[_Port] | None = None) -> NftBuffers:
-    """The node's table, by object kind.
+def _ports_of(ports: Iterable[ServicePort], family: IPFamily) -> list[_Port]:
+    return [p for p in (_port(sp, family) for sp in ports) if p is not None]
+
+
+def render_buffers(s: ProxierSettings, ports: Sequence[ServicePort], stale_chains: Iterable[str] = ()) -> NftBuffers:
+    """The node's table, by object kind, written directly (`render_nodes` gives the same, shared).
 
     `stale_chains`: service chains kube-proxy would still hold, flushed, because it deletes them
     only once they are a second old; each not written by this render appears as an empty chain.
@@ -529,9 +550,9 @@ def render_buffers(s: ProxierSettings, ports: Sequence[ServicePort], stale_chain
     buf = NftBuffers()
     w = _Writer(family, buf)
     _write_fixed(s, ctx, w)
-    infos = _ports if _ports is not None else [p for p in (_port(sp, family) for sp in ports) if p is not None]
-    for port in infos:
-        _write_port(ctx, port, w)
+    node_ip = _node_ip(s)
+    for port in _ports_of(ports, family):
+        _write_port(ctx, port, _local_endpoints(port, s.node_name), _allows_node(port, node_ip), w)
     wanted = [ch for ch in dict.fromkeys(stale_chains) if c.is_nft_service_chain(ch)]
     if wanted:
         # Stale chains this render does not write stay, empty, as in kube-proxy's table.
@@ -552,18 +573,197 @@ def script(node: str, table: str, family: int = 4) -> str:
             f"delete table {head}\n" + table)
 
 
+# --------------------------------------------------------------------------- many nodes
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """The lines a run of service ports writes for one variant, by kind (elements one by one, so a
+    node's table can keep each once across blocks)."""
+
+    chains: str
+    sets: str
+    maps: str
+    elements: tuple[str, ...]
+    rules: str
+    chain_names: frozenset[str]  # the chains the block adds (stale chains are the others)
+
+
+# A node's variant of a node-dependent service port: the node whose endpoints are local (None: no
+# local endpoints), and whether one of the port's source ranges holds the node's IP.
+_VariantKey = tuple[str | None, bool]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A node-dependent service port, rendered once per distinct variant key."""
+
+    port: _Port
+    local_nodes: frozenset[str]  # nodes with a local endpoint the port's policy uses
+    needs_fw: bool  # a firewall chain, whose sources depend on the node's IP
+    variants: dict[_VariantKey, _Block] = field(default_factory=dict)
+
+
+def _render_block(ctx: _Ctx, ports: Iterable[_Port], local_node: str | None, allow: bool) -> _Block:
+    buf = NftBuffers()
+    w = _Writer(ctx.family, buf)
+    for port in ports:
+        _write_port(ctx, port, _local_endpoints(port, local_node) if local_node else (), allow, w)
+    return _Block("".join(buf.chains), "".join(buf.sets), "".join(buf.maps), tuple(buf.elements),
+                  "".join(buf.rules), frozenset(_chain_name(line) for line in buf.chains))
+
+
+def _chain_name(line: str) -> str:
+    """The name in an `add chain <family> <table> <name> …` line."""
+    return line.split(" ", 5)[4].rstrip("\n")
+
+
+_DEFAULT: _VariantKey = (None, False)  # a node without local endpoints, its IP in no source range
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The service ports of one `_Ctx`, split into shared blocks and node-dependent slots, in order."""
+
+    default: list[_Block]  # in port order: the shared blocks, and each slot's `_DEFAULT` variant
+    slots: dict[int, _Slot]  # by position in `default`
+    local_at: dict[str, list[int]]  # per node, the slots where it has local endpoints
+    fw_at: list[int]  # the slots whose firewall chain reads the node's IP
+
+    def blocks(self, ctx: _Ctx, node: str,
+               node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+               ) -> tuple[list[_Block], tuple[tuple[int, _VariantKey], ...]]:
+        """The node's blocks and the key of its variants (positions where it is not the default).
+
+        The node's own work is in the slots that read it, not in every port: most nodes get the
+        default list, copied."""
+        blocks = list(self.default)
+        keys: list[tuple[int, _VariantKey]] = []
+        for i in sorted({*self.local_at.get(node, ()), *self.fw_at}):
+            slot = self.slots[i]
+            key = _variant(slot, node, node_ip)
+            if key == _DEFAULT:
+                continue
+            block = slot.variants.get(key)
+            if block is None:
+                block = slot.variants[key] = _render_block(ctx, (slot.port,), *key)
+            blocks[i] = block
+            keys.append((i, key))
+        return blocks, tuple(keys)
+
+
+def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> _Plan:
+    """Split the service ports into blocks every node of `ctx` shares and node-dependent slots, in order.
+
+    A port depends on the node only through its local endpoints (a Local policy with endpoints on
+    some node: the others render it as a node without any) and its firewall chain's sources (rendered
+    without the node's IP where no source range holds it). This mode reads no topology hints yet
+    (`_port`'s cluster endpoints are every node's); reading them makes the node's cluster endpoints
+    part of the variant key, as in the iptables backend's `_variant`.
+    """
+    plan = _Plan([], {}, {}, [])
+    run: list[_Port] = []
+
+    def flush() -> None:
+        if run:
+            plan.default.append(_render_block(ctx, run, *_DEFAULT))
+            run.clear()
+
+    for port in ports:
+        local_nodes = frozenset(
+            ep.node for ep in port.eps if ep.node and (ep.ready or ep.serving_terminating)
+        ) if port.uses_local else frozenset()
+        needs_fw = bool(port.lb_ips) and bool(port.ranges)
+        if not (local_nodes or needs_fw):
+            run.append(port)
+            continue
+        flush()
+        slot = _Slot(port, local_nodes, needs_fw)
+        # Rendered now: nearly always some node has neither local endpoints nor its IP in a range.
+        slot.variants[_DEFAULT] = _render_block(ctx, (port,), *_DEFAULT)
+        at = len(plan.default)
+        for node in local_nodes:
+            plan.local_at.setdefault(node, []).append(at)
+        if needs_fw:
+            plan.fw_at.append(at)
+        plan.slots[at] = slot
+        plan.default.append(slot.variants[_DEFAULT])
+    flush()
+    return plan
+
+
+def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> _VariantKey:
+    return (node if node in slot.local_nodes else None), slot.needs_fw and _allows_node(slot.port, node_ip)
+
+
+def _assemble(ctx: _Ctx, fixed: NftBuffers, blocks: Sequence[_Block], stale_chains: Iterable[str]) -> NftBuffers:
+    """A node's table from its fixed objects and its blocks, in `render_buffers`' order."""
+    buf = NftBuffers(
+        table=list(fixed.table),
+        chains=[*fixed.chains, *(b.chains for b in blocks)],
+        sets=[*fixed.sets, *(b.sets for b in blocks)],
+        maps=[*fixed.maps, *(b.maps for b in blocks)],
+        # Once each, first occurrence first, as the single-node writer keeps them.
+        elements=dict.fromkeys(itertools.chain(fixed.elements, *(b.elements for b in blocks))),
+        rules=[*fixed.rules, *(b.rules for b in blocks)],
+    )
+    w = _Writer(ctx.family, buf)
+    for ch in stale_chains:
+        w.chain(ch)
+    return buf
+
+
 def render_nodes(settings_by_node: Mapping[str, ProxierSettings], ports: Sequence[ServicePort],
                  stale_chains_by_node: Mapping[str, Iterable[str]] | None = None) -> dict[str, NftBuffers]:
-    """Every node's table, sharing the node-independent per-port facts (names, hashes, endpoints)."""
+    """Every node's table, as `render_buffers` of that node alone, sharing work between nodes.
+
+    Per service port, the lines that do not depend on the node are rendered once per group of nodes
+    with the same `_Ctx`; a node-dependent port (`_plan`) once per distinct variant (`_variant`);
+    a node's own work is its fixed objects and the assembly. Nodes with identical tables share one
+    `NftBuffers` object: read it, do not change it.
+    """
     ports = tuple(ports)
     infos: dict[int, list[_Port]] = {}
+    plans: dict[_Ctx, _Plan] = {}
+    shared: dict[tuple, NftBuffers] = {}
     out: dict[str, NftBuffers] = {}
     for node, s in settings_by_node.items():
         family = _family(s)
         known = infos.get(family.version)
         if known is None:
-            known = infos[family.version] = [p for p in (_port(sp, family) for sp in ports) if p is not None]
-        out[node] = render_buffers(s, ports, (stale_chains_by_node or {}).get(node, ()), known)
+            known = infos[family.version] = _ports_of(ports, family)
+        ctx = _ctx(s, family)
+        plan = plans.get(ctx)
+        if plan is None:
+            plan = plans[ctx] = _plan(ctx, known)
+        fixed = NftBuffers()
+        _write_fixed(s, ctx, _Writer(family, fixed))
+        blocks, keys = plan.blocks(ctx, s.node_name, _node_ip(s))
+        wanted = [ch for ch in dict.fromkeys((stale_chains_by_node or {}).get(node, ())) if c.is_nft_service_chain(ch)]
+        stale: list[str] = []
+        if wanted:
+            # Stale chains this render does not write stay, empty, as in kube-proxy's table.
+            written = frozenset().union(*(b.chain_names for b in blocks))
+            stale = [ch for ch in wanted if ch not in written]
+        layout = (id(plan), fixed.dump(), keys, tuple(stale))
+        buf = shared.get(layout)
+        if buf is None:
+            buf = shared[layout] = _assemble(ctx, fixed, blocks, stale)
+        out[node] = buf
+    return out
+
+
+def render_tables(settings_by_node: Mapping[str, ProxierSettings], ports: Sequence[ServicePort],
+                  stale_chains_by_node: Mapping[str, Iterable[str]] | None = None) -> dict[str, str]:
+    """Every node's table text (`NftBuffers.dump`), joined once per distinct table: nodes with
+    identical tables share one string."""
+    texts: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for node, buf in render_nodes(settings_by_node, ports, stale_chains_by_node).items():
+        text = texts.get(id(buf))
+        if text is None:
+            text = texts[id(buf)] = buf.dump()
+        out[node] = text
     return out
 
 
