@@ -145,9 +145,9 @@ def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *, 
     return Checked(b, diags)
 
 
-def load_cluster(paths: Sequence[str | Path]) -> Cluster:
-    """The validated model, or `DescriptionError` carrying every diagnostic."""
-    checked = check_paths(paths)
+def load_cluster(paths: Sequence[str | Path], *, ipv6: bool = False) -> Cluster:
+    """The validated model, or `DescriptionError` carrying every diagnostic (`ipv6`: as `check_paths`)."""
+    checked = check_paths(paths, ipv6=ipv6)
     if not checked.ok:
         raise DescriptionError(checked.diagnostics)
     assert checked.build is not None
