@@ -19,7 +19,7 @@ from svcnet.render.artifacts import node_artifacts_all
 from svcnet.render.netconf import ROUTE_PROTO
 from svcnet.transport.gateway import Connector
 from svcnet.transport.inventory import load_inventory
-from svcnet.transport.protocol import ApplyAnswer, ApplyRequest, new_run_id
+from svcnet.transport.protocol import ApplyAnswer, ApplyRequest, TeardownRequest, new_run_id
 
 pytestmark = pytest.mark.lab
 NODES = ("node1", "node2")
@@ -32,13 +32,16 @@ def dual_stack() -> Cluster:
     return checked.build.cluster
 
 
+def connector(lab: Lab) -> Connector:
+    return Connector(load_inventory(lab.inventory_path))
+
+
 def apply_network(lab: Lab, cluster: Cluster) -> dict[str, ApplyAnswer]:
     """The address config of every node, applied by its agent over SSH as `svcnet apply --tags network` does."""
     arts = node_artifacts_all(cluster, list(NODES))
-    connector = Connector(load_inventory(lab.inventory_path))
     out = {}
     for node in NODES:
-        with connector.gateway(node).open() as gw:
+        with connector(lab).gateway(node).open() as gw:
             out[node] = gw.ask(ApplyRequest(new_run_id(), arts[node], parts=(PART_NETWORK,)))
     return out
 
@@ -109,3 +112,15 @@ def test_second_apply_changes_nothing(net_lab):
     again = apply_network(lab, cluster)
     assert all(a.ok and not a.changed for a in again.values()), again
     assert {n: node_run(lab, n, "ip -6 route; ip -6 addr; ip link").stdout for n in NODES} == before
+
+
+def test_teardown_removes_the_ipv6_routes_addresses_and_forwarding(net_lab):
+    """Last in this module: it removes what the tests above look at."""
+    lab, _ = net_lab
+    for node in NODES:
+        with connector(lab).gateway(node).open() as gw:
+            answer = gw.ask(TeardownRequest(new_run_id()))
+        assert answer.ok and answer.changed, answer
+        assert node_run(lab, node, f"ip -6 route show proto {ROUTE_PROTO}").stdout == ""
+        assert node_run(lab, node, "sysctl -n net.ipv6.conf.all.forwarding").stdout.split() == ["0"]
+        assert "fd00:10:244" not in node_run(lab, node, "ip -6 addr").stdout
