@@ -56,6 +56,11 @@ UNIT_NAME = "svcnet.service"
 
 OWNED_PREFIX = "KUBE-"
 TABLES = ("filter", "nat")
+# The IP families of svcnet's iptables rules, each with its own commands (kube-proxy's dual-stack mode
+# is one proxier per family): svcnet's chains carry the same owned prefix in both.
+IPV4, IPV6 = 4, 6
+IPT_COMMANDS = {IPV4: ("iptables", "iptables-save", "iptables-restore"),
+                IPV6: ("ip6tables", "ip6tables-save", "ip6tables-restore")}
 BUILTIN_CHAINS = frozenset({"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"})
 STALE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
 
@@ -66,12 +71,15 @@ NETCONF_SH = "netconf.sh"
 NETCONF_JSON = "netconf.json"
 SECOND_BRIDGE_ADDRESS = "second_bridge_address"  # netconf's key of a dual-stack bridge's other address
 HEALTH_FILE = "health.json"  # the health-check server's configuration (see "health checks")
-ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE, NETCONF_SH, HEALTH_FILE)
+RESTORE6_FILE = "rules6.restore"  # ip6tables-restore input (see "IPv6 rules"); empty: no IPv6 Services
+JUMPS6_FILE = "jumps6.rules"  # the IPv6 jump rules (kube-proxy's IPv6 proxier ensures its own)
+ARTIFACT_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE, NETCONF_SH, HEALTH_FILE, RESTORE6_FILE, JUMPS6_FILE)
 # What an apply may change, and which artifact files belong to each part (the health checks follow
 # the endpoints, and the proxy's health the rules: they are the rules' part).
 PART_NETWORK, PART_RULES = "network", "rules"
 PARTS = (PART_NETWORK, PART_RULES)
-PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE, NFT_FILE, HEALTH_FILE), PART_NETWORK: (NETCONF_SH,)}
+PART_FILES = {PART_RULES: (RESTORE_FILE, JUMPS_FILE, NFT_FILE, HEALTH_FILE, RESTORE6_FILE, JUMPS6_FILE),
+              PART_NETWORK: (NETCONF_SH,)}
 AGENT_FILE = "agent.py"
 PODSERVER_FILE = "podserver.py"
 STATE_FILE = "state.json"
@@ -79,6 +87,7 @@ PENDING_FILE = "pending.json"
 LOCK_FILE = "lock"
 SAVED_FILE = "rules.saved"
 NFT_BACKUP = "nft.json"  # in the backup: svcnet's nft tables before the change (absent: not known)
+RULES6_BACKUP = "rules6.json"  # in the backup: svcnet's ip6tables rules before the change (absent: none)
 BACKUP_DIR = "backup"
 STAGING_DIR = "staging"  # the artifacts of the apply in progress, recorded in etc_dir once it succeeded
 LAST_ROLLBACK_FILE = "last-rollback.json"
@@ -571,9 +580,12 @@ def rule_target(line: str) -> str | None:
     return None
 
 
-def snapshot(prefix: str = OWNED_PREFIX) -> dict:
-    """The live owned rules of filter and nat."""
-    text = run(["iptables-save"]).stdout  # every table in one process; a table not listed has no rules
+def snapshot(prefix: str = OWNED_PREFIX, family: int = IPV4) -> dict:
+    """The live owned rules of filter and nat (of ip6tables for IPV6: none where the node has no
+    ip6tables, so a node without IPv6 support keeps working for IPv4 rules)."""
+    if family == IPV6 and not ip6tables_usable():
+        return empty_snapshot()
+    text = run([IPT_COMMANDS[family][1]]).stdout  # every table in one process; a table not listed has no rules
     return {t: parse_save(text, t, prefix) for t in TABLES}
 
 
@@ -633,18 +645,20 @@ def transition_text(live: dict, target: dict) -> str:
 
 
 def restore_proc(text: str, test: bool = False, scratch: bool = False,
-                 save_after: bool = False) -> subprocess.CompletedProcess:
-    """`iptables-restore [--test] -w 5 --noflush` of text (retried without -w where unsupported).
+                 save_after: bool = False, family: int = IPV4) -> subprocess.CompletedProcess:
+    """`iptables-restore [--test] -w 5 --noflush` of text (retried without -w where unsupported);
+    `ip6tables-restore` for IPV6.
 
     scratch: in a fresh, empty network namespace (`unshare --net`); save_after: then print that
     namespace's `iptables-save` (the kernel's normal form of what was loaded).
     """
+    _, save, restore = IPT_COMMANDS[family]
 
     def attempt(wait: list[str]) -> subprocess.CompletedProcess:
         args = [*(["--test"] if test else []), *wait, "--noflush"]
         if not scratch:
-            return run(["iptables-restore", *args], stdin=text, check=False)
-        script = 'iptables-restore "$@" && exec iptables-save' if save_after else 'exec iptables-restore "$@"'
+            return run([restore, *args], stdin=text, check=False)
+        script = f'{restore} "$@" && exec {save}' if save_after else f'exec {restore} "$@"'
         return run(["unshare", "--net", "--", "sh", "-c", script, "sh", *args], stdin=text, check=False)
 
     proc = attempt(["-w", IPTABLES_WAIT])
@@ -653,12 +667,13 @@ def restore_proc(text: str, test: bool = False, scratch: bool = False,
     return proc
 
 
-def iptables_restore(text: str, test: bool = False, scratch: bool = False, save_after: bool = False) -> str:
+def iptables_restore(text: str, test: bool = False, scratch: bool = False, save_after: bool = False,
+                     family: int = IPV4) -> str:
     """restore_proc, raising AgentError with iptables' own message on failure; returns stdout."""
-    proc = restore_proc(text, test, scratch, save_after)
+    proc = restore_proc(text, test, scratch, save_after, family)
     if proc.returncode != 0:
-        raise AgentError("iptables-restore{}{} failed: {}".format(
-            " --test" if test else "", " (scratch netns)" if scratch else "", proc.stderr.strip()[-3000:]))
+        raise AgentError("{}{}{} failed: {}".format(IPT_COMMANDS[family][2], " --test" if test else "",
+                                                    " (scratch netns)" if scratch else "", proc.stderr.strip()[-3000:]))
     return proc.stdout
 
 
@@ -671,8 +686,8 @@ def restore_word(word: str) -> str:
     return '"' + word + '"'
 
 
-def parse_jumps(text: str, prefix: str = OWNED_PREFIX) -> list[tuple[str, str, list[str]]]:
-    """`-t TABLE -A CHAIN ARGS...` lines (svcnet/render/jumps.py) → (table, chain, args)."""
+def parse_jumps(text: str, prefix: str = OWNED_PREFIX, name: str = JUMPS_FILE) -> list[tuple[str, str, list[str]]]:
+    """`-t TABLE -A CHAIN ARGS...` lines (svcnet/render/jumps.py) → (table, chain, args); `name`: the file's."""
     out = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -681,36 +696,37 @@ def parse_jumps(text: str, prefix: str = OWNED_PREFIX) -> list[tuple[str, str, l
         try:
             words = shlex.split(line)
         except ValueError as exc:
-            raise AgentError(f"jumps.rules line {n}: {exc}") from None
+            raise AgentError(f"{name} line {n}: {exc}") from None
         if len(words) < 6 or words[0] != "-t" or words[2] != "-A" or words[1] not in TABLES:
-            raise AgentError(f"jumps.rules line {n}: expected '-t filter|nat -A CHAIN ARGS... -j TARGET'")
+            raise AgentError(f"{name} line {n}: expected '-t filter|nat -A CHAIN ARGS... -j TARGET'")
         args = words[4:]
         target = args[args.index("-j") + 1] if "-j" in args[:-1] else ""
         if words[3] not in BUILTIN_CHAINS or not target.startswith(prefix):
-            raise AgentError(f"jumps.rules line {n}: only jumps from built-in chains to {prefix}* chains "
+            raise AgentError(f"{name} line {n}: only jumps from built-in chains to {prefix}* chains "
                              "are allowed")
         out.append((words[1], words[3], args))
     return out
 
 
-def ensure_jumps(text: str, prefix: str = OWNED_PREFIX) -> int:
+def ensure_jumps(text: str, prefix: str = OWNED_PREFIX, family: int = IPV4) -> int:
     """kube-proxy's EnsureRule(Prepend) for each jump rule, in file order; returns how many were added."""
     added = 0
-    for table, chain, args in parse_jumps(text, prefix):
-        if run(["iptables", "-w", IPTABLES_WAIT, "-t", table, "-C", chain, *args], check=False).returncode == 0:
+    cmd = IPT_COMMANDS[family][0]
+    for table, chain, args in parse_jumps(text, prefix, FAMILY_FILES[family][1]):
+        if run([cmd, "-w", IPTABLES_WAIT, "-t", table, "-C", chain, *args], check=False).returncode == 0:
             continue
-        run(["iptables", "-w", IPTABLES_WAIT, "-t", table, "-I", chain, "1", *args])
+        run([cmd, "-w", IPTABLES_WAIT, "-t", table, "-I", chain, "1", *args])
         added += 1
     return added
 
 
-def canonical_jumps(text: str, prefix: str = OWNED_PREFIX) -> dict:
+def canonical_jumps(text: str, prefix: str = OWNED_PREFIX, family: int = IPV4) -> dict:
     """The jump rules as iptables-save prints them, per table: [(chain, "-A CHAIN ...")] in file order.
 
     They are loaded into a scratch netns (with empty target chains) and read back, so the node's own
     iptables decides the canonical form; one short-lived process chain, no rules touched on the node.
     """
-    jumps = parse_jumps(text, prefix)
+    jumps = parse_jumps(text, prefix, FAMILY_FILES[family][1])
     out: dict = {t: [] for t in TABLES}
     if not jumps:
         return out
@@ -724,7 +740,7 @@ def canonical_jumps(text: str, prefix: str = OWNED_PREFIX) -> dict:
         lines.extend(f":{t} - [0:0]" for t in targets)
         lines.extend("-A {} {}".format(chain, " ".join(restore_word(w) for w in args)) for chain, args in mine)
         lines.append("COMMIT")
-    saved = iptables_restore("\n".join(lines) + "\n", scratch=True, save_after=True)
+    saved = iptables_restore("\n".join(lines) + "\n", scratch=True, save_after=True, family=family)
     for table in TABLES:
         got = parse_save(saved, table, prefix)["jumps"]
         by_chain: dict = {}
@@ -791,7 +807,7 @@ COMMAND_FLAGS = frozenset({
 RESTORE_TOKEN_RE = re.compile(r'"[^"]*"|\S+')  # iptables-restore's tokenizer knows double quotes only
 
 
-def check_restore(text: str, prefix: str = OWNED_PREFIX) -> None:
+def check_restore(text: str, prefix: str = OWNED_PREFIX, name: str = RESTORE_FILE) -> None:
     """Refuse a rules.restore that names anything but svcnet's own chains of filter and nat.
 
     Only the lines the renderer writes pass: `*filter`/`*nat`, `COMMIT`, `:CHAIN - [n:n]`,
@@ -802,7 +818,7 @@ def check_restore(text: str, prefix: str = OWNED_PREFIX) -> None:
     table = ""
     for n, raw in enumerate(text.split("\n"), 1):  # lines as iptables-restore splits them
         line = raw.strip(" \t")
-        where = f"rules.restore line {n}"
+        where = f"{name} line {n}"
         if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", line):
             raise AgentError(f"{where}: control character")
         if not line or line.startswith("#"):
@@ -830,7 +846,7 @@ def check_restore(text: str, prefix: str = OWNED_PREFIX) -> None:
         if not chain.startswith(prefix) or chain in BUILTIN_CHAINS:
             raise AgentError(f"{where}: chain {chain!r} is not svcnet's (only {prefix}* chains)")
     if table:
-        raise AgentError(f"rules.restore: table {table!r} has no COMMIT")
+        raise AgentError(f"{name}: table {table!r} has no COMMIT")
 
 
 def restore_chains(restore: str) -> dict:
@@ -863,15 +879,46 @@ def rules_mismatch(final: dict, restore: str, jumps: dict) -> str:
     return ""
 
 
-def set_owned_rules(target: dict, prefix: str = OWNED_PREFIX) -> bool:
+def set_owned_rules(target: dict, prefix: str = OWNED_PREFIX, family: int = IPV4) -> bool:
     """Make the live owned rules exactly `target` (one transaction); True if anything changed."""
-    live = snapshot(prefix)
+    live = snapshot(prefix, family)
     if normal_form(live) == normal_form(target):
         return False
     text = transition_text(live, target)
     if text:
-        iptables_restore(text)
+        iptables_restore(text, family=family)
     return True
+
+
+# --------------------------------------------------------------------------- IPv6 rules
+# A dual-stack description has the node's IPv6 proxier's rules in rules6.restore and jumps6.rules,
+# applied with ip6tables beside the IPv4 ones in the same guarded apply (Commit): both transactions
+# are tested before either is applied, and the backup, rollback, boot, teardown and the rules hash
+# cover both. Where neither the description nor the node has any of svcnet's IPv6 chains, ip6tables
+# is never written (only read, where it is there), and those files are not kept in etc_dir.
+FAMILY_FILES = {IPV4: (RESTORE_FILE, JUMPS_FILE), IPV6: (RESTORE6_FILE, JUMPS6_FILE)}
+IPV6_FILES = FAMILY_FILES[IPV6]
+IPV6_RULES_HEADER = "# IPv6 (ip6tables)\n"  # before the IPv6 chains in rules_normal (so in a rules diff)
+
+
+def ip6tables_usable() -> bool:
+    """Can this node list ip6tables rules (the command, and a kernel with IPv6)?"""
+    return shutil.which(IPT_COMMANDS[IPV6][1]) is not None and os.path.exists("/proc/net/if_inet6")
+
+
+def has_owned(snap: dict) -> bool:
+    """Does the snapshot hold any of svcnet's chains or jump rules?"""
+    return any(snap[t]["chains"] or snap[t]["jumps"] for t in TABLES)
+
+
+def no_jumps() -> dict:
+    """canonical_jumps of no jump rules."""
+    return {t: [] for t in TABLES}
+
+
+def wants_ipv6(arts: dict[str, str]) -> bool:
+    """Does an apply of these artifacts write IPv6 rules?"""
+    return any(arts.get(name) for name in IPV6_FILES)
 
 
 # --------------------------------------------------------------------------- scratch namespace
@@ -926,9 +973,9 @@ def op_scratch_normalize(req: ScratchRequest) -> ScratchAnswer:
     if not is_scratch_netns():
         raise AgentError("_scratch_normalize runs only in a fresh network namespace of its own "
                          "(in_scratch_netns), not on the node")
-    iptables_restore(req.restore)
-    ensure_jumps(req.jumps, req.owned_prefix)
-    snap = snapshot(req.owned_prefix)
+    iptables_restore(req.restore, family=req.family)
+    ensure_jumps(req.jumps, req.owned_prefix, req.family)
+    snap = snapshot(req.owned_prefix, req.family)
     return ScratchAnswer(True, False, "", snapshot=snap, normal=normal_form(snap))
 
 
@@ -950,9 +997,10 @@ def scratch_features() -> dict:
             for name, table, rule in FEATURE_RULES}
 
 
-def desired_snapshot(artifacts: dict, prefix: str) -> tuple[dict, str]:
-    resp = in_scratch_netns({"op": "_scratch_normalize", "restore": artifacts[RESTORE_FILE],
-                             "jumps": artifacts.get(JUMPS_FILE, ""), "owned_prefix": prefix})
+def desired_snapshot(artifacts: dict, prefix: str, family: int = IPV4) -> tuple[dict, str]:
+    restore, jumps = FAMILY_FILES[family]
+    resp = in_scratch_netns({"op": "_scratch_normalize", "restore": artifacts[restore],
+                             "jumps": artifacts.get(jumps, ""), "owned_prefix": prefix, "family": family})
     return resp["snapshot"], resp["normal"]
 
 
@@ -1030,17 +1078,22 @@ def as_mode(key: str, value: object) -> str:
 
 
 # The rules part's files that belong to one proxy mode (the health checks' file serves both).
-MODE_RULE_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE)
+MODE_RULE_FILES = (RESTORE_FILE, JUMPS_FILE, NFT_FILE, RESTORE6_FILE, JUMPS6_FILE)
 
 
 def mode_files(mode: str) -> tuple[str, ...]:
     """The rules part's files a proxy mode applies (the other mode's are removed from etc_dir)."""
-    return (NFT_FILE,) if mode == MODE_NFTABLES else (RESTORE_FILE, JUMPS_FILE)
+    return (NFT_FILE,) if mode == MODE_NFTABLES else (RESTORE_FILE, JUMPS_FILE, RESTORE6_FILE, JUMPS6_FILE)
 
 
 def other_mode_file(name: str, mode: str) -> bool:
     """`name` is a rules file of the proxy mode other than `mode`."""
     return name in MODE_RULE_FILES and name not in mode_files(mode)
+
+
+def not_kept(name: str, mode: str) -> bool:
+    """An empty `name` is not kept in etc_dir: another mode's rules file, or an IPv6 one (IPv6_FILES)."""
+    return other_mode_file(name, mode) or name in IPV6_FILES
 
 
 # nft's lexemes as far as the statement split needs them: a string, a comment, a brace, a statement end,
@@ -1258,17 +1311,21 @@ def nft_normal(listing: str) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def rules_normal(snap: dict, tables: dict[str, str]) -> str:
-    """svcnet's rules on the node in normal form: its iptables chains and jumps, then its nft tables.
+def rules_normal(snap: dict, tables: dict[str, str], snap6: dict | None = None) -> str:
+    """svcnet's rules on the node in normal form: its iptables chains and jumps, its ip6tables ones
+    (after IPV6_RULES_HEADER, where it has any), then its nft tables.
 
-    Without nft tables the text is normal_form's alone, so a node in iptables mode keeps its hashes.
+    Without nft tables and IPv6 chains the text is normal_form's alone, so a node in iptables mode
+    with IPv4 rules only keeps its hashes.
     """
-    return normal_form(snap) + "".join(tables[f] for f in NFT_FAMILIES if f in tables)
+    v6 = IPV6_RULES_HEADER + normal_form(snap6) if snap6 is not None and has_owned(snap6) else ""
+    return normal_form(snap) + v6 + "".join(tables[f] for f in NFT_FAMILIES if f in tables)
 
 
 def live_rules_hash(prefix: str) -> str:
-    """The hash of svcnet's live rules in both proxy modes: what saved_rules_hash is compared with."""
-    return sha256(rules_normal(snapshot(prefix), nft_snapshot()))
+    """The hash of svcnet's live rules in both proxy modes and both families: what saved_rules_hash
+    is compared with."""
+    return sha256(rules_normal(snapshot(prefix), nft_snapshot(), snapshot(prefix, IPV6)))
 
 
 # A rules diff's hunk header names the nft blocks open at the hunk's first line (as git names a
@@ -2727,10 +2784,12 @@ def clear_pending(paths: Paths, marker: dict | None) -> None:
 # --------------------------------------------------------------------------- backup / rollback
 
 
-def make_backup(paths: Paths, run_id: str, live: dict, nft_live: dict[str, str] | None = None) -> None:
+def make_backup(paths: Paths, run_id: str, live: dict, nft_live: dict[str, str] | None = None,
+                live6: dict | None = None) -> None:
     """Save the state before a change (owned rules, etc_dir artifacts, state.json), durably.
 
     nft_live: svcnet's nft tables (nft_snapshot), saved as NFT_BACKUP; None where nft is not there.
+    live6: the owned ip6tables rules, saved as RULES6_BACKUP (absent: none).
     """
     tmp = paths.backup + ".new"
     remove(tmp)
@@ -2743,6 +2802,8 @@ def make_backup(paths: Paths, run_id: str, live: dict, nft_live: dict[str, str] 
     write_json(os.path.join(tmp, "rules.json"), live, durable=False)
     if nft_live is not None:
         write_json(os.path.join(tmp, NFT_BACKUP), nft_live, durable=False)
+    if live6 is not None and has_owned(live6):
+        write_json(os.path.join(tmp, RULES6_BACKUP), live6, durable=False)
     write_json(os.path.join(tmp, "meta.json"), {
         "run_id": run_id, "at": time.time(), "applied_hash": state.get("applied_hash"),
         "saved_rules_hash": state.get("saved_rules_hash"), "had_state": bool(state.get("applied_hash")),
@@ -2777,12 +2838,18 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
     done = []
     errors = []
     rules = read_json(os.path.join(paths.backup, "rules.json")) or empty_snapshot()
+    rules6 = read_json(os.path.join(paths.backup, RULES6_BACKUP)) or empty_snapshot()
     tables = read_json(os.path.join(paths.backup, NFT_BACKUP))
     try:
         if set_owned_rules(rules, prefix):
             done.append("rules restored")
         if tables is not None and set_nft_tables(tables):
             done.append("nft tables restored")
+    except AgentError as exc:
+        errors.append(str(exc))
+    try:  # (apart: a failure of one family's must not keep the other's from its backup)
+        if set_owned_rules(rules6, prefix, IPV6):
+            done.append("IPv6 rules restored")
     except AgentError as exc:
         errors.append(str(exc))
     # What may be on the node: the last recorded address config and the one an apply was making.
@@ -2810,7 +2877,7 @@ def rollback_to_backup(paths: Paths, prefix: str) -> list[str]:
     remove(paths.staging)
     state = load_state(paths)
     state["applied_hash"] = meta.get("applied_hash")
-    state["saved_rules_hash"] = sha256(rules_normal(rules, tables or {})) if meta.get("had_state") else None
+    state["saved_rules_hash"] = sha256(rules_normal(rules, tables or {}, rules6)) if meta.get("had_state") else None
     state[MARKS_KEY] = meta.get("marks")
     save_state(paths, state)
     if errors:
@@ -3045,6 +3112,12 @@ def as_seconds(key: str, value: object) -> float:
     return float(value)
 
 
+def as_family(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in IPT_COMMANDS:
+        raise _refuse(key, " or ".join(map(str, IPT_COMMANDS)), value)
+    return value
+
+
 def as_flag(key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise _refuse(key, "true or false", value)
@@ -3163,6 +3236,8 @@ class ApplyRequest(GuardedRequest):
             raise AgentError(f"{NFT_FILE} is for proxy_mode {MODE_NFTABLES}, not {self.proxy_mode}")
         check_restore(self.artifacts[RESTORE_FILE], self.owned_prefix)
         parse_jumps(self.artifacts.get(JUMPS_FILE, ""), self.owned_prefix)
+        check_restore(self.artifacts.get(RESTORE6_FILE, ""), self.owned_prefix, RESTORE6_FILE)
+        parse_jumps(self.artifacts.get(JUMPS6_FILE, ""), self.owned_prefix, JUMPS6_FILE)
 
 
 class ConfirmRequest(Request):
@@ -3192,6 +3267,7 @@ class ScratchRequest(Request):
 
     restore: str = field(default="", meta={CHECK: as_text})
     jumps: str = field(default="", meta={CHECK: as_text})
+    family: int = field(default=IPV4, meta={CHECK: as_family})
 
 
 # --------------------------------------------------------------------------- the wire: answers
@@ -3315,7 +3391,7 @@ def op_probe(req: Request, features: dict | None = None) -> ProbeAnswer:
         True, False, "",
         facts=gather_facts(features=features),
         applied_hash=state.get("applied_hash"),
-        live_rules_hash=sha256(rules_normal(snap, nft_snapshot())),
+        live_rules_hash=sha256(rules_normal(snap, nft_snapshot(), snapshot(req.owned_prefix, IPV6))),
         saved_rules_hash=state.get("saved_rules_hash"),
         stale_chains=stale_chains(snap),
         pending=pending_marker(paths),
@@ -3473,6 +3549,7 @@ class ApplyPlan(Record):
     mode: str = MODE_IPTABLES
     nft_live: dict[str, str] = field(default_factory=dict)
     health_ok: bool = True
+    live6: dict = field(default_factory=empty_snapshot)  # the node's owned ip6tables rules now
 
     @property
     def do_rules(self) -> bool:
@@ -3519,16 +3596,16 @@ def plan_apply(req: ApplyRequest) -> ApplyPlan:
     arts = planned_files(req.parts, req.artifacts, on_node)
     conf = req.netconf if PART_NETWORK in req.parts else old_conf
     claims = state_claims(paths, old_conf)
-    live, tables = snapshot(req.owned_prefix), nft_snapshot()
+    live, tables, live6 = snapshot(req.owned_prefix), nft_snapshot(), snapshot(req.owned_prefix, IPV6)
     state = load_state(paths)
-    # (a rules file of the other proxy mode is removed: the same as an empty one when absent)
+    # (a rules file of the other proxy mode, or an empty IPv6 one, is removed: the same as an empty one when absent)
     return ApplyPlan(
         parts=req.parts, arts=arts, conf=conf, old_conf=old_conf, claims=claims,
         foreign=foreign_objects(paths, conf, claims) if PART_NETWORK in req.parts else [],
-        live=live, live_normal=rules_normal(live, tables),
+        live=live, live_normal=rules_normal(live, tables, live6), live6=live6,
         have_lines=live_lines([conf, old_conf], paths), want_lines=desired_lines(conf),
         files_same=all(on_node[name] == arts[name] or (on_node[name] is None and not arts[name]
-                                                       and other_mode_file(name, req.proxy_mode))
+                                                       and not_kept(name, req.proxy_mode))
                        for p in req.parts for name in PART_FILES[p]),
         applied=applied_hashes(state), want=req.desired_hashes, saved_rules_hash=state.get("saved_rules_hash"),
         mode=req.proxy_mode, nft_live=tables, health_ok=health_current(paths, req.owned_prefix))
@@ -3554,7 +3631,8 @@ def desired_rules_normal(plan: ApplyPlan, prefix: str) -> str:
     nothing of the other mode's."""
     if plan.mode == MODE_NFTABLES:
         return rules_normal(empty_snapshot(), scratch_nft_tables(plan.arts[NFT_FILE]))
-    return desired_snapshot(plan.arts, prefix)[1]
+    snap6 = desired_snapshot(plan.arts, prefix, IPV6)[0] if wants_ipv6(plan.arts) else None
+    return rules_normal(desired_snapshot(plan.arts, prefix)[0], {}, snap6)
 
 
 # The steps of a guarded apply, in order (Commit.STEPS). Before FIRST_CHANGE nothing on the node has
@@ -3579,6 +3657,8 @@ class Commit:
         self.req, self.plan, self.jumps = req, plan, jumps
         self.paths = req.paths
         self.transaction = ""
+        self.transaction6 = ""  # the IPv6 one (prepare_ipv6)
+        self.jumps6 = no_jumps()
         self.nft_transaction = ""
         self.marker: dict = {}
         self.final_normal = plan.live_normal
@@ -3616,13 +3696,25 @@ class Commit:
                 iptables_restore(self.transaction, test=True)
             else:  # nftables mode, and no chain of svcnet's to remove
                 self.transaction = ""
+            self.prepare_ipv6()
             # svcnet's nft tables: the script (nftables mode), or the removal of those left (iptables mode)
             self.nft_transaction = nft_transaction(plan.arts[NFT_FILE], plan.nft_live)
             if self.nft_transaction:
                 nft(["--check", "-f", "-"], stdin=self.nft_transaction)
 
+    def prepare_ipv6(self) -> None:
+        """The IPv6 transaction, tested with the IPv4 one before anything changes (ip6tables is not
+        touched when neither the desired nor the live rules have any of svcnet's IPv6 chains)."""
+        plan, prefix = self.plan, self.req.owned_prefix
+        if not (wants_ipv6(plan.arts) or has_owned(plan.live6)):
+            return
+        self.jumps6 = canonical_jumps(plan.arts[JUMPS6_FILE], prefix, IPV6)
+        self.transaction6 = rules_transaction(plan.arts[RESTORE6_FILE], self.jumps6, plan.live6)
+        iptables_restore(self.transaction6, test=True, family=IPV6)
+
     def back_up(self) -> None:
-        make_backup(self.paths, self.req.run_id, self.plan.live, self.plan.nft_live if shutil.which("nft") else None)
+        make_backup(self.paths, self.req.run_id, self.plan.live, self.plan.nft_live if shutil.which("nft") else None,
+                    self.plan.live6)
 
     def mark_pending(self) -> None:
         """From here a boot, a later run or the dead-man rolls back unless this run settles."""
@@ -3652,13 +3744,19 @@ class Commit:
             nft(["-f", "-"], stdin=self.nft_transaction)
         if self.transaction:
             iptables_restore(self.transaction)
+        if self.transaction6:  # (a failure from here on rolls back the IPv4 rules just applied too)
+            fault_point("rules ipv6")
+            iptables_restore(self.transaction6, family=IPV6)
         if plan.mode != MODE_NFTABLES and self.nft_transaction:
             nft(["-f", "-"], stdin=self.nft_transaction)
-        after, tables = snapshot(self.req.owned_prefix), nft_snapshot()
-        wrong = rules_mismatch(after, plan.arts[RESTORE_FILE], self.jumps) or nft_mismatch(tables, plan.arts[NFT_FILE])
+        prefix = self.req.owned_prefix
+        after, tables, after6 = snapshot(prefix), nft_snapshot(), snapshot(prefix, IPV6)
+        wrong = (rules_mismatch(after, plan.arts[RESTORE_FILE], self.jumps)
+                 or "".join("IPv6 " + m for m in [rules_mismatch(after6, plan.arts[RESTORE6_FILE], self.jumps6)] if m)
+                 or nft_mismatch(tables, plan.arts[NFT_FILE]))
         if wrong:
             raise AgentError("the live rules are not what was restored: " + wrong)
-        self.final_normal = rules_normal(after, tables)
+        self.final_normal = rules_normal(after, tables, after6)
         if self.req.diff:
             self.rules_diff = part_diff(PART_RULES, plan.live_normal.splitlines(), self.final_normal.splitlines())
 
@@ -3677,8 +3775,8 @@ class Commit:
         """Only now does etc_dir say that the new state is applied (what boot re-creates)."""
         paths, plan = self.paths, self.plan
         for name in plan.files:
-            if plan.do_rules and other_mode_file(name, plan.mode):
-                remove(paths.etc_file(name))  # the other proxy mode's: boot must not apply it
+            if plan.do_rules and (other_mode_file(name, plan.mode) or (name in IPV6_FILES and not plan.arts[name])):
+                remove(paths.etc_file(name))  # the other proxy mode's (boot must not apply it), or no IPv6 rules
                 continue
             write_if_changed(paths.etc_file(name), plan.arts[name], artifact_mode(name))
         if plan.do_net:
@@ -3891,10 +3989,10 @@ def op_teardown(req: TeardownRequest) -> ChangeAnswer:
 
 def _teardown_locked(req: TeardownRequest) -> ChangeAnswer:
     paths, run_id, prefix, timeout = req.paths, req.run_id, req.owned_prefix, req.confirm_timeout
-    live, tables = snapshot(prefix), nft_snapshot()
-    if not svcnet_present(paths, live) and not tables:
+    live, tables, live6 = snapshot(prefix), nft_snapshot(), snapshot(prefix, IPV6)
+    if not svcnet_present(paths, live) and not tables and not has_owned(live6):
         return ChangeAnswer(True, remove_files(paths), "nothing to remove")
-    make_backup(paths, run_id, live, tables if shutil.which("nft") else None)
+    make_backup(paths, run_id, live, tables if shutil.which("nft") else None, live6)
     if timeout > 0:  # armed before anything changes: a connection lost halfway is rolled back too
         arm_deadman(paths, run_id, timeout, prefix, "teardown")
     try:
@@ -3923,6 +4021,7 @@ def strip_node(paths: Paths, prefix: str) -> None:
     """Remove svcnet's rules, pods, address config and sysctl values; its files stay (for a rollback)."""
     stop_health(paths)
     set_owned_rules(empty_snapshot(), prefix)
+    set_owned_rules(empty_snapshot(), prefix, IPV6)
     set_nft_tables({})
     conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
     if os.path.isdir(paths.pods_dir):
@@ -3995,6 +4094,7 @@ def op_boot(req: BootRequest) -> BootAnswer:
             check_restore(restore, prefix)
             iptables_restore(restore)
             ensure_jumps(read_text(paths.etc_file(JUMPS_FILE)) or "", prefix)
+            boot_ipv6(paths, prefix)
         conf = load_netconf_file(paths.etc_file(NETCONF_JSON))
         record_sysctl_origins(paths, conf)
         run_netconf_script(paths.etc_file(NETCONF_SH), paths, conf, state_claims(paths, conf))
@@ -4005,6 +4105,17 @@ def op_boot(req: BootRequest) -> BootAnswer:
         if state.get("saved_rules_hash") != live_hash:
             notes.append("live rules differ from the saved hash after boot")
         return BootAnswer(True, True, "; ".join([*notes, "booted"]), pods=pods, live_rules_hash=live_hash)
+
+
+def boot_ipv6(paths: Paths, prefix: str) -> None:
+    """At boot: the applied IPv6 rules again, checked as an apply checks them (none: ip6tables untouched)."""
+    restore6 = read_text(paths.etc_file(RESTORE6_FILE)) or ""
+    jumps6 = read_text(paths.etc_file(JUMPS6_FILE)) or ""
+    if not (restore6 or jumps6):
+        return
+    check_restore(restore6, prefix, RESTORE6_FILE)
+    iptables_restore(restore6, family=IPV6)
+    ensure_jumps(jumps6, prefix, IPV6)
 
 
 def op_status(req: StatusRequest) -> StatusAnswer:

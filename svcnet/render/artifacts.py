@@ -27,6 +27,7 @@ RESTORE_FILE = "rules.restore"  # iptables-restore input (IPv4)
 RESTORE6_FILE = "rules6.restore"  # ip6tables-restore input, where the node has IPv6 Services
 NFT_FILE = "rules.nft"  # nftables mode: the `nft -f` script replacing table ip kube-proxy
 JUMPS_FILE = "jumps.rules"
+JUMPS6_FILE = "jumps6.rules"  # the IPv6 proxier's jump rules, beside RESTORE6_FILE
 NETCONF_FILE = "netconf.sh"
 NETSTATE_FILE = "netconf.state"
 HEALTH_FILE = "health.json"  # the health-check server's configuration (part of the rules: endpoints)
@@ -48,6 +49,7 @@ class NodeArtifacts:
     nft_table: str = ""  # the table `nft` writes, without the script's preamble (`render --canonical`)
     restore6: str | None = None  # IPv6: the ip6tables-restore input, None where the node has no IPv6 proxier
     settings6: ProxierSettings | None = None
+    jump_rules6: tuple[JumpRule, ...] = ()  # the IPv6 proxier's jump rules (with restore6)
 
     @property
     def nftables_mode(self) -> bool:
@@ -63,6 +65,7 @@ class NodeArtifacts:
             RESTORE_FILE: self.restore,
             **({RESTORE6_FILE: self.restore6} if self.restore6 is not None else {}),
             JUMPS_FILE: render_jump_rules(list(self.jump_rules)),
+            **({JUMPS6_FILE: render_jump_rules(list(self.jump_rules6))} if self.restore6 is not None else {}),
         }
         return {
             **rules,
@@ -117,6 +120,7 @@ def node_artifacts_all(
             nft_table=tables.get(name, ""),
             restore6=restores6.get(name),
             settings6=d.proxier6 if name in settings6 else None,
+            jump_rules6=tuple(jump_rules(d.proxier6)) if name in restores6 and d.proxier6 is not None else (),
             health=d.health,
         )
         for name, d in desired.items()

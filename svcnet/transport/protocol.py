@@ -23,7 +23,16 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 from svcnet.agent import node, podserver
 from svcnet.desired import ConntrackPort, NetConf
 from svcnet.model.types import NodeFacts, ProcessSecurity
-from svcnet.render.artifacts import HEALTH_FILE, JUMPS_FILE, NETCONF_FILE, NFT_FILE, RESTORE_FILE, NodeArtifacts
+from svcnet.render.artifacts import (
+    HEALTH_FILE,
+    JUMPS6_FILE,
+    JUMPS_FILE,
+    NETCONF_FILE,
+    NFT_FILE,
+    RESTORE6_FILE,
+    RESTORE_FILE,
+    NodeArtifacts,
+)
 
 AGENT_PATH = Path(node.__file__)
 PODSERVER_PATH = Path(podserver.__file__)
@@ -33,6 +42,8 @@ PYTHON_FLAGS = " ".join(node.PYTHON_FLAGS)  # isolated, no site-packages: see no
 OPS = tuple(node.OPS)
 PARTS = tuple(node.PARTS)
 APPLY_FILES = (RESTORE_FILE, JUMPS_FILE, NETCONF_FILE, HEALTH_FILE)
+# Sent only where the node has IPv6 rules: a file not sent is empty (the node removes svcnet's IPv6 chains).
+APPLY_FILES_IPV6 = (RESTORE6_FILE, JUMPS6_FILE)
 PROXY_MODES = node.PROXY_MODES
 MODE_IPTABLES, MODE_NFTABLES = node.MODE_IPTABLES, node.MODE_NFTABLES
 # The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
@@ -175,8 +186,11 @@ def apply_files(art: NodeArtifacts, proxy_mode: str) -> dict[str, str]:
     node removes them, with the rules they stood for)."""
     files = art.files()
     sent = {name: files.get(name, "") for name in APPLY_FILES}
+    sent.update({name: files[name] for name in APPLY_FILES_IPV6 if name in files})
     if proxy_mode == MODE_NFTABLES:
         sent.update({RESTORE_FILE: "", JUMPS_FILE: "", NFT_FILE: files.get(NFT_FILE, "")})
+        for name in APPLY_FILES_IPV6:
+            sent.pop(name, None)
     return sent
 
 

@@ -113,15 +113,16 @@ class ScratchNode:
                 "--state-dir", str(self.state), "--run-dir", "/run/svcnet"]
         return protocol.parse_response(self.sh(argv, timeout=timeout, check=False).stdout, self.ns)
 
-    def save(self, table: str) -> str:
-        """iptables-save of a table without comments or counters."""
-        out = self.sh(["iptables-save", "-t", table]).stdout
+    def save(self, table: str, family: int = node.IPV4) -> str:
+        """iptables-save (ip6tables-save for node.IPV6) of a table without comments or counters."""
+        out = self.sh([node.IPT_COMMANDS[family][1], "-t", table]).stdout
         return "".join(re.sub(r"\[\d+:\d+\]", "", ln) + "\n" for ln in out.splitlines() if not ln.startswith("#"))
 
     def simulate_reboot(self) -> None:
         """As a reboot would: every node process dies, rules/pod netns/bridge/forwarding are gone; files stay."""
         _kill_namespace_processes(self.pid, self.ns)
-        self.sh(["sh", "-c", "for t in filter nat; do iptables -t $t -F; iptables -t $t -X; done; "
+        self.sh(["sh", "-c", "for c in iptables ip6tables; do for t in filter nat; do $c -t $t -F; $c -t $t -X; "
+                 "done; done; "
                  "ip -all netns delete; ip link del cni0 2>/dev/null; sysctl -qw net.ipv4.ip_forward=0"])
 
     def pod_pids(self, netns: str) -> list[int]:

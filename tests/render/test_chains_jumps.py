@@ -128,5 +128,7 @@ def test_agent_copies_of_names_agree() -> None:
     assert set(node.STALE_PREFIXES) == set(c.SERVICE_CHAIN_PREFIXES)
     assert (node.RESTORE_FILE, node.JUMPS_FILE, node.NFT_FILE, node.NETCONF_SH, node.HEALTH_FILE) == (
         artifacts.RESTORE_FILE, artifacts.JUMPS_FILE, artifacts.NFT_FILE, artifacts.NETCONF_FILE, artifacts.HEALTH_FILE)
+    assert (node.RESTORE6_FILE, node.JUMPS6_FILE) == (artifacts.RESTORE6_FILE, artifacts.JUMPS6_FILE)
+    assert (node.IPV4, node.IPV6) == (4, 6)
     assert node.NFT_TABLE == c.NFT_TABLE
     assert (node.MODE_IPTABLES, node.MODE_NFTABLES) == (types.MODE_IPTABLES, types.MODE_NFTABLES)
