@@ -430,10 +430,10 @@ def conntrack_port(sp: ServicePort, fam: IPFamily) -> ConntrackPort | None:
     Serving endpoints, whatever their readiness, topology or the traffic policies: kube-proxy keeps
     existing flows on every endpoint that still serves, as TCP connections are kept.
     """
-    if sp.protocol not in CONNTRACK_PROTOCOLS or not sp.cluster_ip or sp.cluster_ip == "None" \
-            or not fam.owns(sp.cluster_ip):
+    cluster_ip = sp.cluster_ip_of(fam.version)
+    if sp.protocol not in CONNTRACK_PROTOCOLS or not cluster_ip or cluster_ip == "None":
         return None
-    vips = tuple(ip for ip in (sp.cluster_ip, *sp.external_ips, *sp.lb_ips) if fam.owns(ip))
+    vips = tuple(ip for ip in (cluster_ip, *sp.external_ips, *sp.lb_ips) if fam.owns(ip))
     endpoints = tuple(sorted({ep.ip for ep in sp.endpoints if ep.serving and fam.owns(ep.ip)}))
     return ConntrackPort(sp.protocol, sp.port, tuple(dict.fromkeys(vips)), sp.node_port, endpoints)
 
@@ -516,9 +516,8 @@ def desired_nodes(cluster: Cluster, nodes: Iterable[str] | None = None) -> dict[
     """The desired state of the named nodes (default: all), in the order given."""
     wanted = [cluster.node(n) for n in nodes] if nodes is not None else list(cluster.nodes)
     v6 = IPV6 in proxier_families(cluster)
-    # The stale UDP flows a node cleans, the same on every node, so built once: IPv4 only until
-    # nodes apply IPv6 rules (the IPv6 gate, svcnet.model.semantic.ipv6).
-    conntrack = conntrack_ports(cluster.service_ports, IPV4)
+    # The stale UDP flows a node cleans, the same on every node, so built once, per family.
+    conntrack = tuple(cp for fam in proxier_families(cluster) for cp in conntrack_ports(cluster.service_ports, fam))
     out = {}
     for n in wanted:
         settings = proxier_settings(cluster, n)

@@ -89,8 +89,8 @@ def _parse_host_ip(node: str, raw: str) -> ipaddress.IPv4Address | ipaddress.IPv
 def _cluster(paths: Iterable[str | Path]) -> Cluster:
     """The validated cluster description (files or directories, as everywhere in svcnet).
 
-    The IPv6 gate does not apply: the lab only builds namespaces with the description's addresses
-    (a dual-stack description gives its nodes and the client both families)."""
+    A dual-stack description gives its nodes and the client both families. The IPv6-first gate
+    does not apply: the lab only builds namespaces with the description's addresses."""
     try:
         return load_cluster([str(p) for p in paths], ipv6=True)
     except DescriptionError as exc:

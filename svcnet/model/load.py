@@ -124,9 +124,9 @@ def _cluster_doc_checks(objs: Objects, docs: Sequence[Document], cluster_seen: b
 def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *, ipv6: bool = False) -> Checked:
     """Run the whole front of the pipeline and collect every diagnostic.
 
-    `ipv6=True` lifts the IPv6 gate (`svcnet.model.semantic.ipv6`): the model, the checks and the
-    renderer handle IPv6 and dual-stack, applying them does not yet. Only tests pass it; the CLI
-    never does, so every command refuses an IPv6 description with a located error.
+    `ipv6=True` lifts the IPv6-first gate (`svcnet.model.semantic.ipv6`): the model, the checks and
+    the renderer handle IPv6-first and IPv6-only clusters, applying them is not proven yet. Only
+    tests pass it; the CLI never does (dual-stack clusters with IPv4 first pass without it).
     """
     schemas = schemas or Schemas.load()
     loaded = load_paths(paths)

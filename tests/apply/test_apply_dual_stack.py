@@ -27,7 +27,7 @@ POD_PORT = 8080
 
 
 def dual_stack() -> Cluster:
-    checked = check_paths([DUAL_STACK], ipv6=True)  # the IPv6 gate: refused by `svcnet apply` until it applies rules
+    checked = check_paths([DUAL_STACK])
     assert checked.build is not None and checked.ok, [str(d) for d in checked.diagnostics]
     return checked.build.cluster
 

@@ -100,7 +100,7 @@ DUAL_STACK = SEED.parent / "dual-stack"
 def dual_stack_conf(name: str = "node1"):
     from svcnet.model.load import check_paths
 
-    checked = check_paths([DUAL_STACK], ipv6=True)  # the IPv6 gate: lifted as in tests of the model
+    checked = check_paths([DUAL_STACK])
     assert checked.build is not None and checked.ok
     return node_netconf(checked.build.cluster, checked.build.cluster.node(name))
 

@@ -168,7 +168,7 @@ def test_netconf_payload_of_a_single_stack_node_has_no_dual_stack_keys(seed):
 def test_netconf_payload_of_a_dual_stack_node_is_what_the_agent_reads():
     from svcnet.model.load import check_paths
 
-    checked = check_paths([SEED.parent / "dual-stack"], ipv6=True)
+    checked = check_paths([SEED.parent / "dual-stack"])
     assert checked.build is not None
     conf = node_netconf(checked.build.cluster, checked.build.cluster.node("node2"))
     payload = protocol.netconf_payload(conf)
