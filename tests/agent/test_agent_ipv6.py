@@ -201,6 +201,6 @@ def test_the_ipv6_chains_of_a_removed_service_go(snode, tmp_path):
     art1, art2 = dual_artifacts(tmp_path), dual_artifacts(tmp_path, {"name: web6": "name: web7"})
     assert snode.agent(apply_req(snode, art1, "r1", parts=RULES))["ok"]
     assert snode.agent(apply_req(snode, art2, "r2", parts=RULES))["ok"]
-    live = {ln.split()[0] for ln in snode.save("nat", node.IPV6).splitlines() if ln.startswith(":KUBE-")}
-    assert live == {ln.split()[0] for ln in (art2.restore6 or "").splitlines() if ln.startswith(":KUBE-")}
-    assert live != {ln.split()[0] for ln in (art1.restore6 or "").splitlines() if ln.startswith(":KUBE-")}
+    live = set(node.parse_save(snode.save("nat", node.IPV6), "nat")["chains"])
+    declared1, declared2 = (node.restore_chains(art.restore6 or "")["nat"][0] for art in (art1, art2))
+    assert live == declared2 and declared1 - declared2, (live, declared1)

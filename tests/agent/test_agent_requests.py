@@ -156,9 +156,11 @@ def test_the_plan_keeps_the_nodes_files_of_a_part_not_applied():
     sent = {"rules.restore": "new", "jumps.rules": "new jumps", "netconf.sh": "new sh", "health.json": "new hc"}
     on_node = {"rules.restore": "old", "jumps.rules": None, "netconf.sh": "old sh", "health.json": "old hc"}
     assert node.planned_files((node.PART_NETWORK,), sent, on_node) == {
-        "rules.restore": "old", "jumps.rules": "", "rules.nft": "", "netconf.sh": "new sh", "health.json": "old hc"}
+        "rules.restore": "old", "jumps.rules": "", "rules.nft": "", "netconf.sh": "new sh", "health.json": "old hc",
+        "rules6.restore": "", "jumps6.rules": ""}
     assert node.planned_files(node.PARTS, {"rules.restore": "new"}, on_node) == {
-        "rules.restore": "new", "jumps.rules": "", "rules.nft": "", "netconf.sh": "", "health.json": ""}
+        "rules.restore": "new", "jumps.rules": "", "rules.nft": "", "netconf.sh": "", "health.json": "",
+        "rules6.restore": "", "jumps6.rules": ""}
 
 
 def _plan(**changes: object) -> node.ApplyPlan:
