@@ -26,6 +26,7 @@ from svcnet.model.types import (
     Cluster,
     LocalDetector,
     Node,
+    Pod,
     ProcessSecurity,
     ProxierSettings,
     ServicePort,
@@ -284,15 +285,23 @@ class PodNet:
     name: str
     netns: str
     veth: str
-    address: str  # ip/prefix
+    address: str  # ip/prefix, of the node's first podCIDR's family
     gateway: str
     command: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
     security: ProcessSecurity | None = None  # None: the command runs as root, as before
+    second_address: str = ""  # ip/prefix of the other family on a dual-stack node ("": none)
+    second_gateway: str = ""
 
     @property
     def ip(self) -> str:
         return self.address.split("/")[0]
+
+    @property
+    def addresses(self) -> tuple[tuple[str, str], ...]:
+        """(ip/prefix, gateway) per family, the first family's first."""
+        second = ((self.second_address, self.second_gateway),) if self.second_address else ()
+        return ((self.address, self.gateway), *second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,10 +310,19 @@ class NetConf:
 
     node: str
     bridge: str
-    bridge_address: str  # first address of the podCIDR, with prefix
+    bridge_address: str  # first address of the (first) podCIDR, with prefix
     sysctls: tuple[Sysctl, ...]
     routes: tuple[Route, ...]
     pods: tuple[PodNet, ...]
+    second_bridge_address: str = ""  # first address of the other family's podCIDR ("": single-stack)
+    # The node's IPv6 addresses where it forwards IPv6: their interfaces keep accepting router
+    # advertisements (accept_ra 1 becomes 2; see the netconf.sh template).
+    ra_addresses: tuple[str, ...] = ()
+
+    @property
+    def bridge_addresses(self) -> tuple[str, ...]:
+        return (self.bridge_address, self.second_bridge_address) if self.second_bridge_address \
+            else (self.bridge_address,)
 
 
 def node_sysctls(cluster: Cluster, family: IPFamily) -> tuple[Sysctl, ...]:
@@ -316,34 +334,73 @@ def node_sysctls(cluster: Cluster, family: IPFamily) -> tuple[Sysctl, ...]:
     return tuple(out)
 
 
+def _address_of(node: Node, version: int) -> str | None:
+    """The node's first address of family `version`, or None."""
+    return next((a for a in node.addresses if family.family_of(a) == version), None)
+
+
+def _gateway(cidr: str) -> tuple[str, int]:
+    """The pod network's gateway (the bridge's address: the first of the podCIDR) and the prefix."""
+    net = ipaddress.ip_network(cidr)
+    return str(net.network_address + 1), net.prefixlen
+
+
+def node_routes(cluster: Cluster, node: Node) -> tuple[Route, ...]:
+    """host-gw: every other node's podCIDRs via its address of their family. The first podCIDR's
+    route is as it always was; the other family's only where both nodes have an address of it
+    (a node without one could not reach the gateway)."""
+    out = []
+    for other in cluster.nodes:
+        if other.name == node.name:
+            continue
+        for cidr in other.all_pod_cidrs:
+            version = family.family_of(cidr)
+            via = _address_of(other, version)
+            if cidr == other.pod_cidr:
+                out.append(Route(cidr, via or other.internal_ip, other.name))
+            elif via is not None and _address_of(node, version) is not None:
+                out.append(Route(cidr, via, other.name))
+    return tuple(out)
+
+
+def _pod_net(p: Pod, node: Node) -> PodNet:
+    gateway, prefix = _gateway(node.pod_cidr)
+    second_address = second_gateway = ""
+    for ip in p.all_ips:
+        cidr = node.pod_cidr_of(family.family_of(ip))
+        if ip != p.ip and cidr is not None and cidr != node.pod_cidr:
+            second_gateway, second_prefix = _gateway(cidr)
+            second_address = f"{ip}/{second_prefix}"
+    return PodNet(
+        namespace=p.namespace,
+        name=p.name,
+        netns=p.netns,
+        veth=p.veth,
+        address=f"{p.ip}/{prefix}",
+        gateway=gateway,
+        command=p.command,
+        ports=tuple(sorted({cp.port for cp in p.ports})),
+        security=p.security,
+        second_address=second_address,
+        second_gateway=second_gateway,
+    )
+
+
 def node_netconf(cluster: Cluster, node: Node) -> NetConf:
-    net = ipaddress.ip_network(node.pod_cidr)
-    gateway = str(net.network_address + 1)
-    routes = tuple(
-        Route(other.pod_cidr, other.internal_ip, other.name) for other in cluster.nodes if other.name != node.name
-    )
-    pods = tuple(
-        PodNet(
-            namespace=p.namespace,
-            name=p.name,
-            netns=p.netns,
-            veth=p.veth,
-            address=f"{p.ip}/{net.prefixlen}",
-            gateway=gateway,
-            command=p.command,
-            ports=tuple(sorted({cp.port for cp in p.ports})),
-            security=p.security,
-        )
-        for p in cluster.pods
-        if p.node_name == node.name and p.ip
-    )
+    gateway, prefix = _gateway(node.pod_cidr)
+    second = next((c for c in node.all_pod_cidrs if family.family_of(c) != family.family_of(node.pod_cidr)), None)
+    families = [family_of(c) for c in (node.pod_cidr, *((second,) if second else ()))]
+    sysctls = tuple(dict.fromkeys(s for fam in families for s in node_sysctls(cluster, fam)))
+    ra = tuple(a for a in node.addresses if IPV6 in families and IPV6.owns(a))
     return NetConf(
         node=node.name,
         bridge=cluster.bridge,
-        bridge_address=f"{gateway}/{net.prefixlen}",
-        sysctls=node_sysctls(cluster, family_of(node.pod_cidr)),
-        routes=routes,
-        pods=pods,
+        bridge_address=f"{gateway}/{prefix}",
+        sysctls=sysctls,
+        routes=node_routes(cluster, node),
+        pods=tuple(_pod_net(p, node) for p in cluster.pods if p.node_name == node.name and p.ip),
+        second_bridge_address="{}/{}".format(*_gateway(second)) if second else "",
+        ra_addresses=ra,
     )
 
 
@@ -373,10 +430,10 @@ def conntrack_port(sp: ServicePort, fam: IPFamily) -> ConntrackPort | None:
     Serving endpoints, whatever their readiness, topology or the traffic policies: kube-proxy keeps
     existing flows on every endpoint that still serves, as TCP connections are kept.
     """
-    if sp.protocol not in CONNTRACK_PROTOCOLS or not sp.cluster_ip or sp.cluster_ip == "None" \
-            or not fam.owns(sp.cluster_ip):
+    cluster_ip = sp.cluster_ip_of(fam.version)
+    if sp.protocol not in CONNTRACK_PROTOCOLS or not cluster_ip or cluster_ip == "None":
         return None
-    vips = tuple(ip for ip in (sp.cluster_ip, *sp.external_ips, *sp.lb_ips) if fam.owns(ip))
+    vips = tuple(ip for ip in (cluster_ip, *sp.external_ips, *sp.lb_ips) if fam.owns(ip))
     endpoints = tuple(sorted({ep.ip for ep in sp.endpoints if ep.serving and fam.owns(ep.ip)}))
     return ConntrackPort(sp.protocol, sp.port, tuple(dict.fromkeys(vips)), sp.node_port, endpoints)
 
@@ -459,9 +516,8 @@ def desired_nodes(cluster: Cluster, nodes: Iterable[str] | None = None) -> dict[
     """The desired state of the named nodes (default: all), in the order given."""
     wanted = [cluster.node(n) for n in nodes] if nodes is not None else list(cluster.nodes)
     v6 = IPV6 in proxier_families(cluster)
-    # The stale UDP flows a node cleans, the same on every node, so built once: IPv4 only until
-    # nodes apply IPv6 rules (the IPv6 gate, svcnet.model.semantic.ipv6).
-    conntrack = conntrack_ports(cluster.service_ports, IPV4)
+    # The stale UDP flows a node cleans, the same on every node, so built once, per family.
+    conntrack = tuple(cp for fam in proxier_families(cluster) for cp in conntrack_ports(cluster.service_ports, fam))
     out = {}
     for n in wanted:
         settings = proxier_settings(cluster, n)

@@ -16,6 +16,7 @@ from svcnet.lab.state import Lab
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "examples" / "seed"
+DUAL_STACK = REPO / "examples" / "dual-stack"
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 

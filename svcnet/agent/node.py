@@ -69,6 +69,7 @@ JUMPS_FILE = "jumps.rules"
 NFT_FILE = "rules.nft"  # nftables mode: one `nft -f` script replacing svcnet's tables (see "nftables mode")
 NETCONF_SH = "netconf.sh"
 NETCONF_JSON = "netconf.json"
+SECOND_BRIDGE_ADDRESS = "second_bridge_address"  # netconf's key of a dual-stack bridge's other address
 HEALTH_FILE = "health.json"  # the health-check server's configuration (see "health checks")
 RESTORE6_FILE = "rules6.restore"  # ip6tables-restore input (see "IPv6 rules"); empty: no IPv6 Services
 JUMPS6_FILE = "jumps6.rules"  # the IPv6 jump rules (kube-proxy's IPv6 proxier ensures its own)
@@ -1814,6 +1815,9 @@ def validate_netconf(conf: object) -> dict:
     need(out["bridge"] == "" or bool(IFNAME_RE.fullmatch(str(out["bridge"]))), "bridge", out["bridge"])
     if out["bridge_address"]:
         need(_is_iface(str(out["bridge_address"])), "bridge_address", out["bridge_address"])
+    if conf.get(SECOND_BRIDGE_ADDRESS):  # a dual-stack node's other family (absent: as before dual-stack)
+        out[SECOND_BRIDGE_ADDRESS] = conf[SECOND_BRIDGE_ADDRESS]
+        need(_is_iface(str(out[SECOND_BRIDGE_ADDRESS])), SECOND_BRIDGE_ADDRESS, out[SECOND_BRIDGE_ADDRESS])
     for i, s in enumerate(out["sysctls"]):
         need(isinstance(s, dict) and bool(SYSCTL_KEY_RE.fullmatch(str(s.get("key", "")))), f"sysctls[{i}].key", s)
         need(bool(SYSCTL_VALUE_RE.fullmatch(str(s.get("value", "")))), f"sysctls[{i}].value", s)
@@ -1827,6 +1831,9 @@ def validate_netconf(conf: object) -> dict:
         need(bool(IFNAME_RE.fullmatch(str(p.get("veth", "")))), where + ".veth", p.get("veth"))
         need(_is_iface(str(p.get("address", ""))), where + ".address", p.get("address"))
         need(_is_ip(str(p.get("gateway", ""))), where + ".gateway", p.get("gateway"))
+        if p.get("second_address") is not None or p.get("second_gateway") is not None:
+            need(_is_iface(str(p.get("second_address", ""))), where + ".second_address", p.get("second_address"))
+            need(_is_ip(str(p.get("second_gateway", ""))), where + ".second_gateway", p.get("second_gateway"))
         cmd = p.get("command") or []
         need(isinstance(cmd, list) and all(isinstance(a, str) for a in cmd), where + ".command", cmd)
         ports = p.get("ports") or []
@@ -1919,16 +1926,27 @@ def pod_process_line(p: dict, running: bool) -> str:
                                               sorted(p.get("ports") or []), who, "running" if running else "stopped")
 
 
+def bridge_addresses(conf: dict) -> list[str]:
+    """The bridge's addresses: the first podCIDR's, and the other family's on a dual-stack node."""
+    return [a for a in (conf["bridge_address"], conf.get(SECOND_BRIDGE_ADDRESS)) if a]
+
+
+def pod_addresses(p: dict) -> list[tuple[str, str]]:
+    """A pod's (ip/prefix, gateway) per family, the first family's first."""
+    second = [(p["second_address"], p["second_gateway"])] if p.get("second_address") else []
+    return [(p["address"], p["gateway"]), *second]
+
+
 def desired_lines(conf: dict) -> list[str]:
     """The address config as one line per fact (optional sysctls only where the kernel has them)."""
     lines = ["sysctl {} = {}".format(s["key"], s["value"]) for s in conf["sysctls"]
              if not s.get("optional") or os.path.exists(sysctl_path(s["key"]))]
     if conf["bridge"]:
-        lines.append("bridge {} {} up".format(conf["bridge"], conf["bridge_address"]))
+        lines.extend("bridge {} {} up".format(conf["bridge"], a) for a in bridge_addresses(conf))
     lines.extend("route {} via {}".format(_net(r["dst"]), r["via"]) for r in conf["routes"])
     for p in conf["pods"]:
-        lines.append("pod {} netns {} veth {} {} via {}".format(pod_label(p), p["netns"], p["veth"], p["address"],
-                                                           p["gateway"]))
+        lines.extend("pod {} netns {} veth {} {} via {}".format(pod_label(p), p["netns"], p["veth"], address, gateway)
+                     for address, gateway in pod_addresses(p))
         if p.get("command"):
             lines.append(pod_process_line(p, True))
     return lines
@@ -1966,12 +1984,13 @@ def main_routes(versions: set[int]) -> dict[str, list[dict]]:
 
 
 def link_addresses(argv_prefix: list[str], dev: str) -> tuple[bool, bool, list[str]]:
-    """(exists, up, ipv4 addresses with prefix) of a link."""
+    """(exists, up, addresses with prefix) of a link: IPv4, and IPv6 but link-local (every IPv6 link has one)."""
     data = ip_json([*argv_prefix, "-j", "addr", "show", "dev", dev])
     if not data:
         return False, False, []
     link = data[0]
-    addrs = ["{}/{}".format(a["local"], a["prefixlen"]) for a in link.get("addr_info", []) if a.get("family") == "inet"]
+    addrs = ["{}/{}".format(a["local"], a["prefixlen"]) for a in link.get("addr_info", [])
+             if a.get("family") == "inet" or (a.get("family") == "inet6" and a.get("scope") != "link")]
     return True, "UP" in link.get("flags", []), addrs
 
 
@@ -2106,10 +2125,11 @@ def delete_link(dev: str, trusted: frozenset[str]) -> bool:
 def delete_route(dst: str, via: str, trusted: frozenset[str]) -> bool:
     """Delete svcnet's route to `dst` (by its protocol; by `via` when trusted unmarked); True if deleted."""
     proto = ["proto", str(ROUTE_PROTO)]
-    if ip_json(["ip", "-j", "route", "show", "exact", dst, *proto]):
+    family = f"-{ipaddress.ip_network(dst, strict=False).version}"  # `show` lists IPv4 unless told
+    if ip_json(["ip", family, "-j", "route", "show", "exact", dst, *proto]):
         run(["ip", "route", "del", dst, *proto], check=False)
         return True
-    if "route " + dst in trusted and ip_json(["ip", "-j", "route", "show", "exact", dst, "via", via]):
+    if "route " + dst in trusted and ip_json(["ip", family, "-j", "route", "show", "exact", dst, "via", via]):
         run(["ip", "route", "del", dst, "via", via], check=False)
         return True
     return False
@@ -2149,9 +2169,12 @@ def live_pod_lines(p: dict, paths: Paths) -> list[str]:
     if netns_exists(p["netns"]):
         veth = p["veth"] if link_exists(p["veth"]) else "(no veth)"
         _, _, addrs = link_addresses(["ip", "-n", p["netns"]], "eth0")
-        routes = ip_json(["ip", "-n", p["netns"], "-j", "route", "show", "default"])
-        gw = routes[0].get("gateway", "?") if routes else "(no default route)"
+        gws = {}
+        for v in (4, 6) if any(":" in a for a in addrs) else (4,):
+            routes = ip_json(["ip", "-n", p["netns"], f"-{v}", "-j", "route", "show", "default"])
+            gws[v] = routes[0].get("gateway", "?") if routes else "(no default route)"
         for a in addrs or ["(no address)"]:
+            gw = gws[6 if ":" in a else 4]
             out.append("pod {} netns {} veth {} {} via {}".format(pod_label(p), p["netns"], veth, a, gw))
     running = running_pod(paths, p["netns"])
     if running is not None:

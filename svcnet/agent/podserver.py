@@ -34,8 +34,11 @@ def pod_name() -> str:
 
 
 def whoami(local_ip: str, client: tuple) -> dict:
+    """POD_IP is the pod's first IP; a request over the other family reports the address it came to."""
+    pod_ip = os.environ.get("POD_IP") or local_ip
+    ip = pod_ip if family(pod_ip) == family(local_ip) else local_ip
     return {"pod": pod_name(), "namespace": os.environ.get("POD_NAMESPACE", ""),
-            "ip": os.environ.get("POD_IP") or local_ip, "client_ip": client[0], "client_port": client[1]}
+            "ip": ip, "client_ip": client[0], "client_port": client[1]}
 
 
 def reply(message: bytes, local_ip: str, client: tuple) -> bytes:
@@ -147,9 +150,21 @@ def serve_stream(sock: socket.socket) -> None:
         threading.Thread(target=answer_stream, args=(conn, addr, slots), daemon=True).start()
 
 
+class BoundedServer6(BoundedServer):
+    """The IPv6 listener beside the IPv4 one, IPv6 only: no IPv4-mapped client addresses."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+
 def listen(host: str, port: int, kind: int, proto: int = 0) -> socket.socket:
     sock = socket.socket(family(host), kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family(host) == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.bind((host, port))
     if kind == socket.SOCK_STREAM:
         sock.listen(128)
@@ -169,15 +184,32 @@ def start_extra(host: str, port: int, udp: bool, sctp: bool) -> None:
         threading.Thread(target=serve_stream, args=(sock,), daemon=True).start()
 
 
+ANY_IPV4, ANY_IPV6 = "0.0.0.0", "::"
+
+
+def start_ipv6(port: int, udp: bool, sctp: bool) -> BoundedServer6 | None:
+    """Serve IPv6 too (a dual-stack pod's IPv6 address); None where the pod has no IPv6."""
+    try:
+        server6 = BoundedServer6((ANY_IPV6, port), Handler)
+    except OSError as exc:  # IPv6 disabled in the kernel or the pod's netns
+        print(f"podserver: no IPv6: {exc}", file=sys.stderr, flush=True)
+        return None
+    start_extra(ANY_IPV6, server6.server_port, udp, sctp)
+    threading.Thread(target=server6.serve_forever, daemon=True).start()
+    return server6
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="svcnet pod server: answers with the pod's name")
     ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--host", default=ANY_IPV4, help="address to serve on (default: every IPv4 and IPv6 one)")
     ap.add_argument(UDP_FLAG, action="store_true", help="also answer UDP datagrams on the same port")
     ap.add_argument(SCTP_FLAG, action="store_true", help="also answer SCTP associations on the same port")
     args = ap.parse_args(argv)
     start_extra(args.host, args.port, args.udp, args.sctp)
     server = BoundedServer((args.host, args.port), Handler)
+    if args.host == ANY_IPV4:
+        start_ipv6(args.port, args.udp, args.sctp)
     print(f"podserver: {pod_name()} listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

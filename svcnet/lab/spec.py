@@ -87,9 +87,12 @@ def _parse_host_ip(node: str, raw: str) -> ipaddress.IPv4Address | ipaddress.IPv
 
 
 def _cluster(paths: Iterable[str | Path]) -> Cluster:
-    """The validated cluster description (files or directories, as everywhere in svcnet)."""
+    """The validated cluster description (files or directories, as everywhere in svcnet).
+
+    A dual-stack description gives its nodes and the client both families. The IPv6-first gate
+    does not apply: the lab only builds namespaces with the description's addresses."""
     try:
-        return load_cluster([str(p) for p in paths])
+        return load_cluster([str(p) for p in paths], ipv6=True)
     except DescriptionError as exc:
         lines = "\n".join(str(d) for d in errors(exc.diagnostics))
         raise LabError(f"the cluster description is invalid:\n{lines}") from None

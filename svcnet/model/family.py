@@ -1,10 +1,11 @@
 """IP families: the one place the model names them, so that no type or helper assumes IPv4.
 
 The model holds either family and renders both (a Service's families are settled in
-`svcnet.model.dualstack`); until IPv6 is applied, `svcnet.model.semantic.ipv6` refuses every IPv6
-value for the CLI with a located error. Addresses and CIDRs are canonical strings,
-and every comparison of two of them checks the family first (Python's `ipaddress` raises
-TypeError when two families meet in `overlaps`/`subnet_of`, and answers False in `in`).
+`svcnet.model.dualstack`); `svcnet.model.semantic.ipv6` refuses, with a located error, what is
+not applied yet (IPv6 as a cluster's first or only family, IPv6 Services in nftables mode).
+Addresses and CIDRs are canonical strings, and every comparison of two of them checks the family
+first (Python's `ipaddress` raises TypeError when two families meet in `overlaps`/`subnet_of`, and
+answers False in `in`).
 """
 
 from __future__ import annotations

@@ -124,9 +124,9 @@ def _cluster_doc_checks(objs: Objects, docs: Sequence[Document], cluster_seen: b
 def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *, ipv6: bool = False) -> Checked:
     """Run the whole front of the pipeline and collect every diagnostic.
 
-    `ipv6=True` lifts the IPv6 gate (`svcnet.model.semantic.ipv6`): the model, the checks and the
-    renderer handle IPv6 and dual-stack, applying them does not yet. Only tests pass it; the CLI
-    never does, so every command refuses an IPv6 description with a located error.
+    `ipv6=True` lifts the IPv6-first gate (`svcnet.model.semantic.ipv6`): the model, the checks and
+    the renderer handle IPv6-first and IPv6-only clusters, applying them is not proven yet. Only
+    tests pass it; the CLI never does (dual-stack clusters with IPv4 first pass without it).
     """
     schemas = schemas or Schemas.load()
     loaded = load_paths(paths)
@@ -145,9 +145,9 @@ def check_paths(paths: Sequence[str | Path], schemas: Schemas | None = None, *, 
     return Checked(b, diags)
 
 
-def load_cluster(paths: Sequence[str | Path]) -> Cluster:
-    """The validated model, or `DescriptionError` carrying every diagnostic."""
-    checked = check_paths(paths)
+def load_cluster(paths: Sequence[str | Path], *, ipv6: bool = False) -> Cluster:
+    """The validated model, or `DescriptionError` carrying every diagnostic (`ipv6`: as `check_paths`)."""
+    checked = check_paths(paths, ipv6=ipv6)
     if not checked.ok:
         raise DescriptionError(checked.diagnostics)
     assert checked.build is not None

@@ -41,6 +41,7 @@ def _template() -> jinja2.Template:
         autoescape=False,
     )
     env.filters["q"] = lambda v: shlex.quote(str(v))
+    env.filters["nodad"] = lambda v: " nodad" if ":" in str(v) else ""  # an IPv6 address: see the template
     return env.get_template("netconf.sh.j2")
 
 
@@ -57,8 +58,8 @@ def render_script(conf: NetConf) -> str:
 def state_lines(conf: NetConf) -> list[str]:
     """Stable one-line-per-fact form of the address config (for diffs and drift checks)."""
     lines = [f"sysctl {s.key} = {s.value}" + (" (if present)" if s.optional else "") for s in conf.sysctls]
-    lines.append(f"bridge {conf.bridge} {conf.bridge_address}")
+    lines.extend(f"bridge {conf.bridge} {a}" for a in conf.bridge_addresses)
     lines.extend(f"route {r.dst} via {r.via}" for r in conf.routes)
     for p in conf.pods:
-        lines.append(f"pod {p.namespace}/{p.name} netns {p.netns} veth {p.veth} {p.address} via {p.gateway}")
+        lines.extend(f"pod {p.namespace}/{p.name} netns {p.netns} veth {p.veth} {a} via {gw}" for a, gw in p.addresses)
     return lines

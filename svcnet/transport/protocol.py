@@ -136,17 +136,25 @@ def parse_response(stdout: str, node_name: str = "") -> dict:
 # -- payloads ---------------------------------------------------------------------------------
 def netconf_payload(conf: NetConf) -> dict:
     """The structured address config the agent expects (`netconf` of an apply request)."""
+    # A dual-stack node's other family only where there is one: a single-stack payload (its hash)
+    # stays as before dual-stack.
+    second = {node.SECOND_BRIDGE_ADDRESS: conf.second_bridge_address} if conf.second_bridge_address else {}
     return {
         "bridge": conf.bridge,
         "bridge_address": conf.bridge_address,
+        **second,
         "sysctls": [{"key": s.key, "value": s.value, "optional": s.optional} for s in conf.sysctls],
         "routes": [{"dst": r.dst, "via": r.via} for r in conf.routes],
         "pods": [
-            {**{k: v for k, v in asdict(p).items() if k not in ("command", "ports", "security")},
+            {**{k: v for k, v in asdict(p).items() if k not in _POD_EXTRA_FIELDS or (k in _POD_SECOND and v)},
              "command": list(p.command), "ports": list(p.ports), **_security_payload(p.security)}
             for p in conf.pods
         ],
     }
+
+
+_POD_SECOND = ("second_address", "second_gateway")  # absent on a single-stack pod
+_POD_EXTRA_FIELDS = ("command", "ports", "security", *_POD_SECOND)
 
 
 def _security_payload(sec: ProcessSecurity | None) -> dict:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 import time
 
-from labrun import REPO, SEED, Run, applied_lab, apply, svcnet  # noqa: F401  (the apply tests' helpers)
+from labrun import DUAL_STACK, REPO, SEED, Run, applied_lab, apply, svcnet  # noqa: F401  (the apply tests' helpers)
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.lab.state import Lab
@@ -15,10 +16,11 @@ REQUESTS, REQUEST_TIMEOUT = 24, 2
 
 
 def answers(lab: Lab, machine: str, url: str, netns: str | None = None) -> list[str]:
-    """Pod names answering REQUESTS bounded HTTP requests to `url` from `machine` (or a pod netns on it)."""
+    """Pod names answering REQUESTS bounded HTTP requests to `url` from `machine` (or a pod netns on it).
+    An IPv6 URL has its address in brackets (`http://[fd00:10:96::10]:8080/`): curl's -g keeps them."""
     prefix = f"ip netns exec {netns} " if netns else ""
-    script = (f"for i in $(seq {REQUESTS}); do {prefix}curl -s --max-time {REQUEST_TIMEOUT} {url} || echo FAIL; "
-              "done")
+    script = (f"for i in $(seq {REQUESTS}); do {prefix}curl -g -s --max-time {REQUEST_TIMEOUT} {shlex.quote(url)} "
+              "|| echo FAIL; done")
     return node_run(lab, machine, script, check=False).stdout.split()
 
 
@@ -30,6 +32,11 @@ def settled_answers(lab: Lab, machine: str, url: str, netns: str | None = None, 
         time.sleep(0.5)
         got = answers(lab, machine, url, netns)
     return got
+
+
+def url(ip: str, port: int) -> str:
+    """http://IP:PORT/, the address in brackets when it is IPv6."""
+    return f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
 
 
 def owned_rules(lab: Lab, node: str) -> str:

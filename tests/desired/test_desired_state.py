@@ -103,3 +103,18 @@ def test_a_dual_stack_node_gets_an_ipv6_proxier_with_the_ipv6_local_detector(tmp
 def test_a_single_stack_node_has_no_ipv6_proxier() -> None:
     node1 = desired_nodes(load_cluster([SEED]))["node1"]
     assert node1.proxier6 is None and node1.proxiers == (node1.proxier,)
+
+
+def test_a_dual_stack_udp_port_has_its_stale_flows_cleaned_in_both_families(tmp_path):
+    """Each family's proxier cleans its own ClusterIP's and endpoints' stale UDP flows."""
+    from svcnet.desired import desired_nodes
+    from svcnet.model.load import load_cluster
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "dual-stack"
+    for f in example.glob("*.yaml"):
+        (tmp_path / f.name).write_text(f.read_text().replace("protocol: TCP", "protocol: UDP"))
+    cluster = load_cluster([tmp_path])
+    ports = desired_nodes(cluster)["node1"].conntrack
+    assert [p.vips for p in ports] == [("10.111.35.139",), ("fd00:10:96::10",)]
+    v4, v6 = (set(p.endpoints) for p in ports)
+    assert v4 == {p.ip for p in cluster.pods} and v6 == {p.all_ips[1] for p in cluster.pods}

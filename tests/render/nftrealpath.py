@@ -24,8 +24,8 @@ NFT_VECTOR_DIR = Path(__file__).resolve().parent / "kube-proxy-nft-vectors"
 
 # Vectors the real path cannot express, and a regex every error svcnet reports matches.
 CANNOT_EXPRESS: dict[str, tuple[str, str]] = {
-    **{name: ("an IPv6 proxier: svcnet's model refuses IPv6 values until IPv6 support lands (issue 13)",
-              "IPv6 apply is not supported yet")
+    **{name: ("an IPv6-only cluster: refused until a lab test applies one (svcnet.model.semantic.ipv6)",
+              "IPv6 as a cluster.s first or only family is not supported yet")
        for name in ("nodeports-ipv6", "nodeports-ipv6-multiple-npa")},
 }
 

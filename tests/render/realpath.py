@@ -22,15 +22,16 @@ port without a nodePort is written with `allocateLoadBalancerNodePorts: false`, 
 API server stores one.
 
 `rewrites(raw)` lists the few values of a vector that no API server would store, each with the
-API rule that refuses it (or, for IPv6, svcnet's own limit); `describe(raw, rewrite=False)`
+API rule that refuses it; `describe(raw, rewrite=False)`
 writes the vector without them, to show which svcnet rule rejects it. Every vector goes through
 the real path: since the API's spelling rules (issue 12) and IPv6 rendering (issue 13) none is left
 that only the converter (vectors.py) can express.
 
 An IPv6 vector (kube-proxy's IPv6 proxier) is written as an IPv6 cluster (IPv6 serviceCIDR,
 clusterCIDR and podCIDR) whose node keeps the vector's node addresses of both families, and runs
-with the IPv6 gate off (`check_paths(..., ipv6=True)`: svcnet renders IPv6 but cannot apply it
-yet); its result is the node's ip6tables-restore input.
+with the IPv6-first gate off (`check_paths(..., ipv6=True)`: svcnet renders an IPv6-first cluster
+but refuses to apply one yet); its result is the node's ip6tables-restore input. An IPv4 vector's
+IPv6 node addresses and nodePortAddresses stay (the IPv4 proxier filters them out by family).
 """
 
 from __future__ import annotations
@@ -81,25 +82,6 @@ def _set(ns_name: str, key: str, value: Any) -> Callable[[Raw], None]:
     return apply
 
 
-def _drop_ipv6_node_values(raw: Raw) -> None:
-    p = raw["proxier"]
-    for key in ("node_interface_addresses", "nodeport_addresses"):
-        p[key] = [v for v in p.get(key) or [] if ":" not in v]
-
-
-IPV6_ON_AN_IPV4_NODE = Rewrite(
-    "IPv6 node addresses and nodePortAddresses dropped: an IPv4 kube-proxy filters them out by family "
-    "(NewNodePortAddresses, GetNodeIPs), and svcnet refuses IPv6 values until it applies IPv6",
-    _drop_ipv6_node_values,
-    "svcnet's own: IPv6 is refused until issue 13 (not an API rule: the values are kube-proxy flags)")
-
-
-def _has_ipv6_node_values(raw: Raw) -> bool:
-    p = raw["proxier"]
-    values = [*(p.get("node_interface_addresses") or []), *(p.get("nodeport_addresses") or [])]
-    return p.get("ip_family", "IPv4") == "IPv4" and any(":" in v for v in values)
-
-
 def _needs_health_check(svc: Raw) -> bool:
     """kube-proxy's and the API server's NeedsHealthCheck (eTP defaults to Cluster)."""
     return svc.get("type") == "LoadBalancer" and svc.get("external_traffic_policy") == "Local"
@@ -138,7 +120,7 @@ REWRITES: dict[str, tuple[Rewrite, ...]] = {
 
 def rewrites(raw: Raw) -> tuple[Rewrite, ...]:
     """The rewrites the real path needs for this vector (empty for most)."""
-    general = (IPV6_ON_AN_IPV4_NODE,) if _has_ipv6_node_values(raw) else ()
+    general: tuple[Rewrite, ...] = ()
     if _stray_health_check_node_ports(raw):
         general = (*general, STRAY_HEALTH_CHECK_NODE_PORT)
     return (*general, *REWRITES.get(raw["name"], ()))

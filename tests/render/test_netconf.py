@@ -92,3 +92,54 @@ def test_the_script_marks_what_it_creates_and_only_that():
     routes = [ln for ln in script.splitlines() if ln.startswith("route replace") and " default " not in ln]
     assert routes and all(ln.endswith(f" proto {ROUTE_PROTO}") for ln in routes)
     assert f"*\'\"ifalias\":\"{OWNER_ALIAS}\"\'*) return 0 ;;" in script
+
+
+DUAL_STACK = SEED.parent / "dual-stack"
+
+
+def dual_stack_conf(name: str = "node1"):
+    from svcnet.model.load import check_paths
+
+    checked = check_paths([DUAL_STACK])
+    assert checked.build is not None and checked.ok
+    return node_netconf(checked.build.cluster, checked.build.cluster.node(name))
+
+
+def test_dual_stack_node_gets_both_families():
+    conf = dual_stack_conf()
+    assert conf.bridge_addresses == ("10.244.1.1/24", "fd00:10:244:1::1/64")
+    # host-gw per family: the other node's podCIDR of each family via its address of that family
+    assert [(r.dst, r.via) for r in conf.routes] == [("10.244.2.0/24", "192.168.56.12"),
+                                                   ("fd00:10:244:2::/64", "fd00:56::12")]
+    (pod,) = conf.pods
+    (v4, gw4), (v6, gw6) = pod.addresses
+    assert v4.endswith("/24") and gw4 == "10.244.1.1"
+    assert v6.startswith("fd00:10:244:1:") and v6.endswith("/64") and gw6 == "fd00:10:244:1::1"
+    keys = [s.key for s in conf.sysctls]
+    assert keys.index("net.ipv4.ip_forward") < keys.index("net.ipv6.conf.all.forwarding")
+    assert "net.bridge.bridge-nf-call-ip6tables" in keys
+    assert conf.ra_addresses == ("fd00:56::11",)
+
+
+def test_dual_stack_script_adds_ipv6_without_dad_and_keeps_ras_before_forwarding():
+    conf = dual_stack_conf()
+    script = render_script(conf)
+    (pod,) = conf.pods
+    assert "addr replace fd00:10:244:1::1/64 dev cni0 nodad\n" in script
+    assert "addr replace 10.244.1.1/24 dev cni0\n" in script  # IPv4 has no DAD: as before
+    assert f"addr replace {pod.second_address} dev eth0 nodad\n" in script
+    assert "route replace default via fd00:10:244:1::1\n" in script
+    assert "route replace fd00:10:244:2::/64 via fd00:56::12 proto 115\n" in script
+    # accept_ra=2 before forwarding: turning forwarding on deletes RA-learned default routes elsewhere
+    assert script.index("svcnet_keep_ra fd00:56::11") < script.index("net.ipv6.conf.all.forwarding=1")
+    lines = state_lines(conf)
+    assert "bridge cni0 fd00:10:244:1::1/64" in lines
+    assert sum(ln.startswith(f"pod k8s-test/{pod.name} ") for ln in lines) == 2
+
+
+def test_single_stack_netconf_is_as_before_dual_stack():
+    c = load_cluster([SEED])
+    conf = node_netconf(c, c.node("node1"))
+    commands = "\n".join(ln for ln in render_script(conf).splitlines() if not ln.lstrip().startswith("#"))
+    assert conf.bridge_addresses == ("10.244.1.1/24",) and conf.ra_addresses == ()
+    assert "nodad" not in commands and "accept_ra" not in commands and "ipv6" not in commands

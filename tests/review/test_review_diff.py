@@ -20,7 +20,7 @@ from svcnet.review.owners import NODE_WIDE, UNKNOWN_SERVICE, LineOwners
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed"
-# The IPv4-only goldens: a dual-stack one (with `.rules6`) is refused by the IPv6 gate until apply does IPv6.
+# The IPv4-only goldens (review's golden diff keeps to them; a dual-stack one has `.rules6`).
 GOLDEN = sorted(p for p in (ROOT / "tests" / "golden").glob("*.yaml") if not list(p.parent.glob(f"{p.stem}.*.rules6")))
 SPN = "k8s-test/service:http"
 

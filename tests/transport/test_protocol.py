@@ -155,3 +155,34 @@ def test_an_apply_of_the_rules_sends_the_ports_whose_stale_conntrack_entries_to_
     assert node.ApplyRequest.parse(apply).conntrack == apply["conntrack"]  # the agent reads it as sent
     for no_cleanup in (protocol.ApplyRequest("r1", art, check=True), protocol.ApplyRequest("r1", art, ("network",))):
         assert "conntrack" not in no_cleanup.to_wire()
+
+
+def test_netconf_payload_of_a_single_stack_node_has_no_dual_stack_keys(seed):
+    """A single-stack node's payload (and so its network hash) is as before dual-stack: no re-apply."""
+    payload = protocol.netconf_payload(node_netconf(seed, seed.node("node1")))
+    assert sorted(payload) == ["bridge", "bridge_address", "pods", "routes", "sysctls"]
+    assert sorted(payload["pods"][0]) == ["address", "command", "gateway", "name", "namespace", "netns", "ports",
+                                          "veth"]
+
+
+def test_netconf_payload_of_a_dual_stack_node_is_what_the_agent_reads():
+    from svcnet.model.load import check_paths
+
+    checked = check_paths([SEED.parent / "dual-stack"])
+    assert checked.build is not None
+    conf = node_netconf(checked.build.cluster, checked.build.cluster.node("node2"))
+    payload = protocol.netconf_payload(conf)
+    assert payload[node.SECOND_BRIDGE_ADDRESS] == "fd00:10:244:2::1/64"
+    (pod,) = payload["pods"]
+    assert pod["second_gateway"] == "fd00:10:244:2::1" and pod["second_address"].endswith("/64")
+    agent_conf = node.validate_netconf(json.loads(json.dumps(payload)))
+    assert node.bridge_addresses(agent_conf) == ["10.244.2.1/24", "fd00:10:244:2::1/64"]
+    facts = [ln for ln in node.desired_lines(agent_conf) if ln.startswith(("bridge", "pod")) and "(running)" not in ln]
+    assert facts == [
+        "bridge cni0 10.244.2.1/24 up", "bridge cni0 fd00:10:244:2::1/64 up",
+        f"pod k8s-test/{pod['name']} netns {pod['netns']} veth {pod['veth']} {pod['address']} via 10.244.2.1",
+        f"pod k8s-test/{pod['name']} netns {pod['netns']} veth {pod['veth']} {pod['second_address']} via "
+        "fd00:10:244:2::1"]
+    bad = {**payload, "pods": [{**pod, "second_gateway": "not an ip"}]}
+    with pytest.raises(node.AgentError, match=r"pods\[0\].second_gateway"):
+        node.validate_netconf(bad)

@@ -2,7 +2,7 @@
 
 One module per concern: `cluster` (serviceCIDR/clusterCIDR, the bridge, nodes), `pods`,
 `services` (ClusterIPs and externalIPs, then `ports`, then `endpoints`), `endpoints` (selectors,
-EndpointSlices), `topology` (zones and hints) and `ipv6` (the gate: refused until applied).
+EndpointSlices), `topology` (zones and hints) and `ipv6` (what IPv6 is refused until applied).
 `addresses` holds what they share: the addresses Kubernetes forbids as endpoints. They read the
 model (which says what the user gave
 and what svcnet allocated) and use the documents only to locate a problem or to quote a value

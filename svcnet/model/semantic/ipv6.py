@@ -1,9 +1,12 @@
-"""The IPv6 gate: every IPv6 value in a description is a located error, until svcnet applies IPv6.
+"""IPv6 first: a cluster whose first (or only) family is IPv6 is a located error, until svcnet applies it.
 
-The model, its checks and the renderer handle IPv6 and dual-stack (ip6tables-restore input), but
-the node agent cannot apply it yet (nor the address config, the lab or verify). Until it can,
-every command refuses an IPv6 description here, in this one place: `check_paths` calls
-`ipv6_errors` unless a test passes `ipv6=True`. Remove this module and that call when apply does IPv6.
+svcnet applies IPv6 as the second family of a dual-stack cluster (ip6tables rules beside the IPv4
+ones, the pods' and the bridge's IPv6 addresses, host-gw routes per family), and a lab test proves
+it end to end (tests/apply/test_apply_dual_stack.py). A cluster whose Services, pods and nodes
+default to IPv6 (IPv6 listed first) or that has no IPv4 at all is modelled and rendered, but no
+test has applied one yet: refused here, at the value to reorder. So are IPv6 Services in nftables
+mode (its renderer writes the `ip` table only). Remove this module and its call
+in `check_paths` when such a cluster is proven in the lab.
 """
 
 from __future__ import annotations
@@ -11,66 +14,56 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from svcnet.diagnostics import Diagnostic, PathT
-from svcnet.load import Document
 from svcnet.model.build import Objects
 from svcnet.model.family import IPV6, family_of
 
-ANY = "*"  # every item of a list
-
-# Where each kind holds IP addresses or CIDRs that svcnet reads (the schemas checked their
-# syntax, so `family_of` can tell an IPv6 value by its text).
-_IP_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "Cluster": (
-        ("spec", "serviceCIDR"),
-        ("spec", "serviceCIDR", ANY),
-        ("spec", "clusterCIDR"),
-        ("spec", "clusterCIDR", ANY),
-        ("spec", "proxy", "nodePortAddresses", ANY),
-        ("spec", "nodes", ANY, "addresses", ANY),
-        ("spec", "nodes", ANY, "podCIDR"),
-        ("spec", "nodes", ANY, "podCIDRs", ANY),
-    ),
-    "Service": (
-        ("spec", "clusterIP"),
-        ("spec", "clusterIPs", ANY),
-        ("spec", "ipFamilies", ANY),
-        ("spec", "externalIPs", ANY),
-        ("spec", "loadBalancerSourceRanges", ANY),
-        ("status", "loadBalancer", "ingress", ANY, "ip"),
-    ),
-    "Pod": (("status", "podIP"), ("status", "podIPs", ANY, "ip")),
-}
-MESSAGE = "IPv6 apply is not supported yet (svcnet cannot apply IPv6 rules and addresses to nodes): {value}"
-SLICE_MESSAGE = "IPv6 apply is not supported yet (svcnet cannot apply IPv6 rules and addresses to nodes): " \
-    "these endpoints"
+NFT_MESSAGE = ("IPv6 Services in nftables mode are not supported yet (svcnet renders no ip6 table): use proxy "
+               "mode iptables for a dual-stack cluster: {value}")
+MESSAGE = ("IPv6 as a cluster's first or only family is not supported yet (svcnet applies IPv6 as the "
+           "second family of a dual-stack cluster: list the IPv4 value first): {value}")
 
 
-def _values(obj: object, pattern: tuple[str, ...], path: PathT = ()) -> Iterator[tuple[PathT, object]]:
-    if not pattern:
-        yield path, obj
+def _first(obj: dict, key: str, path: PathT) -> Iterator[tuple[PathT, object]]:
+    """The field's value, or its first item when it is a list (the family a cluster defaults to)."""
+    value = obj.get(key)
+    if isinstance(value, list):
+        if value:
+            yield (*path, key, 0), value[0]
+    elif value is not None:
+        yield (*path, key), value
+
+
+def _firsts(spec: dict) -> Iterator[tuple[PathT, object]]:
+    for key in ("serviceCIDR", "clusterCIDR"):
+        yield from _first(spec, key, ("spec",))
+    for i, node in enumerate(spec.get("nodes") or ()):
+        if isinstance(node, dict):
+            where = ("spec", "nodes", i)
+            yield from _first(node, "addresses", where)
+            yield from _first(node, "podCIDR", where)
+
+
+def _nft_ipv6(spec: dict) -> Iterator[tuple[PathT, object]]:
+    """In nftables mode, the IPv6 serviceCIDR (the IPv6 Services' range)."""
+    proxy = spec.get("proxy")
+    if not isinstance(proxy, dict) or proxy.get("mode") != "nftables":
         return
-    head, rest = pattern[0], pattern[1:]
-    if head == ANY:
-        if isinstance(obj, list):
-            for i, item in enumerate(obj):
-                yield from _values(item, rest, (*path, i))
-    elif isinstance(obj, dict) and head in obj:
-        yield from _values(obj[head], rest, (*path, head))
-
-
-def _doc_errors(doc: Document) -> Iterator[Diagnostic]:
-    obj = doc.obj
-    assert isinstance(obj, dict)
-    kind = obj.get("kind")
-    if kind == "EndpointSlice" and obj.get("addressType") == "IPv6":
-        yield doc.diag(("addressType",), SLICE_MESSAGE)
-    for pattern in _IP_FIELDS.get(str(kind), ()):
-        for path, value in _values(obj, pattern):
-            if isinstance(value, str) and (family_of(value) == IPV6 or value == "IPv6"):
-                yield doc.diag(path, MESSAGE.format(value=value))
+    cidrs = spec.get("serviceCIDR")
+    for i, value in enumerate(cidrs if isinstance(cidrs, list) else ()):
+        if isinstance(value, str) and family_of(value) == IPV6 and i > 0:  # the first: refused above
+            yield ("spec", "serviceCIDR", i), value
 
 
 def ipv6_errors(objs: Objects) -> list[Diagnostic]:
-    """One located error per IPv6 address, CIDR or EndpointSlice, in document order."""
-    docs = [*objs.cluster, *objs.services, *objs.pods, *objs.slices]
-    return [d for doc in sorted(docs, key=lambda d: (d.file, d.index)) for d in _doc_errors(doc)]
+    """One located error per first value of a family list (or only value) that is IPv6, and per IPv6
+    serviceCIDR in nftables mode."""
+    out: list[Diagnostic] = []
+    for doc in objs.cluster:
+        obj = doc.obj
+        spec = obj.get("spec") if isinstance(obj, dict) else None
+        if not isinstance(spec, dict):
+            continue
+        out.extend(doc.diag(path, MESSAGE.format(value=value)) for path, value in _firsts(spec)
+                   if isinstance(value, str) and family_of(value) == IPV6)
+        out.extend(doc.diag(path, NFT_MESSAGE.format(value=value)) for path, value in _nft_ipv6(spec))
+    return out
