@@ -617,9 +617,10 @@ class _Block:
 
 
 # A node's variant of a node-dependent service port: the node whose endpoints are local (None: no
-# local endpoints), whether one of the port's source ranges holds the node's IP, and its cluster
-# endpoints where topology hints make them differ from the port's (None: the port's).
-_VariantKey = tuple[str | None, bool, tuple[_Ep, ...] | None]
+# local endpoints), whether one of the port's source ranges holds the node's IP, and the ip:ports of
+# its cluster endpoints where topology hints make them differ from the port's (None: the port's).
+# Strings, not endpoints: every node's key is hashed, and a string caches its hash.
+_VariantKey = tuple[str | None, bool, tuple[str, ...] | None]
 
 
 @dataclass(slots=True)
@@ -630,7 +631,27 @@ class _Slot:
     local_nodes: frozenset[str]  # nodes with a local endpoint the port's policy uses
     needs_fw: bool  # a firewall chain, whose sources depend on the node's IP
     topology: bool  # cluster endpoints chosen per node (zone, node) by the hints
+    # No node hint can apply (some ready endpoint has none): the choice depends on the zone alone,
+    # so it is made once per zone, not once per node.
+    zone_only: bool = False
+    by_zone: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+    chosen: dict[tuple[str, ...], tuple[_Ep, ...]] = field(default_factory=dict)  # by variant key part
     variants: dict[_VariantKey, _Block] = field(default_factory=dict)
+
+    def cluster_choice(self, node: str, zone: str) -> tuple[str, ...] | None:
+        """The node's cluster endpoints as a variant key part (`_cluster_endpoints`; None: the port's)."""
+        if not self.topology:
+            return None
+        if self.zone_only and zone in self.by_zone:
+            return self.by_zone[zone]
+        eps = _cluster_endpoints(self.port, node, zone)
+        choice: tuple[str, ...] | None = None
+        if eps is not None:
+            choice = tuple(ep.hp for ep in eps)
+            self.chosen.setdefault(choice, eps)
+        if self.zone_only:
+            self.by_zone[zone] = choice
+        return choice
 
 
 def _render_block(ctx: _Ctx, ports: Iterable[_Port], local_node: str | None, allow: bool,
@@ -678,7 +699,9 @@ class _Plan:
                 continue
             block = slot.variants.get(key)
             if block is None:
-                block = slot.variants[key] = _render_block(ctx, (slot.port,), *key)
+                local, allow, choice = key
+                cluster = None if choice is None else slot.chosen[choice]
+                block = slot.variants[key] = _render_block(ctx, (slot.port,), local, allow, cluster)
             blocks[i] = block
             keys.append((i, key))
         return blocks, tuple(keys)
@@ -697,7 +720,7 @@ def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> _Plan:
 
     def flush() -> None:
         if run:
-            plan.default.append(_render_block(ctx, run, *_DEFAULT))
+            plan.default.append(_render_block(ctx, run, None, False))
             run.clear()
 
     for port in ports:
@@ -709,9 +732,11 @@ def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> _Plan:
             run.append(port)
             continue
         flush()
-        slot = _Slot(port, local_nodes, needs_fw, port.topology)
-        # Rendered now: nearly always some node has neither local endpoints nor its IP in a range.
-        slot.variants[_DEFAULT] = _render_block(ctx, (port,), *_DEFAULT)
+        slot = _Slot(port, local_nodes, needs_fw, port.topology,
+                     zone_only=not all(ep.node_hints for ep in port.eps if ep.ready))
+        # Rendered now (`_DEFAULT`): nearly always some node has neither local endpoints nor its IP in a
+        # range, nor cluster endpoints of its own.
+        slot.variants[_DEFAULT] = _render_block(ctx, (port,), None, False)
         at = len(plan.default)
         for node in local_nodes:
             plan.local_at.setdefault(node, []).append(at)
@@ -727,9 +752,8 @@ def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> _Plan:
 
 def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
              zone: str) -> _VariantKey:
-    cluster = _cluster_endpoints(slot.port, node, zone) if slot.topology else None
     return ((node if node in slot.local_nodes else None), slot.needs_fw and _allows_node(slot.port, node_ip),
-            cluster)
+            slot.cluster_choice(node, zone))
 
 
 def _assemble(ctx: _Ctx, fixed: NftBuffers, blocks: Sequence[_Block], stale_chains: Iterable[str]) -> NftBuffers:
