@@ -18,8 +18,13 @@ table without that preamble, what kube-proxy's tests compare after `canonical_so
 work as the iptables backend does: per service port, the lines that do not depend on the node are
 rendered once per group of nodes with the same port-reading settings (`_Ctx`), and a port whose
 lines read the node (local endpoints under a Local policy, a source range that may hold the node's
-IP) once per distinct variant; a node's own work is its fixed objects and the assembly. The output
-is `render_buffers`' byte for byte; nodes with identical tables share one object.
+IP, cluster endpoints that topology hints choose per zone or node) once per distinct variant; a
+node's own work is its fixed objects and the assembly. The output is `render_buffers`' byte for
+byte; nodes with identical tables share one object.
+
+Endpoint selection is kube-proxy's `CategorizeEndpoints`, the same call as in iptables mode: the
+cluster and local lists come from `desired.cluster_endpoints` / `local_endpoints`, so a node balances
+over the endpoints EndpointSlice hints give its zone (or itself) where every ready endpoint is hinted.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from svcnet.desired import FAMILIES, IPFamily
+from svcnet.desired import (
+    FAMILIES,
+    IPFamily,
+    cluster_endpoints,
+    local_endpoints,
+    shared_cluster_endpoints,
+    untopological_cluster_endpoints,
+)
 from svcnet.model.types import DETECT_BRIDGE, Endpoint, ProxierSettings, ServicePort
 from svcnet.render import chains as c
 from svcnet.render.iptables import RenderError
@@ -125,9 +137,11 @@ class _Ep:
     hp: str  # ip:port, [ip]:port for IPv6: the sort key and the DNAT target
     ip: str
     base: str  # H-ns/name/proto/port__IP/port: endpoint- chain and affinity- set
-    node: str | None
+    node_name: str | None
     ready: bool
     serving_terminating: bool
+    zone_hints: frozenset[str]  # EndpointSlice hints: `desired.cluster_endpoints` reads them
+    node_hints: frozenset[str]
 
     @property
     def chain(self) -> str:
@@ -151,10 +165,11 @@ class _Port:
     ranges: tuple[str, ...]
     range_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     eps: tuple[_Ep, ...]  # family-filtered, one per ip:port, sorted by ip:port string
-    cluster: tuple[_Ep, ...]  # CategorizeEndpoints' cluster endpoints (node-independent)
+    cluster: tuple[_Ep, ...]  # CategorizeEndpoints' cluster endpoints where topology does not apply
     has_any: bool  # some ready or serving-terminating endpoint anywhere
     uses_cluster: bool
     uses_local: bool
+    topology: bool  # hints may give nodes other cluster endpoints (`_cluster_endpoints`)
 
 
 def _check_addrs(spn: str, addrs: Iterable[str]) -> None:
@@ -176,7 +191,7 @@ def _endpoints(sp: ServicePort, port_input: str, family: IPFamily) -> tuple[_Ep,
     _check_addrs(sp.spn, (ep.ip for ep in by_hp.values()))
     return tuple(
         _Ep(hp, ep.ip, c.nft_endpoint_base(port_input, ep.ip, ep.port), ep.node_name, ep.ready,
-            ep.serving and ep.terminating)
+            ep.serving and ep.terminating, ep.zone_hints, ep.node_hints)
         for hp in sorted(by_hp) for ep in (by_hp[hp],)
     )
 
@@ -203,24 +218,32 @@ def _port(sp: ServicePort, family: IPFamily) -> _Port | None:
     eps = _endpoints(sp, port_input, family)
     uses_cluster = not sp.internal_policy_local or sp.externally_accessible
     uses_local = sp.internal_policy_local or (sp.external_policy_local and sp.externally_accessible)
-    cluster: tuple[_Ep, ...] = ()
-    if uses_cluster:
-        # Ready endpoints; if there are none anywhere, the serving-terminating ones.
-        cluster = tuple(ep for ep in eps if ep.ready) or tuple(ep for ep in eps if ep.serving_terminating)
+    # None: every ready endpoint is hinted, so a node's cluster endpoints may be fewer (its zone's, its own).
+    shared = shared_cluster_endpoints(eps) if uses_cluster else ()
+    topology = shared is None
+    # Where topology applies the node-independent list is what a node without hints for it falls
+    # back to: a node whose choice equals it renders the shared (default) lines.
+    cluster = untopological_cluster_endpoints(eps) if shared is None else shared
     return _Port(
         sp=sp, spn=spn, proto=proto, chains=c.nft_port_chains(sp), external_ips=ext_ips, lb_ips=lb_ips,
         ranges=ranges, range_nets=range_nets, eps=eps, cluster=cluster,
         has_any=any(ep.ready or ep.serving_terminating for ep in eps),
-        uses_cluster=uses_cluster, uses_local=uses_local,
+        uses_cluster=uses_cluster, uses_local=uses_local, topology=topology,
     )
 
 
-def _local_endpoints(port: _Port, node: str) -> tuple[_Ep, ...]:
+def _local_endpoints(port: _Port, node: str | None) -> tuple[_Ep, ...]:
     """CategorizeEndpoints' local list: this node's ready endpoints, else its serving-terminating ones."""
-    if not port.uses_local:
-        return ()
-    mine = [ep for ep in port.eps if ep.node == node]
-    return tuple(ep for ep in mine if ep.ready) or tuple(ep for ep in mine if ep.serving_terminating)
+    return local_endpoints(port.eps, node) if port.uses_local else ()
+
+
+def _cluster_endpoints(port: _Port, node: str, zone: str) -> tuple[_Ep, ...] | None:
+    """CategorizeEndpoints' cluster list on the node where it differs from `port.cluster` (its
+    topology hints pick fewer), else None: the node renders the node-independent list."""
+    if not port.topology:
+        return None
+    mine = cluster_endpoints(port.eps, node, zone)
+    return None if mine == port.cluster else mine
 
 
 # --------------------------------------------------------------------------- node context
@@ -395,16 +418,19 @@ def _write_endpoint_chains(ctx: _Ctx, port: _Port, eps: Sequence[_Ep], w: _Write
         w.rule(ep.chain, f"meta l4proto {port.proto} dnat to {ep.hp}")
 
 
-def _write_port(ctx: _Ctx, port: _Port, local_eps: Sequence[_Ep], allow_from_node: bool, w: _Writer) -> None:
+def _write_port(ctx: _Ctx, port: _Port, local_eps: Sequence[_Ep], allow_from_node: bool, w: _Writer,
+                cluster: Sequence[_Ep] | None = None) -> None:
     """All objects of one service port (the nftables syncProxyRules loop body).
 
     What the lines read of the node besides `ctx`: `local_eps`, its local endpoints
-    (`_local_endpoints`), and `allow_from_node`, whether a source range holds its IP (`_allows_node`).
+    (`_local_endpoints`), `allow_from_node`, whether a source range holds its IP (`_allows_node`),
+    and `cluster`, its cluster endpoints where topology hints make them its own
+    (`_cluster_endpoints`; None: `port.cluster`).
     """
     sp, spn, proto = port.sp, port.spn, port.proto
     cluster_chain, local_chain, external_chain, fw_chain = port.chains
     has_endpoints = port.has_any
-    cluster_eps = port.cluster
+    cluster_eps = port.cluster if cluster is None else cluster
     uses_cluster_chain = bool(cluster_eps) and port.uses_cluster
     uses_local_chain = bool(local_eps) and port.uses_local
     itp_local, etp_local = sp.internal_policy_local, sp.external_policy_local
@@ -552,7 +578,8 @@ def render_buffers(s: ProxierSettings, ports: Sequence[ServicePort], stale_chain
     _write_fixed(s, ctx, w)
     node_ip = _node_ip(s)
     for port in _ports_of(ports, family):
-        _write_port(ctx, port, _local_endpoints(port, s.node_name), _allows_node(port, node_ip), w)
+        _write_port(ctx, port, _local_endpoints(port, s.node_name), _allows_node(port, node_ip), w,
+                    _cluster_endpoints(port, s.node_name, s.zone))
     wanted = [ch for ch in dict.fromkeys(stale_chains) if c.is_nft_service_chain(ch)]
     if wanted:
         # Stale chains this render does not write stay, empty, as in kube-proxy's table.
@@ -590,8 +617,10 @@ class _Block:
 
 
 # A node's variant of a node-dependent service port: the node whose endpoints are local (None: no
-# local endpoints), and whether one of the port's source ranges holds the node's IP.
-_VariantKey = tuple[str | None, bool]
+# local endpoints), whether one of the port's source ranges holds the node's IP, and the ip:ports of
+# its cluster endpoints where topology hints make them differ from the port's (None: the port's).
+# Strings, not endpoints: every node's key is hashed, and a string caches its hash.
+_VariantKey = tuple[str | None, bool, tuple[str, ...] | None]
 
 
 @dataclass(slots=True)
@@ -601,14 +630,36 @@ class _Slot:
     port: _Port
     local_nodes: frozenset[str]  # nodes with a local endpoint the port's policy uses
     needs_fw: bool  # a firewall chain, whose sources depend on the node's IP
+    topology: bool  # cluster endpoints chosen per node (zone, node) by the hints
+    # No node hint can apply (some ready endpoint has none): the choice depends on the zone alone,
+    # so it is made once per zone, not once per node.
+    zone_only: bool = False
+    by_zone: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+    chosen: dict[tuple[str, ...], tuple[_Ep, ...]] = field(default_factory=dict)  # by variant key part
     variants: dict[_VariantKey, _Block] = field(default_factory=dict)
 
+    def cluster_choice(self, node: str, zone: str) -> tuple[str, ...] | None:
+        """The node's cluster endpoints as a variant key part (`_cluster_endpoints`; None: the port's)."""
+        if not self.topology:
+            return None
+        if self.zone_only and zone in self.by_zone:
+            return self.by_zone[zone]
+        eps = _cluster_endpoints(self.port, node, zone)
+        choice: tuple[str, ...] | None = None
+        if eps is not None:
+            choice = tuple(ep.hp for ep in eps)
+            self.chosen.setdefault(choice, eps)
+        if self.zone_only:
+            self.by_zone[zone] = choice
+        return choice
 
-def _render_block(ctx: _Ctx, ports: Iterable[_Port], local_node: str | None, allow: bool) -> _Block:
+
+def _render_block(ctx: _Ctx, ports: Iterable[_Port], local_node: str | None, allow: bool,
+                  cluster: tuple[_Ep, ...] | None = None) -> _Block:
     buf = NftBuffers()
     w = _Writer(ctx.family, buf)
     for port in ports:
-        _write_port(ctx, port, _local_endpoints(port, local_node) if local_node else (), allow, w)
+        _write_port(ctx, port, _local_endpoints(port, local_node), allow, w, cluster)
     return _Block("".join(buf.chains), "".join(buf.sets), "".join(buf.maps), tuple(buf.elements),
                   "".join(buf.rules), frozenset(_chain_name(line) for line in buf.chains))
 
@@ -618,7 +669,8 @@ def _chain_name(line: str) -> str:
     return line.split(" ", 5)[4].rstrip("\n")
 
 
-_DEFAULT: _VariantKey = (None, False)  # a node without local endpoints, its IP in no source range
+# A node without local endpoints, its IP in no source range, the port's cluster endpoints.
+_DEFAULT: _VariantKey = (None, False, None)
 
 
 @dataclass(slots=True)
@@ -629,9 +681,10 @@ class _Plan:
     slots: dict[int, _Slot]  # by position in `default`
     local_at: dict[str, list[int]]  # per node, the slots where it has local endpoints
     fw_at: list[int]  # the slots whose firewall chain reads the node's IP
+    topology_at: list[int]  # the slots whose cluster endpoints read the node's name and zone
 
     def blocks(self, ctx: _Ctx, node: str,
-               node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+               node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, zone: str,
                ) -> tuple[list[_Block], tuple[tuple[int, _VariantKey], ...]]:
         """The node's blocks and the key of its variants (positions where it is not the default).
 
@@ -639,14 +692,16 @@ class _Plan:
         default list, copied."""
         blocks = list(self.default)
         keys: list[tuple[int, _VariantKey]] = []
-        for i in sorted({*self.local_at.get(node, ()), *self.fw_at}):
+        for i in sorted({*self.local_at.get(node, ()), *self.fw_at, *self.topology_at}):
             slot = self.slots[i]
-            key = _variant(slot, node, node_ip)
+            key = _variant(slot, node, node_ip, zone)
             if key == _DEFAULT:
                 continue
             block = slot.variants.get(key)
             if block is None:
-                block = slot.variants[key] = _render_block(ctx, (slot.port,), *key)
+                local, allow, choice = key
+                cluster = None if choice is None else slot.chosen[choice]
+                block = slot.variants[key] = _render_block(ctx, (slot.port,), local, allow, cluster)
             blocks[i] = block
             keys.append((i, key))
         return blocks, tuple(keys)
@@ -656,44 +711,49 @@ def _plan(ctx: _Ctx, ports: Sequence[_Port]) -> _Plan:
     """Split the service ports into blocks every node of `ctx` shares and node-dependent slots, in order.
 
     A port depends on the node only through its local endpoints (a Local policy with endpoints on
-    some node: the others render it as a node without any) and its firewall chain's sources (rendered
-    without the node's IP where no source range holds it). This mode reads no topology hints yet
-    (`_port`'s cluster endpoints are every node's); reading them makes the node's cluster endpoints
-    part of the variant key, as in the iptables backend's `_variant`.
+    some node: the others render it as a node without any), its firewall chain's sources (rendered
+    without the node's IP where no source range holds it) and, where every ready endpoint is hinted,
+    its cluster endpoints (a node the hints give none of its own falls back to the port's, the default).
     """
-    plan = _Plan([], {}, {}, [])
+    plan = _Plan([], {}, {}, [], [])
     run: list[_Port] = []
 
     def flush() -> None:
         if run:
-            plan.default.append(_render_block(ctx, run, *_DEFAULT))
+            plan.default.append(_render_block(ctx, run, None, False))
             run.clear()
 
     for port in ports:
         local_nodes = frozenset(
-            ep.node for ep in port.eps if ep.node and (ep.ready or ep.serving_terminating)
+            ep.node_name for ep in port.eps if ep.node_name and (ep.ready or ep.serving_terminating)
         ) if port.uses_local else frozenset()
         needs_fw = bool(port.lb_ips) and bool(port.ranges)
-        if not (local_nodes or needs_fw):
+        if not (local_nodes or needs_fw or port.topology):
             run.append(port)
             continue
         flush()
-        slot = _Slot(port, local_nodes, needs_fw)
-        # Rendered now: nearly always some node has neither local endpoints nor its IP in a range.
-        slot.variants[_DEFAULT] = _render_block(ctx, (port,), *_DEFAULT)
+        slot = _Slot(port, local_nodes, needs_fw, port.topology,
+                     zone_only=not all(ep.node_hints for ep in port.eps if ep.ready))
+        # Rendered now (`_DEFAULT`): nearly always some node has neither local endpoints nor its IP in a
+        # range, nor cluster endpoints of its own.
+        slot.variants[_DEFAULT] = _render_block(ctx, (port,), None, False)
         at = len(plan.default)
         for node in local_nodes:
             plan.local_at.setdefault(node, []).append(at)
         if needs_fw:
             plan.fw_at.append(at)
+        if port.topology:
+            plan.topology_at.append(at)
         plan.slots[at] = slot
         plan.default.append(slot.variants[_DEFAULT])
     flush()
     return plan
 
 
-def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> _VariantKey:
-    return (node if node in slot.local_nodes else None), slot.needs_fw and _allows_node(slot.port, node_ip)
+def _variant(slot: _Slot, node: str, node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+             zone: str) -> _VariantKey:
+    return ((node if node in slot.local_nodes else None), slot.needs_fw and _allows_node(slot.port, node_ip),
+            slot.cluster_choice(node, zone))
 
 
 def _assemble(ctx: _Ctx, fixed: NftBuffers, blocks: Sequence[_Block], stale_chains: Iterable[str]) -> NftBuffers:
@@ -738,7 +798,7 @@ def render_nodes(settings_by_node: Mapping[str, ProxierSettings], ports: Sequenc
             plan = plans[ctx] = _plan(ctx, known)
         fixed = NftBuffers()
         _write_fixed(s, ctx, _Writer(family, fixed))
-        blocks, keys = plan.blocks(ctx, s.node_name, _node_ip(s))
+        blocks, keys = plan.blocks(ctx, s.node_name, _node_ip(s), s.zone)
         wanted = [ch for ch in dict.fromkeys((stale_chains_by_node or {}).get(node, ())) if c.is_nft_service_chain(ch)]
         stale: list[str] = []
         if wanted:

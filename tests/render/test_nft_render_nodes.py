@@ -34,9 +34,18 @@ PORTS = [
     make_port(name="t", endpoints=(_ep("10.180.0.5", "n2", ready=False, terminating=True),),
               type="NodePort", node_port=3002, external_traffic_policy="Local"),
     make_port(name="d", eps=1, affinity_timeout=60),
-    # Hinted endpoints (nftables mode reads no hints yet: every node gets them all).
+    # Zone hints on every ready endpoint: n1 and n10 (za) get 10.180.0.6, n4 (zb) 10.180.0.7, nodes
+    # of no hinted zone both.
     make_port(name="h", endpoints=(_ep("10.180.0.6", "n1", zone_hints=frozenset({"za"})),
                                    _ep("10.180.0.7", "n4", zone_hints=frozenset({"zb"})))),
+    # Node hints (PreferSameNode) under an external Local policy: n1 and n2 each balance over their
+    # own endpoint, n3 (no hint names it) over both ready ones.
+    make_port(name="hn", endpoints=(_ep("10.180.0.10", "n1", node_hints=frozenset({"n1"})),
+                                    _ep("10.180.0.11", "n2", node_hints=frozenset({"n2"})),
+                                    _ep("10.180.0.12", "n3", ready=False, terminating=True)),
+              type="NodePort", node_port=3005, external_traffic_policy="Local"),
+    # Incomplete hints (one ready endpoint has none): every node gets both.
+    make_port(name="hp", endpoints=(_ep("10.180.0.13", "n1", zone_hints=frozenset({"za"})), _ep("10.180.0.14", "n4"))),
     make_port(name="e", type="LoadBalancer", node_port=3003, lb_ips=("5.6.7.9",), lb_source_ranges=("192.168.0.4/32",),
               external_ips=("198.51.100.1",)),  # no endpoints: firewall chain and rejects
     make_port(name="f", eps=3, type="NodePort", node_port=3004),
@@ -54,7 +63,17 @@ SETTINGS = {
     # Differs from n6 only in its fixed objects (nodeport-ips): no port of it is node-dependent.
     "n9": make_settings(node_name="n9", node_ips=("192.168.0.10",), nodeport_addresses=("192.168.0.0/24",)),
     "n8": make_settings(node_name="n8", node_ips=("fd00::8",), ip_family=6, service_cidrs=()),
+    # Differs from n6 only in its zone: its hinted ports are za's.
+    "n10": make_settings(node_name="n10", node_ips=("192.168.0.11",), zone="za"),
 }
+
+
+def _vmap_targets(table: str, port_name: str) -> list[str]:
+    """The endpoint IPs a service chain's numgen vmap balances over."""
+    chain = nft_port_chains(next(p for p in PORTS if p.name == port_name))[0]
+    lines = [ln for ln in table.splitlines() if ln.startswith(f"add rule ip kube-proxy {chain} numgen ")]
+    assert len(lines) == 1, lines
+    return [t.split("__")[1].split("/")[0] for t in lines[0].split("goto ")[1:]]
 
 
 def test_render_nodes_equals_each_node_rendered_alone() -> None:
@@ -73,10 +92,19 @@ def test_render_nodes_equals_each_node_rendered_alone() -> None:
             assert nftables.script(node, tables[node], s.ip_family) == nftables.render_script(s, ports), node
     # Identical nodes share one table; every setting that differs gives a different one.
     assert together["n6"] is together["n7"] and tables["n6"] is tables["n7"]
-    distinct = [tables[n] for n in ("n1", "n2", "n3", "n4", "n5", "n6", "n8", "n9")]
+    distinct = [tables[n] for n in ("n1", "n2", "n3", "n4", "n5", "n6", "n8", "n9", "n10")]
     assert len(set(distinct)) == len(distinct)
     assert "add chain ip kube-proxy service-ZZZZZZZZ-ns1/gone/tcp/p80\n" in tables["n2"]
     assert tables["n2"].count(f"add chain ip kube-proxy {nft_port_chains(PORTS[0])[0]}\n") == 1
+    # Topology: each node's cluster endpoints (CategorizeEndpoints), not every node's.
+    assert _vmap_targets(tables["n1"], "h") == _vmap_targets(tables["n10"], "h") == ["10.180.0.6"]
+    assert _vmap_targets(tables["n4"], "h") == ["10.180.0.7"]
+    assert _vmap_targets(tables["n6"], "h") == ["10.180.0.6", "10.180.0.7"]
+    assert _vmap_targets(tables["n2"], "hn") == ["10.180.0.11"]
+    assert _vmap_targets(tables["n1"], "hn") == ["10.180.0.10"]
+    assert _vmap_targets(tables["n3"], "hn") == ["10.180.0.10", "10.180.0.11"]
+    assert "10.180.0.10/80" in tables["n1"] and "10.180.0.10/80" not in tables["n2"]
+    assert _vmap_targets(tables["n1"], "hp") == _vmap_targets(tables["n4"], "hp") == ["10.180.0.13", "10.180.0.14"]
 
 
 def test_node_dependent_ports_are_rendered_once_per_variant(monkeypatch) -> None:
@@ -84,9 +112,9 @@ def test_node_dependent_ports_are_rendered_once_per_variant(monkeypatch) -> None
     written: list[str] = []
     real = nftables._write_port
 
-    def spy(ctx, port, local_eps, allow, w):  # type: ignore[no-untyped-def]
+    def spy(ctx, port, local_eps, allow, w, cluster=None):  # type: ignore[no-untyped-def]
         written.append(port.spn)
-        real(ctx, port, local_eps, allow, w)
+        real(ctx, port, local_eps, allow, w, cluster)
 
     monkeypatch.setattr(nftables, "_write_port", spy)
     many = {f"m{i}": make_settings(node_name=f"m{i}", node_ips=(f"192.168.1.{i + 1}",)) for i in range(20)}
@@ -96,6 +124,27 @@ def test_node_dependent_ports_are_rendered_once_per_variant(monkeypatch) -> None
     assert written.count("ns1/shared:p80") == 1
     assert written.count("ns1/local:p80") == 2  # m3's variant and every other node's
     assert len({id(t) for t in tables.values()}) == 2
+
+
+def test_topology_variants_are_rendered_once_per_zone(monkeypatch) -> None:
+    """A hinted port is written once per distinct cluster-endpoint choice, not once per node."""
+    written: list[str] = []
+    real = nftables._write_port
+
+    def spy(ctx, port, local_eps, allow, w, cluster=None):  # type: ignore[no-untyped-def]
+        written.append(port.spn)
+        real(ctx, port, local_eps, allow, w, cluster)
+
+    monkeypatch.setattr(nftables, "_write_port", spy)
+    many = {f"m{i}": make_settings(node_name=f"m{i}", node_ips=(f"192.168.1.{i + 1}",), zone=("za", "zb", "zc")[i % 3])
+            for i in range(21)}
+    ports = [make_port(name="zoned", endpoints=(_ep("10.180.0.1", "m0", zone_hints=frozenset({"za"})),
+                                                _ep("10.180.0.2", "m1", zone_hints=frozenset({"zb"}))))]
+    tables = nftables.render_tables(many, ports)
+    assert written.count("ns1/zoned:p80") == 3  # the default (zc: both endpoints), za's, zb's
+    assert len({id(t) for t in tables.values()}) == 3
+    for node, s in many.items():
+        assert tables[node] == nftables.render_buffers(s, ports).dump(), node
 
 
 DESCRIPTION = """\
