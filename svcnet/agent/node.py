@@ -3686,11 +3686,36 @@ class ScratchAnswer(Answer):
 
 # The diff of an apply, per part: the rules' under the part's name, the address config's as "netconf".
 DIFF_KEYS = {PART_RULES: PART_RULES, PART_NETWORK: "netconf"}
+# The IPv6 (ip6tables) rules' diff, apart from the IPv4 one: kube-proxy's dual-stack mode is two
+# single-family proxiers, and a chain name (KUBE-SVC-h) is the same in both, so a diff of both would
+# not say which family a chain's drift is in. A part's diff keys: PART_DIFF_KEYS.
+DIFF_RULES6 = "rules6"
+PART_DIFF_KEYS = {PART_RULES: (PART_RULES, DIFF_RULES6), PART_NETWORK: (DIFF_KEYS[PART_NETWORK],)}
 
 
 def part_diff(part: str, old: list[str], new: list[str]) -> str:
     diff = text_diff(old, new, DIFF_KEYS[part])
     return nft_hunk_context(diff, old) if part == PART_RULES and diff else diff
+
+
+def split_rules_normal(text: str) -> tuple[str, str]:
+    """rules_normal's text as (the IPv4 chains and the nft tables, the IPv6 chains)."""
+    if IPV6_RULES_HEADER not in text:
+        return text, ""
+    before, rest = text.split(IPV6_RULES_HEADER, 1)
+    lines = rest.splitlines(keepends=True)
+    cut = next((i for i, ln in enumerate(lines) if ln.startswith("table ")), len(lines))  # nft tables follow
+    return before + "".join(lines[cut:]), "".join(lines[:cut])
+
+
+def rules_diffs(old: str, new: str) -> dict[str, str]:
+    """The rules diff from rules_normal text `old` to `new`: the IPv4 (and nft) one, and the IPv6
+    one under DIFF_RULES6 where either side has IPv6 chains."""
+    (old4, old6), (new4, new6) = split_rules_normal(old), split_rules_normal(new)
+    out = {DIFF_KEYS[PART_RULES]: part_diff(PART_RULES, old4.splitlines(), new4.splitlines())}
+    if old6 or new6:
+        out[DIFF_RULES6] = text_diff(old6.splitlines(), new6.splitlines(), DIFF_RULES6)
+    return out
 
 
 # --------------------------------------------------------------------------- operations
@@ -3906,12 +3931,13 @@ class ApplyPlan(Record):
         return (self.rules_same and self.net_same and self.files_same
                 and all(self.applied.get(p) == self.want.get(p) for p in self.parts))
 
-    def diff(self, shown: bool, rules: str = "") -> dict[str, str] | None:
-        """The answer's diff when `shown`: `rules`, and the address config's from live to desired."""
+    def diff(self, shown: bool, rules: dict[str, str] | None = None) -> dict[str, str] | None:
+        """The answer's diff when `shown`: `rules` (rules_diffs), and the address config's from live
+        to desired."""
         if not shown:
             return None
         net = part_diff(PART_NETWORK, sorted(self.have_lines), sorted(self.want_lines))
-        return {DIFF_KEYS[PART_RULES]: rules, DIFF_KEYS[PART_NETWORK]: net}
+        return {DIFF_KEYS[PART_RULES]: "", **(rules or {}), DIFF_KEYS[PART_NETWORK]: net}
 
 
 def plan_apply(req: ApplyRequest) -> ApplyPlan:
@@ -3949,7 +3975,7 @@ def check_answer(req: ApplyRequest, plan: ApplyPlan) -> ChangeAnswer:
     desired rules, loaded into a scratch netns); nothing on the node changes."""
     desired = desired_rules_normal(plan, req.owned_prefix) if plan.do_rules else plan.live_normal
     changed = plan.live_normal != desired or not plan.net_same or not plan.files_same
-    rules = part_diff(PART_RULES, plan.live_normal.splitlines(), desired.splitlines())
+    rules = rules_diffs(plan.live_normal, desired)
     return ChangeAnswer(True, changed, "check mode: nothing changed", diff=plan.diff(True, rules))
 
 
@@ -4010,7 +4036,7 @@ class Commit:
         self.nft_transaction = ""
         self.marker: dict = {}
         self.final_normal = plan.live_normal
-        self.rules_diff = ""
+        self.rules_diff: dict[str, str] = {}
         self.pods: list[str] = []
         self.conntrack: dict = {}  # what conntrack_cleanup did (the answer's fields)
         self.health: list[str] = []  # what was done to the health-check server
@@ -4109,7 +4135,7 @@ class Commit:
             raise AgentError("the live rules are not what was restored: " + wrong)
         self.final_normal = rules_normal(after, tables, after6)
         if self.req.diff:
-            self.rules_diff = part_diff(PART_RULES, plan.live_normal.splitlines(), self.final_normal.splitlines())
+            self.rules_diff = rules_diffs(plan.live_normal, self.final_normal)
 
     def configure_addresses(self) -> None:
         plan = self.plan

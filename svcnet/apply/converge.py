@@ -23,6 +23,7 @@ from svcnet.playbook.runner import Outcome, TaskContext
 from svcnet.render.artifacts import NodeArtifacts, node_artifacts_all
 from svcnet.transport.protocol import (
     DIFF_KEYS,
+    PART_DIFF_KEYS,
     ApplyAnswer,
     ApplyRequest,
     PreflightRequest,
@@ -135,9 +136,8 @@ class Converge:
             if outcome.status in (recap.FAILED, recap.UNREACHABLE):
                 return outcome
             for p in todo:  # each task shows its own part's diff, and is changed only if that differs
-                key = DIFF_KEYS[p]
-                diff = {k: v for k, v in outcome.diff.items() if k == key}
-                same = key in outcome.diff and not outcome.diff[key].strip()
+                diff = {k: v for k, v in outcome.diff.items() if k in PART_DIFF_KEYS[p]}
+                same = DIFF_KEYS[p] in outcome.diff and not any(v.strip() for v in diff.values())
                 status = recap.OK if outcome.status == recap.CHANGED and same else outcome.status
                 results[p] = replace(outcome, status=status, diff=diff)
         st.done.update({p: o for p, o in results.items() if p != part})

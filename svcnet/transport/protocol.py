@@ -49,9 +49,10 @@ MODE_IPTABLES, MODE_NFTABLES = node.MODE_IPTABLES, node.MODE_NFTABLES
 # The keys of an apply's `diff`, per part: the agent names them (the address config's after its file).
 DIFF_KEYS = dict(node.DIFF_KEYS)
 DIFF_RULES, DIFF_NETCONF = DIFF_KEYS[node.PART_RULES], DIFF_KEYS[node.PART_NETWORK]
-# The check answer's diff of the owned ip6tables rules (rules6.restore against the live ones), in the
-# IPv4 rules diff's form, where the node has IPv6 rules (read by verify's rule checks).
-DIFF_RULES6 = DIFF_KEYS.get("rules6", "rules6")
+# The owned ip6tables rules' diff (rules6.restore against the live ones), apart from the IPv4 one, in
+# its form, where the node has IPv6 rules (read by verify's rule checks; shown by apply --diff).
+DIFF_RULES6 = node.DIFF_RULES6
+PART_DIFF_KEYS = {part: tuple(keys) for part, keys in node.PART_DIFF_KEYS.items()}
 LOCK_WAIT = 30  # seconds the agent waits for another run's lock (its own default too; an int, as sent so far)
 
 

@@ -106,3 +106,17 @@ def test_a_dual_stack_apply_sends_the_ipv6_files_and_an_ipv4_one_does_not(tmp_pa
     assert RESTORE6_FILE not in ipv4 and JUMPS6_FILE not in ipv4  # the wire of IPv4-only nodes as before
     nft = protocol.apply_files(art, protocol.MODE_NFTABLES)
     assert RESTORE6_FILE not in nft and JUMPS6_FILE not in nft
+
+
+def test_the_rules_diff_is_one_per_family_and_the_nft_tables_stay_with_ipv4():
+    """A chain's name is the same in both families (KUBE-SVC-h): each family's drift in its own diff."""
+    v4 = "*nat\n:KUBE-SVC-X - [0:0]\n-A KUBE-SVC-X -j KUBE-SEP-A\nCOMMIT\n"
+    v6 = "*nat\n:KUBE-SVC-X - [0:0]\n-A KUBE-SVC-X -j KUBE-SEP-B\nCOMMIT\n"
+    nft = "table ip kube-proxy {\n}\n"
+    text = v4 + node.IPV6_RULES_HEADER + v6 + nft
+    assert node.split_rules_normal(text) == (v4 + nft, v6)
+    assert node.split_rules_normal(v4 + nft) == (v4 + nft, "")
+    changed = text.replace("KUBE-SEP-B", "KUBE-SEP-C")
+    diffs = node.rules_diffs(text, changed)
+    assert diffs["rules"] == "" and "+-A KUBE-SVC-X -j KUBE-SEP-C" in diffs[node.DIFF_RULES6]
+    assert node.DIFF_RULES6 not in node.rules_diffs(v4, v4.replace("SEP-A", "SEP-C"))
