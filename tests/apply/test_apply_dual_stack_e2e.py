@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from applylab import DUAL_STACK, REQUESTS, apply, settled_answers, url
+from labrun import verify
 
 from svcnet.lab.pytest_fixtures import node_run
 from svcnet.model.load import load_cluster
@@ -62,3 +63,32 @@ def test_both_families_rules_are_in_place_and_a_second_apply_changes_nothing(dua
     again = apply(lab, DUAL_STACK)
     assert again.rc == 0, again.out + again.err
     assert {n: r["changed"] for n, r in again.recap().items()} == {"node1": 0, "node2": 0}, again.out
+
+
+SPN = "k8s-test/service:http"
+
+
+def test_verify_checks_each_family_and_names_the_family_that_drifted(dual_lab):
+    """verify runs every check once per family (IPv6 ids end in @IPv6) and passes; an IPv6-only
+    breakage is named as ip6tables drift of that service, and the IPv4 rules still pass."""
+    lab, _ = dual_lab
+    run = verify(lab, DUAL_STACK)
+    assert run.rc == 0, run.out + run.err
+    for test_id in (f"test_cluster_ip_answers[node1-{SPN}]", f"test_cluster_ip_answers[node1-{SPN}@IPv6]",
+                    f"test_endpoints_share_traffic_evenly[node1-{SPN}@IPv6]",
+                    f"test_node_port_answers[node2-{SPN}@IPv6]",
+                    f"test_service_rules_match_rendered[node1-{SPN}@IPv6]"):
+        assert f"{test_id} PASSED" in run.out, test_id + "\n" + run.out
+    # the IPv6 service chain loses its jumps to the endpoints (ip6tables only, inside node1)
+    node_run(lab, "node1", "ip6tables-save -t nat | grep -v -- '-j KUBE-SEP-' | ip6tables-restore -T nat")
+    try:
+        broken = verify(lab, DUAL_STACK, "-k", "rules")
+        assert broken.rc == 1, broken.out + broken.err
+        assert "node1: ip6tables nat chain KUBE-SVC-" in broken.out and f"({SPN}) differs" in broken.out, broken.out
+        assert f"test_service_rules_match_rendered[node1-{SPN}] PASSED" in broken.out, broken.out
+        assert f"test_service_rules_match_rendered[node2-{SPN}@IPv6] PASSED" in broken.out, broken.out
+    finally:
+        fixed = apply(lab, DUAL_STACK)
+    assert fixed.rc == 0 and fixed.recap()["node1"]["changed"] >= 1, fixed.out + fixed.err
+    again = verify(lab, DUAL_STACK, "-k", "rules")
+    assert again.rc == 0, again.out + again.err
