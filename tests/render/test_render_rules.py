@@ -302,6 +302,11 @@ def test_nodeport_catch_all_variants() -> None:
     assert nodeport_ips(no_loop) == ["192.168.0.2"]
     assert "KUBE-FIREWALL" not in chain_names(render_restore(no_loop, []), "filter")
     assert nodeport_ips(make_settings(nodeport_addresses=("fd00::/64",))) is None  # no IPv4 CIDR: all
+    # a zero CIDR among others matches all (kube-proxy's NodePortAddresses: prefix.Bits() == 0 sets matchAll)
+    everywhere = make_settings(node_ips=("192.168.0.2",), nodeport_addresses=("192.168.0.0/24", "0.0.0.0/0"))
+    assert nodeport_ips(everywhere) is None
+    assert chain_rules(render_restore(everywhere, []), "nat", "KUBE-SERVICES")[-1].endswith(
+        "-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
 
 
 def test_fixed_rules_follow_node_facts() -> None:
